@@ -1,0 +1,45 @@
+//! The device clock: CLOCK_MONOTONIC, the clock V4L2 stamps buffers with and
+//! the clock the frame stamp (PROTOCOL.md section 7) carries.
+
+use std::time::Duration;
+
+/// Microseconds of CLOCK_MONOTONIC.
+pub fn monotonic_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) cannot fail");
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// CLOCK_MONOTONIC as a Duration since an arbitrary (boot-time) origin.
+pub fn monotonic() -> Duration {
+    Duration::from_micros(monotonic_us())
+}
+
+/// Milliseconds of CLOCK_MONOTONIC modulo 2^32, as carried in the frame stamp.
+pub fn stamp_ms(capture_us: u64) -> u32 {
+    (capture_us / 1_000) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_never_goes_back() {
+        let a = monotonic_us();
+        let b = monotonic_us();
+        assert!(b >= a);
+        assert!(a > 0);
+    }
+
+    #[test]
+    fn stamp_ms_wraps_at_32_bits() {
+        let us = (u32::MAX as u64 + 5) * 1_000;
+        assert_eq!(stamp_ms(us), 4);
+    }
+}

@@ -1,0 +1,1 @@
+//! The daemon: wires the media pipeline, the MQTT signaling and the sessions.

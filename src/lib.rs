@@ -1,0 +1,15 @@
+//! campeer: a WebRTC camera daemon for Raspberry Pi boards.
+//!
+//! The daemon captures a camera (`media`), encodes it once (`encode`), and
+//! answers WebRTC offers that arrive over MQTT (`signaling`, `rtc`). Every
+//! viewer gets the same encoded frames; see DESIGN notes in the README.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod encode;
+pub mod media;
+pub mod rtc;
+pub mod signaling;
+pub mod view;

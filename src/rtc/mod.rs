@@ -1,0 +1,1 @@
+//! WebRTC sessions on webrtc-rs 0.21.

@@ -1,0 +1,1 @@
+//! The wire protocol (PROTOCOL.md) and its MQTT transport.

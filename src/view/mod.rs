@@ -1,0 +1,1 @@
+//! `campeer view`: the project's own viewer client.
