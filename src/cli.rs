@@ -1,1 +1,555 @@
-//! Command-line interface.
+//! Command-line interface: `campeer run`, `campeer check-config FILE` and
+//! `campeer view`.
+//!
+//! Flags of `run` lay over the configuration file key by key (see
+//! [`RunArgs::resolve`]); the result is validated once, after the overlay, so
+//! a flag can fix a value the file got wrong. A validation error about a key
+//! that a flag set names the flag.
+
+use crate::config::{Config, ConfigError, IceServer};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// campeer: a WebRTC camera that answers offers over MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "campeer", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter, RUST_LOG style: `info`, `debug`, `campeer=debug,webrtc=warn`.
+    #[arg(
+        long,
+        global = true,
+        env = "RUST_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the camera daemon.
+    Run(RunArgs),
+    /// Check a configuration file and print the effective configuration.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Connect to a device as a viewer, receive video, and report.
+    View(ViewArgs),
+}
+
+/// `campeer run`: every flag overrides the key named in its help.
+#[derive(Debug, Args, Default, Clone, PartialEq)]
+pub struct RunArgs {
+    /// Configuration file (TOML). Without it, every key has its default.
+    #[arg(long, short = 'c', value_name = "FILE", env = "CAMPEER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Device id (`device_id`).
+    #[arg(long, value_name = "ID")]
+    pub device_id: Option<String>,
+    /// Broker URL, mqtt://[user[:pass]@]host[:port] (`mqtt.url`). Prefer the
+    /// environment variable for passwords: the command line is visible to
+    /// every user of the machine.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CAMPEER_MQTT_URL",
+        hide_env_values = true
+    )]
+    pub mqtt: Option<String>,
+    /// Topic root (`mqtt.prefix`).
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Video source: test, none or v4l2:/dev/videoN (`video.source`).
+    #[arg(long, value_name = "SOURCE")]
+    pub video: Option<String>,
+    /// Picture size, e.g. 1280x720 (`video.width`, `video.height`).
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// Frames per second (`video.fps`).
+    #[arg(long, value_name = "N")]
+    pub fps: Option<u32>,
+    /// Target bitrate in bits per second (`video.bitrate`).
+    #[arg(long, value_name = "BPS")]
+    pub bitrate: Option<u32>,
+    /// Most concurrent sessions (`webrtc.max_sessions`).
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Frames between periodic IDRs (`video.keyframe_interval`).
+    #[arg(long, value_name = "N")]
+    pub keyframe_interval: Option<u32>,
+    /// Seconds a session may take to connect (`webrtc.connect_timeout_secs`).
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+    /// A STUN server URL, e.g. stun:stun.example.org:3478; repeatable. Added
+    /// after the file's `webrtc.ice_servers`.
+    #[arg(long, value_name = "URL")]
+    pub stun: Vec<String>,
+    /// Seconds between stats log lines; 0 turns them off. Not a config key.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub stats_interval: u64,
+}
+
+impl RunArgs {
+    /// The configuration to run with: the file (or the defaults when there
+    /// is none), the flags laid over it, validated.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let file_ice_servers = config.webrtc.ice_servers.len();
+        self.apply(&mut config);
+        config
+            .validate()
+            .map_err(|e| self.attribute(e, file_ice_servers))?;
+        Ok(config)
+    }
+
+    /// Lays the flags that were given over `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(v) = &self.device_id {
+            config.device_id = v.clone();
+        }
+        if let Some(v) = &self.mqtt {
+            config.mqtt.url = v.clone();
+        }
+        if let Some(v) = &self.prefix {
+            config.mqtt.prefix = v.clone();
+        }
+        if let Some(v) = &self.video {
+            config.video.source = v.clone();
+        }
+        if let Some((w, h)) = self.size {
+            config.video.width = w;
+            config.video.height = h;
+        }
+        if let Some(v) = self.fps {
+            config.video.fps = v;
+        }
+        if let Some(v) = self.bitrate {
+            config.video.bitrate = v;
+        }
+        if let Some(v) = self.max_sessions {
+            config.webrtc.max_sessions = v;
+        }
+        if let Some(v) = self.keyframe_interval {
+            config.video.keyframe_interval = v;
+        }
+        if let Some(v) = self.connect_timeout {
+            config.webrtc.connect_timeout_secs = v;
+        }
+        config
+            .webrtc
+            .ice_servers
+            .extend(self.stun.iter().map(|url| IceServer {
+                urls: vec![url.clone()],
+                username: None,
+                credential: None,
+            }));
+    }
+
+    /// Says which flag set a refused key, or which file it came from.
+    fn attribute(&self, err: ConfigError, file_ice_servers: usize) -> ConfigError {
+        let ConfigError::Invalid { key, message } = err else {
+            return err;
+        };
+        match self.flag_for(&key, file_ice_servers) {
+            Some(flag) => ConfigError::Invalid {
+                key,
+                message: format!("{message} (from {flag})"),
+            },
+            None => {
+                let err = ConfigError::Invalid { key, message };
+                match &self.config {
+                    Some(path) => ConfigError::InFile {
+                        path: path.clone(),
+                        source: Box::new(err),
+                    },
+                    None => err,
+                }
+            }
+        }
+    }
+
+    /// The flag that set `key`, if one did.
+    fn flag_for(&self, key: &str, file_ice_servers: usize) -> Option<&'static str> {
+        let set = |given: bool, flag: &'static str| given.then_some(flag);
+        match key {
+            "device_id" => set(self.device_id.is_some(), "--device-id"),
+            "mqtt.url" => set(self.mqtt.is_some(), "--mqtt"),
+            "mqtt.prefix" => set(self.prefix.is_some(), "--prefix"),
+            "video.source" => set(self.video.is_some(), "--video"),
+            "video.width" | "video.height" => set(self.size.is_some(), "--size"),
+            "video.fps" => set(self.fps.is_some(), "--fps"),
+            "video.bitrate" => set(self.bitrate.is_some(), "--bitrate"),
+            "video.keyframe_interval" => {
+                set(self.keyframe_interval.is_some(), "--keyframe-interval")
+            }
+            "webrtc.max_sessions" => set(self.max_sessions.is_some(), "--max-sessions"),
+            "webrtc.connect_timeout_secs" => {
+                set(self.connect_timeout.is_some(), "--connect-timeout")
+            }
+            _ => {
+                let index = key
+                    .strip_prefix("webrtc.ice_servers[")
+                    .and_then(|rest| rest.split(']').next())
+                    .and_then(|n| n.parse::<usize>().ok())?;
+                set(index >= file_ice_servers, "--stun")
+            }
+        }
+    }
+}
+
+/// Parses `WxH` (also `WXH`) into (width, height).
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a size; expected WIDTHxHEIGHT, e.g. 1280x720");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let w: u32 = w.trim().parse().map_err(|_| bad())?;
+    let h: u32 = h.trim().parse().map_err(|_| bad())?;
+    Ok((w, h))
+}
+
+/// `campeer view`: the project's own viewer. It offers recvonly video and a
+/// `control` data channel, decodes what arrives, and reports frame count,
+/// losses and latency.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct ViewArgs {
+    /// Broker URL, mqtt://[user[:pass]@]host[:port].
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CAMPEER_MQTT_URL",
+        hide_env_values = true,
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
+    pub mqtt: String,
+    /// Topic root the device uses.
+    #[arg(long, value_name = "P", default_value = "campeer")]
+    pub prefix: String,
+    /// The device id to view.
+    #[arg(long, value_name = "ID")]
+    pub device: String,
+    /// Stop after this many decoded frames.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub frames: u64,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+    /// Session id to use (default: random). Sent as given, not validated, so
+    /// tests can try invalid ones.
+    #[arg(long, value_name = "SID")]
+    pub sid: Option<String>,
+    /// Print the report as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+    /// Offer no video; succeed once connected.
+    #[arg(long)]
+    pub no_video: bool,
+    /// Send this SDP as the offer instead of generating one (for testing);
+    /// the answer is the result.
+    #[arg(long, value_name = "FILE")]
+    pub offer_file: Option<PathBuf>,
+    /// Stay connected until killed (or --timeout), ignoring --frames.
+    #[arg(long)]
+    pub hold: bool,
+    /// Publish the offer twice, as a QoS 1 redelivery would (for testing).
+    #[arg(long)]
+    pub repeat_offer: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::path::Path;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("campeer").chain(args.iter().copied()))
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match cli(&[&["run"], args].concat()).unwrap().command {
+            Command::Run(a) => a,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    fn view_args(args: &[&str]) -> ViewArgs {
+        match cli(&[&["view"], args].concat()).unwrap().command {
+            Command::View(a) => a,
+            other => panic!("expected view, got {other:?}"),
+        }
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "campeer-cli-test-{}-{}-{name}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn size_parsing() {
+        assert_eq!(parse_size("1280x720"), Ok((1280, 720)));
+        assert_eq!(parse_size("640X480"), Ok((640, 480)));
+        for bad in [
+            "",
+            "1280",
+            "x720",
+            "1280x",
+            "1280*720",
+            "-2x4",
+            "axb",
+            "1x2x3",
+            "99999999999x1",
+        ] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains("WIDTHxHEIGHT"), "{bad}: {e}");
+        }
+        let e = cli(&["run", "--size", "big"]).unwrap_err().to_string();
+        assert!(e.contains("WIDTHxHEIGHT"), "{e}");
+    }
+
+    #[test]
+    fn run_without_flags_is_defaults() {
+        let a = run_args(&[]);
+        assert_eq!(a.config, None);
+        assert_eq!(a.stats_interval, 10);
+        let c = a.resolve().unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn run_flags_override_everything_they_name() {
+        let a = run_args(&[
+            "--device-id",
+            "cam3",
+            "--mqtt",
+            "mqtt://b:1884",
+            "--prefix",
+            "x/y",
+            "--video",
+            "none",
+            "--size",
+            "320x240",
+            "--fps",
+            "15",
+            "--bitrate",
+            "300000",
+            "--max-sessions",
+            "2",
+            "--keyframe-interval",
+            "30",
+            "--connect-timeout",
+            "9",
+            "--stun",
+            "stun:a",
+            "--stun",
+            "stun:b",
+            "--stats-interval",
+            "0",
+        ]);
+        assert_eq!(a.stats_interval, 0);
+        let c = a.resolve().unwrap();
+        assert_eq!(c.device_id, "cam3");
+        assert_eq!(c.mqtt.url, "mqtt://b:1884");
+        assert_eq!(c.mqtt.prefix, "x/y");
+        assert_eq!(c.video.source, "none");
+        assert_eq!((c.video.width, c.video.height), (320, 240));
+        assert_eq!(c.video.fps, 15);
+        assert_eq!(c.video.bitrate, 300_000);
+        assert_eq!(c.webrtc.max_sessions, 2);
+        assert_eq!(c.video.keyframe_interval, 30);
+        assert_eq!(c.webrtc.connect_timeout_secs, 9);
+        let urls: Vec<_> = c
+            .webrtc
+            .ice_servers
+            .iter()
+            .map(|s| s.urls[0].as_str())
+            .collect();
+        assert_eq!(urls, ["stun:a", "stun:b"]);
+    }
+
+    #[test]
+    fn flags_lay_over_the_file() {
+        let path = temp_file(
+            "over.toml",
+            "device_id = \"filecam\"\n[video]\nfps = 10\nbitrate = 200000\n\
+             [[webrtc.ice_servers]]\nurls = \"stun:file\"\n",
+        );
+        let a = run_args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--fps",
+            "25",
+            "--stun",
+            "stun:flag",
+        ]);
+        let c = a.resolve();
+        let _ = std::fs::remove_file(&path);
+        let c = c.unwrap();
+        assert_eq!(c.device_id, "filecam");
+        assert_eq!(c.video.fps, 25);
+        assert_eq!(c.video.bitrate, 200_000);
+        let urls: Vec<_> = c
+            .webrtc
+            .ice_servers
+            .iter()
+            .map(|s| s.urls[0].as_str())
+            .collect();
+        assert_eq!(urls, ["stun:file", "stun:flag"]);
+    }
+
+    #[test]
+    fn a_flag_can_fix_a_bad_file_value() {
+        let path = temp_file("fix.toml", "[video]\nwidth = 641\n");
+        let fixed = run_args(&["-c", path.to_str().unwrap(), "--size", "640x480"]).resolve();
+        let broken = run_args(&["-c", path.to_str().unwrap()]).resolve();
+        let _ = std::fs::remove_file(&path);
+        fixed.unwrap();
+        let msg = broken.unwrap_err().to_string();
+        assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("invalid video.width"), "{msg}");
+    }
+
+    #[test]
+    fn errors_name_the_flag_that_set_the_key() {
+        let msg = run_args(&["--size", "641x480"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("video.width") && msg.contains("(from --size)"),
+            "{msg}"
+        );
+        let msg = run_args(&["--fps", "0"]).resolve().unwrap_err().to_string();
+        assert!(msg.contains("(from --fps)"), "{msg}");
+        let msg = run_args(&["--device-id", "Bad"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("(from --device-id)"), "{msg}");
+        let msg = run_args(&["--stun", "turn:x"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("(from --stun)"), "{msg}");
+        let msg = run_args(&["--mqtt", "mqtt://u:pw@h:0"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("(from --mqtt)") && !msg.contains("pw"),
+            "{msg}"
+        );
+        // --video test needs width >= 256: the width came from --size.
+        let msg = run_args(&["--video", "test", "--size", "200x200"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("(from --size)"), "{msg}");
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let msg = run_args(&["--config", "/nonexistent/campeer.toml"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("/nonexistent/campeer.toml") && msg.contains("does not exist"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_flag_and_bad_numbers_are_refused() {
+        assert!(cli(&["run", "--bogus"]).is_err());
+        assert!(cli(&["run", "--fps", "fast"]).is_err());
+        assert!(cli(&["run", "--max-sessions", "-1"]).is_err());
+        assert!(cli(&[]).is_err());
+    }
+
+    #[test]
+    fn check_config_takes_a_file() {
+        match cli(&["check-config", "/etc/campeer.toml"]).unwrap().command {
+            Command::CheckConfig { file } => assert_eq!(file, Path::new("/etc/campeer.toml")),
+            other => panic!("{other:?}"),
+        }
+        assert!(cli(&["check-config"]).is_err());
+    }
+
+    #[test]
+    fn log_is_global_with_a_default() {
+        let c = cli(&["run", "--log", "debug"]).unwrap();
+        assert_eq!(c.log, "debug");
+        let c = cli(&["--log", "campeer=trace", "check-config", "f"]).unwrap();
+        assert_eq!(c.log, "campeer=trace");
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(cli(&["run"]).unwrap().log, "info");
+        }
+    }
+
+    #[test]
+    fn view_defaults() {
+        let v = view_args(&["--device", "cam1"]);
+        if std::env::var_os("CAMPEER_MQTT_URL").is_none() {
+            assert_eq!(v.mqtt, "mqtt://127.0.0.1:1883");
+        }
+        assert_eq!(v.prefix, "campeer");
+        assert_eq!(v.device, "cam1");
+        assert_eq!(v.frames, 300);
+        assert_eq!(v.timeout, 30);
+        assert_eq!(v.sid, None);
+        assert!(!v.json && !v.no_video && !v.hold && !v.repeat_offer);
+        assert_eq!(v.offer_file, None);
+    }
+
+    #[test]
+    fn view_flags() {
+        let v = view_args(&[
+            "--device",
+            "cam1",
+            "--mqtt",
+            "mqtt://h:1",
+            "--prefix",
+            "p/q",
+            "--frames",
+            "5",
+            "--timeout",
+            "7",
+            "--sid",
+            "abcdefgh",
+            "--json",
+            "--no-video",
+            "--offer-file",
+            "/tmp/o.sdp",
+            "--hold",
+            "--repeat-offer",
+        ]);
+        assert_eq!(v.mqtt, "mqtt://h:1");
+        assert_eq!(v.prefix, "p/q");
+        assert_eq!((v.frames, v.timeout), (5, 7));
+        assert_eq!(v.sid.as_deref(), Some("abcdefgh"));
+        assert!(v.json && v.no_video && v.hold && v.repeat_offer);
+        assert_eq!(v.offer_file.as_deref(), Some(Path::new("/tmp/o.sdp")));
+    }
+
+    #[test]
+    fn view_requires_a_device() {
+        assert!(cli(&["view"]).is_err());
+    }
+}

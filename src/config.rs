@@ -1,19 +1,115 @@
 //! Configuration: a TOML file (every key has a default, unknown keys are
-//! refused) with command-line flags laid over it.
+//! refused) with command-line flags laid over it (see `cli::RunArgs`).
 //!
-//! TODO(helper): loading, validation, flag overrides, check-config output.
+//! Loading and validation are separate steps: [`Config::load`] /
+//! [`Config::from_toml_str`] only parse (so a flag may still fix a value
+//! the file got wrong), and [`Config::validate`] checks the result. Every
+//! error names the file (with line and column for parse errors) or the
+//! dotted key (`video.width`) it is about, and never prints a secret: the
+//! MQTT password is shown as `***` in errors, in [`MqttTarget`]'s
+//! `Display`, and in [`Config::to_toml_string`].
+//!
+//! See docs/configuration.md for every key, and examples/campeer.toml.
 
-use serde::{Deserialize, Serialize};
+use crate::signaling::topics::validate_device_id;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// What stands in for a secret in anything printed.
+pub const REDACTED: &str = "***";
+
+/// The device id used when the host name yields none.
+pub const FALLBACK_DEVICE_ID: &str = "campeer";
+
+/// Everything that can be wrong with a configuration.
+#[derive(thiserror::Error, Debug)]
+pub enum ConfigError {
+    /// The configuration file does not exist.
+    #[error("config file {} does not exist", .path.display())]
+    NotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The configuration file exists but cannot be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read {
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("{}: {message}", location(.origin, .line, .column))]
+    Parse {
+        /// Where the text came from (usually the file path).
+        origin: String,
+        /// 1-based line of the offending text, when known.
+        line: Option<usize>,
+        /// 1-based column (in characters) of the offending text, when known.
+        column: Option<usize>,
+        /// The parser's message; names the key for unknown keys.
+        message: String,
+    },
+    /// A value outside what the daemon accepts.
+    #[error("invalid {key}: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `video.width` or `webrtc.udp_bind[1]`.
+        key: String,
+        /// What is wrong, quoting the value.
+        message: String,
+    },
+    /// An MQTT broker URL that cannot be used.
+    #[error("invalid MQTT URL `{url}`: {message}")]
+    MqttUrl {
+        /// The URL, password replaced by `***`.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An error about a value that came from a file.
+    #[error("{}: {source}", .path.display())]
+    InFile {
+        /// The configuration file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: Box<ConfigError>,
+    },
+    /// The configuration cannot be rendered as TOML (a bug).
+    #[error("cannot render the configuration as TOML: {0}")]
+    Render(String),
+}
+
+fn location(origin: &str, line: &Option<usize>, column: &Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!("{origin}:{l}:{c}"),
+        (Some(l), None) => format!("{origin}:{l}"),
+        _ => origin.to_owned(),
+    }
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
 
 /// The whole daemon configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Device id, `[a-z0-9][a-z0-9_-]{0,62}`. Default: the host name,
-    /// lower-cased, other characters mapped to `-`.
+    /// lower-cased, other characters mapped to `-` (see [`default_device_id`]).
     pub device_id: String,
+    /// The broker connection and topic root (`[mqtt]`).
     pub mqtt: MqttConfig,
+    /// The camera and the encoder (`[video]`).
     pub video: VideoConfig,
+    /// WebRTC sessions (`[webrtc]`).
     pub webrtc: WebRtcConfig,
 }
 
@@ -21,18 +117,21 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
-    /// Broker URL: `mqtt://[user[:pass]@]host[:port]` (mqtts:// reserved for TLS).
+    /// Broker URL: `mqtt://[user[:pass]@]host[:port]` (default port 1883),
+    /// or `mqtts://` (TLS, default port 8883). User and password are
+    /// percent-decoded. Default `mqtt://127.0.0.1:1883`.
     pub url: String,
-    /// Topic root; may contain `/`.
+    /// Topic root; may contain `/`. Default `campeer`.
     pub prefix: String,
-    /// MQTT client id; default `campeer-{device_id}`.
+    /// MQTT client id; default (`None`) is `campeer-{device_id}`.
     pub client_id: Option<String>,
-    /// Keep-alive interval, seconds.
+    /// Keep-alive interval, seconds (5..=65535). Default 30.
     pub keepalive_secs: u64,
-    /// Largest accepted payload, bytes (PROTOCOL.md: 64 KiB).
+    /// Largest accepted payload, bytes (PROTOCOL.md: 64 KiB). Default 65536.
     pub max_payload: usize,
-    /// Reconnect backoff floor and ceiling, milliseconds.
+    /// Reconnect backoff floor, milliseconds. Default 250.
     pub reconnect_min_ms: u64,
+    /// Reconnect backoff ceiling, milliseconds (>= the floor). Default 30000.
     pub reconnect_max_ms: u64,
 }
 
@@ -40,14 +139,19 @@ pub struct MqttConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct VideoConfig {
-    /// `test`, `v4l2:/dev/videoN` or `none`.
+    /// `test` (a generated pattern with frame stamps), `v4l2:/dev/videoN`
+    /// (a camera) or `none` (no video). Default `test`.
     pub source: String,
+    /// Picture width in pixels: even, 16..=4096, and >= 256 for `test`.
+    /// Default 640.
     pub width: u32,
+    /// Picture height in pixels: even, 16..=4096. Default 480.
     pub height: u32,
+    /// Frames per second, 1..=120. Default 30.
     pub fps: u32,
-    /// Target bitrate, bits per second.
+    /// Target bitrate, bits per second, 50_000..=50_000_000. Default 1_000_000.
     pub bitrate: u32,
-    /// Frames between periodic IDRs.
+    /// Frames between periodic IDRs (>= 1). Default 60.
     pub keyframe_interval: u32,
 }
 
@@ -55,35 +159,69 @@ pub struct VideoConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebRtcConfig {
-    /// Most concurrent sessions.
+    /// Most concurrent sessions, 1..=64. Default 4.
     pub max_sessions: usize,
-    /// A session not connected after this many seconds is closed (`timeout`).
+    /// A session not connected after this many seconds is closed
+    /// (`timeout`). At least 1. Default 30.
     pub connect_timeout_secs: u64,
-    /// A connected session whose ICE stays disconnected this long is closed (`failed`).
+    /// A connected session whose ICE stays disconnected this long is closed
+    /// (`failed`). At least 1. Default 5.
     pub disconnected_timeout_secs: u64,
-    /// STUN/TURN servers offered to the ICE agent.
+    /// STUN/TURN servers offered to the ICE agent. Default none.
     pub ice_servers: Vec<IceServer>,
-    /// Local UDP sockets to gather from, e.g. `0.0.0.0:0`, `[::]:0`.
+    /// Local UDP sockets to gather from, e.g. `0.0.0.0:0`, `[::]:0`. At
+    /// least one. Default `["0.0.0.0:0"]`.
     pub udp_bind: Vec<String>,
-    /// Also gather loopback candidates (useful for same-host viewers and tests).
+    /// Also gather loopback candidates (useful for same-host viewers and
+    /// tests). Default true.
     pub include_loopback: bool,
 }
 
-/// One STUN or TURN server.
+/// One STUN or TURN server, shaped like the browser's `RTCIceServer`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
+    /// One or more URLs (`stun:`, `stuns:`, `turn:` or `turns:`). The file
+    /// may give a single string or an array.
+    #[serde(deserialize_with = "one_or_many")]
     pub urls: Vec<String>,
+    /// TURN user name (required for `turn:`/`turns:` URLs).
     #[serde(default)]
     pub username: Option<String>,
+    /// TURN credential (required for `turn:`/`turns:` URLs).
     #[serde(default)]
     pub credential: Option<String>,
+}
+
+/// Accepts `"url"` as well as `["url", ...]`, like `RTCIceServer.urls`.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a URL string or an array of URL strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<String>, E> {
+            Ok(vec![s.to_owned()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            device_id: "campeer".into(),
+            device_id: default_device_id(),
             mqtt: MqttConfig::default(),
             video: VideoConfig::default(),
             webrtc: WebRtcConfig::default(),
@@ -128,5 +266,1193 @@ impl Default for WebRtcConfig {
             udp_bind: vec!["0.0.0.0:0".into()],
             include_loopback: true,
         }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` (usually the file path) prefixes errors,
+    /// which carry the line and column. Missing keys take their defaults;
+    /// unknown keys are errors naming the key. Does not validate.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .and_then(|span| line_column(text, span.start))
+                .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+            ConfigError::Parse {
+                origin: origin.to_owned(),
+                line,
+                column,
+                message: e.message().trim_end().to_owned(),
+            }
+        })
+    }
+
+    /// Reads and parses a configuration file. Does not validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::NotFound {
+                    path: path.to_owned(),
+                }
+            } else {
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        Config::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Checks every value; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !validate_device_id(&self.device_id) {
+            return Err(invalid(
+                "device_id",
+                format!(
+                    "{:?} does not match [a-z0-9][a-z0-9_-]{{0,62}} (lower-case letters, digits, `_` and `-`, starting with a letter or digit, at most 63)",
+                    self.device_id
+                ),
+            ));
+        }
+        self.mqtt.validate()?;
+        self.video.validate()?;
+        self.webrtc.validate()
+    }
+
+    /// The MQTT client id: `mqtt.client_id`, or `campeer-{device_id}`.
+    pub fn effective_client_id(&self) -> String {
+        match &self.mqtt.client_id {
+            Some(id) => id.clone(),
+            None => format!("campeer-{}", self.device_id),
+        }
+    }
+
+    /// The configuration as TOML, with secrets (the MQTT password, TURN
+    /// credentials) replaced by `***`. Loads back with [`Config::load`].
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        let mut shown = self.clone();
+        shown.mqtt.url = redact_url(&shown.mqtt.url);
+        for server in &mut shown.webrtc.ice_servers {
+            if server.credential.is_some() {
+                server.credential = Some(REDACTED.to_owned());
+            }
+        }
+        toml::to_string(&shown).map_err(|e| ConfigError::Render(e.to_string()))
+    }
+}
+
+impl MqttConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        MqttTarget::parse(&self.url).map_err(|e| invalid("mqtt.url", e.to_string()))?;
+        validate_prefix(&self.prefix).map_err(|m| invalid("mqtt.prefix", m))?;
+        if let Some(id) = &self.client_id {
+            if id.is_empty()
+                || id.len() > 65535
+                || id.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(invalid(
+                    "mqtt.client_id",
+                    format!("{id:?}: must be 1 to 65535 bytes without spaces or control characters (leave it out for campeer-{{device_id}})"),
+                ));
+            }
+        }
+        if !(5..=65535).contains(&self.keepalive_secs) {
+            return Err(invalid(
+                "mqtt.keepalive_secs",
+                format!("{} is outside 5..=65535", self.keepalive_secs),
+            ));
+        }
+        if !(1024..=1024 * 1024).contains(&self.max_payload) {
+            return Err(invalid(
+                "mqtt.max_payload",
+                format!(
+                    "{} is outside 1024..=1048576 (the protocol says 65536)",
+                    self.max_payload
+                ),
+            ));
+        }
+        if self.reconnect_min_ms == 0 {
+            return Err(invalid("mqtt.reconnect_min_ms", "must be at least 1"));
+        }
+        if self.reconnect_max_ms < self.reconnect_min_ms {
+            return Err(invalid(
+                "mqtt.reconnect_max_ms",
+                format!(
+                    "{} is below mqtt.reconnect_min_ms ({})",
+                    self.reconnect_max_ms, self.reconnect_min_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a topic prefix: non-empty, no wildcards, no leading or trailing
+/// `/`, no empty levels.
+fn validate_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if prefix.contains(['+', '#']) {
+        return Err(format!("{prefix:?} contains an MQTT wildcard (`+` or `#`)"));
+    }
+    if prefix.contains('\0') {
+        return Err(format!("{prefix:?} contains a NUL character"));
+    }
+    if prefix.starts_with('/') || prefix.ends_with('/') {
+        return Err(format!("{prefix:?} must not start or end with `/`"));
+    }
+    if prefix.split('/').any(str::is_empty) {
+        return Err(format!("{prefix:?} has an empty level (`//`)"));
+    }
+    Ok(())
+}
+
+impl VideoConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let is_test = match self.source.as_str() {
+            "test" => true,
+            "none" => false,
+            s => match s.strip_prefix("v4l2:") {
+                Some(path) if !path.is_empty() && path.trim() == path => false,
+                Some(_) => {
+                    return Err(invalid(
+                        "video.source",
+                        format!("{s:?}: `v4l2:` needs a device path, e.g. `v4l2:/dev/video0`"),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        "video.source",
+                        format!("{s:?}: expected `test`, `none` or `v4l2:/dev/videoN`"),
+                    ))
+                }
+            },
+        };
+        for (key, v) in [("video.width", self.width), ("video.height", self.height)] {
+            if !(16..=4096).contains(&v) {
+                return Err(invalid(key, format!("{v} is outside 16..=4096")));
+            }
+            if v % 2 != 0 {
+                return Err(invalid(
+                    key,
+                    format!("{v} is odd; width and height must be even (chroma is subsampled 2x2)"),
+                ));
+            }
+        }
+        if is_test && self.width < 256 {
+            return Err(invalid(
+                "video.width",
+                format!(
+                    "{} is below 256, which the test source's frame stamp needs",
+                    self.width
+                ),
+            ));
+        }
+        if !(1..=120).contains(&self.fps) {
+            return Err(invalid(
+                "video.fps",
+                format!("{} is outside 1..=120", self.fps),
+            ));
+        }
+        if !(50_000..=50_000_000).contains(&self.bitrate) {
+            return Err(invalid(
+                "video.bitrate",
+                format!(
+                    "{} is outside 50000..=50000000 bits per second",
+                    self.bitrate
+                ),
+            ));
+        }
+        if self.keyframe_interval == 0 {
+            return Err(invalid("video.keyframe_interval", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl WebRtcConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=64).contains(&self.max_sessions) {
+            return Err(invalid(
+                "webrtc.max_sessions",
+                format!("{} is outside 1..=64", self.max_sessions),
+            ));
+        }
+        if self.connect_timeout_secs == 0 {
+            return Err(invalid("webrtc.connect_timeout_secs", "must be at least 1"));
+        }
+        if self.disconnected_timeout_secs == 0 {
+            return Err(invalid(
+                "webrtc.disconnected_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        for (i, server) in self.ice_servers.iter().enumerate() {
+            server.validate(&format!("webrtc.ice_servers[{i}]"))?;
+        }
+        if self.udp_bind.is_empty() {
+            return Err(invalid(
+                "webrtc.udp_bind",
+                "needs at least one address, e.g. \"0.0.0.0:0\"",
+            ));
+        }
+        for (i, addr) in self.udp_bind.iter().enumerate() {
+            if let Err(e) = addr.parse::<SocketAddr>() {
+                return Err(invalid(
+                    format!("webrtc.udp_bind[{i}]"),
+                    format!("{addr:?} is not an IP:port socket address ({e}); e.g. \"0.0.0.0:0\" or \"[::]:0\""),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl IceServer {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.urls.is_empty() {
+            return Err(invalid(format!("{key}.urls"), "needs at least one URL"));
+        }
+        for (i, url) in self.urls.iter().enumerate() {
+            let scheme = ["stun:", "stuns:", "turn:", "turns:"]
+                .into_iter()
+                .find(|s| url.starts_with(s));
+            let Some(scheme) = scheme else {
+                return Err(invalid(
+                    format!("{key}.urls[{i}]"),
+                    format!("{url:?} must start with stun:, stuns:, turn: or turns:"),
+                ));
+            };
+            if url.len() == scheme.len() {
+                return Err(invalid(
+                    format!("{key}.urls[{i}]"),
+                    format!("{url:?} has no host"),
+                ));
+            }
+            if scheme.starts_with("turn") {
+                let has = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+                if !has(&self.username) {
+                    return Err(invalid(
+                        format!("{key}.username"),
+                        format!("TURN server {url:?} needs a username"),
+                    ));
+                }
+                if !has(&self.credential) {
+                    return Err(invalid(
+                        format!("{key}.credential"),
+                        format!("TURN server {url:?} needs a credential"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `campeer check-config FILE`: loads and validates `path` and returns the
+/// effective configuration as TOML (defaults filled in, secrets as `***`),
+/// headed by comments naming the file and the MQTT client id.
+pub fn check_config(path: &Path) -> Result<String, ConfigError> {
+    let config = Config::load(path)?;
+    config.validate().map_err(|e| ConfigError::InFile {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })?;
+    let body = config.to_toml_string()?;
+    Ok(format!(
+        "# Effective campeer configuration from {} (defaults filled in, secrets shown as {REDACTED}).\n\
+         # MQTT client id: {}\n\n{body}",
+        path.display(),
+        config.effective_client_id()
+    ))
+}
+
+/// The default device id: the host name, lower-cased, characters outside
+/// `[a-z0-9_-]` mapped to `-`, leading `-`/`_` dropped, at most 63
+/// characters; `campeer` when that leaves nothing.
+pub fn default_device_id() -> String {
+    read_host_name()
+        .and_then(|h| sanitize_device_id(&h))
+        .unwrap_or_else(|| FALLBACK_DEVICE_ID.to_owned())
+}
+
+/// Turns a host name into a valid device id, or `None` if nothing usable
+/// is left (see [`default_device_id`]).
+pub fn sanitize_device_id(raw: &str) -> Option<String> {
+    let mapped: String = raw
+        .trim()
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    // Every char is ASCII now, so chars and bytes agree.
+    let id: String = mapped
+        .trim_start_matches(['-', '_'])
+        .chars()
+        .take(63)
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+fn read_host_name() -> Option<String> {
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        if !s.trim().is_empty() {
+            return Some(s.trim().to_owned());
+        }
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and
+    // gethostname writes at most that many.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    // POSIX leaves truncated names unterminated: take up to the first NUL or all.
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Where the broker is, parsed from `mqtt.url` (or the viewer's `--mqtt`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MqttTarget {
+    /// `mqtts://`: the connection must use TLS.
+    pub tls: bool,
+    /// Host name or address, ready for `format!("{host}:{port}")`: IPv6
+    /// addresses keep their brackets (`[::1]`).
+    pub host: String,
+    /// TCP port (1883 / 8883 when the URL has none).
+    pub port: u16,
+    /// Percent-decoded user name, if the URL has one.
+    pub username: Option<String>,
+    /// Percent-decoded password, if the URL has one. Never printed.
+    pub password: Option<String>,
+}
+
+impl MqttTarget {
+    /// Parses `mqtt://[user[:pass]@]host[:port][/]` or the same with
+    /// `mqtts://`. Errors quote the URL with the password redacted.
+    pub fn parse(url: &str) -> Result<MqttTarget, ConfigError> {
+        let fail = |message: String| ConfigError::MqttUrl {
+            url: redact_url(url),
+            message,
+        };
+        if !url.contains("://") {
+            return Err(fail(
+                "expected mqtt://host[:port] or mqtts://host[:port]".into(),
+            ));
+        }
+        let parsed = url::Url::parse(url).map_err(|e| fail(e.to_string()))?;
+        let tls = match parsed.scheme() {
+            "mqtt" => false,
+            "mqtts" => true,
+            other => {
+                return Err(fail(format!(
+                    "unsupported scheme `{other}`; use mqtt:// or mqtts://"
+                )))
+            }
+        };
+        let host = match parsed.host() {
+            None => return Err(fail("no host".into())),
+            Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Domain(d)) => {
+                if d.is_empty() {
+                    return Err(fail("no host".into()));
+                }
+                if !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+                {
+                    return Err(fail(format!("bad host name {d:?}")));
+                }
+                d.to_owned()
+            }
+        };
+        let port = match parsed.port() {
+            Some(0) => return Err(fail("port 0 is not a broker port".into())),
+            Some(p) => p,
+            None if tls => 8883,
+            None => 1883,
+        };
+        if !matches!(parsed.path(), "" | "/") {
+            return Err(fail(format!("unexpected path {:?}", parsed.path())));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(fail("unexpected query or fragment".into()));
+        }
+        let username = match parsed.username() {
+            "" => None,
+            u => Some(percent_decode(u).map_err(|m| fail(format!("user name: {m}")))?),
+        };
+        let password = match parsed.password() {
+            None => None,
+            Some(p) => Some(percent_decode(p).map_err(|m| fail(format!("password: {m}")))?),
+        };
+        if password.is_some() && username.is_none() {
+            return Err(fail("a password needs a user name (MQTT 3.1.1)".into()));
+        }
+        Ok(MqttTarget {
+            tls,
+            host,
+            port,
+            username,
+            password,
+        })
+    }
+}
+
+/// `mqtt://user:***@host:port`: never shows the password.
+impl fmt::Display for MqttTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.tls { "mqtts://" } else { "mqtt://" })?;
+        if let Some(user) = &self.username {
+            f.write_str(&percent_encode_userinfo(user))?;
+            if self.password.is_some() {
+                write!(f, ":{REDACTED}")?;
+            }
+            f.write_str("@")?;
+        }
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Like `Display`, so a `{:?}` in a log line cannot leak the password.
+impl fmt::Debug for MqttTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MqttTarget({self})")
+    }
+}
+
+/// `url` with the password (between `user:` and the last `@` of the part
+/// after `://`) replaced by `***`. Works on text that does not parse, so
+/// error messages can quote it; errs towards hiding too much.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:{REDACTED}{}",
+            &url[..start],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                None => return Err("bad percent-escape (expected %XX)".into()),
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "not UTF-8 after percent-decoding".into())
+}
+
+fn percent_encode_userinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> Option<(usize, usize)> {
+    let before = text.get(..offset)?;
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    Some((line, column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/campeer.toml");
+    const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "test.toml")
+    }
+
+    fn valid() -> Config {
+        let mut c = Config::default();
+        c.device_id = "cam1".into();
+        c
+    }
+
+    /// Asserts `c` is refused and the error names `key`.
+    fn refused(c: &Config, key: &str) -> String {
+        match c.validate() {
+            Err(ConfigError::Invalid { key: k, message }) => {
+                assert_eq!(k, key, "{message}");
+                format!("invalid {k}: {message}")
+            }
+            other => panic!("expected an invalid {key}, got {other:?}"),
+        }
+    }
+
+    fn temp_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "campeer-config-test-{}-{}-{name}",
+            std::process::id(),
+            rand::random::<u32>()
+        ))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn keys_override_defaults() {
+        let c = parse(
+            r#"
+            device_id = "cam7"
+            [mqtt]
+            url = "mqtt://broker:1884"
+            prefix = "site/cams"
+            [video]
+            width = 1280
+            height = 720
+            [webrtc]
+            max_sessions = 2
+            udp_bind = ["0.0.0.0:5000", "[::]:5000"]
+            [[webrtc.ice_servers]]
+            urls = "stun:stun.example.org:3478"
+            [[webrtc.ice_servers]]
+            urls = ["turn:turn.example.org", "turns:turn.example.org:5349"]
+            username = "u"
+            credential = "c"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.device_id, "cam7");
+        assert_eq!(c.mqtt.url, "mqtt://broker:1884");
+        assert_eq!(c.mqtt.prefix, "site/cams");
+        assert_eq!(c.mqtt.keepalive_secs, 30);
+        assert_eq!(
+            (c.video.width, c.video.height, c.video.fps),
+            (1280, 720, 30)
+        );
+        assert_eq!(c.webrtc.max_sessions, 2);
+        assert_eq!(c.webrtc.udp_bind, ["0.0.0.0:5000", "[::]:5000"]);
+        assert_eq!(c.webrtc.ice_servers[0].urls, ["stun:stun.example.org:3478"]);
+        assert_eq!(c.webrtc.ice_servers[1].urls.len(), 2);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_top_level_key_names_key_file_and_line() {
+        let err = parse("device_id = \"cam1\"\ncolour = \"red\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:2:1: "), "{msg}");
+        assert!(msg.contains("unknown field `colour`"), "{msg}");
+        assert!(matches!(
+            err,
+            ConfigError::Parse {
+                line: Some(2),
+                column: Some(1),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_nested_key_names_key_file_and_line() {
+        let msg = parse("[video]\nwidth = 640\n  widht = 640\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("test.toml:3:3: "), "{msg}");
+        assert!(msg.contains("`widht`"), "{msg}");
+        let msg = parse("[[webrtc.ice_servers]]\nurls = \"stun:x\"\npassword = \"p\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("test.toml:3:"), "{msg}");
+        assert!(msg.contains("`password`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_and_syntax_errors_have_a_location() {
+        let msg = parse("[video]\nfps = \"30\"\n").unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml:2:"), "{msg}");
+        let msg = parse("[video]\nfps = -1\n").unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml:2:"), "{msg}");
+        let msg = parse("device_id = \n").unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml:1:"), "{msg}");
+        let msg = parse("[[webrtc.ice_servers]]\nurls = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("a URL string or an array of URL strings"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let path = temp_path("absent.toml");
+        let err = Config::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::NotFound { .. }));
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("does not exist"), "{msg}");
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        // A directory cannot be read as a file.
+        let dir = std::env::temp_dir();
+        let msg = Config::load(&dir).unwrap_err().to_string();
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn load_reports_the_path_in_parse_errors() {
+        let path = temp_path("bad.toml");
+        std::fs::write(&path, "[mqtt]\nurl = \"mqtt://h\"\nbogus = 1\n").unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            msg.starts_with(&format!("{}:3:1: ", path.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("`bogus`"), "{msg}");
+    }
+
+    #[test]
+    fn device_id_validation() {
+        let mut c = valid();
+        for ok in ["a", "0cam", "cam_1-x", &"a".repeat(63)] {
+            c.device_id = ok.to_string();
+            c.validate().unwrap();
+        }
+        for bad in ["", "-cam", "Cam", "cam.1", "cam/1", "cam+", &"a".repeat(64)] {
+            c.device_id = bad.to_string();
+            refused(&c, "device_id");
+        }
+    }
+
+    #[test]
+    fn prefix_validation() {
+        let mut c = valid();
+        for ok in ["campeer", "site/a/cams", "a b"] {
+            c.mqtt.prefix = ok.into();
+            c.validate().unwrap();
+        }
+        for bad in ["", "a/+", "a/#", "/a", "a/", "a//b", "/"] {
+            c.mqtt.prefix = bad.into();
+            refused(&c, "mqtt.prefix");
+        }
+    }
+
+    #[test]
+    fn mqtt_numbers_validation() {
+        let mut c = valid();
+        c.mqtt.keepalive_secs = 4;
+        refused(&c, "mqtt.keepalive_secs");
+        c.mqtt.keepalive_secs = 65536;
+        refused(&c, "mqtt.keepalive_secs");
+        c = valid();
+        c.mqtt.max_payload = 10;
+        refused(&c, "mqtt.max_payload");
+        c = valid();
+        c.mqtt.reconnect_min_ms = 0;
+        refused(&c, "mqtt.reconnect_min_ms");
+        c = valid();
+        c.mqtt.reconnect_max_ms = 100;
+        refused(&c, "mqtt.reconnect_max_ms");
+        c = valid();
+        c.mqtt.client_id = Some(String::new());
+        refused(&c, "mqtt.client_id");
+        c.mqtt.client_id = Some(" x".into());
+        refused(&c, "mqtt.client_id");
+        c.mqtt.client_id = Some("viewer-1".into());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn mqtt_url_validation_does_not_leak_the_password() {
+        let mut c = valid();
+        c.mqtt.url = "http://u:hunter2@h".into();
+        let msg = refused(&c, "mqtt.url");
+        assert!(!msg.contains("hunter2"), "{msg}");
+        assert!(msg.contains("u:***@h"), "{msg}");
+    }
+
+    #[test]
+    fn video_source_validation() {
+        let mut c = valid();
+        for ok in ["test", "none", "v4l2:/dev/video0"] {
+            c.video.source = ok.into();
+            c.validate().unwrap();
+        }
+        for bad in [
+            "",
+            "Test",
+            "v4l2:",
+            "v4l2: /dev/video0",
+            "/dev/video0",
+            "file:x.mp4",
+        ] {
+            c.video.source = bad.into();
+            refused(&c, "video.source");
+        }
+    }
+
+    #[test]
+    fn video_size_validation() {
+        let mut c = valid();
+        c.video.source = "none".into();
+        for (w, h) in [(16, 16), (4096, 4096), (128, 96)] {
+            (c.video.width, c.video.height) = (w, h);
+            c.validate().unwrap();
+        }
+        for (w, h, key) in [
+            (641, 480, "video.width"),
+            (640, 481, "video.height"),
+            (14, 480, "video.width"),
+            (4098, 480, "video.width"),
+            (640, 0, "video.height"),
+            (640, 4100, "video.height"),
+        ] {
+            (c.video.width, c.video.height) = (w, h);
+            refused(&c, key);
+        }
+    }
+
+    #[test]
+    fn test_source_needs_width_256() {
+        let mut c = valid();
+        (c.video.width, c.video.height) = (254, 240);
+        let msg = refused(&c, "video.width");
+        assert!(msg.contains("stamp"), "{msg}");
+        c.video.width = 256;
+        c.validate().unwrap();
+        c.video.source = "v4l2:/dev/video0".into();
+        c.video.width = 160;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn video_rate_validation() {
+        let mut c = valid();
+        for fps in [0, 121] {
+            c.video.fps = fps;
+            refused(&c, "video.fps");
+        }
+        c = valid();
+        for fps in [1, 120] {
+            c.video.fps = fps;
+            c.validate().unwrap();
+        }
+        for b in [49_999, 50_000_001] {
+            c.video.bitrate = b;
+            refused(&c, "video.bitrate");
+        }
+        for b in [50_000, 50_000_000] {
+            c.video.bitrate = b;
+            c.validate().unwrap();
+        }
+        c.video.keyframe_interval = 0;
+        refused(&c, "video.keyframe_interval");
+        c.video.keyframe_interval = 1;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn webrtc_limits_validation() {
+        let mut c = valid();
+        for n in [0, 65] {
+            c.webrtc.max_sessions = n;
+            refused(&c, "webrtc.max_sessions");
+        }
+        for n in [1, 64] {
+            c.webrtc.max_sessions = n;
+            c.validate().unwrap();
+        }
+        c.webrtc.connect_timeout_secs = 0;
+        refused(&c, "webrtc.connect_timeout_secs");
+        c = valid();
+        c.webrtc.disconnected_timeout_secs = 0;
+        refused(&c, "webrtc.disconnected_timeout_secs");
+    }
+
+    #[test]
+    fn udp_bind_validation() {
+        let mut c = valid();
+        c.webrtc.udp_bind = vec![
+            "0.0.0.0:0".into(),
+            "[::]:0".into(),
+            "192.168.1.5:5000".into(),
+        ];
+        c.validate().unwrap();
+        c.webrtc.udp_bind = vec![];
+        refused(&c, "webrtc.udp_bind");
+        c.webrtc.udp_bind = vec!["0.0.0.0:0".into(), "localhost:0".into()];
+        refused(&c, "webrtc.udp_bind[1]");
+        c.webrtc.udp_bind = vec!["0.0.0.0".into()];
+        refused(&c, "webrtc.udp_bind[0]");
+    }
+
+    #[test]
+    fn ice_server_validation() {
+        let stun = |u: &str| IceServer {
+            urls: vec![u.into()],
+            ..IceServer::default()
+        };
+        let mut c = valid();
+        c.webrtc.ice_servers = vec![stun("stun:stun.l.google.com:19302"), stun("stuns:x")];
+        c.validate().unwrap();
+        c.webrtc.ice_servers = vec![stun("stun:ok"), stun("http://x")];
+        refused(&c, "webrtc.ice_servers[1].urls[0]");
+        c.webrtc.ice_servers = vec![stun("stun:")];
+        refused(&c, "webrtc.ice_servers[0].urls[0]");
+        c.webrtc.ice_servers = vec![IceServer::default()];
+        refused(&c, "webrtc.ice_servers[0].urls");
+        c.webrtc.ice_servers = vec![stun("turn:t")];
+        refused(&c, "webrtc.ice_servers[0].username");
+        c.webrtc.ice_servers[0].username = Some("u".into());
+        refused(&c, "webrtc.ice_servers[0].credential");
+        c.webrtc.ice_servers[0].credential = Some(String::new());
+        refused(&c, "webrtc.ice_servers[0].credential");
+        c.webrtc.ice_servers[0].credential = Some("c".into());
+        c.validate().unwrap();
+        c.webrtc.ice_servers = vec![stun("turns:t")];
+        refused(&c, "webrtc.ice_servers[0].username");
+    }
+
+    #[test]
+    fn effective_client_id() {
+        let mut c = valid();
+        assert_eq!(c.effective_client_id(), "campeer-cam1");
+        c.mqtt.client_id = Some("mine".into());
+        assert_eq!(c.effective_client_id(), "mine");
+    }
+
+    #[test]
+    fn sanitize_host_names() {
+        assert_eq!(
+            sanitize_device_id("raspberrypi").as_deref(),
+            Some("raspberrypi")
+        );
+        assert_eq!(
+            sanitize_device_id("Pi-Kitchen.local\n").as_deref(),
+            Some("pi-kitchen-local")
+        );
+        assert_eq!(sanitize_device_id("my_cam 2").as_deref(), Some("my_cam-2"));
+        assert_eq!(sanitize_device_id("-_-cam").as_deref(), Some("cam"));
+        assert_eq!(sanitize_device_id("Café").as_deref(), Some("caf-"));
+        assert_eq!(sanitize_device_id(&"A".repeat(100)), Some("a".repeat(63)));
+        assert_eq!(sanitize_device_id(""), None);
+        assert_eq!(sanitize_device_id("..."), None);
+        assert_eq!(sanitize_device_id("   "), None);
+    }
+
+    #[test]
+    fn sanitized_ids_are_always_valid() {
+        for raw in [
+            "x",
+            "ÄÖÜ.x",
+            "1.2.3.4",
+            "_",
+            "a/b+c#d",
+            "\u{0}z",
+            "é",
+            &"-".repeat(70),
+            &"é".repeat(70),
+        ] {
+            if let Some(id) = sanitize_device_id(raw) {
+                assert!(validate_device_id(&id), "{raw:?} -> {id:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn default_device_id_is_valid_and_used_by_default() {
+        let id = default_device_id();
+        assert!(validate_device_id(&id), "{id:?}");
+        assert_eq!(Config::default().device_id, id);
+    }
+
+    #[test]
+    fn mqtt_target_defaults() {
+        let t = MqttTarget::parse("mqtt://broker.local").unwrap();
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port, &t.username, &t.password),
+            (false, "broker.local", 1883, &None, &None)
+        );
+        let t = MqttTarget::parse("mqtts://broker.local/").unwrap();
+        assert_eq!((t.tls, t.port), (true, 8883));
+        let t = MqttTarget::parse("mqtt://127.0.0.1:11883").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 11883));
+        let t = MqttTarget::parse("MQTT://Broker:1").unwrap();
+        assert_eq!((t.tls, t.port), (false, 1));
+    }
+
+    #[test]
+    fn mqtt_target_ipv6_is_connectable() {
+        let t = MqttTarget::parse("mqtt://[::1]:1884").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("[::1]", 1884));
+        // rumqttc connects to format!("{host}:{port}"), which must parse.
+        let addr: SocketAddr = format!("{}:{}", t.host, t.port).parse().unwrap();
+        assert_eq!(addr, "[::1]:1884".parse::<SocketAddr>().unwrap());
+        let t = MqttTarget::parse("mqtts://[fe80::1]").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("[fe80::1]", 8883));
+    }
+
+    #[test]
+    fn mqtt_target_credentials_are_percent_decoded() {
+        let t = MqttTarget::parse("mqtt://us%40er:p%3Aa%2Fss%20w@h:1883").unwrap();
+        assert_eq!(t.username.as_deref(), Some("us@er"));
+        assert_eq!(t.password.as_deref(), Some("p:a/ss w"));
+        let t = MqttTarget::parse("mqtt://user@h").unwrap();
+        assert_eq!(
+            (t.username.as_deref(), t.password.as_deref()),
+            (Some("user"), None)
+        );
+        let t = MqttTarget::parse("mqtt://j%C3%BCrgen:x@h").unwrap();
+        assert_eq!(t.username.as_deref(), Some("jürgen"));
+    }
+
+    #[test]
+    fn mqtt_target_refusals() {
+        for bad in [
+            "",
+            "localhost:1883",
+            "127.0.0.1",
+            "tcp://h:1883",
+            "http://h",
+            "mqtt://",
+            "mqtt://:1883",
+            "mqtt://h:0",
+            "mqtt://h:65536",
+            "mqtt://h:port",
+            "mqtt://h/topic",
+            "mqtt://h?x=1",
+            "mqtt://h#f",
+            "mqtt://:pw@h",
+            "mqtt://u:%ZZ@h",
+            "mqtt://u:%ff@h",
+            "mqtt://bad%20host",
+            "mqtt://[::1",
+        ] {
+            let err = MqttTarget::parse(bad).expect_err(bad);
+            assert!(matches!(err, ConfigError::MqttUrl { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn mqtt_target_display_hides_the_password() {
+        let t = MqttTarget::parse("mqtt://alice:s3cret@h:1884").unwrap();
+        assert_eq!(t.to_string(), "mqtt://alice:***@h:1884");
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let t = MqttTarget::parse("mqtts://a%40b@[::1]").unwrap();
+        assert_eq!(t.to_string(), "mqtts://a%40b@[::1]:8883");
+        assert_eq!(
+            MqttTarget::parse("mqtt://h").unwrap().to_string(),
+            "mqtt://h:1883"
+        );
+        // Display output parses back to the same target (minus the password).
+        let t = MqttTarget::parse("mqtt://us%40er@h:2").unwrap();
+        assert_eq!(MqttTarget::parse(&t.to_string()).unwrap(), t);
+    }
+
+    #[test]
+    fn mqtt_target_errors_hide_the_password() {
+        for bad in [
+            "mqtt://u:hunter2@h:0",
+            "mqtt://u:hunter2@h/x",
+            "tcp://u:hunter2@h",
+            "mqtt://u:hun@ter2@h:x",
+        ] {
+            let msg = MqttTarget::parse(bad).unwrap_err().to_string();
+            assert!(!msg.contains("hunter2") && !msg.contains("ter2"), "{msg}");
+            assert!(msg.contains(REDACTED), "{msg}");
+        }
+    }
+
+    #[test]
+    fn redact_url_cases() {
+        assert_eq!(redact_url("mqtt://h:1883"), "mqtt://h:1883");
+        assert_eq!(redact_url("mqtt://u@h"), "mqtt://u@h");
+        assert_eq!(redact_url("mqtt://u:p@h"), "mqtt://u:***@h");
+        assert_eq!(redact_url("mqtt://u:p@x@h:1"), "mqtt://u:***@h:1");
+        assert_eq!(redact_url("u:p@h"), "u:***@h");
+        assert_eq!(redact_url(""), "");
+    }
+
+    #[test]
+    fn toml_output_round_trips_and_redacts() {
+        let mut c = valid();
+        c.mqtt.url = "mqtt://u:pw@h:1883".into();
+        c.mqtt.client_id = Some("cid".into());
+        c.webrtc.ice_servers = vec![
+            IceServer {
+                urls: vec!["stun:s".into()],
+                ..IceServer::default()
+            },
+            IceServer {
+                urls: vec!["turn:t".into()],
+                username: Some("tu".into()),
+                credential: Some("tc".into()),
+            },
+        ];
+        let text = c.to_toml_string().unwrap();
+        assert!(!text.contains("pw@") && !text.contains("\"tc\""), "{text}");
+        let back = Config::from_toml_str(&text, "out").unwrap();
+        let mut expected = c.clone();
+        expected.mqtt.url = "mqtt://u:***@h:1883".into();
+        expected.webrtc.ice_servers[1].credential = Some(REDACTED.into());
+        assert_eq!(back, expected);
+        // Without secrets the output is the configuration itself.
+        let plain = valid();
+        assert_eq!(
+            Config::from_toml_str(&plain.to_toml_string().unwrap(), "out").unwrap(),
+            plain
+        );
+    }
+
+    #[test]
+    fn check_config_prints_effective_config() {
+        let path = temp_path("check.toml");
+        std::fs::write(
+            &path,
+            "device_id = \"cam9\"\n[mqtt]\nurl = \"mqtt://u:pw@h\"\n",
+        )
+        .unwrap();
+        let out = check_config(&path);
+        let _ = std::fs::remove_file(&path);
+        let out = out.unwrap();
+        assert!(out.contains("# MQTT client id: campeer-cam9"), "{out}");
+        assert!(out.contains("keepalive_secs = 30"), "{out}");
+        assert!(!out.contains("pw"), "{out}");
+        let back = Config::from_toml_str(&out, "out").unwrap();
+        assert_eq!(back.device_id, "cam9");
+        assert_eq!(back.mqtt.url, "mqtt://u:***@h");
+    }
+
+    #[test]
+    fn check_config_names_the_file_for_invalid_values() {
+        let path = temp_path("invalid.toml");
+        std::fs::write(&path, "[video]\nwidth = 641\n").unwrap();
+        let err = check_config(&path).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        let msg = err.to_string();
+        assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("invalid video.width: 641"), "{msg}");
+    }
+
+    #[test]
+    fn example_file_loads_and_is_all_defaults() {
+        let c = Config::load(Path::new(EXAMPLE)).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+    }
+
+    /// Every key, as `section.key` (ice server keys as `webrtc.ice_servers.key`).
+    fn all_keys() -> Vec<String> {
+        let mut c = Config::default();
+        c.mqtt.client_id = Some("x".into());
+        c.webrtc.ice_servers = vec![IceServer {
+            urls: vec!["turn:t".into()],
+            username: Some("u".into()),
+            credential: Some("c".into()),
+        }];
+        let value = toml::Value::try_from(&c).unwrap();
+        let mut keys = Vec::new();
+        let toml::Value::Table(top) = value else {
+            panic!("a config serializes as a table")
+        };
+        for (k, v) in top {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k2, v2) in t {
+                        keys.push(format!("{k}.{k2}"));
+                        if let toml::Value::Array(items) = v2 {
+                            if let Some(toml::Value::Table(item)) = items.first() {
+                                keys.extend(item.keys().map(|k3| format!("{k}.{k2}.{k3}")));
+                            }
+                        }
+                    }
+                }
+                _ => keys.push(k),
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let docs = std::fs::read_to_string(DOCS).unwrap();
+        let keys = all_keys();
+        assert!(keys.len() > 20, "{keys:?}");
+        for key in keys {
+            assert!(
+                docs.contains(&format!("`{key}`")),
+                "docs/configuration.md lacks `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_is_in_the_example() {
+        let example = std::fs::read_to_string(EXAMPLE).unwrap();
+        for key in all_keys() {
+            let leaf = key.rsplit('.').next().unwrap_or(&key);
+            let present = example.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("{leaf}="))
+            });
+            assert!(present, "examples/campeer.toml lacks {key}");
+        }
+    }
+
+    #[test]
+    fn line_column_counts_characters() {
+        let text = "a\nbé c\n";
+        assert_eq!(line_column(text, 0), Some((1, 1)));
+        assert_eq!(line_column(text, 2), Some((2, 1)));
+        assert_eq!(line_column(text, 6), Some((2, 4)));
+        assert_eq!(line_column(text, 4), None); // inside 'é'
+        assert_eq!(line_column(text, 100), None);
     }
 }

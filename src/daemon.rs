@@ -1,1 +1,220 @@
-//! The daemon: wires the media pipeline, the MQTT signaling and the sessions.
+//! The daemon: starts the media pipeline, the MQTT link and the session
+//! table, and runs until told to stop.
+//!
+//! One task owns the session table and reacts to three inputs: signaling
+//! messages from the link, events from sessions, and a periodic tick (early
+//! candidate expiry, presence, stats). Shutdown closes every session with
+//! `bye`, publishes offline presence and stops within about two seconds.
+
+use crate::config::{Config, MqttTarget};
+use crate::encode::h264::EncoderSettings;
+use crate::encode::pipeline::VideoPipeline;
+use crate::media::{open_video_source, VideoSourceSpec};
+use crate::rtc::engine::{Role, RtcEngine};
+use crate::rtc::metrics::Metrics;
+use crate::rtc::session::{Outbox, SessionContext, SessionEvent};
+use crate::rtc::table::SessionTable;
+use crate::signaling::messages::ByeReason;
+use crate::signaling::mqtt::{LinkEvent, MqttLink};
+use crate::signaling::presence::{AuthMode, Presence, VideoInfo};
+use crate::signaling::topics::Topics;
+use anyhow::Context;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+/// Options that are not part of the configuration file.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// How often a stats line is logged (0 = never).
+    pub stats_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            stats_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shortest gap between two presence publications caused by session changes.
+const PRESENCE_MIN_GAP: Duration = Duration::from_millis(500);
+/// How long shutdown waits for sessions to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1200);
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let target = MqttTarget::parse(&config.mqtt.url).context("mqtt url")?;
+    let topics = Topics::new(&config.mqtt.prefix, &config.device_id);
+    info!(device = %config.device_id, broker = %target, prefix = %config.mqtt.prefix,
+          video = %config.video.source, max_sessions = config.webrtc.max_sessions, "campeer starting");
+
+    let video = start_video(&config)?;
+    let video_info = video.as_ref().map(|p| {
+        let f = p.format();
+        VideoInfo {
+            codec: "H264".into(),
+            width: f.width,
+            height: f.height,
+            fps: f.fps,
+        }
+    });
+
+    let t = Instant::now();
+    let engine = RtcEngine::new(&config.webrtc, Role::Answerer)?;
+    info!(ms = t.elapsed().as_millis() as u64, "DTLS certificate ready");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let offline = Presence::offline(&config.device_id).to_json().into_bytes();
+    let (link, mut link_rx, link_task) = MqttLink::start(
+        &config.mqtt,
+        &target,
+        &config.effective_client_id(),
+        topics.clone(),
+        offline.clone(),
+        stop_rx,
+    );
+
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(SessionContext {
+        engine,
+        video: video.clone(),
+        outbox: Arc::new(link.clone()) as Arc<dyn Outbox>,
+        connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_secs),
+        disconnected_timeout: Duration::from_secs(config.webrtc.disconnected_timeout_secs),
+        metrics: metrics.clone(),
+    });
+    let (ev_tx, mut ev_rx) = mpsc::channel(256);
+    let mut table = SessionTable::new(ctx, config.webrtc.max_sessions, ev_tx);
+
+    let presence = |sessions: usize| {
+        Presence::online(
+            &config.device_id,
+            env!("CARGO_PKG_VERSION"),
+            sessions,
+            config.webrtc.max_sessions,
+            AuthMode::Open,
+            video_info.clone(),
+            None,
+            Vec::new(),
+        )
+        .to_json()
+        .into_bytes()
+    };
+
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut presence_dirty = false;
+    let mut presence_at = Instant::now() - PRESENCE_MIN_GAP;
+    let mut stats_at = Instant::now();
+    let mut last_frames = video.as_ref().map(|p| p.stats().frames_encoded).unwrap_or(0);
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            ev = link_rx.recv() => match ev {
+                Some(LinkEvent::Connected) => {
+                    link.publish_status(presence(table.len()));
+                    presence_at = Instant::now();
+                    presence_dirty = false;
+                }
+                Some(LinkEvent::Disconnected) => {}
+                Some(LinkEvent::Message { sid, payload }) => {
+                    let before = table.len();
+                    table.handle_message(&sid, &payload, Instant::now());
+                    presence_dirty |= table.len() != before;
+                }
+                None => {
+                    warn!("MQTT link task ended unexpectedly");
+                    break;
+                }
+            },
+            Some(ev) = ev_rx.recv() => {
+                if let SessionEvent::Ended { .. } = ev {
+                    presence_dirty |= table.handle_event(ev);
+                } else {
+                    table.handle_event(ev);
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                table.expire(now);
+                if presence_dirty && now.duration_since(presence_at) >= PRESENCE_MIN_GAP {
+                    link.publish_status(presence(table.len()));
+                    presence_at = now;
+                    presence_dirty = false;
+                }
+                if !opts.stats_interval.is_zero() && now.duration_since(stats_at) >= opts.stats_interval {
+                    let secs = now.duration_since(stats_at).as_secs_f64();
+                    stats_at = now;
+                    let lat = metrics.take_send_latency();
+                    let (fps, encode_ms) = match &video {
+                        Some(p) => {
+                            let s = p.stats();
+                            let fps = (s.frames_encoded - last_frames) as f64 / secs;
+                            last_frames = s.frames_encoded;
+                            let avg = if s.frames_encoded > 0 { s.total_encode_us as f64 / s.frames_encoded as f64 / 1000.0 } else { 0.0 };
+                            (fps, avg)
+                        }
+                        None => (0.0, 0.0),
+                    };
+                    info!(sessions = table.len(), fps = format!("{fps:.1}"), encode_ms = format!("{encode_ms:.2}"),
+                          send_p50_us = lat.p50_us, send_p95_us = lat.p95_us, send_samples = lat.samples,
+                          keyframe_requests = metrics.keyframe_requests(), "stats");
+                }
+            }
+        }
+    }
+
+    info!(sessions = table.len(), "shutting down");
+    table.close_all(ByeReason::Shutdown);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while !table.is_empty() {
+        match tokio::time::timeout_at(deadline, ev_rx.recv()).await {
+            Ok(Some(ev)) => {
+                table.handle_event(ev);
+            }
+            _ => break,
+        }
+    }
+    link.publish_status(offline);
+    link.disconnect();
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_millis(1000), link_task).await;
+    if let Some(v) = video {
+        match Arc::try_unwrap(v) {
+            Ok(p) => p.stop(),
+            Err(_) => warn!("video pipeline still referenced at exit; threads end with the process"),
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
+    let spec = VideoSourceSpec::parse(&config.video.source)?;
+    if matches!(spec, VideoSourceSpec::None) {
+        info!("no video source configured");
+        return Ok(None);
+    }
+    let v = &config.video;
+    let (w, h, fps) = (v.width, v.height, v.fps);
+    let source = open_video_source(&spec, w, h, fps)?;
+    let f = source.format().clone();
+    info!(source = %spec, width = f.width, height = f.height, fps = f.fps, format = %f.pixel_format, "video source open");
+    let settings = EncoderSettings {
+        width: f.width,
+        height: f.height,
+        fps: f.fps,
+        bitrate: v.bitrate,
+        keyframe_interval: v.keyframe_interval,
+    };
+    let reopen_spec = spec.clone();
+    let reopen = Box::new(move || open_video_source(&reopen_spec, w, h, fps));
+    let pipeline = VideoPipeline::start_with_reopen(source, reopen, settings)?;
+    Ok(Some(Arc::new(pipeline)))
+}

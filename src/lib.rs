@@ -2,14 +2,15 @@
 //!
 //! The daemon captures a camera (`media`), encodes it once (`encode`), and
 //! answers WebRTC offers that arrive over MQTT (`signaling`, `rtc`). Every
-//! viewer gets the same encoded frames; see DESIGN notes in the README.
+//! viewer gets the same encoded frames.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod daemon;
 pub mod encode;
 pub mod media;
 pub mod rtc;
 pub mod signaling;
+pub mod app;
+pub mod daemon;
 pub mod view;

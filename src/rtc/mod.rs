@@ -1,1 +1,9 @@
-//! WebRTC sessions on webrtc-rs 0.21.
+//! WebRTC sessions on webrtc-rs 0.21, kept behind this module so a move to
+//! another WebRTC stack stays local.
+
+pub mod engine;
+pub mod keyframe;
+pub mod metrics;
+pub mod offer;
+pub mod session;
+pub mod table;

@@ -1,1 +1,331 @@
 //! `campeer view`: the project's own viewer client.
+//!
+//! It speaks PROTOCOL.md as any viewer would: offers recvonly video and a
+//! `control` data channel over MQTT, trickles candidates, decodes the H.264
+//! it receives with openh264, reads the frame stamps, and reports frame
+//! count, lost frames, time to first frame and capture-to-decode latency.
+//! Users run it to check a device from a shell; tests and benchmarks use it.
+
+pub mod assemble;
+pub mod report;
+mod signal;
+
+use crate::cli::ViewArgs;
+use crate::clock::monotonic_us;
+use crate::config::{MqttTarget, WebRtcConfig};
+use crate::encode::decode::H264Decoder;
+use crate::media::stamp::read_stamp;
+use crate::rtc::engine::{Role, RtcEngine};
+use crate::signaling::messages::{CandidateInit, DeviceMessage, ViewerMessage};
+use crate::signaling::topics::Topics;
+use anyhow::Context;
+use assemble::AccessUnitAssembler;
+use report::{FrameObservation, ViewReport};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState,
+};
+
+/// What the peer connection and the media task tell the main loop.
+enum Event {
+    LocalCandidate(Option<CandidateInit>),
+    State(RTCPeerConnectionState),
+    Frame(FrameObservation),
+}
+
+struct Handler {
+    tx: mpsc::Sender<Event>,
+    started: Instant,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.tx.try_send(Event::LocalCandidate(Some(CandidateInit {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid.filter(|m| !m.is_empty()).or(Some("0".into())),
+                sdp_mline_index: init.sdp_mline_index.or(Some(0)),
+                username_fragment: init.username_fragment,
+            })));
+        }
+    }
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.try_send(Event::LocalCandidate(None));
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.try_send(Event::State(state));
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await != RtpCodecKind::Video {
+            return;
+        }
+        let tx = self.tx.clone();
+        let started = self.started;
+        tokio::spawn(receive_video(track, tx, started));
+    }
+}
+
+/// Runs the viewer; prints the report; exit code 0 when it saw what it was asked to.
+pub async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
+    let report = view(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.human());
+    }
+    Ok(if report.success(&args) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The whole viewer session, returning what was observed.
+pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
+    let target = MqttTarget::parse(&args.mqtt).context("--mqtt")?;
+    let sid = args.sid.clone().unwrap_or_else(random_sid);
+    let topics = Topics::new(&args.prefix, &args.device);
+    let mut report = ViewReport::new(&sid);
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+
+    let mut sig = signal::ViewerSignal::connect(&target, &topics, &sid).await?;
+    report.mqtt_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let webrtc_cfg = WebRtcConfig {
+        include_loopback: true,
+        ..WebRtcConfig::default()
+    };
+    let engine = RtcEngine::new(&webrtc_cfg, Role::Offerer)?;
+    let (tx, mut rx) = mpsc::channel(1024);
+    let pc = engine
+        .build(Arc::new(Handler {
+            tx: tx.clone(),
+            started,
+        }))
+        .await?;
+
+    let offer_sdp = match &args.offer_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?,
+        None => {
+            if !args.no_video {
+                pc.add_transceiver_from_kind(
+                    RtpCodecKind::Video,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                )
+                .await?;
+            }
+            let _dc = pc.create_data_channel("control", None).await?;
+            let offer = pc.create_offer(None).await?;
+            pc.set_local_description(offer).await?;
+            pc.local_description()
+                .await
+                .map(|d| d.sdp)
+                .context("no local description after set_local_description")?
+        }
+    };
+    let offer_at = Instant::now();
+    sig.publish(&ViewerMessage::Offer {
+        sdp: offer_sdp.clone(),
+        auth: None,
+    });
+    if args.repeat_offer {
+        sig.publish(&ViewerMessage::Offer {
+            sdp: offer_sdp,
+            auth: None,
+        });
+    }
+
+    let mut have_answer = false;
+    let mut pending_remote: Vec<CandidateInit> = Vec::new();
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut pli = tokio::time::interval(Duration::from_millis(1000));
+    let mut answers = 0u32;
+
+    let outcome: anyhow::Result<()> = loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                if !args.hold {
+                    report.error = Some(format!("timeout after {} s", args.timeout));
+                }
+                break Ok(());
+            }
+            msg = sig.next() => {
+                let Some(msg) = msg else { break Err(anyhow::anyhow!("MQTT connection ended")); };
+                match msg {
+                    DeviceMessage::Answer { sdp } => {
+                        answers += 1;
+                        report.answers = answers;
+                        if have_answer {
+                            debug!("repeated answer");
+                            if report.answer_sdp.as_deref() != Some(sdp.as_str()) {
+                                report.answers_differ = true;
+                            }
+                            continue;
+                        }
+                        report.answer_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
+                        report.answer_sdp = Some(sdp.clone());
+                        if args.offer_file.is_some() {
+                            // A hand-made offer cannot be completed; the answer is the result.
+                            break Ok(());
+                        }
+                        let desc = RTCSessionDescription::answer(sdp)?;
+                        pc.set_remote_description(desc).await?;
+                        have_answer = true;
+                        for c in pending_remote.drain(..) {
+                            add_candidate(&pc, c).await;
+                        }
+                    }
+                    DeviceMessage::Candidate { candidate: Some(c) } => {
+                        report.remote_candidates += 1;
+                        if have_answer { add_candidate(&pc, c).await } else { pending_remote.push(c) }
+                    }
+                    DeviceMessage::Candidate { candidate: None } => debug!("device: end of candidates"),
+                    DeviceMessage::Bye { reason } => {
+                        report.bye = Some(reason);
+                        break Ok(());
+                    }
+                    DeviceMessage::Error { code, message } => {
+                        report.error_code = Some(code);
+                        report.error = Some(message);
+                        break Ok(());
+                    }
+                }
+            }
+            ev = rx.recv() => match ev {
+                None => break Err(anyhow::anyhow!("peer connection events ended")),
+                Some(Event::LocalCandidate(c)) => sig.publish(&ViewerMessage::Candidate { candidate: c }),
+                Some(Event::State(s)) => {
+                    debug!(state = %s, "connection state");
+                    match s {
+                        RTCPeerConnectionState::Connected => {
+                            report.connected_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
+                            if args.no_video && !args.hold {
+                                break Ok(());
+                            }
+                        }
+                        RTCPeerConnectionState::Failed => {
+                            report.error = Some("connection failed".into());
+                            break Ok(());
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Event::Frame(obs)) => {
+                    if report.frames == 0 {
+                        report.first_frame_ms = Some(obs.at.duration_since(offer_at).as_secs_f64() * 1e3);
+                        report.width = obs.width;
+                        report.height = obs.height;
+                        info!(width = obs.width, height = obs.height, "first frame decoded");
+                    }
+                    report.observe(&obs);
+                    if let Some(l) = obs.latency_ms { latencies.push(l); }
+                    if !args.hold && report.frames >= args.frames { break Ok(()); }
+                }
+            },
+            _ = pli.tick(), if report.frames == 0 && have_answer => {
+                // Until the first picture decodes, ask for a keyframe now and then.
+                for r in pc.get_receivers().await {
+                    let track = r.track();
+                    if let Some(ssrc) = track.ssrcs().await.first().copied() {
+                        let _ = track.write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).await;
+                        report.plis_sent += 1;
+                    }
+                }
+            }
+        }
+    };
+    if let Err(e) = &outcome {
+        report.error = Some(e.to_string());
+    }
+    report.finish(&mut latencies);
+    if report.bye.is_none() {
+        sig.publish(&ViewerMessage::Bye);
+    }
+    let _ = pc.close().await;
+    sig.close().await;
+    Ok(report)
+}
+
+async fn add_candidate(pc: &Arc<dyn PeerConnection>, c: CandidateInit) {
+    let init = RTCIceCandidateInit {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+        url: None,
+    };
+    if let Err(e) = pc.add_ice_candidate(init).await {
+        warn!("device candidate refused: {e}");
+    }
+}
+
+/// Receives RTP, reassembles frames, decodes them, and reads their stamps.
+async fn receive_video(track: Arc<dyn TrackRemote>, tx: mpsc::Sender<Event>, _started: Instant) {
+    let mut assembler = AccessUnitAssembler::default();
+    let mut decoder = match H264Decoder::new() {
+        Ok(d) => d,
+        Err(e) => {
+            warn!("cannot create the H.264 decoder: {e}");
+            return;
+        }
+    };
+    while let Some(ev) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(pkt) = ev else { continue };
+        let h = &pkt.header;
+        let Some(au) = assembler.push(h.sequence_number, h.timestamp, h.marker, &pkt.payload) else {
+            continue;
+        };
+        let pic = match decoder.decode(&au) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) => {
+                debug!("decode error: {e}");
+                continue;
+            }
+        };
+        let now_us = monotonic_us();
+        let stamp = read_stamp(&pic.y, pic.width as usize, pic.width, pic.height);
+        let obs = FrameObservation {
+            at: Instant::now(),
+            width: pic.width,
+            height: pic.height,
+            counter: stamp.map(|(c, _)| c),
+            latency_ms: stamp.map(|(_, ms)| f64::from(crate::clock::stamp_ms(now_us).wrapping_sub(ms))),
+            lost_packets: assembler.lost_packets,
+        };
+        if tx.send(Event::Frame(obs)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// A random session id: 16 chars of [A-Za-z0-9] (~95 bits).
+pub fn random_sid() -> String {
+    use rand::distributions::Alphanumeric;
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(16)
+        .map(char::from)
+        .collect()
+}

@@ -1,0 +1,157 @@
+//! Streaming benchmark: prints figures, asserts nothing.
+//!
+//! For each size it runs the release daemon on the test source against a
+//! real Mosquitto, then real viewers (`campeer view`, separate processes),
+//! and prints: capture-to-packet-sent on the device (from the daemon's stats
+//! lines), capture-to-decode latency p50/p95, time to first frame p50/p95,
+//! and the daemon's CPU% (of one core) and RSS idle and with 1, 4 and 8
+//! viewers.
+//!
+//! Run: `cargo bench --bench streaming` (env CAMPEER_BENCH_QUICK=1 for a short run).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// (utime + stime in seconds, RSS in MiB) of a process.
+fn proc_sample(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(((ut + st) / clock_ticks(), rss_kb / 1024.0))
+}
+
+/// CPU% of one core and peak RSS over `window`.
+async fn measure(pid: u32, window: Duration) -> (f64, f64) {
+    let t0 = Instant::now();
+    let (c0, mut rss) = proc_sample(pid).unwrap_or((0.0, 0.0));
+    let step = Duration::from_millis(250);
+    while t0.elapsed() < window {
+        tokio::time::sleep(step).await;
+        if let Some((_, r)) = proc_sample(pid) {
+            rss = rss.max(r);
+        }
+    }
+    let (c1, _) = proc_sample(pid).unwrap_or((c0, rss));
+    (100.0 * (c1 - c0) / t0.elapsed().as_secs_f64(), rss)
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The last "stats" line's send_p50_us / send_p95_us from the daemon log.
+fn send_latency(log: &str) -> Option<(f64, f64)> {
+    let line = log.lines().rev().find(|l| l.contains(" stats") && l.contains("send_samples=") && !l.contains("send_samples=0"))?;
+    let field = |k: &str| -> Option<f64> {
+        let i = line.find(k)? + k.len();
+        line[i..].split(|c: char| !c.is_ascii_digit() && c != '.').next()?.parse().ok()
+    };
+    Some((field("send_p50_us=")?, field("send_p95_us=")?))
+}
+
+async fn run_size(w: u32, h: u32, quick: bool) {
+    let broker = Broker::start();
+    let dev = format!("bench-{w}x{h}");
+    let size = format!("{w}x{h}");
+    let d = Daemon::start(
+        &broker,
+        &dev,
+        &["--size", &size, "--fps", "30", "--max-sessions", "8", "--stats-interval", "2",
+          "--bitrate", if w >= 1280 { "2500000" } else { "1000000" }],
+    )
+    .await;
+    let pid = d.pid();
+    let window = Duration::from_secs(if quick { 3 } else { 6 });
+    let frames = if quick { "150" } else { "300" };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle_cpu, idle_rss) = measure(pid, window).await;
+
+    // Time to first frame, sequential viewers.
+    let mut ttff = Vec::new();
+    for _ in 0..(if quick { 5 } else { 15 }) {
+        let r = view(&broker, &dev, &["--frames", "3", "--timeout", "20"]).await;
+        if let Some(v) = r["first_frame_ms"].as_f64() {
+            ttff.push(v);
+        }
+    }
+
+    let mut rows = Vec::new();
+    for n in [1usize, 4, 8] {
+        let viewers: Vec<_> = (0..n)
+            .map(|_| view_spawn(&broker, &dev, &["--frames", frames, "--timeout", "60"]))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (cpu, rss) = measure(pid, window).await;
+        let mut lat50 = Vec::new();
+        let mut lat95 = Vec::new();
+        let mut lost = 0u64;
+        let mut got = 0u64;
+        for v in viewers {
+            let r: Value = v.await.expect("viewer");
+            if let (Some(a), Some(b)) = (r["latency_p50_ms"].as_f64(), r["latency_p95_ms"].as_f64()) {
+                lat50.push(a);
+                lat95.push(b);
+            }
+            lost += r["lost_frames"].as_u64().unwrap_or(0);
+            got += r["frames"].as_u64().unwrap_or(0);
+        }
+        let send = send_latency(&d.log_text());
+        rows.push((n, cpu, rss, pct(&mut lat50, 0.5), pct(&mut lat95, 0.5), got, lost, send));
+    }
+
+    println!("\n== {w}x{h}@30, test source, loopback ==");
+    println!("idle: CPU {idle_cpu:.1}% of one core, RSS {idle_rss:.1} MiB");
+    println!(
+        "time to first frame (offer published -> first decoded frame, {} runs): p50 {:.0} ms, p95 {:.0} ms",
+        ttff.len(),
+        pct(&mut ttff.clone(), 0.5),
+        pct(&mut ttff, 0.95)
+    );
+    println!("viewers | daemon CPU% | daemon RSS MiB | capture->decode p50 / p95 ms | capture->sent p50 / p95 ms | frames | lost");
+    for (n, cpu, rss, l50, l95, got, lost, send) in rows {
+        let send = send
+            .map(|(a, b)| format!("{:.2} / {:.2}", a / 1000.0, b / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        println!("{n:>7} | {cpu:>11.1} | {rss:>14.1} | {l50:>14.1} / {l95:<11.1} | {send:>26} | {got:>6} | {lost}");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let quick = std::env::var_os("CAMPEER_BENCH_QUICK").is_some();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    println!("campeer streaming benchmark on {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    for (w, h) in [(640, 480), (1280, 720)] {
+        run_size(w, h, quick).await;
+    }
+}

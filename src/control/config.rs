@@ -1,0 +1,553 @@
+//! Configuration of the named GPIO controls (`[[gpio]]`) and of the access
+//! keys that sign offers (`[access]`, PROTOCOL.md section 5).
+//!
+//! Invariants established by [`validate`]: control names and key ids match
+//! `[a-z0-9_-]{1,32}` and are unique, every `line` parses as a
+//! [`LineSpec`], and every key has exactly one secret source; an inline
+//! secret has at least [`MIN_SECRET_LEN`] bytes (a `secret_file` is checked
+//! when it is read, by `signaling::auth::OfferAuthorizer`).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Shortest accepted HMAC secret, bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Longest accepted control name or key id, bytes.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// Longest accepted debounce time, milliseconds.
+pub const MAX_DEBOUNCE_MS: u64 = 10_000;
+
+/// One named GPIO control, `[[gpio]]` in the configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GpioConfig {
+    /// The only name a viewer can use for this control, `[a-z0-9_-]{1,32}`.
+    pub name: String,
+    /// The line: a name as the kernel reports it (`GPIO17`, which finds the
+    /// right chip on every Pi including the Pi 5), or `chip:offset`
+    /// (`gpiochip0:17` or `0:17`).
+    pub line: String,
+    /// `input` or `output`.
+    pub direction: Direction,
+    /// Outputs: the logical value driven at start-up. Ignored for inputs.
+    #[serde(default)]
+    pub initial: bool,
+    /// The line is active when electrically low: every value a viewer sees
+    /// or sends is logical (true = active).
+    #[serde(default)]
+    pub active_low: bool,
+    /// Outputs: the logical value driven on shutdown. Ignored for inputs.
+    #[serde(default)]
+    pub safe: bool,
+    /// Inputs: the bias resistor to request (needs Linux 5.5 or later).
+    #[serde(default)]
+    pub bias: Bias,
+    /// Inputs: which debounced logical edges are notified as `gpio.changed`.
+    #[serde(default)]
+    pub edge: Edge,
+    /// Inputs: a new level counts once it has been stable this long.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+}
+
+fn default_debounce_ms() -> u64 {
+    20
+}
+
+/// Whether a control is read or driven.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Read by the device; viewers may get it and are notified of edges.
+    Input,
+    /// Driven by the device; `control` viewers may set, toggle and pulse it.
+    Output,
+}
+
+impl Direction {
+    /// The wire name, as in presence and `gpio.list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Input => "input",
+            Direction::Output => "output",
+        }
+    }
+}
+
+/// Bias resistor of an input line.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bias {
+    /// Leave the bias as the firmware or device tree set it.
+    #[default]
+    AsIs,
+    /// Explicitly no bias.
+    Disabled,
+    /// Pull up.
+    PullUp,
+    /// Pull down.
+    PullDown,
+}
+
+/// Which logical edges of an input are notified.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Edge {
+    /// Both edges.
+    #[default]
+    Both,
+    /// Inactive to active only.
+    Rising,
+    /// Active to inactive only.
+    Falling,
+    /// No notifications; the input is still readable with `gpio.get`.
+    None,
+}
+
+impl Edge {
+    /// Whether a debounced logical change to `value` is notified.
+    pub fn notifies(self, value: bool) -> bool {
+        match self {
+            Edge::Both => true,
+            Edge::Rising => value,
+            Edge::Falling => !value,
+            Edge::None => false,
+        }
+    }
+}
+
+/// What a session may do. `Control` > `View`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Watch, and call read-only methods.
+    View,
+    /// Also change outputs.
+    Control,
+}
+
+impl Role {
+    /// The wire name, as signed in offers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::View => "view",
+            Role::Control => "control",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = ();
+
+    /// Exactly `view` or `control`, as on the wire.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "view" => Ok(Role::View),
+            "control" => Ok(Role::Control),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Offer authorization, `[access]`. No keys: the device is `open`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// The keys viewers may sign offers with, `[[access.keys]]`.
+    pub keys: Vec<AccessKey>,
+}
+
+/// One access key, `[[access.keys]]`.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    /// The id viewers send as `auth.key`, `[a-z0-9_-]{1,32}`.
+    pub id: String,
+    /// The HMAC secret, at least 16 bytes of UTF-8 text. Exactly one of
+    /// `secret` and `secret_file` is set.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the secret (at least 16 bytes; one trailing newline is
+    /// ignored), so the configuration file itself may be world-readable.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// The highest role an offer signed with this key may claim.
+    pub role: Role,
+}
+
+// Hand-written so a logged or printed configuration never shows a secret.
+impl fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("id", &self.id)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// Where a `line` is: by kernel name, or by chip and offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineSpec {
+    /// A line name as the kernel reports it, searched across every chip.
+    Name(String),
+    /// `gpiochipN:offset` or `N:offset`; `chip` is the device name
+    /// (`gpiochipN`).
+    Offset {
+        /// `gpiochipN`.
+        chip: String,
+        /// Line offset within the chip.
+        offset: u32,
+    },
+}
+
+impl LineSpec {
+    /// Parses a configured `line`. `None` for an empty or malformed value
+    /// (e.g. `gpiochip0:x`, `gpiochip:3`).
+    pub fn parse(line: &str) -> Option<LineSpec> {
+        let line = line.trim();
+        if line.is_empty() {
+            return None;
+        }
+        if let Some((chip, offset)) = line.rsplit_once(':') {
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            let chip_number = chip.strip_prefix("gpiochip").unwrap_or(chip);
+            if chip.starts_with("gpiochip") || digits(chip) {
+                if !digits(chip_number) || !digits(offset) {
+                    return None;
+                }
+                let offset = offset.parse().ok()?;
+                let number: u32 = chip_number.parse().ok()?;
+                return Some(LineSpec::Offset {
+                    chip: format!("gpiochip{number}"),
+                    offset,
+                });
+            }
+        }
+        Some(LineSpec::Name(line.to_owned()))
+    }
+}
+
+impl fmt::Display for LineSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineSpec::Name(name) => write!(f, "line \"{name}\""),
+            LineSpec::Offset { chip, offset } => write!(f, "{chip}:{offset}"),
+        }
+    }
+}
+
+/// A configuration the control subsystem refuses.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("gpio[{index}]: name {name:?} must match [a-z0-9_-]{{1,32}}")]
+    BadControlName { index: usize, name: String },
+    #[error("gpio: name {name:?} is used twice")]
+    DuplicateControl { name: String },
+    #[error("gpio {name:?}: line {line:?} is neither a line name nor chip:offset")]
+    BadLine { name: String, line: String },
+    #[error("gpio {name:?}: line {line:?} is also used by control {other:?}")]
+    DuplicateLine {
+        name: String,
+        line: String,
+        other: String,
+    },
+    #[error("gpio {name:?}: debounce_ms {debounce_ms} is above {}", MAX_DEBOUNCE_MS)]
+    DebounceTooLong { name: String, debounce_ms: u64 },
+    #[error("access.keys[{index}]: id {id:?} must match [a-z0-9_-]{{1,32}}")]
+    BadKeyId { index: usize, id: String },
+    #[error("access.keys: id {id:?} is used twice")]
+    DuplicateKey { id: String },
+    #[error("access key {id:?}: set exactly one of secret and secret_file")]
+    SecretSource { id: String },
+    #[error("access key {id:?}: secret must be at least {} bytes", MIN_SECRET_LEN)]
+    SecretTooShort { id: String },
+}
+
+/// Whether `name` is a valid control name or key id: `[a-z0-9_-]{1,32}`.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Checks the `[[gpio]]` list; see the module invariants.
+pub fn validate_gpio(gpio: &[GpioConfig]) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, LineSpec)> = Vec::with_capacity(gpio.len());
+    for (index, control) in gpio.iter().enumerate() {
+        if !is_valid_name(&control.name) {
+            return Err(ConfigError::BadControlName {
+                index,
+                name: control.name.clone(),
+            });
+        }
+        let Some(spec) = LineSpec::parse(&control.line) else {
+            return Err(ConfigError::BadLine {
+                name: control.name.clone(),
+                line: control.line.clone(),
+            });
+        };
+        if control.debounce_ms > MAX_DEBOUNCE_MS {
+            return Err(ConfigError::DebounceTooLong {
+                name: control.name.clone(),
+                debounce_ms: control.debounce_ms,
+            });
+        }
+        for (other, other_spec) in &seen {
+            if *other == control.name {
+                return Err(ConfigError::DuplicateControl {
+                    name: control.name.clone(),
+                });
+            }
+            // Only identical specs are caught here; `GPIO17` and `0:17` are
+            // the same line on a Pi 4, which opening reports as busy.
+            if *other_spec == spec {
+                return Err(ConfigError::DuplicateLine {
+                    name: control.name.clone(),
+                    line: control.line.clone(),
+                    other: (*other).to_owned(),
+                });
+            }
+        }
+        seen.push((&control.name, spec));
+    }
+    Ok(())
+}
+
+impl AccessConfig {
+    /// Checks the keys; see the module invariants.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (index, key) in self.keys.iter().enumerate() {
+            if !is_valid_name(&key.id) {
+                return Err(ConfigError::BadKeyId {
+                    index,
+                    id: key.id.clone(),
+                });
+            }
+            if self.keys[..index].iter().any(|k| k.id == key.id) {
+                return Err(ConfigError::DuplicateKey { id: key.id.clone() });
+            }
+            match (&key.secret, &key.secret_file) {
+                (Some(secret), None) => {
+                    if secret.len() < MIN_SECRET_LEN {
+                        return Err(ConfigError::SecretTooShort { id: key.id.clone() });
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => return Err(ConfigError::SecretSource { id: key.id.clone() }),
+            }
+        }
+        Ok(())
+    }
+
+    /// No keys: every session may view and control.
+    pub fn is_open(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        gpio: Vec<GpioConfig>,
+        #[serde(default)]
+        access: AccessConfig,
+    }
+
+    fn output(name: &str, line: &str) -> GpioConfig {
+        GpioConfig {
+            name: name.into(),
+            line: line.into(),
+            direction: Direction::Output,
+            initial: false,
+            active_low: false,
+            safe: false,
+            bias: Bias::AsIs,
+            edge: Edge::Both,
+            debounce_ms: 20,
+        }
+    }
+
+    fn key(id: &str, secret: Option<&str>, file: Option<&str>) -> AccessKey {
+        AccessKey {
+            id: id.into(),
+            secret: secret.map(Into::into),
+            secret_file: file.map(Into::into),
+            role: Role::Control,
+        }
+    }
+
+    #[test]
+    fn parses_the_issue_example_with_defaults() {
+        let doc: Doc = toml::from_str(
+            r#"
+            [[gpio]]
+            name = "gate"
+            line = "GPIO17"
+            direction = "output"
+            initial = false
+            active_low = false
+            safe = false
+
+            [[gpio]]
+            name = "door"
+            line = "gpiochip0:27"
+            direction = "input"
+            bias = "pull-up"
+            edge = "falling"
+
+            [[access.keys]]
+            id = "phone"
+            secret = "0123456789abcdef"
+            role = "control"
+
+            [[access.keys]]
+            id = "wall"
+            secret_file = "/etc/campeer/wall.key"
+            role = "view"
+            "#,
+        )
+        .expect("valid document");
+        assert_eq!(doc.gpio[0], output("gate", "GPIO17"));
+        assert_eq!(doc.gpio[1].bias, Bias::PullUp);
+        assert_eq!(doc.gpio[1].edge, Edge::Falling);
+        assert_eq!(doc.gpio[1].debounce_ms, 20);
+        assert_eq!(doc.access.keys[1].role, Role::View);
+        validate_gpio(&doc.gpio).expect("valid gpio");
+        doc.access.validate().expect("valid access");
+        assert!(!doc.access.is_open());
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_values() {
+        let unknown = r#"[[gpio]]
+            name = "a"
+            line = "GPIO1"
+            direction = "output"
+            colour = "red""#;
+        assert!(toml::from_str::<Doc>(unknown).is_err());
+        let bad_direction = r#"[[gpio]]
+            name = "a"
+            line = "GPIO1"
+            direction = "both""#;
+        assert!(toml::from_str::<Doc>(bad_direction).is_err());
+        let bad_role = r#"[[access.keys]]
+            id = "a"
+            secret = "0123456789abcdef"
+            role = "admin""#;
+        assert!(toml::from_str::<Doc>(bad_role).is_err());
+        let unknown_access = "[access]\nopen = true";
+        assert!(toml::from_str::<Doc>(unknown_access).is_err());
+    }
+
+    #[test]
+    fn roles_are_ordered_and_round_trip() {
+        assert!(Role::Control > Role::View);
+        assert_eq!("view".parse(), Ok(Role::View));
+        assert_eq!("control".parse(), Ok(Role::Control));
+        assert_eq!("Control".parse::<Role>(), Err(()));
+        assert_eq!(Role::Control.to_string(), "control");
+    }
+
+    #[test]
+    fn line_specs() {
+        assert_eq!(LineSpec::parse("GPIO17"), Some(LineSpec::Name("GPIO17".into())));
+        let chip0 = Some(LineSpec::Offset {
+            chip: "gpiochip0".into(),
+            offset: 17,
+        });
+        assert_eq!(LineSpec::parse("gpiochip0:17"), chip0);
+        assert_eq!(LineSpec::parse("0:17"), chip0);
+        assert_eq!(LineSpec::parse("gpiochip0:x"), None);
+        assert_eq!(LineSpec::parse("gpiochip:3"), None);
+        assert_eq!(LineSpec::parse("1:"), None);
+        assert_eq!(LineSpec::parse(""), None);
+        assert_eq!(LineSpec::parse("  "), None);
+        // A colon in something that is not a chip is part of a name.
+        assert_eq!(LineSpec::parse("ID_SD:A"), Some(LineSpec::Name("ID_SD:A".into())));
+    }
+
+    #[test]
+    fn gpio_validation() {
+        assert!(validate_gpio(&[]).is_ok());
+        assert!(matches!(
+            validate_gpio(&[output("Gate", "GPIO1")]),
+            Err(ConfigError::BadControlName { index: 0, .. })
+        ));
+        assert!(matches!(
+            validate_gpio(&[output("", "GPIO1")]),
+            Err(ConfigError::BadControlName { .. })
+        ));
+        assert!(matches!(
+            validate_gpio(&[output(&"a".repeat(33), "GPIO1")]),
+            Err(ConfigError::BadControlName { .. })
+        ));
+        assert!(validate_gpio(&[output(&"a".repeat(32), "GPIO1")]).is_ok());
+        assert!(matches!(
+            validate_gpio(&[output("a", "GPIO1"), output("a", "GPIO2")]),
+            Err(ConfigError::DuplicateControl { .. })
+        ));
+        assert!(matches!(
+            validate_gpio(&[output("a", "0:1"), output("b", "gpiochip0:1")]),
+            Err(ConfigError::DuplicateLine { .. })
+        ));
+        assert!(matches!(
+            validate_gpio(&[output("a", "gpiochip0:z")]),
+            Err(ConfigError::BadLine { .. })
+        ));
+        let mut slow = output("a", "GPIO1");
+        slow.debounce_ms = MAX_DEBOUNCE_MS + 1;
+        assert!(matches!(
+            validate_gpio(&[slow]),
+            Err(ConfigError::DebounceTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn access_validation() {
+        let ok = AccessConfig {
+            keys: vec![key("phone", Some("0123456789abcdef"), None), key("wall", None, Some("/k"))],
+        };
+        assert!(ok.validate().is_ok());
+        assert!(AccessConfig::default().is_open());
+        let cases = [
+            (vec![key("phone", Some("short"), None)], "SecretTooShort"),
+            (vec![key("phone", None, None)], "SecretSource"),
+            (vec![key("phone", Some("0123456789abcdef"), Some("/k"))], "SecretSource"),
+            (vec![key("Phone", Some("0123456789abcdef"), None)], "BadKeyId"),
+            (
+                vec![key("a", None, Some("/k")), key("a", None, Some("/j"))],
+                "DuplicateKey",
+            ),
+        ];
+        for (keys, want) in cases {
+            let err = AccessConfig { keys }.validate().expect_err(want);
+            assert!(format!("{err:?}").starts_with(want), "{err:?} is not {want}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let k = key("phone", Some("very-secret-value-123"), None);
+        let shown = format!("{k:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+}

@@ -1,0 +1,811 @@
+//! Capture once, encode once, fan out.
+//!
+//! ```text
+//! campeer-capture --raw frames (slot of 2, oldest dropped)--> campeer-h264
+//!     campeer-h264 --Arc<EncodedFrame>--> tokio broadcast --> every session
+//! ```
+//!
+//! The capture thread never waits for the encoder: when the encoder is
+//! behind, the oldest raw frame waiting for it is dropped (and counted). The
+//! encoder publishes on a broadcast channel holding about two seconds of
+//! frames; a session that falls further behind sees `Lagged` and skips to a
+//! keyframe. Keyframe requests are debounced ([`KeyframeDebounce`]).
+//!
+//! A failing source is logged, and re-opened (or retried, without a re-open
+//! closure) with backoff from 250 ms doubling to 5 s, with jitter; the loop
+//! never spins and always listens for stop. `stop` (or drop) ends both
+//! threads within about one frame interval plus one encode.
+
+use super::h264::{EncoderSettings, H264Encoder};
+use super::EncodeError;
+use crate::clock;
+use crate::media::{EncodedFrame, I420Frame, MediaError, VideoFormat, VideoSource};
+use rand::Rng;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+/// Raw frames waiting for the encoder (oldest dropped beyond this).
+const RAW_QUEUE: usize = 2;
+/// Shortest gap between two forced IDRs.
+pub const KEYFRAME_MIN_GAP_US: u64 = 250_000;
+/// Source retry backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Re-opens the video source after it failed.
+pub type Reopen = Box<dyn FnMut() -> Result<Box<dyn VideoSource>, MediaError> + Send>;
+
+/// Counters of the pipeline, for the stats log, benches and a watchdog.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub frames_captured: u64,
+    pub frames_encoded: u64,
+    /// Raw frames dropped because the encoder was behind.
+    pub frames_dropped_before_encode: u64,
+    pub keyframes: u64,
+    /// Duration of the latest encode, microseconds.
+    pub last_encode_us: u64,
+    /// Sum of all encode durations, microseconds.
+    pub total_encode_us: u64,
+    /// CLOCK_MONOTONIC microseconds when the latest frame was published
+    /// (0 before the first).
+    pub last_frame_at_us: u64,
+    /// Source errors (each followed by a backoff and a retry or re-open).
+    pub source_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_captured: AtomicU64,
+    frames_encoded: AtomicU64,
+    frames_dropped_before_encode: AtomicU64,
+    keyframes: AtomicU64,
+    last_encode_us: AtomicU64,
+    total_encode_us: AtomicU64,
+    last_frame_at_us: AtomicU64,
+    source_errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> PipelineStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PipelineStats {
+            frames_captured: get(&self.frames_captured),
+            frames_encoded: get(&self.frames_encoded),
+            frames_dropped_before_encode: get(&self.frames_dropped_before_encode),
+            keyframes: get(&self.keyframes),
+            last_encode_us: get(&self.last_encode_us),
+            total_encode_us: get(&self.total_encode_us),
+            last_frame_at_us: get(&self.last_frame_at_us),
+            source_errors: get(&self.source_errors),
+        }
+    }
+}
+
+/// Debounces keyframe requests: at most one forced IDR per `min_gap_us`.
+/// Requests inside the window coalesce into one IDR at the first frame after
+/// it; an IDR the encoder makes anyway (first frame, periodic) answers every
+/// request made before that frame. Pure: time is passed in.
+#[derive(Clone, Debug)]
+pub struct KeyframeDebounce {
+    min_gap_us: u64,
+    requested: u64,
+    served: u64,
+    last_forced_us: Option<u64>,
+}
+
+/// What `begin_frame` decided for one frame; hand it back to `end_frame`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameTicket {
+    pub force_idr: bool,
+    requests_seen: u64,
+}
+
+impl KeyframeDebounce {
+    pub fn new(min_gap_us: u64) -> Self {
+        KeyframeDebounce {
+            min_gap_us,
+            requested: 0,
+            served: 0,
+            last_forced_us: None,
+        }
+    }
+
+    /// Someone wants a keyframe.
+    pub fn request(&mut self) {
+        self.requested += 1;
+    }
+
+    /// True while a request has not been answered by an IDR.
+    pub fn pending(&self) -> bool {
+        self.requested > self.served
+    }
+
+    /// Called before encoding a frame at `now_us`.
+    pub fn begin_frame(&self, now_us: u64) -> FrameTicket {
+        let window_over = self
+            .last_forced_us
+            .is_none_or(|t| now_us >= t.saturating_add(self.min_gap_us));
+        FrameTicket {
+            force_idr: self.pending() && window_over,
+            requests_seen: self.requested,
+        }
+    }
+
+    /// Called after encoding the frame `ticket` was issued for.
+    pub fn end_frame(&mut self, ticket: FrameTicket, was_idr: bool, now_us: u64) {
+        if was_idr {
+            self.served = self.served.max(ticket.requests_seen);
+            if ticket.force_idr {
+                self.last_forced_us = Some(now_us);
+            }
+        }
+    }
+}
+
+/// Exponential backoff, 250 ms doubling to 5 s.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: BACKOFF_MIN }
+    }
+}
+
+impl Backoff {
+    /// The next delay, scaled by `jitter` (e.g. 0.8..1.2), then doubled for
+    /// the time after.
+    pub fn next_delay(&mut self, jitter: f64) -> Duration {
+        let d = self.next.mul_f64(jitter.clamp(0.5, 1.5));
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+/// A stop flag that sleepers can wait on.
+#[derive(Default)]
+struct StopSignal {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl StopSignal {
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        // A poisoned lock only means a thread panicked holding it; the flag
+        // is still meaningful.
+        self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stop(&self) {
+        *self.lock() = true;
+        self.cv.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.lock()
+    }
+
+    /// Sleeps for `d` or until stopped; returns true if stopped.
+    fn sleep(&self, d: Duration) -> bool {
+        let guard = self.lock();
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, d, |stopped| !*stopped)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
+}
+
+/// The bounded raw-frame queue between capture and encoder.
+struct RawQueue {
+    frames: Mutex<(VecDeque<I420Frame>, bool)>,
+    cv: Condvar,
+}
+
+impl RawQueue {
+    fn new() -> Self {
+        RawQueue {
+            frames: Mutex::new((VecDeque::with_capacity(RAW_QUEUE), false)),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (VecDeque<I420Frame>, bool)> {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame; returns how many old frames were dropped for it.
+    fn push(&self, frame: I420Frame) -> u64 {
+        let mut g = self.lock();
+        let mut dropped = 0;
+        while g.0.len() >= RAW_QUEUE {
+            g.0.pop_front();
+            dropped += 1;
+        }
+        g.0.push_back(frame);
+        drop(g);
+        self.cv.notify_one();
+        dropped
+    }
+
+    /// Waits for the next frame; `None` once closed.
+    fn pop(&self) -> Option<I420Frame> {
+        let mut g = self.lock();
+        loop {
+            if g.1 {
+                return None;
+            }
+            if let Some(f) = g.0.pop_front() {
+                return Some(f);
+            }
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lock().1 = true;
+        self.cv.notify_all();
+    }
+}
+
+struct Shared {
+    stop: StopSignal,
+    queue: RawQueue,
+    counters: Counters,
+    debounce: Mutex<KeyframeDebounce>,
+    format: Mutex<VideoFormat>,
+    encoder_alive: AtomicBool,
+}
+
+impl Shared {
+    fn debounce(&self) -> MutexGuard<'_, KeyframeDebounce> {
+        self.debounce.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The running capture and encoder threads.
+pub struct VideoPipeline {
+    shared: Arc<Shared>,
+    tx: broadcast::Sender<Arc<EncodedFrame>>,
+    capture: Option<JoinHandle<()>>,
+    encoder: Option<JoinHandle<()>>,
+}
+
+impl VideoPipeline {
+    /// Starts capturing from `source` and encoding with `settings`. A source
+    /// error is retried on the same source with backoff.
+    pub fn start(
+        source: Box<dyn VideoSource>,
+        settings: EncoderSettings,
+    ) -> Result<Self, EncodeError> {
+        Self::spawn(source, None, settings)
+    }
+
+    /// Like `start`, but after a source error the source is dropped and
+    /// `reopen` makes a new one (with backoff between attempts).
+    pub fn start_with_reopen(
+        source: Box<dyn VideoSource>,
+        reopen: Reopen,
+        settings: EncoderSettings,
+    ) -> Result<Self, EncodeError> {
+        Self::spawn(source, Some(reopen), settings)
+    }
+
+    fn spawn(
+        source: Box<dyn VideoSource>,
+        reopen: Option<Reopen>,
+        settings: EncoderSettings,
+    ) -> Result<Self, EncodeError> {
+        let encoder = H264Encoder::new(&settings)?;
+        let (tx, _) = broadcast::channel((settings.fps as usize * 2).max(8));
+        let shared = Arc::new(Shared {
+            stop: StopSignal::default(),
+            queue: RawQueue::new(),
+            counters: Counters::default(),
+            debounce: Mutex::new(KeyframeDebounce::new(KEYFRAME_MIN_GAP_US)),
+            format: Mutex::new(source.format().clone()),
+            encoder_alive: AtomicBool::new(true),
+        });
+
+        let enc_thread = {
+            let shared = shared.clone();
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name("campeer-h264".into())
+                .spawn(move || encode_loop(encoder, shared, tx))
+                .map_err(|source| EncodeError::Thread {
+                    name: "campeer-h264",
+                    source,
+                })?
+        };
+        let cap_thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("campeer-capture".into())
+                .spawn(move || capture_loop(source, reopen, shared))
+        };
+        let cap_thread = match cap_thread {
+            Ok(t) => t,
+            Err(source) => {
+                shared.stop.stop();
+                shared.queue.close();
+                let _ = enc_thread.join();
+                return Err(EncodeError::Thread {
+                    name: "campeer-capture",
+                    source,
+                });
+            }
+        };
+        Ok(VideoPipeline {
+            shared,
+            tx,
+            capture: Some(cap_thread),
+            encoder: Some(enc_thread),
+        })
+    }
+
+    /// A receiver of every encoded frame from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedFrame>> {
+        self.tx.subscribe()
+    }
+
+    /// Asks for an IDR soon (debounced; see [`KeyframeDebounce`]).
+    pub fn request_keyframe(&self) {
+        self.shared.debounce().request();
+    }
+
+    /// The format the source delivers (updated when it is re-opened).
+    pub fn format(&self) -> VideoFormat {
+        self.shared
+            .format
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// False once the encoder thread has ended (it only ends on stop).
+    pub fn is_running(&self) -> bool {
+        self.shared.encoder_alive.load(Ordering::Relaxed) && !self.shared.stop.is_stopped()
+    }
+
+    /// Stops both threads and waits for them.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.stop();
+        if let Some(t) = self.capture.take() {
+            if t.join().is_err() {
+                warn!("capture thread panicked");
+            }
+        }
+        // The capture thread is gone: nothing more will be queued.
+        self.shared.queue.close();
+        if let Some(t) = self.encoder.take() {
+            if t.join().is_err() {
+                warn!("encoder thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for VideoPipeline {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn jitter() -> f64 {
+    rand::thread_rng().gen_range(0.8..1.2)
+}
+
+fn capture_loop(initial: Box<dyn VideoSource>, mut reopen: Option<Reopen>, shared: Arc<Shared>) {
+    let mut source = Some(initial);
+    let mut backoff = Backoff::default();
+    let mut name = source.as_ref().map(|s| s.describe()).unwrap_or_default();
+    while !shared.stop.is_stopped() {
+        let Some(src) = source.as_mut() else {
+            // Only reached with a re-open closure.
+            let Some(open) = reopen.as_mut() else { break };
+            match open() {
+                Ok(s) => {
+                    name = s.describe();
+                    let f = s.format().clone();
+                    info!(device = %name, width = f.width, height = f.height, fps = f.fps,
+                          format = %f.pixel_format, "video source re-opened");
+                    *shared.format.lock().unwrap_or_else(|p| p.into_inner()) = f;
+                    // The encoder's references belong to the old source.
+                    shared.debounce().request();
+                    source = Some(s);
+                }
+                Err(e) => {
+                    shared
+                        .counters
+                        .source_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    let d = backoff.next_delay(jitter());
+                    warn!(device = %name, retry_ms = d.as_millis() as u64, "cannot re-open video source: {e}");
+                    if shared.stop.sleep(d) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        };
+        match src.next_frame() {
+            Ok(frame) => {
+                backoff.reset();
+                shared
+                    .counters
+                    .frames_captured
+                    .fetch_add(1, Ordering::Relaxed);
+                let dropped = shared.queue.push(frame);
+                if dropped > 0 {
+                    shared
+                        .counters
+                        .frames_dropped_before_encode
+                        .fetch_add(dropped, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                shared
+                    .counters
+                    .source_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                let d = backoff.next_delay(jitter());
+                if reopen.is_some() {
+                    warn!(device = %name, retry_ms = d.as_millis() as u64, "video source failed, re-opening: {e}");
+                    // Close the device before waiting, so it is free to re-open.
+                    source = None;
+                } else {
+                    warn!(device = %name, retry_ms = d.as_millis() as u64, "video source failed, retrying: {e}");
+                }
+                if shared.stop.sleep(d) {
+                    break;
+                }
+            }
+        }
+    }
+    debug!(device = %name, "capture thread done");
+}
+
+fn encode_loop(
+    mut encoder: H264Encoder,
+    shared: Arc<Shared>,
+    tx: broadcast::Sender<Arc<EncodedFrame>>,
+) {
+    let mut failures = 0u32;
+    while let Some(frame) = shared.queue.pop() {
+        let now = clock::monotonic_us();
+        let ticket = shared.debounce().begin_frame(now);
+        let result = encoder.encode(&frame, ticket.force_idr);
+        let took = clock::monotonic_us().saturating_sub(now);
+        match result {
+            Ok(Some(out)) => {
+                failures = 0;
+                shared.debounce().end_frame(ticket, out.keyframe, now);
+                let c = &shared.counters;
+                c.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                c.last_encode_us.store(took, Ordering::Relaxed);
+                c.total_encode_us.fetch_add(took, Ordering::Relaxed);
+                if out.keyframe {
+                    c.keyframes.fetch_add(1, Ordering::Relaxed);
+                }
+                c.last_frame_at_us
+                    .store(clock::monotonic_us(), Ordering::Relaxed);
+                // No receivers is fine: nobody is watching.
+                let _ = tx.send(Arc::new(out));
+            }
+            Ok(None) => debug!(seq = frame.seq, "encoder produced no output for a frame"),
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 100 == 0 {
+                    warn!(seq = frame.seq, failures, "encode failed: {e}");
+                }
+                // A fresh encoder after a failure, so a bad internal state
+                // cannot persist; its first frame is an IDR.
+                match H264Encoder::new(encoder.settings()) {
+                    Ok(fresh) => encoder = fresh,
+                    Err(e) => warn!("cannot re-create the encoder: {e}"),
+                }
+            }
+        }
+    }
+    shared.encoder_alive.store(false, Ordering::Relaxed);
+    debug!("encoder thread done");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::stamp::read_stamp;
+    use crate::media::test_pattern::TestPattern;
+    use std::sync::atomic::AtomicU32;
+    use std::time::Instant;
+
+    #[test]
+    fn debounce_forces_at_once_then_waits_out_the_window() {
+        let mut d = KeyframeDebounce::new(250_000);
+        assert!(!d.begin_frame(0).force_idr, "nothing requested");
+        d.request();
+        let t = d.begin_frame(1_000_000);
+        assert!(t.force_idr);
+        d.end_frame(t, true, 1_000_000);
+        assert!(!d.pending());
+
+        // Three requests 50 ms later, inside the window: no IDR yet...
+        for _ in 0..3 {
+            d.request();
+        }
+        for now in [1_050_000, 1_100_000, 1_249_999] {
+            let t = d.begin_frame(now);
+            assert!(!t.force_idr, "at {now}");
+            d.end_frame(t, false, now);
+        }
+        // ...then exactly one at the first frame after it.
+        let t = d.begin_frame(1_250_000);
+        assert!(t.force_idr);
+        d.end_frame(t, true, 1_250_000);
+        let t = d.begin_frame(1_283_000);
+        assert!(!t.force_idr, "the three requests coalesced into one IDR");
+    }
+
+    #[test]
+    fn debounce_counts_natural_idrs_as_answers() {
+        let mut d = KeyframeDebounce::new(250_000);
+        d.request();
+        let t = d.begin_frame(0);
+        assert!(t.force_idr);
+        d.end_frame(t, true, 0);
+        // A request inside the window, answered by a periodic IDR.
+        d.request();
+        let t = d.begin_frame(100_000);
+        assert!(!t.force_idr);
+        d.end_frame(t, true, 100_000);
+        assert!(!d.pending());
+        // A periodic IDR does not open a new window.
+        d.request();
+        let t = d.begin_frame(260_000);
+        assert!(t.force_idr);
+    }
+
+    #[test]
+    fn debounce_keeps_requests_made_during_an_encode() {
+        let mut d = KeyframeDebounce::new(250_000);
+        d.request();
+        let t = d.begin_frame(0);
+        d.request(); // arrives while frame 0 is being encoded
+        d.end_frame(t, true, 0);
+        assert!(d.pending(), "the late request still needs an IDR");
+        assert!(!d.begin_frame(100_000).force_idr);
+        assert!(d.begin_frame(250_000).force_idr);
+    }
+
+    #[test]
+    fn debounce_retries_when_a_forced_frame_was_not_idr() {
+        let mut d = KeyframeDebounce::new(250_000);
+        d.request();
+        let t = d.begin_frame(0);
+        d.end_frame(t, false, 0);
+        assert!(d.begin_frame(33_000).force_idr);
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_seconds_and_resets() {
+        let mut b = Backoff::default();
+        let got: Vec<u128> = (0..7).map(|_| b.next_delay(1.0).as_millis()).collect();
+        assert_eq!(got, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next_delay(1.2).as_millis(), 300);
+        assert_eq!(b.next_delay(0.8).as_millis(), 400);
+    }
+
+    #[test]
+    fn raw_queue_drops_the_oldest_and_never_blocks() {
+        let q = RawQueue::new();
+        let f = |seq| I420Frame {
+            seq,
+            ..I420Frame::black(2, 2)
+        };
+        assert_eq!(q.push(f(0)), 0);
+        assert_eq!(q.push(f(1)), 0);
+        assert_eq!(q.push(f(2)), 1);
+        assert_eq!(q.push(f(3)), 1);
+        assert_eq!(q.pop().map(|f| f.seq), Some(2));
+        assert_eq!(q.pop().map(|f| f.seq), Some(3));
+        q.close();
+        assert!(q.pop().is_none());
+    }
+
+    fn settings(w: u32, h: u32) -> EncoderSettings {
+        EncoderSettings {
+            width: w,
+            height: h,
+            fps: 30,
+            bitrate: 500_000,
+            keyframe_interval: 0,
+        }
+    }
+
+    fn recv(rx: &mut broadcast::Receiver<Arc<EncodedFrame>>) -> Arc<EncodedFrame> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match rx.try_recv() {
+                Ok(f) => return f,
+                Err(broadcast::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("no frame within 5 s: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn test_pattern_flows_through_with_stamps_and_keyframes() {
+        let source = Box::new(TestPattern::new(320, 240, 30).unwrap());
+        let p = VideoPipeline::start(source, settings(320, 240)).unwrap();
+        assert_eq!(p.format().pixel_format, "test");
+        let mut rx = p.subscribe();
+        let mut dec = crate::encode::decode::H264Decoder::new().unwrap();
+
+        let first = recv(&mut rx);
+        // The subscriber may join after frame 0 was published: it still
+        // needs an IDR to start, so ask like a session does.
+        if !first.keyframe {
+            p.request_keyframe();
+        }
+        let mut frames = vec![first];
+        while frames.len() < 25 {
+            frames.push(recv(&mut rx));
+        }
+        let start = frames.iter().position(|f| f.keyframe).expect("a keyframe");
+        assert!(
+            start <= 3,
+            "keyframe within 3 frames of asking, got {start}"
+        );
+        let mut last: Option<(u32, u32)> = None;
+        for f in &frames[start..] {
+            let pic = dec.decode(&f.data).unwrap().expect("a picture");
+            let (counter, ms) = read_stamp(&pic.y, 320, 320, 240).expect("a stamp");
+            assert_eq!(counter, f.seq, "stamp counter is the frame seq");
+            assert_eq!(ms, clock::stamp_ms(f.capture_us));
+            if let Some((c0, m0)) = last {
+                assert!(
+                    counter > c0 && ms >= m0,
+                    "increasing: {c0}->{counter}, {m0}->{ms}"
+                );
+            }
+            last = Some((counter, ms));
+        }
+
+        // On demand: a keyframe within 3 frames of the request (the
+        // frames above took well over the 250 ms debounce window).
+        p.request_keyframe();
+        let got = (0..3).map(|_| recv(&mut rx)).position(|f| f.keyframe);
+        assert!(got.is_some(), "no keyframe within 3 frames of asking");
+
+        let s = p.stats();
+        assert!(s.frames_encoded >= 25 && s.frames_captured >= s.frames_encoded);
+        assert!(s.keyframes >= 2);
+        assert!(s.total_encode_us >= s.last_encode_us && s.last_encode_us > 0);
+        assert!(s.last_frame_at_us > 0 && s.last_frame_at_us <= clock::monotonic_us());
+        assert_eq!(s.source_errors, 0);
+        let t = Instant::now();
+        p.stop();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "stop took {:?}",
+            t.elapsed()
+        );
+    }
+
+    /// A source that fails after a few frames, to exercise re-opening.
+    struct Flaky {
+        inner: TestPattern,
+        left: u32,
+    }
+
+    impl VideoSource for Flaky {
+        fn format(&self) -> &VideoFormat {
+            self.inner.format()
+        }
+        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+            if self.left == 0 {
+                return Err(MediaError::Timeout {
+                    path: "/dev/flaky".into(),
+                    ms: 0,
+                });
+            }
+            self.left -= 1;
+            self.inner.next_frame()
+        }
+    }
+
+    #[test]
+    fn a_failing_source_is_reopened_with_backoff() {
+        let opens = Arc::new(AtomicU32::new(0));
+        let make = |left| -> Box<dyn VideoSource> {
+            Box::new(Flaky {
+                inner: TestPattern::new(320, 240, 60).unwrap(),
+                left,
+            })
+        };
+        let counter = opens.clone();
+        let reopen: Reopen = Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(make(3))
+        });
+        let p = VideoPipeline::start_with_reopen(make(3), reopen, settings(320, 240)).unwrap();
+        let mut rx = p.subscribe();
+        // 3 frames, fail, ~250 ms, reopen, 3 frames (the first an IDR).
+        let mut keyframes = 0;
+        for _ in 0..5 {
+            if recv(&mut rx).keyframe {
+                keyframes += 1;
+            }
+        }
+        assert!(opens.load(Ordering::SeqCst) >= 1, "re-opened");
+        assert!(keyframes >= 1);
+        let s = p.stats();
+        assert!(s.source_errors >= 1);
+        // Backoff, not a spin: far fewer errors than elapsed milliseconds.
+        assert!(s.source_errors < 10, "{} errors", s.source_errors);
+        drop(p); // Drop stops and joins too.
+    }
+
+    #[test]
+    fn stop_is_prompt_even_while_backing_off() {
+        let reopen: Reopen = Box::new(|| {
+            Err(MediaError::Missing {
+                path: "/dev/video7".into(),
+            })
+        });
+        let src = Box::new(Flaky {
+            inner: TestPattern::new(320, 240, 30).unwrap(),
+            left: 0,
+        });
+        let p = VideoPipeline::start_with_reopen(src, reopen, settings(320, 240)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(p.stats().source_errors >= 1);
+        assert!(p.is_running());
+        let t = Instant::now();
+        p.stop();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "stop took {:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn bad_settings_fail_to_start() {
+        let src = Box::new(TestPattern::new(320, 240, 30).unwrap());
+        let e = VideoPipeline::start(
+            src,
+            EncoderSettings {
+                bitrate: 0,
+                ..settings(320, 240)
+            },
+        )
+        .err()
+        .expect("bad bitrate");
+        assert!(matches!(e, EncodeError::BadSettings { .. }));
+    }
+}

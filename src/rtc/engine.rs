@@ -1,0 +1,186 @@
+//! Builds peer connections: codecs, interceptors, ICE and DTLS settings,
+//! and the one DTLS certificate the device uses for every session.
+
+use crate::config::WebRtcConfig;
+use crate::rtc::keyframe::{self, KeyframeRequestForwarder};
+use rtc::interceptor::Slot;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::transport::RTCDtlsRole;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use webrtc::peer_connection::{
+    register_default_interceptors, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer, Registry,
+    SettingEngineBuilder,
+};
+
+/// Errors setting up WebRTC.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot generate the DTLS certificate: {0}")]
+    Certificate(String),
+    #[error("cannot build a peer connection: {0}")]
+    Build(String),
+}
+
+/// H.264 constrained baseline, as PROTOCOL.md section 3 requires.
+pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// The same profile under the prefix some offers use (WEBRTC_NOTES.md pitfall 4).
+pub const H264_FMTP_ALT: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f";
+
+/// The video codec the device sends.
+pub fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: video_feedback(),
+    }
+}
+
+/// The audio codec the device sends.
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
+        .into_iter()
+        .map(|(typ, parameter)| RTCPFeedback {
+            typ: typ.to_owned(),
+            parameter: parameter.to_owned(),
+        })
+        .collect()
+}
+
+/// Registers the codecs the device can send (or, for the viewer client, receive).
+pub fn media_engine() -> Result<MediaEngine, EngineError> {
+    let mut me = MediaEngine::default();
+    let mut alt = h264_codec();
+    alt.sdp_fmtp_line = H264_FMTP_ALT.to_owned();
+    for (pt, codec) in [(102u8, h264_codec()), (104u8, alt)] {
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec,
+                payload_type: pt,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(|e| EngineError::Build(e.to_string()))?;
+    }
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus_codec(),
+            payload_type: 111,
+            ..Default::default()
+        },
+        RtpCodecKind::Audio,
+    )
+    .map_err(|e| EngineError::Build(e.to_string()))?;
+    Ok(me)
+}
+
+/// Which side of the negotiation this engine builds connections for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The device: answers offers, is the DTLS server.
+    Answerer,
+    /// The viewer client: offers.
+    Offerer,
+}
+
+/// Shared, start-up-time WebRTC state.
+pub struct RtcEngine {
+    cfg: WebRtcConfig,
+    certificate: RTCCertificate,
+    role: Role,
+}
+
+impl RtcEngine {
+    /// Generates the certificate (once) and keeps the settings.
+    pub fn new(cfg: &WebRtcConfig, role: Role) -> Result<RtcEngine, EngineError> {
+        let provider =
+            rtc::crypto::default_provider().map_err(|e| EngineError::Certificate(e.to_string()))?;
+        let params = CertificateParams::new(vec!["campeer".to_owned()])
+            .map_err(|e| EngineError::Certificate(e.to_string()))?;
+        let certificate = RTCCertificate::generate(
+            provider.crypto(),
+            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+            params,
+        )
+        .map_err(|e| EngineError::Certificate(e.to_string()))?;
+        Ok(RtcEngine {
+            cfg: cfg.clone(),
+            certificate,
+            role,
+        })
+    }
+
+    /// Builds one peer connection that reports its events to `handler`.
+    pub async fn build(
+        &self,
+        handler: Arc<dyn PeerConnectionEventHandler>,
+    ) -> Result<Arc<dyn PeerConnection>, EngineError> {
+        let build_err = |e: webrtc::error::Error| EngineError::Build(e.to_string());
+        let mut me = media_engine()?;
+        let registry = register_default_interceptors(Registry::new(), &mut me)
+            .map_err(build_err)?
+            .with(Slot::from(keyframe::SLOT), KeyframeRequestForwarder::default());
+
+        let ice_servers = self
+            .cfg
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+            .collect();
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(ice_servers)
+            .with_certificates(vec![self.certificate.clone()])
+            .build();
+
+        let disconnected = Duration::from_secs(self.cfg.disconnected_timeout_secs.max(1));
+        let mut settings = SettingEngineBuilder::new()
+            // mDNS would bind UDP 5353 per connection (WEBRTC_NOTES.md pitfall 7).
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_include_loopback_candidate(self.cfg.include_loopback)
+            .with_ice_timeouts(
+                Some(disconnected),
+                Some(disconnected * 2),
+                Some(Duration::from_secs(2)),
+            );
+        if self.role == Role::Answerer {
+            // The device as DTLS server: DTLS ~30 ms instead of ~160 (pitfall 2).
+            settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
+        }
+
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(me)
+            .with_setting_engine(settings.build())
+            .with_interceptor_registry(registry)
+            .with_handler(handler)
+            .with_udp_addrs(self.cfg.udp_bind.clone())
+            .build()
+            .await
+            .map_err(build_err)?;
+        Ok(Arc::new(pc))
+    }
+}

@@ -1,0 +1,564 @@
+//! One viewer's session: a peer connection, its negotiation, its media
+//! writer, and its end.
+//!
+//! Each session is a task that owns its peer connection. It hears from the
+//! session table through a bounded channel (`SessionInput`), from the peer
+//! connection through another (callbacks only forward, WEBRTC_NOTES.md
+//! pitfall 9), and talks to the viewer through the `Outbox`. However it ends,
+//! it closes the peer connection explicitly (pitfall 8) and reports `Ended`
+//! to the table.
+
+use crate::clock::monotonic_us;
+use crate::encode::pipeline::VideoPipeline;
+use crate::media::EncodedFrame;
+use crate::rtc::engine::{self, RtcEngine};
+use crate::rtc::keyframe::is_keyframe_request;
+use crate::rtc::metrics::Metrics;
+use crate::rtc::offer::OfferSummary;
+use crate::signaling::messages::{ByeReason, CandidateInit, DeviceMessage, ErrorCode};
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, warn};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState,
+};
+
+/// Where a session's messages to its viewer go (the MQTT link in the daemon).
+pub trait Outbox: Send + Sync + 'static {
+    /// Queues `msg` for the viewer of `sid`. Never blocks.
+    fn send(&self, sid: &str, msg: DeviceMessage);
+}
+
+/// What every session shares.
+pub struct SessionContext {
+    pub engine: RtcEngine,
+    pub video: Option<Arc<VideoPipeline>>,
+    pub outbox: Arc<dyn Outbox>,
+    pub connect_timeout: Duration,
+    pub disconnected_timeout: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Input from the session table.
+#[derive(Debug)]
+pub enum SessionInput {
+    /// A remote candidate, or `None` for end of candidates.
+    Candidate(Option<CandidateInit>),
+    /// A new offer on a live session (renegotiation, e.g. ICE restart).
+    Offer(String),
+    /// The viewer said `bye`.
+    Bye,
+    /// The daemon is stopping.
+    Shutdown,
+    /// The session is being replaced or evicted.
+    Close(ByeReason),
+}
+
+/// Reported to the session table.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The session reached `connected`.
+    Connected { id: u64, sid: String },
+    /// The session is gone; its resources are freed.
+    Ended {
+        id: u64,
+        sid: String,
+        /// Why, or `None` when the offer was refused (no session ever existed).
+        reason: Option<ByeReason>,
+    },
+}
+
+/// The table's handle on a running session.
+pub struct SessionHandle {
+    /// Unique per session, so a late `Ended` never removes a successor.
+    pub id: u64,
+    pub sid: String,
+    /// The offer that opened the session, byte for byte.
+    pub opening_offer: String,
+    /// The answer, once made; a repeated offer gets it again.
+    pub answer: Arc<Mutex<Option<String>>>,
+    inputs: mpsc::Sender<SessionInput>,
+    pub started: Instant,
+}
+
+impl SessionHandle {
+    /// Hands `input` to the session; false if its queue is full or it is gone.
+    pub fn deliver(&self, input: SessionInput) -> bool {
+        match self.inputs.try_send(input) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(i)) => {
+                warn!(sid = %self.sid, "session input queue full, dropping {i:?}");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// The stored answer, if negotiation finished.
+    pub fn answer(&self) -> Option<String> {
+        // A poisoned lock only means a writer panicked mid-store; the Option is still valid.
+        self.answer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Starts a session task for `offer`. The caller has already enforced the
+/// session limit and checked the offer with `OfferSummary::parse`.
+pub fn spawn(
+    ctx: Arc<SessionContext>,
+    id: u64,
+    sid: String,
+    offer: String,
+    summary: OfferSummary,
+    early: Vec<Option<CandidateInit>>,
+    events: mpsc::Sender<SessionEvent>,
+) -> SessionHandle {
+    let (tx, rx) = mpsc::channel(128);
+    for c in early {
+        // Capacity 128 exceeds the 64 early candidates held, so this cannot fail.
+        let _ = tx.try_send(SessionInput::Candidate(c));
+    }
+    let answer = Arc::new(Mutex::new(None));
+    let task = Session {
+        ctx,
+        id,
+        sid: sid.clone(),
+        summary,
+        answer: answer.clone(),
+        events,
+        answered: false,
+        pending_local: Vec::new(),
+        mid: None,
+        writer: None,
+        video: None,
+    };
+    tokio::spawn(task.run(offer.clone(), rx));
+    SessionHandle {
+        id,
+        sid,
+        opening_offer: offer,
+        answer,
+        inputs: tx,
+        started: Instant::now(),
+    }
+}
+
+/// Peer-connection events, forwarded out of the driver's callbacks.
+#[derive(Debug)]
+enum PcEvent {
+    Candidate(RTCPeerConnectionIceEvent),
+    GatheringComplete,
+    State(RTCPeerConnectionState),
+}
+
+/// Forwards callbacks into a channel and returns at once.
+struct Forwarder(mpsc::Sender<PcEvent>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Forwarder {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        let _ = self.0.try_send(PcEvent::Candidate(event));
+    }
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.0.try_send(PcEvent::GatheringComplete);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.try_send(PcEvent::State(state));
+    }
+}
+
+/// A refused negotiation: the error code and text for the viewer.
+struct Refusal(ErrorCode, String);
+
+struct VideoOut {
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    payload_type: u8,
+}
+
+struct Session {
+    ctx: Arc<SessionContext>,
+    id: u64,
+    sid: String,
+    summary: OfferSummary,
+    answer: Arc<Mutex<Option<String>>>,
+    events: mpsc::Sender<SessionEvent>,
+    answered: bool,
+    /// Local candidates gathered before the answer went out (pitfall 5).
+    pending_local: Vec<Option<CandidateInit>>,
+    /// The answer's first mid, for candidates that lack one.
+    mid: Option<String>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    video: Option<VideoOut>,
+}
+
+impl Session {
+    async fn run(mut self, offer: String, mut inputs: mpsc::Receiver<SessionInput>) {
+        let (ev_tx, mut ev_rx) = mpsc::channel(256);
+        let pc = match self.ctx.engine.build(Arc::new(Forwarder(ev_tx))).await {
+            Ok(pc) => pc,
+            Err(e) => {
+                warn!(sid = %self.sid, "cannot create a peer connection: {e}");
+                self.send(DeviceMessage::Error {
+                    code: ErrorCode::Internal,
+                    message: e.to_string(),
+                });
+                self.ended(None).await;
+                return;
+            }
+        };
+        let t0 = Instant::now();
+        if let Err(Refusal(code, message)) = self.negotiate(&pc, &offer).await {
+            info!(sid = %self.sid, ?code, "offer refused: {message}");
+            self.send(DeviceMessage::Error { code, message });
+            let _ = pc.close().await;
+            self.ended(None).await;
+            return;
+        }
+        info!(sid = %self.sid, ms = t0.elapsed().as_millis() as u64, video = self.video.is_some(), "answer sent");
+
+        let connect_deadline = tokio::time::Instant::now() + self.ctx.connect_timeout;
+        let mut connected = false;
+        let mut disconnected_since: Option<tokio::time::Instant> = None;
+        let reason: Option<ByeReason> = loop {
+            let deadline = if !connected {
+                Some(connect_deadline)
+            } else {
+                disconnected_since.map(|t| t + self.ctx.disconnected_timeout)
+            };
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    None | Some(SessionInput::Shutdown) => break Some(ByeReason::Shutdown),
+                    Some(SessionInput::Bye) => break None,
+                    Some(SessionInput::Close(r)) => break Some(r),
+                    Some(SessionInput::Candidate(c)) => self.add_remote_candidate(&pc, c).await,
+                    Some(SessionInput::Offer(sdp)) => {
+                        if let Err(Refusal(code, message)) = self.renegotiate(&pc, &sdp).await {
+                            info!(sid = %self.sid, "renegotiation refused: {message}");
+                            self.send(DeviceMessage::Error { code, message });
+                        }
+                    }
+                },
+                ev = ev_rx.recv() => match ev {
+                    None => break Some(ByeReason::Closed),
+                    Some(PcEvent::Candidate(e)) => {
+                        match e.candidate.to_json() {
+                            Ok(init) => self.local_candidate(Some(CandidateInit {
+                                candidate: init.candidate,
+                                sdp_mid: init.sdp_mid,
+                                sdp_mline_index: init.sdp_mline_index,
+                                username_fragment: init.username_fragment,
+                            })),
+                            Err(err) => debug!(sid = %self.sid, "unusable local candidate: {err}"),
+                        }
+                    }
+                    Some(PcEvent::GatheringComplete) => self.local_candidate(None),
+                    Some(PcEvent::State(state)) => {
+                        debug!(sid = %self.sid, %state, "connection state");
+                        match state {
+                            RTCPeerConnectionState::Connected => {
+                                disconnected_since = None;
+                                if !connected {
+                                    connected = true;
+                                    info!(sid = %self.sid, ms = t0.elapsed().as_millis() as u64, "connected");
+                                    let _ = self.events.try_send(SessionEvent::Connected { id: self.id, sid: self.sid.clone() });
+                                    self.start_writer();
+                                }
+                            }
+                            RTCPeerConnectionState::Disconnected => {
+                                disconnected_since.get_or_insert_with(tokio::time::Instant::now);
+                            }
+                            RTCPeerConnectionState::Failed => break Some(ByeReason::Failed),
+                            RTCPeerConnectionState::Closed => break Some(ByeReason::Closed),
+                            _ => {}
+                        }
+                    }
+                },
+                _ = sleep_until_opt(deadline) => {
+                    break Some(if connected { ByeReason::Failed } else { ByeReason::Timeout });
+                }
+            }
+        };
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+        match reason {
+            Some(r) => {
+                info!(sid = %self.sid, reason = ?r, "closing session");
+                self.send(DeviceMessage::Bye { reason: r });
+            }
+            None => info!(sid = %self.sid, "viewer said bye"),
+        }
+        if let Err(e) = pc.close().await {
+            debug!(sid = %self.sid, "close: {e}");
+        }
+        self.ended(Some(reason.unwrap_or(ByeReason::Closed))).await;
+    }
+
+    fn send(&self, msg: DeviceMessage) {
+        self.ctx.outbox.send(&self.sid, msg);
+    }
+
+    async fn ended(&self, reason: Option<ByeReason>) {
+        // The table always outlives sessions; if it is gone the daemon is exiting anyway.
+        let _ = self
+            .events
+            .send(SessionEvent::Ended {
+                id: self.id,
+                sid: self.sid.clone(),
+                reason,
+            })
+            .await;
+    }
+
+    /// First negotiation: remote offer, tracks, answer.
+    async fn negotiate(&mut self, pc: &Arc<dyn PeerConnection>, offer: &str) -> Result<(), Refusal> {
+        let desc = RTCSessionDescription::offer(offer.to_owned())
+            .map_err(|e| Refusal(ErrorCode::BadRequest, format!("unparsable SDP: {e}")))?;
+        pc.set_remote_description(desc)
+            .await
+            .map_err(|e| Refusal(ErrorCode::BadRequest, format!("offer not applicable: {e}")))?;
+
+        if self.summary.video_h264 {
+            if let Some(pipeline) = &self.ctx.video {
+                let _ = pipeline; // presence checked; the track is fed by the writer
+                let ssrc: u32 = rand::random();
+                let track = MediaStreamTrack::new(
+                    format!("campeer-{}", self.sid),
+                    "video".to_owned(),
+                    "camera".to_owned(),
+                    RtpCodecKind::Video,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: engine::h264_codec(),
+                        ..Default::default()
+                    }],
+                );
+                let track = Arc::new(
+                    TrackLocalStaticSample::new(Instant::now(), track)
+                        .map_err(|e| Refusal(ErrorCode::Internal, format!("video track: {e}")))?,
+                );
+                let sender = pc
+                    .add_track(track.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .map_err(|e| Refusal(ErrorCode::Internal, format!("add video track: {e}")))?;
+                self.answer_offer(pc).await?;
+                // The negotiated payload type, not the registered one (pitfall 3).
+                let params = sender
+                    .get_parameters()
+                    .await
+                    .map_err(|e| Refusal(ErrorCode::Internal, format!("sender parameters: {e}")))?;
+                match params.rtp_parameters.codecs.first() {
+                    Some(codec) => {
+                        self.video = Some(VideoOut {
+                            track,
+                            ssrc,
+                            payload_type: codec.payload_type,
+                        })
+                    }
+                    None => {
+                        warn!(sid = %self.sid, "video section negotiated no codec; sending no video")
+                    }
+                }
+                return Ok(());
+            }
+        }
+        self.answer_offer(pc).await
+    }
+
+    async fn answer_offer(&mut self, pc: &Arc<dyn PeerConnection>) -> Result<(), Refusal> {
+        let answer = pc.create_answer(None).await.map_err(|e| {
+            let text = e.to_string();
+            if text.contains("codec") || text.contains("Codec") {
+                Refusal(ErrorCode::Unsupported, format!("no codec in common: {text}"))
+            } else {
+                Refusal(ErrorCode::BadRequest, format!("cannot answer: {text}"))
+            }
+        })?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| Refusal(ErrorCode::Internal, format!("set local description: {e}")))?;
+        let sdp = pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| Refusal(ErrorCode::Internal, "no local description".into()))?;
+        self.mid = first_mid(&sdp);
+        *self.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(sdp.clone());
+        self.send(DeviceMessage::Answer { sdp });
+        self.answered = true;
+        for c in std::mem::take(&mut self.pending_local) {
+            self.local_candidate(c);
+        }
+        Ok(())
+    }
+
+    async fn renegotiate(&mut self, pc: &Arc<dyn PeerConnection>, offer: &str) -> Result<(), Refusal> {
+        OfferSummary::parse(offer).map_err(|e| Refusal(ErrorCode::BadRequest, e.to_string()))?;
+        let desc = RTCSessionDescription::offer(offer.to_owned())
+            .map_err(|e| Refusal(ErrorCode::BadRequest, format!("unparsable SDP: {e}")))?;
+        pc.set_remote_description(desc)
+            .await
+            .map_err(|e| Refusal(ErrorCode::BadRequest, format!("offer not applicable: {e}")))?;
+        self.answer_offer(pc).await?;
+        info!(sid = %self.sid, "renegotiated");
+        Ok(())
+    }
+
+    fn local_candidate(&mut self, c: Option<CandidateInit>) {
+        if !self.answered {
+            self.pending_local.push(c);
+            return;
+        }
+        let c = c.map(|mut c| {
+            if c.sdp_mid.as_deref().unwrap_or("").is_empty() {
+                c.sdp_mid = self.mid.clone();
+                c.sdp_mline_index = Some(0);
+            }
+            c
+        });
+        self.send(DeviceMessage::Candidate { candidate: c });
+    }
+
+    async fn add_remote_candidate(&mut self, pc: &Arc<dyn PeerConnection>, c: Option<CandidateInit>) {
+        let Some(c) = c else {
+            debug!(sid = %self.sid, "viewer: end of candidates");
+            return;
+        };
+        if c.candidate.is_empty() {
+            return;
+        }
+        let init = rtc::peer_connection::transport::RTCIceCandidateInit {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+            url: None,
+        };
+        if let Err(e) = pc.add_ice_candidate(init).await {
+            info!(sid = %self.sid, "refused remote candidate: {e}");
+            self.send(DeviceMessage::Error {
+                code: ErrorCode::BadRequest,
+                message: format!("bad candidate: {e}"),
+            });
+        }
+    }
+
+    fn start_writer(&mut self) {
+        let (Some(video), Some(pipeline)) = (self.video.take(), self.ctx.video.clone()) else {
+            return;
+        };
+        let frames = pipeline.subscribe();
+        pipeline.request_keyframe();
+        let metrics = self.ctx.metrics.clone();
+        let sid = self.sid.clone();
+        self.writer = Some(tokio::spawn(write_video(sid, video, frames, pipeline, metrics)));
+    }
+}
+
+/// Feeds one session's video track from the shared encoder output. Skips to
+/// the next keyframe after falling behind; answers PLI/FIR with a keyframe
+/// request.
+async fn write_video(
+    sid: String,
+    out: VideoOut,
+    mut frames: broadcast::Receiver<Arc<EncodedFrame>>,
+    pipeline: Arc<VideoPipeline>,
+    metrics: Arc<Metrics>,
+) {
+    let mut need_keyframe = true;
+    let mut last_capture_us: Option<u64> = None;
+    let mut sent = 0u64;
+    loop {
+        tokio::select! {
+            frame = frames.recv() => {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        info!(%sid, skipped = n, "viewer fell behind; skipping to the next keyframe");
+                        need_keyframe = true;
+                        pipeline.request_keyframe();
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if need_keyframe {
+                    if !frame.keyframe {
+                        continue;
+                    }
+                    need_keyframe = false;
+                }
+                // RTP time advances by the capture interval (capture clock, not send time).
+                let duration_us = match last_capture_us {
+                    Some(prev) if frame.capture_us > prev => frame.capture_us - prev,
+                    _ => frame.duration_us,
+                };
+                last_capture_us = Some(frame.capture_us);
+                let age = Duration::from_micros(monotonic_us().saturating_sub(frame.capture_us));
+                let sample = Sample {
+                    data: frame.data.clone(),
+                    duration: Duration::from_micros(duration_us),
+                    ..Sample::new(Instant::now().checked_sub(age).unwrap_or_else(Instant::now))
+                };
+                if let Err(e) = out.track.sample_writer(out.ssrc, out.payload_type).write_sample(&sample).await {
+                    debug!(%sid, "write_sample: {e}");
+                    continue;
+                }
+                metrics.record_send(monotonic_us().saturating_sub(frame.capture_us));
+                sent += 1;
+                if sent == 1 {
+                    debug!(%sid, "first video frame sent");
+                }
+            }
+            ev = out.track.poll() => match ev {
+                Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                        debug!(%sid, "keyframe requested by viewer (PLI/FIR)");
+                        metrics.record_keyframe_request();
+                        pipeline.request_keyframe();
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The first `a=mid:` of an SDP.
+fn first_mid(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=mid:"))
+        .map(|m| m.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_mid_is_found() {
+        let sdp = "v=0\r\nm=video 9 X 1\r\na=mid:video0\r\nm=audio 9 X 2\r\na=mid:1\r\n";
+        assert_eq!(first_mid(sdp).as_deref(), Some("video0"));
+        assert_eq!(first_mid("v=0\r\n"), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! The session table: every live session by sid, the session limit, early
+//! candidates, duplicate offers. One task owns it; nothing here blocks.
+
+use crate::rtc::offer::{OfferError, OfferSummary};
+use crate::rtc::session::{self, SessionContext, SessionEvent, SessionHandle, SessionInput};
+use crate::signaling::messages::{
+    parse_viewer_message, ByeReason, CandidateInit, DeviceMessage, ErrorCode, ViewerMessage,
+    MAX_PAYLOAD,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Most candidates held for a sid with no session yet (PROTOCOL.md section 3).
+pub const EARLY_CANDIDATES_MAX: usize = 64;
+/// How long early candidates are held.
+pub const EARLY_CANDIDATES_TTL: Duration = Duration::from_secs(10);
+/// Most sids with early candidates held at once (bounds memory under a flood).
+pub const EARLY_SIDS_MAX: usize = 256;
+
+struct Early {
+    since: Instant,
+    candidates: Vec<Option<CandidateInit>>,
+}
+
+/// See the module documentation.
+pub struct SessionTable {
+    ctx: Arc<SessionContext>,
+    max_sessions: usize,
+    sessions: HashMap<String, SessionHandle>,
+    early: HashMap<String, Early>,
+    next_id: u64,
+    events: mpsc::Sender<SessionEvent>,
+}
+
+impl SessionTable {
+    /// A table whose sessions report to `events`.
+    pub fn new(
+        ctx: Arc<SessionContext>,
+        max_sessions: usize,
+        events: mpsc::Sender<SessionEvent>,
+    ) -> Self {
+        SessionTable {
+            ctx,
+            max_sessions,
+            sessions: HashMap::new(),
+            early: HashMap::new(),
+            next_id: 1,
+            events,
+        }
+    }
+
+    /// Live sessions (negotiating or connected).
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    fn refuse(&self, sid: &str, code: ErrorCode, message: impl Into<String>) {
+        let message = message.into();
+        info!(%sid, ?code, "refused: {message}");
+        self.ctx
+            .outbox
+            .send(sid, DeviceMessage::Error { code, message });
+    }
+
+    /// One message from a viewer on `B/session/{sid}/in` (sid already validated).
+    pub fn handle_message(&mut self, sid: &str, payload: &[u8], now: Instant) {
+        if payload.len() > MAX_PAYLOAD {
+            self.refuse(
+                sid,
+                ErrorCode::TooLarge,
+                format!("payload is {} bytes; the limit is {MAX_PAYLOAD}", payload.len()),
+            );
+            return;
+        }
+        let msg = match parse_viewer_message(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.refuse(sid, ErrorCode::BadRequest, e.to_string());
+                return;
+            }
+        };
+        match msg {
+            ViewerMessage::Offer { sdp, .. } => self.offer(sid, sdp, now),
+            ViewerMessage::Candidate { candidate } => self.candidate(sid, candidate, now),
+            ViewerMessage::Bye => {
+                if let Some(s) = self.sessions.get(sid) {
+                    s.deliver(SessionInput::Bye);
+                } else {
+                    self.early.remove(sid);
+                    debug!(%sid, "bye for no session");
+                }
+            }
+        }
+    }
+
+    fn offer(&mut self, sid: &str, sdp: String, now: Instant) {
+        if let Some(s) = self.sessions.get(sid) {
+            if s.opening_offer == sdp {
+                // QoS 1 may deliver twice: same answer, no second connection.
+                match s.answer() {
+                    Some(answer) => {
+                        info!(%sid, "repeated offer; sending the same answer again");
+                        self.ctx
+                            .outbox
+                            .send(sid, DeviceMessage::Answer { sdp: answer });
+                    }
+                    None => debug!(%sid, "repeated offer while negotiating; the answer is coming"),
+                }
+            } else {
+                s.deliver(SessionInput::Offer(sdp));
+            }
+            return;
+        }
+        if self.sessions.len() >= self.max_sessions {
+            self.refuse(
+                sid,
+                ErrorCode::Busy,
+                format!("session limit reached ({} of {})", self.sessions.len(), self.max_sessions),
+            );
+            return;
+        }
+        let summary = match OfferSummary::parse(&sdp) {
+            Ok(s) => s,
+            Err(e @ OfferError::NothingToSend) => {
+                self.refuse(sid, ErrorCode::Unsupported, e.to_string());
+                return;
+            }
+            Err(e) => {
+                self.refuse(sid, ErrorCode::BadRequest, e.to_string());
+                return;
+            }
+        };
+        let early = self
+            .early
+            .remove(sid)
+            .filter(|e| now.duration_since(e.since) <= EARLY_CANDIDATES_TTL)
+            .map(|e| e.candidates)
+            .unwrap_or_default();
+        let id = self.next_id;
+        self.next_id += 1;
+        info!(%sid, id, video = summary.video_h264, audio = summary.audio_opus, data = summary.data_channel,
+              early_candidates = early.len(), sessions = self.sessions.len() + 1, "new session");
+        let handle = session::spawn(
+            self.ctx.clone(),
+            id,
+            sid.to_owned(),
+            sdp,
+            summary,
+            early,
+            self.events.clone(),
+        );
+        self.sessions.insert(sid.to_owned(), handle);
+    }
+
+    fn candidate(&mut self, sid: &str, c: Option<CandidateInit>, now: Instant) {
+        if let Some(s) = self.sessions.get(sid) {
+            s.deliver(SessionInput::Candidate(c));
+            return;
+        }
+        self.expire(now);
+        if !self.early.contains_key(sid) && self.early.len() >= EARLY_SIDS_MAX {
+            warn!(%sid, "too many sids with early candidates; dropping");
+            return;
+        }
+        let e = self.early.entry(sid.to_owned()).or_insert_with(|| Early {
+            since: now,
+            candidates: Vec::new(),
+        });
+        if e.candidates.len() >= EARLY_CANDIDATES_MAX {
+            debug!(%sid, "early candidate limit reached; dropping");
+            return;
+        }
+        e.candidates.push(c);
+    }
+
+    /// Drops early candidates held longer than the limit.
+    pub fn expire(&mut self, now: Instant) {
+        self.early
+            .retain(|_, e| now.duration_since(e.since) <= EARLY_CANDIDATES_TTL);
+    }
+
+    /// Number of sids with early candidates held.
+    pub fn early_sids(&self) -> usize {
+        self.early.len()
+    }
+
+    /// A session reported something. Returns true if the session count changed.
+    pub fn handle_event(&mut self, ev: SessionEvent) -> bool {
+        match ev {
+            SessionEvent::Connected { .. } => false,
+            SessionEvent::Ended { id, sid, reason } => {
+                if self.sessions.get(&sid).is_some_and(|s| s.id == id) {
+                    self.sessions.remove(&sid);
+                    debug!(%sid, ?reason, sessions = self.sessions.len(), "session removed");
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// Tells every session to end with `reason`.
+    pub fn close_all(&mut self, reason: ByeReason) {
+        for s in self.sessions.values() {
+            if reason == ByeReason::Shutdown {
+                s.deliver(SessionInput::Shutdown);
+            } else {
+                s.deliver(SessionInput::Close(reason));
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The device's MQTT link: connect, subscribe, presence, last will, and
+//! reconnect with backoff. Publishing never blocks: when the broker is away,
+//! messages queue in a bounded buffer and the overflow is dropped with a log
+//! line, so media and live sessions never wait on the broker.
+
+use crate::config::{MqttConfig, MqttTarget};
+use crate::rtc::session::Outbox;
+use crate::signaling::backoff::Backoff;
+use crate::signaling::messages::{DeviceMessage, ErrorCode, MAX_PAYLOAD};
+use crate::signaling::topics::{InTopic, Topics};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// Largest packet accepted from the broker. Bigger than MAX_PAYLOAD so an
+/// oversized offer can still be answered with `too_large` rather than
+/// costing the connection.
+pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+/// Largest packet sent (answers with many candidates stay far below this).
+pub const MAX_OUTGOING_PACKET: usize = 256 * 1024;
+/// Requests buffered while the broker is unreachable.
+const REQUEST_QUEUE: usize = 512;
+
+/// What the link reports to the daemon.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// Connected (or reconnected) and subscribed: publish presence now.
+    Connected,
+    /// Lost the broker; retrying.
+    Disconnected,
+    /// A message on `B/session/{sid}/in`.
+    Message { sid: String, payload: Vec<u8> },
+}
+
+/// Publishing side of the link.
+#[derive(Clone)]
+pub struct MqttLink {
+    client: AsyncClient,
+    topics: Topics,
+}
+
+impl MqttLink {
+    /// Starts the connection task. `will` is the offline presence payload.
+    pub fn start(
+        cfg: &MqttConfig,
+        target: &MqttTarget,
+        client_id: &str,
+        topics: Topics,
+        will: Vec<u8>,
+        shutdown: watch::Receiver<bool>,
+    ) -> (MqttLink, mpsc::Receiver<LinkEvent>, tokio::task::JoinHandle<()>) {
+        let mut opts = MqttOptions::new(client_id, target.host.clone(), target.port);
+        opts.set_keep_alive(Duration::from_secs(cfg.keepalive_secs.max(5)));
+        opts.set_clean_session(true);
+        opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+        opts.set_last_will(LastWill::new(topics.status(), will, QoS::AtLeastOnce, true));
+        if let (Some(u), p) = (&target.username, &target.password) {
+            opts.set_credentials(u.clone(), p.clone().unwrap_or_default());
+        }
+        let (client, eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
+        let (tx, rx) = mpsc::channel(1024);
+        let link = MqttLink {
+            client: client.clone(),
+            topics: topics.clone(),
+        };
+        let backoff = Backoff::new(
+            Duration::from_millis(cfg.reconnect_min_ms),
+            Duration::from_millis(cfg.reconnect_max_ms),
+        );
+        let broker = target.to_string();
+        let task = tokio::spawn(run_loop(
+            eventloop, client, topics, tx, backoff, broker, shutdown,
+        ));
+        (link, rx, task)
+    }
+
+    /// Publishes the retained presence document.
+    pub fn publish_status(&self, payload: Vec<u8>) {
+        if let Err(e) = self
+            .client
+            .try_publish(self.topics.status(), QoS::AtLeastOnce, true, payload)
+        {
+            warn!("status not queued: {e}");
+        }
+    }
+
+    /// Asks the broker connection to close cleanly (after queued messages).
+    pub fn disconnect(&self) {
+        let _ = self.client.try_disconnect();
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+}
+
+impl Outbox for MqttLink {
+    fn send(&self, sid: &str, msg: DeviceMessage) {
+        let topic = self.topics.session_out(sid);
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, msg.to_json())
+        {
+            warn!(%sid, "message to viewer dropped (broker unreachable, queue full): {e}");
+        }
+    }
+}
+
+async fn run_loop(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    topics: Topics,
+    tx: mpsc::Sender<LinkEvent>,
+    mut backoff: Backoff,
+    broker: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connected = false;
+    let mut failures = 0u32;
+    loop {
+        let polled = tokio::select! {
+            p = eventloop.poll() => p,
+            _ = shutdown.changed() => {
+                // Give queued messages (offline status, byes) a moment to leave.
+                let _ = tokio::time::timeout(Duration::from_millis(800), async {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                }).await;
+                return;
+            }
+        };
+        match polled {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                info!(%broker, resumed = ack.session_present, "connected to broker");
+                connected = true;
+                failures = 0;
+                backoff.reset();
+                if !ack.session_present {
+                    if let Err(e) = client.try_subscribe(topics.session_in_filter(), QoS::AtLeastOnce) {
+                        warn!("subscribe not queued: {e}");
+                    }
+                }
+                let _ = tx.try_send(LinkEvent::Connected);
+            }
+            Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    warn!(filter = %topics.session_in_filter(), "broker refused the subscription (ACL?)");
+                } else {
+                    debug!("subscribed to {}", topics.session_in_filter());
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                if p.retain {
+                    debug!(topic = %p.topic, "dropping retained message on a session topic (stale by definition)");
+                    continue;
+                }
+                match topics.classify(&p.topic) {
+                    InTopic::Session(sid) => {
+                        if tx
+                            .try_send(LinkEvent::Message {
+                                sid,
+                                payload: p.payload.to_vec(),
+                            })
+                            .is_err()
+                        {
+                            warn!(topic = %p.topic, "signaling queue full; message dropped");
+                        }
+                    }
+                    InTopic::BadSid(raw) => {
+                        info!(topic = %p.topic, "message with an invalid session id");
+                        if is_single_level(&raw) {
+                            let msg = DeviceMessage::Error {
+                                code: ErrorCode::BadRequest,
+                                message: format!(
+                                    "invalid session id {raw:?}: need 8-64 of [A-Za-z0-9_-]"
+                                ),
+                            };
+                            let _ = client.try_publish(
+                                topics.session_out(&raw),
+                                QoS::AtLeastOnce,
+                                false,
+                                msg.to_json(),
+                            );
+                        }
+                    }
+                    InTopic::Other => debug!(topic = %p.topic, "ignoring message"),
+                }
+                let _ = MAX_PAYLOAD; // the size limit is enforced by the session table
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                if connected {
+                    warn!(%broker, "lost the broker: {e}; sessions keep running, retrying");
+                    connected = false;
+                    let _ = tx.try_send(LinkEvent::Disconnected);
+                } else if failures == 1 || failures.is_power_of_two() {
+                    warn!(%broker, attempt = failures, "cannot reach the broker: {e}; retrying");
+                } else {
+                    debug!(%broker, attempt = failures, "cannot reach the broker: {e}");
+                }
+                let delay = backoff.next_delay(rand::random::<f64>());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Whether `s` can stand as one MQTT topic level of our own.
+fn is_single_level(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && !s.contains(['/', '+', '#', '\0'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_level() {
+        assert!(is_single_level("short"));
+        assert!(!is_single_level(""));
+        assert!(!is_single_level("a/b"));
+        assert!(!is_single_level("a+"));
+        assert!(!is_single_level("#"));
+    }
+}

@@ -1,0 +1,171 @@
+//! What the viewer observed, printed for people or as JSON for tests.
+
+use crate::cli::ViewArgs;
+use crate::rtc::metrics::summarize;
+use crate::signaling::messages::{ByeReason, ErrorCode};
+use serde::Serialize;
+use std::time::Instant;
+
+/// One decoded picture.
+#[derive(Clone, Debug)]
+pub struct FrameObservation {
+    pub at: Instant,
+    pub width: u32,
+    pub height: u32,
+    /// The stamp's frame counter, when the picture carries a stamp.
+    pub counter: Option<u32>,
+    /// Capture-to-decode latency (same-host clocks), when stamped.
+    pub latency_ms: Option<f64>,
+    pub lost_packets: u64,
+}
+
+/// The viewer's findings.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct ViewReport {
+    pub sid: String,
+    pub mqtt_ms: f64,
+    pub answer_ms: Option<f64>,
+    pub connected_ms: Option<f64>,
+    pub first_frame_ms: Option<f64>,
+    pub frames: u64,
+    pub stamped_frames: u64,
+    /// Frames missing between the first and last stamp counter seen.
+    pub lost_frames: u64,
+    /// Stamp counters that went backwards (never expected).
+    pub out_of_order: u64,
+    pub lost_packets: u64,
+    pub first_counter: Option<u32>,
+    pub last_counter: Option<u32>,
+    pub width: u32,
+    pub height: u32,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_max_ms: Option<f64>,
+    pub answers: u32,
+    /// A repeated answer was not byte-identical to the first.
+    pub answers_differ: bool,
+    pub remote_candidates: u32,
+    pub plis_sent: u32,
+    pub bye: Option<ByeReason>,
+    pub error_code: Option<ErrorCode>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub answer_sdp: Option<String>,
+}
+
+impl ViewReport {
+    pub fn new(sid: &str) -> Self {
+        ViewReport {
+            sid: sid.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds one decoded frame.
+    pub fn observe(&mut self, obs: &FrameObservation) {
+        self.frames += 1;
+        self.lost_packets = obs.lost_packets;
+        if let Some(c) = obs.counter {
+            self.stamped_frames += 1;
+            if self.first_counter.is_none() {
+                self.first_counter = Some(c);
+            }
+            if let Some(last) = self.last_counter {
+                if c <= last {
+                    self.out_of_order += 1;
+                    return;
+                }
+                self.lost_frames += u64::from(c - last - 1);
+            }
+            self.last_counter = Some(c);
+        }
+    }
+
+    /// Computes the latency percentiles.
+    pub fn finish(&mut self, latencies_ms: &mut [f64]) {
+        let mut us: Vec<u64> = latencies_ms.iter().map(|l| (l * 1000.0) as u64).collect();
+        if !us.is_empty() {
+            let s = summarize(&mut us);
+            self.latency_p50_ms = Some(s.p50_us as f64 / 1000.0);
+            self.latency_p95_ms = Some(s.p95_us as f64 / 1000.0);
+            self.latency_max_ms = Some(s.max_us as f64 / 1000.0);
+        }
+    }
+
+    /// Whether the run met what was asked.
+    pub fn success(&self, args: &ViewArgs) -> bool {
+        if self.error.is_some() || self.error_code.is_some() {
+            return false;
+        }
+        if args.offer_file.is_some() {
+            return self.answer_ms.is_some();
+        }
+        if args.no_video {
+            return self.connected_ms.is_some();
+        }
+        args.hold || self.frames >= args.frames
+    }
+
+    /// A few lines for a person.
+    pub fn human(&self) -> String {
+        let ms = |v: Option<f64>| v.map(|v| format!("{v:.1} ms")).unwrap_or_else(|| "-".into());
+        let mut s = format!(
+            "session {}\n  answer after {}, connected after {}, first frame after {}\n  \
+             frames decoded {} ({}x{}), stamped {}, lost frames {}, lost packets {}\n  \
+             capture-to-decode latency p50 {} p95 {} max {}",
+            self.sid,
+            ms(self.answer_ms),
+            ms(self.connected_ms),
+            ms(self.first_frame_ms),
+            self.frames,
+            self.width,
+            self.height,
+            self.stamped_frames,
+            self.lost_frames,
+            self.lost_packets,
+            ms(self.latency_p50_ms),
+            ms(self.latency_p95_ms),
+            ms(self.latency_max_ms),
+        );
+        if let Some(b) = &self.bye {
+            s += &format!("\n  device ended the session: {b:?}");
+        }
+        if let Some(c) = &self.error_code {
+            s += &format!("\n  device refused: {c:?}");
+        }
+        if let Some(e) = &self.error {
+            s += &format!("\n  error: {e}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(counter: u32) -> FrameObservation {
+        FrameObservation {
+            at: Instant::now(),
+            width: 640,
+            height: 480,
+            counter: Some(counter),
+            latency_ms: Some(1.0),
+            lost_packets: 0,
+        }
+    }
+
+    #[test]
+    fn gaps_in_counters_are_lost_frames() {
+        let mut r = ViewReport::new("abcdefgh");
+        for c in [10, 11, 14, 15] {
+            r.observe(&obs(c));
+        }
+        assert_eq!(r.frames, 4);
+        assert_eq!(r.lost_frames, 2);
+        assert_eq!(r.first_counter, Some(10));
+        assert_eq!(r.last_counter, Some(15));
+        r.observe(&obs(12));
+        assert_eq!(r.out_of_order, 1);
+    }
+}

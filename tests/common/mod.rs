@@ -1,0 +1,369 @@
+//! Test harness: a real Mosquitto on a free loopback port, the real daemon
+//! binary, the real viewer client, and a raw MQTT client for hand-made
+//! (and malformed) messages.
+
+#![allow(dead_code)]
+
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS};
+use serde_json::Value;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_campeer");
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "campeer-test-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+fn mosquitto_path() -> String {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if std::path::Path::new(p).exists() {
+            return p.to_owned();
+        }
+    }
+    panic!("mosquitto is not installed: run scripts/install-deps.sh (apt-get install mosquitto)");
+}
+
+/// A Mosquitto broker listening on 127.0.0.1:port.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let port = free_port();
+        let dir = TempDir::new("broker");
+        let mut b = Broker {
+            port,
+            child: None,
+            dir,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.0.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                self.port
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new(mosquitto_path())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The daemon binary, run as a child process.
+pub struct Daemon {
+    pub device: String,
+    pub prefix: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    /// Starts `campeer run` against `broker` with extra flags, and waits until
+    /// it reports online.
+    pub async fn start(broker: &Broker, device: &str, extra: &[&str]) -> Daemon {
+        let d = Self::spawn(broker, device, extra);
+        let status = wait_status(broker.port, &d.prefix, device, |v| v["state"] == "online", Duration::from_secs(20)).await;
+        assert!(status.is_some(), "daemon never came online; log:\n{}", d.log_text());
+        d
+    }
+
+    /// Starts the daemon without waiting for it.
+    pub fn spawn(broker: &Broker, device: &str, extra: &[&str]) -> Daemon {
+        let dir = TempDir::new("daemon");
+        let log = dir.0.join("daemon.log");
+        let logf = std::fs::File::create(&log).expect("create log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--log", "info,campeer=debug", "run", "--mqtt", &broker.url(), "--device-id", device])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(logf);
+        let child = cmd.spawn().expect("start campeer");
+        Daemon {
+            device: device.to_owned(),
+            prefix: "campeer".into(),
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit status and how long it took.
+    pub fn terminate(&mut self) -> (Option<std::process::ExitStatus>, Duration) {
+        let Some(mut c) = self.child.take() else { return (None, Duration::ZERO) };
+        let t = Instant::now();
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return (Some(st), t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = c.kill();
+                return (c.wait().ok(), t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- daemon log ({}) ----\n{}", self.device, self.log_text());
+        }
+    }
+}
+
+/// Runs `campeer view --json` and returns its report.
+pub async fn view(broker: &Broker, device: &str, extra: &[&str]) -> Value {
+    let out = tokio::process::Command::new(BIN)
+        .args(["--log", "warn", "view", "--json", "--mqtt", &broker.url(), "--device", device])
+        .args(extra)
+        .output()
+        .await
+        .expect("run campeer view");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "viewer printed no JSON report ({e}); stdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Starts a viewer in the background.
+pub fn view_spawn(broker: &Broker, device: &str, extra: &[&str]) -> tokio::task::JoinHandle<Value> {
+    let url = broker.url();
+    let device = device.to_owned();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    tokio::spawn(async move {
+        let out = tokio::process::Command::new(BIN)
+            .args(["--log", "warn", "view", "--json", "--mqtt", &url, "--device", &device])
+            .args(&extra)
+            .output()
+            .await
+            .expect("run campeer view");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+            panic!("viewer printed no JSON ({e}): {stdout} / {}", String::from_utf8_lossy(&out.stderr))
+        })
+    })
+}
+
+/// A raw MQTT client speaking for one sid.
+pub struct RawClient {
+    pub client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawClient {
+    /// Connects and subscribes to `filters`; returns after the broker acknowledged them.
+    pub async fn connect(port: u16, filters: &[String]) -> RawClient {
+        let mut opts = MqttOptions::new(format!("test-{}", rand::random::<u32>()), "127.0.0.1", port);
+        opts.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut el): (AsyncClient, EventLoop) = AsyncClient::new(opts, 64);
+        for f in filters {
+            client.subscribe(f.clone(), QoS::AtLeastOnce).await.expect("subscribe");
+        }
+        let mut acks = 0;
+        while acks < filters.len() {
+            match tokio::time::timeout(Duration::from_secs(5), el.poll()).await {
+                Ok(Ok(Event::Incoming(Incoming::SubAck(_)))) => acks += 1,
+                Ok(Ok(_)) => {}
+                other => panic!("raw client cannot connect: {other:?}"),
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec(), p.retain));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        RawClient { client, rx, task }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish");
+    }
+
+    pub async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+            .expect("publish");
+    }
+
+    /// The next message on `topic` within `timeout`, as JSON.
+    pub async fn recv_on(&mut self, topic: &str, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (t, p, _) = tokio::time::timeout_at(deadline, self.rx.recv()).await.ok()??;
+            if t == topic {
+                return Some(serde_json::from_slice(&p).unwrap_or(Value::Null));
+            }
+        }
+    }
+
+    /// Waits for a message on `topic` that satisfies `pred`.
+    pub async fn wait_for(&mut self, topic: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self.recv_on(topic, left).await?;
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+    }
+}
+
+impl Drop for RawClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn status_topic(prefix: &str, device: &str) -> String {
+    format!("{prefix}/{device}/status")
+}
+
+pub fn in_topic(device: &str, sid: &str) -> String {
+    format!("campeer/{device}/session/{sid}/in")
+}
+
+pub fn out_topic(device: &str, sid: &str) -> String {
+    format!("campeer/{device}/session/{sid}/out")
+}
+
+/// Waits for a status message satisfying `pred` (retained ones count).
+pub async fn wait_status(port: u16, prefix: &str, device: &str, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
+    let topic = status_topic(prefix, device);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let mut c = RawClient::connect(port, std::slice::from_ref(&topic)).await;
+        if let Some(v) = c.wait_for(&topic, Duration::from_millis(1500), &pred).await {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The retained status's `sessions` count, waiting until it equals `want` (or timing out).
+pub async fn wait_sessions(port: u16, device: &str, want: u64, timeout: Duration) -> Option<u64> {
+    let v = wait_status(port, "campeer", device, |v| v["sessions"].as_u64() == Some(want), timeout).await?;
+    v["sessions"].as_u64()
+}
+
+/// A valid random session id.
+pub fn sid() -> String {
+    format!("t{:015x}", rand::random::<u64>() >> 4)
+}
+
+/// A browser-like offer made by the viewer client's own engine, for hand-made signaling.
+pub fn vp8_only_offer() -> String {
+    "v=0\r\no=- 4 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+     m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
+     a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+     a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+     a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n"
+        .to_owned()
+}

@@ -1,0 +1,104 @@
+//! End-to-end video: the real daemon, a real Mosquitto, real WebRTC viewers
+//! (the project's own client, which decodes the H.264 and reads the stamps).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn u(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("report has no {k}: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_viewer_receives_stamped_video() {
+    let broker = Broker::start();
+    let _d = Daemon::start(&broker, "cam-one", &["--size", "640x480", "--fps", "30"]).await;
+    let r = view(&broker, "cam-one", &["--frames", "120", "--timeout", "30"]).await;
+    assert!(r["error"].is_null(), "viewer error: {r}");
+    assert!(u(&r, "frames") >= 120, "{r}");
+    assert_eq!(u(&r, "width"), 640);
+    assert_eq!(u(&r, "height"), 480);
+    // Every decoded picture carried a readable stamp, and counters only went up.
+    assert_eq!(u(&r, "stamped_frames"), u(&r, "frames"), "{r}");
+    assert_eq!(u(&r, "out_of_order"), 0, "{r}");
+    assert!(r["last_counter"].as_u64() > r["first_counter"].as_u64(), "{r}");
+    assert!(u(&r, "lost_frames") <= 3, "lost frames on loopback: {r}");
+    let p50 = r["latency_p50_ms"].as_f64().expect("latency measured");
+    assert!(p50 > 0.0 && p50 < 1000.0, "implausible latency {p50}: {r}");
+    assert!(r["first_frame_ms"].as_f64().is_some(), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_then_eight_viewers_all_receive_video() {
+    let broker = Broker::start();
+    let _d = Daemon::start(
+        &broker,
+        "cam-many",
+        &["--size", "320x240", "--fps", "15", "--max-sessions", "8", "--bitrate", "300000"],
+    )
+    .await;
+    for n in [2usize, 8] {
+        let viewers: Vec<_> = (0..n)
+            .map(|_| view_spawn(&broker, "cam-many", &["--frames", "45", "--timeout", "40"]))
+            .collect();
+        for v in viewers {
+            let r = v.await.expect("viewer task");
+            assert!(r["error"].is_null(), "{n} viewers: {r}");
+            assert!(u(&r, "frames") >= 45, "{n} viewers: {r}");
+            assert_eq!(u(&r, "width"), 320);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_are_answered() {
+    // The viewer sends PLI until its first picture decodes; with a long GOP
+    // the first picture must come from a forced IDR, not the periodic one.
+    let broker = Broker::start();
+    let d = Daemon::start(&broker, "cam-pli", &["--size", "320x240", "--keyframe-interval", "3000"]).await;
+    let r = view(&broker, "cam-pli", &["--frames", "30", "--timeout", "20"]).await;
+    assert!(u(&r, "frames") >= 30, "{r}");
+    let ffm = r["first_frame_ms"].as_f64().unwrap();
+    assert!(ffm < 5000.0, "first frame took {ffm} ms with a 100 s GOP: {r}");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_neither_stops_video_nor_loses_the_next_offer() {
+    let mut broker = Broker::start();
+    let _d = Daemon::start(&broker, "cam-restart", &["--size", "320x240", "--fps", "30"]).await;
+    let viewer = view_spawn(&broker, "cam-restart", &["--frames", "240", "--timeout", "40"]);
+    // Let the session connect, then take the broker away for a while.
+    wait_sessions(broker.port, "cam-restart", 1, Duration::from_secs(15)).await.expect("session up");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.restart();
+    let r = viewer.await.unwrap();
+    assert!(u(&r, "frames") >= 240, "video stopped during the outage: {r}");
+    assert!(u(&r, "lost_frames") <= 5, "{r}");
+    // The device is back online and answers the next offer.
+    let r2 = view(&broker, "cam-restart", &["--frames", "30", "--timeout", "20"]).await;
+    assert!(r2["error"].is_null() && u(&r2, "frames") >= 30, "{r2}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_says_bye_publishes_offline_and_exits_fast() {
+    let broker = Broker::start();
+    let mut d = Daemon::start(&broker, "cam-term", &["--size", "320x240"]).await;
+    let viewer = view_spawn(&broker, "cam-term", &["--hold", "--timeout", "30"]);
+    wait_sessions(broker.port, "cam-term", 1, Duration::from_secs(15)).await.expect("session up");
+    let mut watcher = RawClient::connect(broker.port, &[status_topic("campeer", "cam-term")]).await;
+    let _ = watcher.recv_on(&status_topic("campeer", "cam-term"), Duration::from_secs(2)).await; // retained online
+    let (status, took) = d.terminate();
+    assert!(status.expect("exited").success(), "exit status");
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    let off = watcher
+        .wait_for(&status_topic("campeer", "cam-term"), Duration::from_secs(3), |v| v["state"] == "offline")
+        .await
+        .expect("offline status published");
+    assert_eq!(off["device"], "cam-term");
+    let r = viewer.await.unwrap();
+    assert_eq!(r["bye"], "shutdown", "{r}");
+}
