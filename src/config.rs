@@ -114,7 +114,7 @@ pub struct Config {
 }
 
 /// The MQTT broker connection and topic root.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     /// Broker URL: `mqtt://[user[:pass]@]host[:port]` (default port 1883),
@@ -178,7 +178,7 @@ pub struct WebRtcConfig {
 }
 
 /// One STUN or TURN server, shaped like the browser's `RTCIceServer`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
     /// One or more URLs (`stun:`, `stuns:`, `turn:` or `turns:`). The file
@@ -191,6 +191,32 @@ pub struct IceServer {
     /// TURN credential (required for `turn:`/`turns:` URLs).
     #[serde(default)]
     pub credential: Option<String>,
+}
+
+// Hand-written so a logged configuration never shows the broker password.
+impl fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("client_id", &self.client_id)
+            .field("keepalive_secs", &self.keepalive_secs)
+            .field("max_payload", &self.max_payload)
+            .field("reconnect_min_ms", &self.reconnect_min_ms)
+            .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .finish()
+    }
+}
+
+// Hand-written so a logged configuration never shows a TURN credential.
+impl fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &self.credential.as_ref().map(|_| REDACTED))
+            .finish()
+    }
 }
 
 /// Accepts `"url"` as well as `["url", ...]`, like `RTCIceServer.urls`.
@@ -808,9 +834,10 @@ mod tests {
     }
 
     fn valid() -> Config {
-        let mut c = Config::default();
-        c.device_id = "cam1".into();
-        c
+        Config {
+            device_id: "cam1".into(),
+            ..Config::default()
+        }
     }
 
     /// Asserts `c` is refused and the error names `key`.
@@ -1308,6 +1335,26 @@ mod tests {
             assert!(!msg.contains("hunter2") && !msg.contains("ter2"), "{msg}");
             assert!(msg.contains(REDACTED), "{msg}");
         }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut c = valid();
+        c.mqtt.url = "mqtt://u:hunter2@h".into();
+        c.webrtc.ice_servers = vec![IceServer {
+            urls: vec!["turn:t".into()],
+            username: Some("tu".into()),
+            credential: Some("swordfish".into()),
+        }];
+        let dbg = format!("{c:?} {c:#?}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("swordfish"),
+            "{dbg}"
+        );
+        assert!(
+            dbg.contains("u:***@h") && dbg.contains("keepalive_secs"),
+            "{dbg}"
+        );
     }
 
     #[test]

@@ -86,7 +86,10 @@ pub enum CdevError {
     #[error("gpio configuration: {0}")]
     Config(#[from] ConfigError),
     #[error("gpio {control:?}: {source}")]
-    Line { control: String, source: LineError },
+    Line {
+        control: String,
+        source: Box<LineError>,
+    },
     #[error(transparent)]
     Bank(#[from] GpioError),
 }
@@ -329,7 +332,7 @@ pub fn open_bank(configs: &[GpioConfig]) -> Result<GpioBank, CdevError> {
     for config in configs {
         let pin = open_line(config).map_err(|source| CdevError::Line {
             control: config.name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         tracing::info!(control = %config.name, line = %config.line, direction = config.direction.as_str(), "gpio line opened");
         controls.push((config.clone(), pin));

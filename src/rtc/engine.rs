@@ -165,7 +165,8 @@ impl RtcEngine {
                 Some(disconnected),
                 Some(disconnected * 2),
                 Some(Duration::from_secs(2)),
-            );
+            )
+            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(70));
         if self.role == Role::Answerer {
             // The device as DTLS server: DTLS ~30 ms instead of ~160 (pitfall 2).
             settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);

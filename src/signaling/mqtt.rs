@@ -160,7 +160,7 @@ async fn run_loop(
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 if p.retain {
-                    debug!(topic = %p.topic, "dropping retained message on a session topic (stale by definition)");
+                    info!(topic = %p.topic, "dropping retained message on a session topic (stale by definition)");
                     continue;
                 }
                 match topics.classify(&p.topic) {

@@ -1,0 +1,16 @@
+//! Control over the `control` data channel (PROTOCOL.md section 6): JSON-RPC
+//! methods, the named GPIO controls they act on, and their configuration.
+//!
+//! - `config`: `[[gpio]]` and `[access]` (keys and roles), with validation.
+//! - `gpio`: the controls behind embedded-hal traits, pulses, debounced
+//!   inputs, change notifications and the safe state on shutdown.
+//! - `cdev`: the production back end, Linux GPIO character devices.
+//! - `rpc`: one JSON-RPC session per viewer: roles, limits, audit log.
+//!
+//! Offer authorization itself (which role a session gets) lives in
+//! `signaling::auth`, because it runs before any peer connection exists.
+
+pub mod cdev;
+pub mod config;
+pub mod gpio;
+pub mod rpc;
