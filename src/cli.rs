@@ -51,7 +51,8 @@ pub struct RunArgs {
     /// Device id (`device_id`).
     #[arg(long, value_name = "ID")]
     pub device_id: Option<String>,
-    /// Broker URL, mqtt://[user[:pass]@]host[:port] (`mqtt.url`). Prefer the
+    /// Broker URL, mqtt://user:pass@host:port, user, pass and port optional
+    /// (`mqtt.url`). Prefer the
     /// environment variable for passwords: the command line is visible to
     /// every user of the machine.
     #[arg(
@@ -168,7 +169,7 @@ impl RunArgs {
                 match &self.config {
                     Some(path) => ConfigError::InFile {
                         path: path.clone(),
-                        source: Box::new(err),
+                        error: Box::new(err),
                     },
                     None => err,
                 }
@@ -219,7 +220,7 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
 /// losses and latency.
 #[derive(Debug, Args, Clone, PartialEq)]
 pub struct ViewArgs {
-    /// Broker URL, mqtt://[user[:pass]@]host[:port].
+    /// Broker URL, mqtt://user:pass@host:port, user, pass and port optional.
     #[arg(
         long,
         value_name = "URL",

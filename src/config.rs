@@ -11,6 +11,9 @@
 //!
 //! See docs/configuration.md for every key, and examples/campeer.toml.
 
+use crate::control::config::{
+    validate_gpio, AccessConfig, ConfigError as ControlConfigError, GpioConfig,
+};
 use crate::signaling::topics::validate_device_id;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
@@ -33,13 +36,13 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// The configuration file exists but cannot be read.
-    #[error("cannot read config file {}: {source}", .path.display())]
+    #[error("cannot read config file {}: {error}", .path.display())]
     Read {
         /// The path as given.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why. (Not a `#[source]`: the message already includes it, and
+        /// `{:#}` would print it twice.)
+        error: std::io::Error,
     },
     /// Not valid TOML, an unknown key, or a value of the wrong type.
     #[error("{}: {message}", location(.origin, .line, .column))]
@@ -70,14 +73,16 @@ pub enum ConfigError {
         message: String,
     },
     /// An error about a value that came from a file.
-    #[error("{}: {source}", .path.display())]
+    #[error("{}: {error}", .path.display())]
     InFile {
         /// The configuration file.
         path: PathBuf,
-        /// The error.
-        #[source]
-        source: Box<ConfigError>,
+        /// The error (part of the message, so not a `#[source]`).
+        error: Box<ConfigError>,
     },
+    /// A bad `[[gpio]]` or `[access]` entry (the message names it).
+    #[error("{0}")]
+    Control(ControlConfigError),
     /// The configuration cannot be rendered as TOML (a bug).
     #[error("cannot render the configuration as TOML: {0}")]
     Render(String),
@@ -111,6 +116,12 @@ pub struct Config {
     pub video: VideoConfig,
     /// WebRTC sessions (`[webrtc]`).
     pub webrtc: WebRtcConfig,
+    /// Named GPIO controls offered on the `control` data channel
+    /// (`[[gpio]]`, see `control::config`). Default none.
+    pub gpio: Vec<GpioConfig>,
+    /// Access keys that sign offers (`[access]`); with no keys the device is
+    /// `open`. Default none.
+    pub access: AccessConfig,
 }
 
 /// The MQTT broker connection and topic root.
@@ -251,6 +262,8 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             video: VideoConfig::default(),
             webrtc: WebRtcConfig::default(),
+            gpio: Vec::new(),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -316,15 +329,15 @@ impl Config {
 
     /// Reads and parses a configuration file. Does not validate.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
                 ConfigError::NotFound {
                     path: path.to_owned(),
                 }
             } else {
                 ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    error,
                 }
             }
         })?;
@@ -344,7 +357,9 @@ impl Config {
         }
         self.mqtt.validate()?;
         self.video.validate()?;
-        self.webrtc.validate()
+        self.webrtc.validate()?;
+        validate_gpio(&self.gpio).map_err(ConfigError::Control)?;
+        self.access.validate().map_err(ConfigError::Control)
     }
 
     /// The MQTT client id: `mqtt.client_id`, or `campeer-{device_id}`.
@@ -356,13 +371,20 @@ impl Config {
     }
 
     /// The configuration as TOML, with secrets (the MQTT password, TURN
-    /// credentials) replaced by `***`. Loads back with [`Config::load`].
+    /// credentials, inline access-key secrets) replaced by `***`. Parses
+    /// back with [`Config::load`] (but a `***` access secret is too short
+    /// to validate, on purpose).
     pub fn to_toml_string(&self) -> Result<String, ConfigError> {
         let mut shown = self.clone();
         shown.mqtt.url = redact_url(&shown.mqtt.url);
         for server in &mut shown.webrtc.ice_servers {
             if server.credential.is_some() {
                 server.credential = Some(REDACTED.to_owned());
+            }
+        }
+        for key in &mut shown.access.keys {
+            if key.secret.is_some() {
+                key.secret = Some(REDACTED.to_owned());
             }
         }
         toml::to_string(&shown).map_err(|e| ConfigError::Render(e.to_string()))
@@ -585,7 +607,7 @@ pub fn check_config(path: &Path) -> Result<String, ConfigError> {
     let config = Config::load(path)?;
     config.validate().map_err(|e| ConfigError::InFile {
         path: path.to_owned(),
-        source: Box::new(e),
+        error: Box::new(e),
     })?;
     let body = config.to_toml_string()?;
     Ok(format!(
@@ -968,8 +990,13 @@ mod tests {
     fn unreadable_file_is_named() {
         // A directory cannot be read as a file.
         let dir = std::env::temp_dir();
-        let msg = Config::load(&dir).unwrap_err().to_string();
+        let err = Config::load(&dir).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Read { .. }), "{msg}");
         assert!(msg.contains(&dir.display().to_string()), "{msg}");
+        // The cause is in the message; a source chain would repeat it
+        // under anyhow's `{:#}`.
+        assert!(std::error::Error::source(&err).is_none());
     }
 
     #[test]
@@ -1358,6 +1385,29 @@ mod tests {
     }
 
     #[test]
+    fn url_handling_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let alphabet: Vec<char> = "mqts:/@[]%0aF9.-_?#é€ \0".chars().collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..5000 {
+            let len = rng.gen_range(0..24);
+            let mut s: String = "mqtt://".chars().take(rng.gen_range(0..8)).collect();
+            s.extend((0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())]));
+            let redacted = redact_url(&s);
+            if let Ok(t) = MqttTarget::parse(&s) {
+                let shown = t.to_string();
+                if let Some(p) = t.password.as_deref().filter(|p| p.len() > 3) {
+                    assert!(!shown.contains(p), "{s:?} -> {shown:?}");
+                    assert!(
+                        !redacted.contains(&format!(":{p}@")),
+                        "{s:?} -> {redacted:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn redact_url_cases() {
         assert_eq!(redact_url("mqtt://h:1883"), "mqtt://h:1883");
         assert_eq!(redact_url("mqtt://u@h"), "mqtt://u@h");
@@ -1365,6 +1415,7 @@ mod tests {
         assert_eq!(redact_url("mqtt://u:p@x@h:1"), "mqtt://u:***@h:1");
         assert_eq!(redact_url("u:p@h"), "u:***@h");
         assert_eq!(redact_url(""), "");
+        assert_eq!(redact_url("mqtt://ü:ö@é"), "mqtt://ü:***@é");
     }
 
     #[test]
@@ -1426,6 +1477,8 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with(&path.display().to_string()), "{msg}");
         assert!(msg.contains("invalid video.width: 641"), "{msg}");
+        assert_eq!(msg.matches("641").count(), 1, "{msg}");
+        assert!(std::error::Error::source(&err).is_none());
     }
 
     #[test]
@@ -1435,44 +1488,76 @@ mod tests {
         c.validate().unwrap();
     }
 
-    /// Every key, as `section.key` (ice server keys as `webrtc.ice_servers.key`).
+    /// A configuration with every optional key set, so all keys serialize.
+    fn everything_set() -> Config {
+        let text = r#"
+            [mqtt]
+            client_id = "x"
+            [[webrtc.ice_servers]]
+            urls = "turn:t"
+            username = "u"
+            credential = "c"
+            [[gpio]]
+            name = "led"
+            line = "GPIO17"
+            direction = "output"
+            [[access.keys]]
+            id = "phone"
+            secret = "0123456789abcdef"
+            secret_file = "/etc/campeer/phone.key"
+            role = "view"
+        "#;
+        Config::from_toml_str(text, "everything").unwrap()
+    }
+
+    /// Every key as a dotted path (`webrtc.ice_servers.urls` for the
+    /// members of a list of tables), tables themselves left out.
     fn all_keys() -> Vec<String> {
-        let mut c = Config::default();
-        c.mqtt.client_id = Some("x".into());
-        c.webrtc.ice_servers = vec![IceServer {
-            urls: vec!["turn:t".into()],
-            username: Some("u".into()),
-            credential: Some("c".into()),
-        }];
-        let value = toml::Value::try_from(&c).unwrap();
-        let mut keys = Vec::new();
-        let toml::Value::Table(top) = value else {
-            panic!("a config serializes as a table")
-        };
-        for (k, v) in top {
-            match v {
-                toml::Value::Table(t) => {
-                    for (k2, v2) in t {
-                        keys.push(format!("{k}.{k2}"));
-                        if let toml::Value::Array(items) = v2 {
-                            if let Some(toml::Value::Table(item)) = items.first() {
-                                keys.extend(item.keys().map(|k3| format!("{k}.{k2}.{k3}")));
-                            }
+        fn walk(prefix: &str, table: &toml::Table, keys: &mut Vec<String>) {
+            for (k, v) in table {
+                let full = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(t) => walk(&full, t, keys),
+                    toml::Value::Array(items) => {
+                        keys.push(full.clone());
+                        if let Some(toml::Value::Table(item)) = items.first() {
+                            walk(&full, item, keys);
                         }
                     }
+                    _ => keys.push(full),
                 }
-                _ => keys.push(k),
             }
         }
+        let toml::Value::Table(top) = toml::Value::try_from(everything_set()).unwrap() else {
+            panic!("a config serializes as a table")
+        };
+        let mut keys = Vec::new();
+        walk("", &top, &mut keys);
         keys
+    }
+
+    #[test]
+    fn all_keys_sees_nested_keys() {
+        let keys = all_keys();
+        for k in [
+            "device_id",
+            "mqtt.client_id",
+            "webrtc.ice_servers.credential",
+            "gpio.debounce_ms",
+            "access.keys.secret_file",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} not in {keys:?}");
+        }
     }
 
     #[test]
     fn every_key_is_documented() {
         let docs = std::fs::read_to_string(DOCS).unwrap();
-        let keys = all_keys();
-        assert!(keys.len() > 20, "{keys:?}");
-        for key in keys {
+        for key in all_keys() {
             assert!(
                 docs.contains(&format!("`{key}`")),
                 "docs/configuration.md lacks `{key}`"
@@ -1487,10 +1572,36 @@ mod tests {
             let leaf = key.rsplit('.').next().unwrap_or(&key);
             let present = example.lines().any(|l| {
                 let l = l.trim_start_matches(['#', ' ']);
-                l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("{leaf}="))
+                l.starts_with(&format!("{leaf} =")) || l.trim_end() == format!("[[{key}]]")
             });
             assert!(present, "examples/campeer.toml lacks {key}");
         }
+    }
+
+    #[test]
+    fn control_sections_are_validated() {
+        let mut c = everything_set();
+        c.access.keys[0].secret_file = None;
+        c.device_id = "cam1".into();
+        c.validate().unwrap();
+        c.gpio[0].name = "Bad Name".into();
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("gpio[0]") && msg.contains("Bad Name"), "{msg}");
+        c.gpio[0].name = "led".into();
+        c.access.keys[0].secret = Some("short".into());
+        let err = c.validate().unwrap_err();
+        assert!(matches!(err, ConfigError::Control(_)), "{err}");
+        assert!(!err.to_string().contains("short\""), "{err}");
+    }
+
+    #[test]
+    fn access_secrets_are_redacted_in_toml_output() {
+        let c = everything_set();
+        let text = c.to_toml_string().unwrap();
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+        let back = Config::from_toml_str(&text, "out").unwrap();
+        assert_eq!(back.access.keys[0].secret.as_deref(), Some(REDACTED));
+        assert_eq!(back.gpio, c.gpio);
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! `bye`, publishes offline presence and stops within about two seconds.
 
 use crate::config::{Config, MqttTarget};
+use crate::control::cdev;
+use crate::control::config::Direction;
+use crate::control::gpio::GpioBank;
+use crate::control::rpc::ControlContext;
+use crate::signaling::auth::OfferAuthorizer;
+use crate::signaling::presence::{ControlDirection, ControlInfo};
 use crate::encode::h264::EncoderSettings;
 use crate::encode::pipeline::VideoPipeline;
 use crate::media::{open_video_source, VideoSourceSpec};
@@ -63,6 +69,29 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
         }
     });
 
+    let authz = OfferAuthorizer::from_config(&config.access).context("access keys")?;
+    if authz.is_open() && !is_loopback_host(&target.host) {
+        warn!(broker = %target, "no access keys configured: anyone who can publish to the broker may watch and control this device");
+    }
+    let gpio = if config.gpio.is_empty() {
+        GpioBank::empty()
+    } else {
+        cdev::open_bank(&config.gpio).context("gpio")?
+    };
+    let _input_watcher = gpio.spawn_input_watcher().context("gpio inputs")?;
+    let controls: Vec<ControlInfo> = gpio
+        .controls()
+        .into_iter()
+        .map(|c| ControlInfo {
+            name: c.name,
+            direction: match c.direction {
+                Direction::Input => ControlDirection::Input,
+                Direction::Output => ControlDirection::Output,
+            },
+        })
+        .collect();
+    let auth_mode = if authz.is_open() { AuthMode::Open } else { AuthMode::Signed };
+
     let t = Instant::now();
     let engine = RtcEngine::new(&config.webrtc, Role::Answerer)?;
     info!(ms = t.elapsed().as_millis() as u64, "DTLS certificate ready");
@@ -78,9 +107,46 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
         stop_rx,
     );
 
+    let presence = |sessions: usize| {
+        Presence::online(
+            &config.device_id,
+            env!("CARGO_PKG_VERSION"),
+            sessions,
+            config.webrtc.max_sessions,
+            auth_mode,
+            video_info.clone(),
+            None,
+            controls.clone(),
+        )
+    };
+    // device.info answers with the latest presence document.
+    let current = Arc::new(std::sync::Mutex::new(presence(0).to_json()));
+    let presence_fn = {
+        let current = current.clone();
+        Arc::new(move || {
+            let text = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+        })
+    };
+    let keyframe_fn = {
+        let video = video.clone();
+        Arc::new(move || {
+            if let Some(v) = &video {
+                v.request_keyframe();
+            }
+        })
+    };
+    let control = Arc::new(ControlContext::new(gpio.clone(), presence_fn, keyframe_fn));
+    let publish_presence = |sessions: usize| {
+        let text = presence(sessions).to_json();
+        *current.lock().unwrap_or_else(|p| p.into_inner()) = text.clone();
+        link.publish_status(text.into_bytes());
+    };
+
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(SessionContext {
         engine,
+        control,
         video: video.clone(),
         outbox: Arc::new(link.clone()) as Arc<dyn Outbox>,
         connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_secs),
@@ -88,22 +154,7 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
         metrics: metrics.clone(),
     });
     let (ev_tx, mut ev_rx) = mpsc::channel(256);
-    let mut table = SessionTable::new(ctx, config.webrtc.max_sessions, ev_tx);
-
-    let presence = |sessions: usize| {
-        Presence::online(
-            &config.device_id,
-            env!("CARGO_PKG_VERSION"),
-            sessions,
-            config.webrtc.max_sessions,
-            AuthMode::Open,
-            video_info.clone(),
-            None,
-            Vec::new(),
-        )
-        .to_json()
-        .into_bytes()
-    };
+    let mut table = SessionTable::new(ctx, authz, &config.device_id, config.webrtc.max_sessions, ev_tx);
 
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -118,7 +169,7 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
             _ = &mut shutdown => break,
             ev = link_rx.recv() => match ev {
                 Some(LinkEvent::Connected) => {
-                    link.publish_status(presence(table.len()));
+                    publish_presence(table.len());
                     presence_at = Instant::now();
                     presence_dirty = false;
                 }
@@ -144,7 +195,7 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
                 let now = Instant::now();
                 table.expire(now);
                 if presence_dirty && now.duration_since(presence_at) >= PRESENCE_MIN_GAP {
-                    link.publish_status(presence(table.len()));
+                    publish_presence(table.len());
                     presence_at = now;
                     presence_dirty = false;
                 }
@@ -180,6 +231,9 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
             }
             _ => break,
         }
+    }
+    if let Err(e) = gpio.safe_all() {
+        warn!("could not put every output in its safe state: {e}");
     }
     link.publish_status(offline);
     link.disconnect();
@@ -217,4 +271,26 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
     let reopen = Box::new(move || open_video_source(&reopen_spec, w, h, fps));
     let pipeline = VideoPipeline::start_with_reopen(source, reopen, settings)?;
     Ok(Some(Arc::new(pipeline)))
+}
+
+/// Whether a broker host name is this machine (open mode is then safe enough).
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback_host("127.0.0.1"));
+        assert!(is_loopback_host("127.8.0.1"));
+        assert!(is_loopback_host("[::1]"));
+        assert!(is_loopback_host("localhost"));
+        assert!(!is_loopback_host("broker.lan"));
+        assert!(!is_loopback_host("10.0.0.2"));
+    }
 }

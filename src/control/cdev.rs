@@ -144,8 +144,10 @@ fn open_chip(path: &Path) -> Result<Chip, LineError> {
 }
 
 fn chip_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// Finds a line under [`DEV_DIR`] by name (first match in chip order) or by
@@ -157,6 +159,10 @@ pub fn find_line(spec: &LineSpec) -> Result<FoundLine, LineError> {
 /// [`find_line`] under another directory.
 pub fn find_line_in(dev_dir: &Path, spec: &LineSpec) -> Result<FoundLine, LineError> {
     match spec {
+        LineSpec::Mock(name) => Err(LineError::NotFound {
+            line: format!("mock:{name}"),
+            searched: "nothing (a simulated line has no chip)".into(),
+        }),
         LineSpec::Offset { chip, offset } => {
             let path = dev_dir.join(chip);
             let mut opened = open_chip(&path)?;
@@ -280,6 +286,15 @@ pub fn open_line(config: &GpioConfig) -> Result<Pin, LineError> {
         line: config.line.clone(),
         searched: "nothing (not a line name nor chip:offset)".into(),
     })?;
+    if let LineSpec::Mock(_) = spec {
+        tracing::warn!(line = %config.line, "simulated GPIO line: no hardware is driven");
+        let high = config.initial != config.active_low;
+        let pin = super::gpio::SimPin::new(high && config.direction == Direction::Output);
+        return Ok(match config.direction {
+            Direction::Output => Pin::Output(Box::new(pin)),
+            Direction::Input => Pin::Input(Box::new(pin)),
+        });
+    }
     let found = find_line(&spec)?;
     request(config, &found)
 }
@@ -302,7 +317,9 @@ pub fn request(config: &GpioConfig, found: &FoundLine) -> Result<Pin, LineError>
     let flags = request_flags(config);
     let high = config.initial != config.active_low;
     let what = match (config.direction, config.bias) {
-        (Direction::Output, _) => format!("output, initially {}", if high { "high" } else { "low" }),
+        (Direction::Output, _) => {
+            format!("output, initially {}", if high { "high" } else { "low" })
+        }
         (Direction::Input, Bias::AsIs) => "input".to_owned(),
         (Direction::Input, bias) => format!("input with bias {bias:?} (needs Linux 5.5)"),
     };

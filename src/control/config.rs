@@ -211,6 +211,9 @@ pub enum LineSpec {
         /// Line offset within the chip.
         offset: u32,
     },
+    /// `mock:NAME`: a simulated line with no hardware behind it, for demos
+    /// and tests on machines without GPIO. Never use it on a real board.
+    Mock(String),
 }
 
 impl LineSpec {
@@ -220,6 +223,9 @@ impl LineSpec {
         let line = line.trim();
         if line.is_empty() {
             return None;
+        }
+        if let Some(name) = line.strip_prefix("mock:") {
+            return (!name.is_empty()).then(|| LineSpec::Mock(name.to_owned()));
         }
         if let Some((chip, offset)) = line.rsplit_once(':') {
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -245,6 +251,7 @@ impl fmt::Display for LineSpec {
         match self {
             LineSpec::Name(name) => write!(f, "line \"{name}\""),
             LineSpec::Offset { chip, offset } => write!(f, "{chip}:{offset}"),
+            LineSpec::Mock(name) => write!(f, "simulated line {name:?}"),
         }
     }
 }
@@ -264,7 +271,10 @@ pub enum ConfigError {
         line: String,
         other: String,
     },
-    #[error("gpio {name:?}: debounce_ms {debounce_ms} is above {}", MAX_DEBOUNCE_MS)]
+    #[error(
+        "gpio {name:?}: debounce_ms {debounce_ms} is above {}",
+        MAX_DEBOUNCE_MS
+    )]
     DebounceTooLong { name: String, debounce_ms: u64 },
     #[error("access.keys[{index}]: id {id:?} must match [a-z0-9_-]{{1,32}}")]
     BadKeyId { index: usize, id: String },
@@ -468,7 +478,10 @@ mod tests {
 
     #[test]
     fn line_specs() {
-        assert_eq!(LineSpec::parse("GPIO17"), Some(LineSpec::Name("GPIO17".into())));
+        assert_eq!(
+            LineSpec::parse("GPIO17"),
+            Some(LineSpec::Name("GPIO17".into()))
+        );
         let chip0 = Some(LineSpec::Offset {
             chip: "gpiochip0".into(),
             offset: 17,
@@ -480,8 +493,13 @@ mod tests {
         assert_eq!(LineSpec::parse("1:"), None);
         assert_eq!(LineSpec::parse(""), None);
         assert_eq!(LineSpec::parse("  "), None);
+        assert_eq!(LineSpec::parse("mock:led"), Some(LineSpec::Mock("led".into())));
+        assert_eq!(LineSpec::parse("mock:"), None);
         // A colon in something that is not a chip is part of a name.
-        assert_eq!(LineSpec::parse("ID_SD:A"), Some(LineSpec::Name("ID_SD:A".into())));
+        assert_eq!(
+            LineSpec::parse("ID_SD:A"),
+            Some(LineSpec::Name("ID_SD:A".into()))
+        );
     }
 
     #[test]
@@ -523,15 +541,24 @@ mod tests {
     #[test]
     fn access_validation() {
         let ok = AccessConfig {
-            keys: vec![key("phone", Some("0123456789abcdef"), None), key("wall", None, Some("/k"))],
+            keys: vec![
+                key("phone", Some("0123456789abcdef"), None),
+                key("wall", None, Some("/k")),
+            ],
         };
         assert!(ok.validate().is_ok());
         assert!(AccessConfig::default().is_open());
         let cases = [
             (vec![key("phone", Some("short"), None)], "SecretTooShort"),
             (vec![key("phone", None, None)], "SecretSource"),
-            (vec![key("phone", Some("0123456789abcdef"), Some("/k"))], "SecretSource"),
-            (vec![key("Phone", Some("0123456789abcdef"), None)], "BadKeyId"),
+            (
+                vec![key("phone", Some("0123456789abcdef"), Some("/k"))],
+                "SecretSource",
+            ),
+            (
+                vec![key("Phone", Some("0123456789abcdef"), None)],
+                "BadKeyId",
+            ),
             (
                 vec![key("a", None, Some("/k")), key("a", None, Some("/j"))],
                 "DuplicateKey",
@@ -539,7 +566,10 @@ mod tests {
         ];
         for (keys, want) in cases {
             let err = AccessConfig { keys }.validate().expect_err(want);
-            assert!(format!("{err:?}").starts_with(want), "{err:?} is not {want}");
+            assert!(
+                format!("{err:?}").starts_with(want),
+                "{err:?} is not {want}"
+            );
         }
     }
 

@@ -88,7 +88,9 @@ impl TokenBucket {
     /// Takes one token if there is one. A clock going backwards adds none.
     pub fn try_take(&mut self, now_us: u64) -> bool {
         if let Some(last) = self.last_us {
-            let gained = now_us.saturating_sub(last).saturating_mul(self.rate_per_sec);
+            let gained = now_us
+                .saturating_sub(last)
+                .saturating_mul(self.rate_per_sec);
             self.tokens = self.tokens.saturating_add(gained).min(self.capacity);
         }
         self.last_us = Some(self.last_us.map_or(now_us, |last| last.max(now_us)));
@@ -168,7 +170,10 @@ impl Method {
     }
 
     fn changes_state(self) -> bool {
-        matches!(self, Method::GpioSet | Method::GpioToggle | Method::GpioPulse)
+        matches!(
+            self,
+            Method::GpioSet | Method::GpioToggle | Method::GpioPulse
+        )
     }
 
     fn role(self) -> Role {
@@ -228,7 +233,12 @@ pub struct RpcSession {
 
 impl RpcSession {
     /// `key_id` is the verified access key (`None` in open mode).
-    pub fn new(sid: impl Into<String>, key_id: Option<String>, role: Role, limits: &RpcLimits) -> Self {
+    pub fn new(
+        sid: impl Into<String>,
+        key_id: Option<String>,
+        role: Role,
+        limits: &RpcLimits,
+    ) -> Self {
         RpcSession {
             role,
             sid: sid.into(),
@@ -261,7 +271,10 @@ impl RpcSession {
                 text.len(),
                 ctx.limits.max_message_bytes
             );
-            return Some(error_reply(&Value::Null, &RpcError::new(INVALID_REQUEST, message)));
+            return Some(error_reply(
+                &Value::Null,
+                &RpcError::new(INVALID_REQUEST, message),
+            ));
         }
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,
@@ -289,7 +302,12 @@ impl RpcSession {
         })
     }
 
-    fn call(&self, request: &Envelope<'_>, ctx: &ControlContext, now_us: u64) -> Result<Value, RpcError> {
+    fn call(
+        &self,
+        request: &Envelope<'_>,
+        ctx: &ControlContext,
+        now_us: u64,
+    ) -> Result<Value, RpcError> {
         let Some(method) = Method::parse(request.method) else {
             let message = format!("unknown method {:?}", truncate(request.method, 64));
             return Err(RpcError::new(METHOD_NOT_FOUND, message));
@@ -311,7 +329,10 @@ impl RpcSession {
         if self.role < method.role() {
             return Err(RpcError::new(
                 FORBIDDEN,
-                format!("forbidden: a {} session may not call this method", self.role),
+                format!(
+                    "forbidden: a {} session may not call this method",
+                    self.role
+                ),
             ));
         }
         let gpio = &ctx.gpio;
@@ -365,9 +386,10 @@ impl RpcSession {
     }
 
     fn audit(&self, request: &Envelope<'_>, outcome: &Result<Value, RpcError>) {
-        let params = request
-            .params
-            .map_or_else(|| "null".to_owned(), |p| truncate(&p.to_string(), 256).to_owned());
+        let params = request.params.map_or_else(
+            || "null".to_owned(),
+            |p| truncate(&p.to_string(), 256).to_owned(),
+        );
         let result = match outcome {
             Ok(value) => value.to_string(),
             Err(error) => format!("error {} {}", error.code, error.message),
@@ -396,7 +418,10 @@ struct Envelope<'a> {
 impl<'a> Envelope<'a> {
     fn parse(value: &'a Value) -> Result<Envelope<'a>, (Value, RpcError)> {
         let invalid = |id: &Value, message: &str| {
-            Err((id.clone(), RpcError::new(INVALID_REQUEST, format!("invalid request: {message}"))))
+            Err((
+                id.clone(),
+                RpcError::new(INVALID_REQUEST, format!("invalid request: {message}")),
+            ))
         };
         let object: &Map<String, Value> = match value {
             Value::Object(object) => object,
@@ -430,7 +455,10 @@ pub fn notification(change: &GpioChange) -> String {
 
 /// The reply to a binary message on the `control` channel.
 pub fn binary_refused() -> String {
-    let error = RpcError::new(INVALID_REQUEST, "invalid request: binary messages are not accepted");
+    let error = RpcError::new(
+        INVALID_REQUEST,
+        "invalid request: binary messages are not accepted",
+    );
     error_reply(&Value::Null, &error)
 }
 
@@ -466,7 +494,10 @@ fn gpio_error(err: GpioError) -> RpcError {
         GpioError::Hardware { name, .. } => {
             // The details (driver, errno) go to the log, not to viewers.
             tracing::warn!(error = %err, "gpio hardware error");
-            RpcError::new(HARDWARE_ERROR, format!("hardware error on control {name:?}"))
+            RpcError::new(
+                HARDWARE_ERROR,
+                format!("hardware error on control {name:?}"),
+            )
         }
         GpioError::ShutDown
         | GpioError::NoRuntime

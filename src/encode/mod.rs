@@ -4,8 +4,10 @@
 //! wraps its decoder (for the viewer and tests), and `pipeline` runs one
 //! capture thread and one encoder thread whose output every session shares.
 
+pub mod audio_pipeline;
 pub mod decode;
 pub mod h264;
+pub mod opus;
 pub mod pipeline;
 
 use crate::media::MediaError;

@@ -100,7 +100,7 @@ fn check_len(src: &[u8], need: usize) -> Result<(), ConvertError> {
 }
 
 fn avg2(a: u8, b: u8) -> u8 {
-    ((u16::from(a) + u16::from(b) + 1) / 2) as u8
+    (u16::from(a) + u16::from(b)).div_ceil(2) as u8
 }
 
 /// Packed YUYV 4:2:2 (Y0 U Y1 V) to I420.

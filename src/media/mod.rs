@@ -9,6 +9,7 @@
 //! `I420Frame::data` is exactly `w*h*3/2` bytes, and `format()` describes the
 //! frames `next_frame` returns.
 
+pub mod audio;
 pub mod convert;
 pub mod frame;
 pub mod stamp;

@@ -155,11 +155,8 @@ fn fourcc_name(code: &[u8; 4]) -> String {
 
 fn fps_of(p: &Parameters) -> u32 {
     let (n, d) = (p.interval.numerator, p.interval.denominator);
-    if n == 0 {
-        0
-    } else {
-        (d + n / 2) / n
-    }
+    // Rounded; 0 when the driver reports no interval.
+    d.saturating_add(n / 2).checked_div(n).unwrap_or(0)
 }
 
 /// A V4L2 camera.
@@ -401,12 +398,14 @@ impl V4l2Source {
                 Ok(()) => {
                     let monotonic = (meta.flags.bits() & BufFlags::TIMESTAMP_MASK.bits())
                         == BufFlags::TIMESTAMP_MONOTONIC.bits();
-                    frame.capture_us = capture_time_us(
-                        meta.timestamp.sec as i64,
-                        meta.timestamp.usec as i64,
-                        monotonic,
-                        now,
+                    // time_t is 32 bits on 32-bit ARM (Pi 0/1/2/3 images):
+                    // the conversion is only a no-op on 64-bit targets.
+                    #[allow(clippy::useless_conversion)]
+                    let (sec, usec) = (
+                        i64::from(meta.timestamp.sec),
+                        i64::from(meta.timestamp.usec),
                     );
+                    frame.capture_us = capture_time_us(sec, usec, monotonic, now);
                     *seq = seq.wrapping_add(1);
                     return Ok(frame);
                 }

@@ -75,7 +75,6 @@ pub fn media_engine() -> Result<MediaEngine, EngineError> {
             RTCRtpCodecParameters {
                 rtp_codec: codec,
                 payload_type: pt,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )
@@ -85,7 +84,6 @@ pub fn media_engine() -> Result<MediaEngine, EngineError> {
         RTCRtpCodecParameters {
             rtp_codec: opus_codec(),
             payload_type: 111,
-            ..Default::default()
         },
         RtpCodecKind::Audio,
     )
@@ -148,7 +146,6 @@ impl RtcEngine {
                 urls: s.urls.clone(),
                 username: s.username.clone().unwrap_or_default(),
                 credential: s.credential.clone().unwrap_or_default(),
-                ..Default::default()
             })
             .collect();
         let config = RTCConfigurationBuilder::new()

@@ -9,6 +9,8 @@
 //! to the table.
 
 use crate::clock::monotonic_us;
+use crate::control::config::Role;
+use crate::control::rpc::{binary_refused, notification, ControlContext, RpcSession};
 use crate::encode::pipeline::VideoPipeline;
 use crate::media::EncodedFrame;
 use crate::rtc::engine::{self, RtcEngine};
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
@@ -40,11 +43,21 @@ pub trait Outbox: Send + Sync + 'static {
 /// What every session shares.
 pub struct SessionContext {
     pub engine: RtcEngine,
+    /// The data channel's JSON-RPC methods act on this.
+    pub control: Arc<ControlContext>,
     pub video: Option<Arc<VideoPipeline>>,
     pub outbox: Arc<dyn Outbox>,
     pub connect_timeout: Duration,
     pub disconnected_timeout: Duration,
     pub metrics: Arc<Metrics>,
+}
+
+/// Who the viewer is, as settled by offer authorization.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub role: Role,
+    /// The verified access key (`None` on an open device).
+    pub key_id: Option<String>,
 }
 
 /// Input from the session table.
@@ -109,17 +122,34 @@ impl SessionHandle {
     }
 }
 
-/// Starts a session task for `offer`. The caller has already enforced the
-/// session limit and checked the offer with `OfferSummary::parse`.
+/// What a new session starts from.
+pub struct SessionSpec {
+    /// Unique per session.
+    pub id: u64,
+    pub sid: String,
+    /// The opening offer.
+    pub offer: String,
+    pub summary: OfferSummary,
+    pub access: Access,
+    /// Candidates that arrived before the offer, in order.
+    pub early: Vec<Option<CandidateInit>>,
+}
+
+/// Starts a session task. The caller has already authorized the offer,
+/// enforced the session limit and checked it with `OfferSummary::parse`.
 pub fn spawn(
     ctx: Arc<SessionContext>,
-    id: u64,
-    sid: String,
-    offer: String,
-    summary: OfferSummary,
-    early: Vec<Option<CandidateInit>>,
+    spec: SessionSpec,
     events: mpsc::Sender<SessionEvent>,
 ) -> SessionHandle {
+    let SessionSpec {
+        id,
+        sid,
+        offer,
+        summary,
+        access,
+        early,
+    } = spec;
     let (tx, rx) = mpsc::channel(128);
     for c in early {
         // Capacity 128 exceeds the 64 early candidates held, so this cannot fail.
@@ -131,6 +161,7 @@ pub fn spawn(
         id,
         sid: sid.clone(),
         summary,
+        access,
         answer: answer.clone(),
         events,
         answered: false,
@@ -138,6 +169,7 @@ pub fn spawn(
         mid: None,
         writer: None,
         video: None,
+        channels: Vec::new(),
     };
     tokio::spawn(task.run(offer.clone(), rx));
     SessionHandle {
@@ -151,11 +183,11 @@ pub fn spawn(
 }
 
 /// Peer-connection events, forwarded out of the driver's callbacks.
-#[derive(Debug)]
 enum PcEvent {
     Candidate(RTCPeerConnectionIceEvent),
     GatheringComplete,
     State(RTCPeerConnectionState),
+    DataChannel(Arc<dyn DataChannel>),
 }
 
 /// Forwards callbacks into a channel and returns at once.
@@ -174,6 +206,9 @@ impl PeerConnectionEventHandler for Forwarder {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let _ = self.0.try_send(PcEvent::State(state));
     }
+    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
+        let _ = self.0.try_send(PcEvent::DataChannel(data_channel));
+    }
 }
 
 /// A refused negotiation: the error code and text for the viewer.
@@ -190,6 +225,7 @@ struct Session {
     id: u64,
     sid: String,
     summary: OfferSummary,
+    access: Access,
     answer: Arc<Mutex<Option<String>>>,
     events: mpsc::Sender<SessionEvent>,
     answered: bool,
@@ -199,6 +235,8 @@ struct Session {
     mid: Option<String>,
     writer: Option<tokio::task::JoinHandle<()>>,
     video: Option<VideoOut>,
+    /// Data-channel tasks, ended with the session.
+    channels: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Session {
@@ -262,6 +300,19 @@ impl Session {
                         }
                     }
                     Some(PcEvent::GatheringComplete) => self.local_candidate(None),
+                    Some(PcEvent::DataChannel(dc)) => {
+                        if self.channels.len() >= MAX_DATA_CHANNELS {
+                            info!(sid = %self.sid, "too many data channels; closing the new one");
+                            let _ = dc.close().await;
+                        } else {
+                            self.channels.push(tokio::spawn(serve_control(
+                                self.sid.clone(),
+                                dc,
+                                self.ctx.control.clone(),
+                                self.access.clone(),
+                            )));
+                        }
+                    }
                     Some(PcEvent::State(state)) => {
                         debug!(sid = %self.sid, %state, "connection state");
                         match state {
@@ -290,6 +341,9 @@ impl Session {
         };
         if let Some(w) = self.writer.take() {
             w.abort();
+        }
+        for c in self.channels.drain(..) {
+            c.abort();
         }
         match reason {
             Some(r) => {
@@ -535,6 +589,61 @@ async fn write_video(
             }
         }
     }
+}
+
+/// Most data channels one session may open.
+const MAX_DATA_CHANNELS: usize = 4;
+
+/// Serves JSON-RPC on a `control` channel (PROTOCOL.md section 6) and sends
+/// `gpio.changed` notifications; any other label is closed.
+async fn serve_control(sid: String, dc: Arc<dyn DataChannel>, ctx: Arc<ControlContext>, access: Access) {
+    let label = dc.label().await.unwrap_or_default();
+    if label != "control" {
+        info!(%sid, %label, "closing a data channel that is not `control`");
+        let _ = dc.close().await;
+        return;
+    }
+    debug!(%sid, role = access.role.as_str(), "control channel");
+    let mut rpc = RpcSession::new(sid.clone(), access.key_id, access.role, &ctx.limits);
+    let mut changes = ctx.gpio.subscribe();
+    loop {
+        tokio::select! {
+            ev = dc.poll() => match ev {
+                Some(DataChannelEvent::OnMessage(msg)) => {
+                    let reply = if msg.is_string {
+                        match std::str::from_utf8(&msg.data) {
+                            Ok(text) => rpc.handle(text, &ctx).await,
+                            // Not UTF-8: the parse error, as for any unparsable text.
+                            Err(_) => rpc.handle("\u{0}", &ctx).await,
+                        }
+                    } else {
+                        Some(binary_refused())
+                    };
+                    if let Some(reply) = reply {
+                        if let Err(e) = dc.send_text(&reply).await {
+                            debug!(%sid, "control reply not sent: {e}");
+                            break;
+                        }
+                    }
+                }
+                Some(DataChannelEvent::OnClose) | None => break,
+                Some(_) => {}
+            },
+            change = changes.recv() => match change {
+                Ok(c) => {
+                    if let Err(e) = dc.send_text(&notification(&c)).await {
+                        debug!(%sid, "notification not sent: {e}");
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(%sid, missed = n, "control channel missed gpio.changed notifications");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+    debug!(%sid, "control channel closed");
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

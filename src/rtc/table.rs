@@ -2,7 +2,10 @@
 //! candidates, duplicate offers. One task owns it; nothing here blocks.
 
 use crate::rtc::offer::{OfferError, OfferSummary};
-use crate::rtc::session::{self, SessionContext, SessionEvent, SessionHandle, SessionInput};
+use crate::rtc::session::{
+    self, Access, SessionContext, SessionEvent, SessionHandle, SessionInput, SessionSpec,
+};
+use crate::signaling::auth::{OfferAuthFields, OfferAuthorizer};
 use crate::signaling::messages::{
     parse_viewer_message, ByeReason, CandidateInit, DeviceMessage, ErrorCode, ViewerMessage,
     MAX_PAYLOAD,
@@ -28,6 +31,8 @@ struct Early {
 /// See the module documentation.
 pub struct SessionTable {
     ctx: Arc<SessionContext>,
+    authz: OfferAuthorizer,
+    device_id: String,
     max_sessions: usize,
     sessions: HashMap<String, SessionHandle>,
     early: HashMap<String, Early>,
@@ -39,11 +44,15 @@ impl SessionTable {
     /// A table whose sessions report to `events`.
     pub fn new(
         ctx: Arc<SessionContext>,
+        authz: OfferAuthorizer,
+        device_id: &str,
         max_sessions: usize,
         events: mpsc::Sender<SessionEvent>,
     ) -> Self {
         SessionTable {
             ctx,
+            authz,
+            device_id: device_id.to_owned(),
             max_sessions,
             sessions: HashMap::new(),
             early: HashMap::new(),
@@ -87,7 +96,14 @@ impl SessionTable {
             }
         };
         match msg {
-            ViewerMessage::Offer { sdp, .. } => self.offer(sid, sdp, now),
+            ViewerMessage::Offer { sdp, auth } => {
+                let fields = auth.map(|a| OfferAuthFields {
+                    key: a.key,
+                    role: a.role,
+                    sig: a.sig,
+                });
+                self.offer(sid, sdp, fields, now)
+            }
             ViewerMessage::Candidate { candidate } => self.candidate(sid, candidate, now),
             ViewerMessage::Bye => {
                 if let Some(s) = self.sessions.get(sid) {
@@ -100,7 +116,21 @@ impl SessionTable {
         }
     }
 
-    fn offer(&mut self, sid: &str, sdp: String, now: Instant) {
+    fn offer(&mut self, sid: &str, sdp: String, auth: Option<OfferAuthFields>, now: Instant) {
+        // Authorization comes first, before any state or peer connection.
+        let role = match self.authz.authorize(&self.device_id, sid, &sdp, auth.as_ref()) {
+            Ok(role) => role,
+            Err(e) => {
+                let key = auth.as_ref().map(|a| a.key.as_str()).unwrap_or("-");
+                warn!(%sid, %key, "offer not authorized: {e}");
+                self.refuse(sid, ErrorCode::Unauthorized, e.to_string());
+                return;
+            }
+        };
+        let access = Access {
+            role,
+            key_id: auth.filter(|_| !self.authz.is_open()).map(|a| a.key),
+        };
         if let Some(s) = self.sessions.get(sid) {
             if s.opening_offer == sdp {
                 // QoS 1 may deliver twice: same answer, no second connection.
@@ -145,17 +175,17 @@ impl SessionTable {
             .unwrap_or_default();
         let id = self.next_id;
         self.next_id += 1;
-        info!(%sid, id, video = summary.video_h264, audio = summary.audio_opus, data = summary.data_channel,
+        info!(%sid, id, role = access.role.as_str(), video = summary.video_h264, audio = summary.audio_opus, data = summary.data_channel,
               early_candidates = early.len(), sessions = self.sessions.len() + 1, "new session");
-        let handle = session::spawn(
-            self.ctx.clone(),
+        let spec = SessionSpec {
             id,
-            sid.to_owned(),
-            sdp,
+            sid: sid.to_owned(),
+            offer: sdp,
             summary,
+            access,
             early,
-            self.events.clone(),
-        );
+        };
+        let handle = session::spawn(self.ctx.clone(), spec, self.events.clone());
         self.sessions.insert(sid.to_owned(), handle);
     }
 

@@ -176,9 +176,12 @@ impl OfferAuthorizer {
             return Ok(Role::Control);
         }
         let auth = auth.ok_or(AuthError::Missing)?;
-        let key = self.keys.get(&auth.key).ok_or_else(|| AuthError::UnknownKey {
-            key: auth.key.clone(),
-        })?;
+        let key = self
+            .keys
+            .get(&auth.key)
+            .ok_or_else(|| AuthError::UnknownKey {
+                key: auth.key.clone(),
+            })?;
         let sig = decode_sig(&auth.sig).ok_or_else(|| AuthError::MalformedSignature {
             key: auth.key.clone(),
         })?;
@@ -205,7 +208,11 @@ impl OfferAuthorizer {
 /// `sig` for an offer: base64url without padding of
 /// HMAC-SHA256(secret, "campeer-offer-v1\n" + device_id + "\n" + sid + "\n" + role + "\n" + sdp).
 pub fn sign(secret: &[u8], device_id: &str, sid: &str, role: &str, sdp: &str) -> String {
-    URL_SAFE_NO_PAD.encode(mac(secret, device_id, sid, role, sdp).finalize().into_bytes())
+    URL_SAFE_NO_PAD.encode(
+        mac(secret, device_id, sid, role, sdp)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 fn mac(secret: &[u8], device_id: &str, sid: &str, role: &str, sdp: &str) -> HmacSha256 {
@@ -274,7 +281,10 @@ mod tests {
 
     #[test]
     fn sign_matches_openssl_vector() {
-        assert_eq!(sign(SECRET.as_bytes(), "cam1", SID, "control", SDP), VECTOR_SIG);
+        assert_eq!(
+            sign(SECRET.as_bytes(), "cam1", SID, "control", SDP),
+            VECTOR_SIG
+        );
     }
 
     #[test]
@@ -282,7 +292,10 @@ mod tests {
         let a = authorizer();
         assert_eq!(a.mode(), "signed");
         let auth = fields("phone", "control", VECTOR_SIG);
-        assert_eq!(a.authorize("cam1", SID, SDP, Some(&auth)), Ok(Role::Control));
+        assert_eq!(
+            a.authorize("cam1", SID, SDP, Some(&auth)),
+            Ok(Role::Control)
+        );
     }
 
     #[test]
@@ -314,12 +327,22 @@ mod tests {
         let a = authorizer();
         assert_eq!(a.authorize("cam1", SID, SDP, None), Err(AuthError::Missing));
         assert_eq!(
-            a.authorize("cam1", SID, SDP, Some(&fields("tablet", "view", VECTOR_SIG))),
+            a.authorize(
+                "cam1",
+                SID,
+                SDP,
+                Some(&fields("tablet", "view", VECTOR_SIG))
+            ),
             Err(AuthError::UnknownKey {
                 key: "tablet".into()
             })
         );
-        for sig in ["", "abc", &format!("{VECTOR_SIG}="), &VECTOR_SIG.replace('I', "+")] {
+        for sig in [
+            "",
+            "abc",
+            &format!("{VECTOR_SIG}="),
+            &VECTOR_SIG.replace('I', "+"),
+        ] {
             assert_eq!(
                 a.authorize("cam1", SID, SDP, Some(&fields("phone", "control", sig))),
                 Err(AuthError::MalformedSignature {
@@ -355,7 +378,10 @@ mod tests {
             assert_eq!(a.mode(), "open");
             assert_eq!(a.authorize("cam1", SID, SDP, None), Ok(Role::Control));
             let junk = fields("x", "view", "junk");
-            assert_eq!(a.authorize("cam1", SID, SDP, Some(&junk)), Ok(Role::Control));
+            assert_eq!(
+                a.authorize("cam1", SID, SDP, Some(&junk)),
+                Ok(Role::Control)
+            );
         }
     }
 
@@ -375,7 +401,10 @@ mod tests {
         })
         .expect("readable key file");
         let auth = fields("phone", "control", VECTOR_SIG);
-        assert_eq!(a.authorize("cam1", SID, SDP, Some(&auth)), Ok(Role::Control));
+        assert_eq!(
+            a.authorize("cam1", SID, SDP, Some(&auth)),
+            Ok(Role::Control)
+        );
 
         std::fs::write(&path, "short\n").expect("write key");
         let err = OfferAuthorizer::from_config(&AccessConfig {
@@ -410,7 +439,10 @@ mod tests {
             keys: vec![key("phone", "short", Role::View)],
         })
         .expect_err("short secret");
-        assert!(matches!(err, AuthSetupError::Config(ConfigError::SecretTooShort { .. })));
+        assert!(matches!(
+            err,
+            AuthSetupError::Config(ConfigError::SecretTooShort { .. })
+        ));
     }
 
     #[test]
@@ -420,7 +452,12 @@ mod tests {
         assert!(!shown.contains(SECRET), "{shown}");
         assert!(shown.contains("phone"));
         let err = a
-            .authorize("cam1", SID, SDP, Some(&fields("phone", "control", "A".repeat(43).as_str())))
+            .authorize(
+                "cam1",
+                SID,
+                SDP,
+                Some(&fields("phone", "control", "A".repeat(43).as_str())),
+            )
             .expect_err("wrong sig");
         assert!(!err.to_string().contains(SECRET));
     }

@@ -801,6 +801,40 @@ mod tests {
     }
 
     #[test]
+    fn mutated_messages_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let seeds = [
+            r#"{"type":"offer","sdp":"v=0","auth":{"key":"k","role":"view","sig":"s"}}"#,
+            r#"{"type":"candidate","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#,
+            r#"{"type":"bye","reason":"closed"}"#,
+            r#"{"type":"error","code":"busy","message":"m"}"#,
+        ];
+        let noise = br#"{}[]":,0-9enul\ "#;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let mut b = seeds[rng.gen_range(0..seeds.len())].as_bytes().to_vec();
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(0..b.len());
+                match rng.gen_range(0..3) {
+                    0 => b[i] = noise[rng.gen_range(0..noise.len())],
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, rng.gen()),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            if let Err(e) = parse_viewer_message(&b) {
+                assert_eq!(e.code, ErrorCode::BadRequest);
+                assert!(!e.message.is_empty());
+            }
+            let _ = parse_device_message(&b);
+        }
+    }
+
+    #[test]
     fn viewer_messages_serialize_exactly() {
         let offer = ViewerMessage::Offer {
             sdp: "v=0".into(),

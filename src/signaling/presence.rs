@@ -53,6 +53,15 @@ pub enum ControlDirection {
     Output,
 }
 
+impl From<crate::control::config::Direction> for ControlDirection {
+    fn from(d: crate::control::config::Direction) -> Self {
+        match d {
+            crate::control::config::Direction::Input => ControlDirection::Input,
+            crate::control::config::Direction::Output => ControlDirection::Output,
+        }
+    }
+}
+
 /// One named control (GPIO line) the device offers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlInfo {
@@ -276,6 +285,15 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn config_directions_map_to_the_same_wire_names() {
+        use crate::control::config::Direction;
+        for d in [Direction::Input, Direction::Output] {
+            let ours = ControlDirection::from(d);
+            assert_eq!(serde_json::to_value(ours).unwrap(), json!(d.as_str()));
         }
     }
 

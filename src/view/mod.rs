@@ -7,6 +7,7 @@
 //! Users run it to check a device from a shell; tests and benchmarks use it.
 
 pub mod assemble;
+pub mod audio;
 pub mod report;
 mod signal;
 

@@ -11,6 +11,7 @@
 //! chunk holds exactly `period_frames(rate) * channels` samples.
 
 pub mod alsa;
+pub mod analysis;
 pub mod resample;
 pub mod tone;
 
@@ -76,7 +77,9 @@ impl AudioSourceSpec {
                 .parse()
                 .map_err(|_| bad("`tone:` needs a frequency in hertz, e.g. `tone:440`"))?;
             if !hz.is_finite() || hz <= 0.0 || hz > MAX_TONE_HZ {
-                return Err(bad("the tone frequency must be above 0 and at most 20000 Hz"));
+                return Err(bad(
+                    "the tone frequency must be above 0 and at most 20000 Hz",
+                ));
             }
             return Ok(AudioSourceSpec::Tone(hz));
         }
@@ -327,7 +330,10 @@ mod tests {
 
     #[test]
     fn spec_parses_the_three_forms() {
-        assert_eq!(AudioSourceSpec::parse("none").unwrap(), AudioSourceSpec::None);
+        assert_eq!(
+            AudioSourceSpec::parse("none").unwrap(),
+            AudioSourceSpec::None
+        );
         assert_eq!(
             AudioSourceSpec::parse("tone:440").unwrap(),
             AudioSourceSpec::Tone(440.0)
@@ -336,7 +342,12 @@ mod tests {
             AudioSourceSpec::parse(" tone: 1000.5 ").unwrap(),
             AudioSourceSpec::Tone(1000.5)
         );
-        for pcm in ["default", "hw:1,0", "plughw:CARD=Device", "plughw:CARD=Device,DEV=0"] {
+        for pcm in [
+            "default",
+            "hw:1,0",
+            "plughw:CARD=Device",
+            "plughw:CARD=Device,DEV=0",
+        ] {
             assert_eq!(
                 AudioSourceSpec::parse(&format!("alsa:{pcm}")).unwrap(),
                 AudioSourceSpec::Alsa(pcm.into())
@@ -373,7 +384,13 @@ mod tests {
 
     #[test]
     fn spec_display_round_trips() {
-        for s in ["none", "tone:440", "tone:997.5", "alsa:default", "alsa:plughw:CARD=Device,DEV=0"] {
+        for s in [
+            "none",
+            "tone:440",
+            "tone:997.5",
+            "alsa:default",
+            "alsa:plughw:CARD=Device,DEV=0",
+        ] {
             let spec = AudioSourceSpec::parse(s).unwrap();
             assert_eq!(spec.to_string(), s);
             assert_eq!(AudioSourceSpec::parse(&spec.to_string()).unwrap(), spec);
@@ -414,7 +431,10 @@ mod tests {
         assert_eq!(frames_to_us(1, 0), 0);
         // A century of frames does not overflow.
         let century_s = 100 * 365 * 86_400u64;
-        assert_eq!(frames_to_us(48_000 * century_s, 48_000), century_s * 1_000_000);
+        assert_eq!(
+            frames_to_us(48_000 * century_s, 48_000),
+            century_s * 1_000_000
+        );
         let f = AudioFormat {
             rate: 48_000,
             channels: 2,
@@ -425,18 +445,45 @@ mod tests {
 
     #[test]
     fn alsa_errors_map_to_clear_messages() {
-        let e = AudioError::from_alsa("hw:3,0", "open", ::alsa::Error::new("snd_pcm_open", libc::ENOENT));
+        let e = AudioError::from_alsa(
+            "hw:3,0",
+            "open",
+            ::alsa::Error::new("snd_pcm_open", libc::ENOENT),
+        );
         assert!(matches!(e, AudioError::Missing { .. }), "{e}");
-        assert!(e.to_string().starts_with("ALSA PCM \"hw:3,0\": no such device"), "{e}");
-        let e = AudioError::from_alsa("hw:3,0", "open", ::alsa::Error::new("snd_pcm_open", libc::EBUSY));
+        assert!(
+            e.to_string()
+                .starts_with("ALSA PCM \"hw:3,0\": no such device"),
+            "{e}"
+        );
+        let e = AudioError::from_alsa(
+            "hw:3,0",
+            "open",
+            ::alsa::Error::new("snd_pcm_open", libc::EBUSY),
+        );
         assert!(e.to_string().contains("busy"), "{e}");
-        let e = AudioError::from_alsa("hw:3,0", "open", ::alsa::Error::new("snd_pcm_open", libc::EACCES));
+        let e = AudioError::from_alsa(
+            "hw:3,0",
+            "open",
+            ::alsa::Error::new("snd_pcm_open", libc::EACCES),
+        );
         assert!(e.to_string().contains("`audio` group"), "{e}");
-        let e = AudioError::from_alsa("hw:3,0", "read", ::alsa::Error::new("snd_pcm_readi", libc::ENODEV));
+        let e = AudioError::from_alsa(
+            "hw:3,0",
+            "read",
+            ::alsa::Error::new("snd_pcm_readi", libc::ENODEV),
+        );
         assert!(matches!(e, AudioError::Gone { .. }), "{e}");
         assert_eq!(e.pcm(), Some("hw:3,0"));
-        let e = AudioError::from_alsa("hw:3,0", "read", ::alsa::Error::new("snd_pcm_readi", libc::EINVAL));
-        assert!(e.to_string().starts_with("ALSA PCM \"hw:3,0\": read:"), "{e}");
+        let e = AudioError::from_alsa(
+            "hw:3,0",
+            "read",
+            ::alsa::Error::new("snd_pcm_readi", libc::EINVAL),
+        );
+        assert!(
+            e.to_string().starts_with("ALSA PCM \"hw:3,0\": read:"),
+            "{e}"
+        );
         assert_eq!(AudioError::NoSource.pcm(), None);
     }
 
@@ -463,6 +510,9 @@ mod tests {
             .err()
             .expect("the card does not exist");
         assert_eq!(e.pcm(), Some("hw:CARD=campeer_no_such_card"), "{e}");
-        assert!(e.to_string().contains("hw:CARD=campeer_no_such_card"), "{e}");
+        assert!(
+            e.to_string().contains("hw:CARD=campeer_no_such_card"),
+            "{e}"
+        );
     }
 }

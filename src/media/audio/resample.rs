@@ -126,7 +126,9 @@ mod tests {
 
     fn sine(rate: u32, hz: f64, frames: usize) -> Vec<i16> {
         (0..frames)
-            .map(|k| (10_000.0 * (std::f64::consts::TAU * hz * k as f64 / f64::from(rate)).sin()) as i16)
+            .map(|k| {
+                (10_000.0 * (std::f64::consts::TAU * hz * k as f64 / f64::from(rate)).sin()) as i16
+            })
             .collect()
     }
 
@@ -155,14 +157,22 @@ mod tests {
         let input: Vec<i16> = (0..40).collect();
         let mut out = Vec::new();
         r.process(&input, &mut out);
-        assert_eq!(out, vec![0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29, 32, 33, 36, 37]);
+        assert_eq!(
+            out,
+            vec![0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29, 32, 33, 36, 37]
+        );
     }
 
     #[test]
     fn long_streams_keep_the_exact_ratio() {
         // 10 s of input in 20 ms periods -> 10 s of 48 kHz, less the few
         // frames that wait for the next input to interpolate against.
-        for (from, chunk) in [(44_100u32, 882usize), (16_000, 320), (22_050, 441), (8_000, 160)] {
+        for (from, chunk) in [
+            (44_100u32, 882usize),
+            (16_000, 320),
+            (22_050, 441),
+            (8_000, 160),
+        ] {
             let mut r = LinearResampler::new(from, 48_000, 1);
             let mut total = 0usize;
             let mut per_chunk = Vec::new();
@@ -173,7 +183,10 @@ mod tests {
                 total += out.len();
             }
             assert!((479_990..=480_000).contains(&total), "{from}: {total}");
-            assert!(per_chunk.iter().skip(1).all(|&n| (959..=961).contains(&n)), "{from}");
+            assert!(
+                per_chunk.iter().skip(1).all(|&n| (959..=961).contains(&n)),
+                "{from}"
+            );
         }
     }
 
@@ -223,7 +236,10 @@ mod tests {
     #[test]
     fn channel_conversion() {
         assert_eq!(convert_channels(&[100, 300, -4, 2], 2, 1), vec![200, -1]);
-        assert_eq!(convert_channels(&[i16::MAX, i16::MAX], 2, 1), vec![i16::MAX]);
+        assert_eq!(
+            convert_channels(&[i16::MAX, i16::MAX], 2, 1),
+            vec![i16::MAX]
+        );
         assert_eq!(convert_channels(&[5, -6], 1, 2), vec![5, 5, -6, -6]);
         assert_eq!(convert_channels(&[1, 2, 3], 1, 1), vec![1, 2, 3]);
         assert_eq!(convert_channels(&[1, 2, 3, 4, 5], 2, 1), vec![1, 3]);

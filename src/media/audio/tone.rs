@@ -276,8 +276,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_sine_is_continuous_across_periods() {
-        let mut t =
-            ToneSource::with_clock(440.0, 48_000, 2, Box::new(FakeClock::at(0))).unwrap();
+        let mut t = ToneSource::with_clock(440.0, 48_000, 2, Box::new(FakeClock::at(0))).unwrap();
         let mut all = Vec::new();
         for _ in 0..50 {
             let c = t.read_period().unwrap();
@@ -298,10 +297,7 @@ pub(crate) mod tests {
             .unwrap();
         assert!(max_step <= 570, "max step {max_step}");
         // One second of 440 Hz: 880 zero crossings (+-1).
-        let crossings = all
-            .windows(2)
-            .filter(|w| (w[0] < 0) != (w[1] < 0))
-            .count();
+        let crossings = all.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
         assert!((879..=881).contains(&crossings), "{crossings}");
     }
 }
