@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// Seconds a session may take to connect (`webrtc.connect_timeout_secs`).
     #[arg(long, value_name = "SECS")]
     pub connect_timeout: Option<u64>,
+    /// Seconds a connected session may stay ICE-disconnected before it is
+    /// closed (`webrtc.disconnected_timeout_secs`).
+    #[arg(long, value_name = "SECS")]
+    pub disconnected_timeout: Option<u64>,
     /// A STUN server URL, e.g. stun:stun.example.org:3478; repeatable. Added
     /// after the file's `webrtc.ice_servers`.
     #[arg(long, value_name = "URL")]
@@ -144,6 +148,9 @@ impl RunArgs {
         if let Some(v) = self.connect_timeout {
             config.webrtc.connect_timeout_secs = v;
         }
+        if let Some(v) = self.disconnected_timeout {
+            config.webrtc.disconnected_timeout_secs = v;
+        }
         config
             .webrtc
             .ice_servers
@@ -194,6 +201,9 @@ impl RunArgs {
             "webrtc.max_sessions" => set(self.max_sessions.is_some(), "--max-sessions"),
             "webrtc.connect_timeout_secs" => {
                 set(self.connect_timeout.is_some(), "--connect-timeout")
+            }
+            "webrtc.disconnected_timeout_secs" => {
+                set(self.disconnected_timeout.is_some(), "--disconnected-timeout")
             }
             _ => {
                 let index = key
@@ -261,6 +271,27 @@ pub struct ViewArgs {
     /// Publish the offer twice, as a QoS 1 redelivery would (for testing).
     #[arg(long)]
     pub repeat_offer: bool,
+    /// Access key id, for a device that requires signed offers.
+    #[arg(long, value_name = "ID", requires = "secret_file")]
+    pub key: Option<String>,
+    /// File holding the access key's secret (never pass secrets as flags).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub secret_file: Option<PathBuf>,
+    /// Role to ask for when signing: view or control.
+    #[arg(long, value_name = "ROLE", default_value = "control")]
+    pub role: String,
+    /// Call a data-channel method once connected, e.g.
+    /// `--call gpio.toggle '{"name":"gate"}'` (`-` for no params); repeatable.
+    #[arg(long, num_args = 2, value_names = ["METHOD", "PARAMS"])]
+    pub call: Vec<String>,
+    /// Send this text on the control channel as is, before any --call
+    /// (for testing malformed requests); repeatable.
+    #[arg(long, value_name = "TEXT")]
+    pub send_raw: Vec<String>,
+    /// Send a keyframe request (PLI) after this many decoded frames and
+    /// report how many frames the keyframe took (for testing).
+    #[arg(long, value_name = "N")]
+    pub pli_at: Option<u64>,
 }
 
 #[cfg(test)]
@@ -540,13 +571,38 @@ mod tests {
             "/tmp/o.sdp",
             "--hold",
             "--repeat-offer",
+            "--key",
+            "phone",
+            "--secret-file",
+            "/tmp/s",
+            "--role",
+            "view",
+            "--call",
+            "gpio.toggle",
+            r#"{"name":"gate"}"#,
+            "--call",
+            "ping",
+            "-",
+            "--pli-at",
+            "30",
         ]);
+        assert_eq!(v.key.as_deref(), Some("phone"));
+        assert_eq!(v.role, "view");
+        assert_eq!(v.call, ["gpio.toggle", r#"{"name":"gate"}"#, "ping", "-"]);
+        assert_eq!(v.pli_at, Some(30));
         assert_eq!(v.mqtt, "mqtt://h:1");
         assert_eq!(v.prefix, "p/q");
         assert_eq!((v.frames, v.timeout), (5, 7));
         assert_eq!(v.sid.as_deref(), Some("abcdefgh"));
         assert!(v.json && v.no_video && v.hold && v.repeat_offer);
         assert_eq!(v.offer_file.as_deref(), Some(Path::new("/tmp/o.sdp")));
+    }
+
+    #[test]
+    fn view_key_and_secret_file_go_together() {
+        assert!(cli(&["view", "--device", "c", "--key", "k"]).is_err());
+        assert!(cli(&["view", "--device", "c", "--secret-file", "/f"]).is_err());
+        assert!(cli(&["view", "--device", "c", "--call", "ping"]).is_err());
     }
 
     #[test]

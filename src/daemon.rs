@@ -54,6 +54,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1200);
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let target = MqttTarget::parse(&config.mqtt.url).context("mqtt url")?;
+    if target.tls {
+        anyhow::bail!(
+            "{target}: mqtts:// (TLS) is not supported by this build yet; use mqtt:// on a trusted network"
+        );
+    }
     let topics = Topics::new(&config.mqtt.prefix, &config.device_id);
     info!(device = %config.device_id, broker = %target, prefix = %config.mqtt.prefix,
           video = %config.video.source, max_sessions = config.webrtc.max_sessions, "campeer starting");
@@ -154,7 +159,14 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
         metrics: metrics.clone(),
     });
     let (ev_tx, mut ev_rx) = mpsc::channel(256);
-    let mut table = SessionTable::new(ctx, authz, &config.device_id, config.webrtc.max_sessions, ev_tx);
+    let mut table = SessionTable::new(
+        ctx,
+        authz,
+        &config.device_id,
+        config.webrtc.max_sessions,
+        config.mqtt.max_payload,
+        ev_tx,
+    );
 
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,8 +244,10 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
             _ => break,
         }
     }
-    if let Err(e) = gpio.safe_all() {
-        warn!("could not put every output in its safe state: {e}");
+    match gpio.safe_all() {
+        Ok(()) if !config.gpio.is_empty() => info!("every output is at its safe value"),
+        Ok(()) => {}
+        Err(e) => warn!("could not put every output in its safe state: {e}"),
     }
     link.publish_status(offline);
     link.disconnect();

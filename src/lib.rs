@@ -15,3 +15,5 @@ pub mod signaling;
 pub mod app;
 pub mod daemon;
 pub mod view;
+pub mod broker;
+pub mod web;

@@ -34,6 +34,7 @@ pub struct SessionTable {
     authz: OfferAuthorizer,
     device_id: String,
     max_sessions: usize,
+    max_payload: usize,
     sessions: HashMap<String, SessionHandle>,
     early: HashMap<String, Early>,
     next_id: u64,
@@ -47,6 +48,7 @@ impl SessionTable {
         authz: OfferAuthorizer,
         device_id: &str,
         max_sessions: usize,
+        max_payload: usize,
         events: mpsc::Sender<SessionEvent>,
     ) -> Self {
         SessionTable {
@@ -54,6 +56,7 @@ impl SessionTable {
             authz,
             device_id: device_id.to_owned(),
             max_sessions,
+            max_payload: max_payload.min(MAX_PAYLOAD),
             sessions: HashMap::new(),
             early: HashMap::new(),
             next_id: 1,
@@ -80,11 +83,11 @@ impl SessionTable {
 
     /// One message from a viewer on `B/session/{sid}/in` (sid already validated).
     pub fn handle_message(&mut self, sid: &str, payload: &[u8], now: Instant) {
-        if payload.len() > MAX_PAYLOAD {
+        if payload.len() > self.max_payload {
             self.refuse(
                 sid,
                 ErrorCode::TooLarge,
-                format!("payload is {} bytes; the limit is {MAX_PAYLOAD}", payload.len()),
+                format!("payload is {} bytes; the limit is {}", payload.len(), self.max_payload),
             );
             return;
         }

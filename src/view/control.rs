@@ -48,11 +48,21 @@ pub enum ControlEvent {
 
 /// Runs the channel: sends the calls once open (ids 1..=n), forwards every
 /// message that arrives.
-pub async fn run_channel(dc: Arc<dyn DataChannel>, calls: Vec<Call>, tx: mpsc::Sender<ControlEvent>) {
+pub async fn run_channel(
+    dc: Arc<dyn DataChannel>,
+    raw: Vec<String>,
+    calls: Vec<Call>,
+    tx: mpsc::Sender<ControlEvent>,
+) {
     while let Some(ev) = dc.poll().await {
         match ev {
             DataChannelEvent::OnOpen => {
                 let _ = tx.send(ControlEvent::Open).await;
+                for text in &raw {
+                    if let Err(e) = dc.send_text(text).await {
+                        warn!("cannot send raw text: {e}");
+                    }
+                }
                 for (i, c) in calls.iter().enumerate() {
                     let mut req = json!({"jsonrpc": "2.0", "id": i + 1, "method": c.method});
                     if !c.params.is_null() {

@@ -8,6 +8,7 @@
 
 pub mod assemble;
 pub mod audio;
+pub mod control;
 pub mod report;
 mod signal;
 
@@ -17,10 +18,12 @@ use crate::config::{MqttTarget, WebRtcConfig};
 use crate::encode::decode::H264Decoder;
 use crate::media::stamp::read_stamp;
 use crate::rtc::engine::{Role, RtcEngine};
-use crate::signaling::messages::{CandidateInit, DeviceMessage, ViewerMessage};
+use crate::signaling::auth::sign;
+use crate::signaling::messages::{CandidateInit, DeviceMessage, OfferAuth, ViewerMessage};
 use crate::signaling::topics::Topics;
 use anyhow::Context;
 use assemble::AccessUnitAssembler;
+use control::{parse_calls, ControlEvent};
 use report::{FrameObservation, ViewReport};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -43,6 +46,7 @@ enum Event {
     LocalCandidate(Option<CandidateInit>),
     State(RTCPeerConnectionState),
     Frame(FrameObservation),
+    Control(ControlEvent),
 }
 
 struct Handler {
@@ -120,6 +124,8 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         }))
         .await?;
 
+    let calls = parse_calls(&args.call)?;
+    report.calls = calls.clone();
     let offer_sdp = match &args.offer_file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading {}", path.display()))?,
@@ -135,7 +141,17 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                 )
                 .await?;
             }
-            let _dc = pc.create_data_channel("control", None).await?;
+            let dc = pc.create_data_channel("control", None).await?;
+            let (ctl_tx, mut ctl_rx) = mpsc::channel(256);
+            tokio::spawn(control::run_channel(dc, args.send_raw.clone(), calls.clone(), ctl_tx));
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = ctl_rx.recv().await {
+                    if tx.send(Event::Control(ev)).await.is_err() {
+                        break;
+                    }
+                }
+            });
             let offer = pc.create_offer(None).await?;
             pc.set_local_description(offer).await?;
             pc.local_description()
@@ -144,16 +160,27 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                 .context("no local description after set_local_description")?
         }
     };
+    let auth = match (&args.key, &args.secret_file) {
+        (Some(key), Some(file)) => {
+            let secret = std::fs::read(file)
+                .with_context(|| format!("reading the secret file {}", file.display()))?;
+            let secret = strip_line_end(&secret);
+            Some(OfferAuth {
+                key: key.clone(),
+                role: args.role.clone(),
+                sig: sign(secret, &args.device, &sid, &args.role, &offer_sdp),
+            })
+        }
+        _ => None,
+    };
     let offer_at = Instant::now();
-    sig.publish(&ViewerMessage::Offer {
-        sdp: offer_sdp.clone(),
-        auth: None,
-    });
+    let offer = ViewerMessage::Offer {
+        sdp: offer_sdp,
+        auth,
+    };
+    sig.publish(&offer);
     if args.repeat_offer {
-        sig.publish(&ViewerMessage::Offer {
-            sdp: offer_sdp,
-            auth: None,
-        });
+        sig.publish(&offer);
     }
 
     let mut have_answer = false;
@@ -162,8 +189,17 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     let mut pli = tokio::time::interval(Duration::from_millis(1000));
     let mut answers = 0u32;
 
+    // Once everything asked for is seen, linger briefly for notifications
+    // (only when control calls were made; plain video runs end at once).
+    let mut finish: Option<tokio::time::Instant> = None;
     let outcome: anyhow::Result<()> = loop {
+        if let Some(f) = finish {
+            if calls.is_empty() || tokio::time::Instant::now() >= f {
+                break Ok(());
+            }
+        }
         tokio::select! {
+            _ = sleep_until_opt(finish) => continue,
             _ = tokio::time::sleep_until(deadline) => {
                 if !args.hold {
                     report.error = Some(format!("timeout after {} s", args.timeout));
@@ -220,8 +256,8 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                     match s {
                         RTCPeerConnectionState::Connected => {
                             report.connected_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
-                            if args.no_video && !args.hold {
-                                break Ok(());
+                            if !args.hold && video_done(args, &report) && report.calls_done() {
+                                finish.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                             }
                         }
                         RTCPeerConnectionState::Failed => {
@@ -231,7 +267,25 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                         _ => {}
                     }
                 }
+                Some(Event::Control(ev)) => {
+                    match ev {
+                        ControlEvent::Open => report.control_open = true,
+                        ControlEvent::Closed => {}
+                        ControlEvent::Message(v) => report.control_message(v),
+                    }
+                    if !args.hold && report.calls_done() && video_done(args, &report) {
+                        finish.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                    }
+                }
                 Some(Event::Frame(obs)) => {
+                    if obs.keyframe {
+                        report.keyframes += 1;
+                        if let Some(at) = report.pli_sent_at_frame {
+                            if report.pli_to_keyframe_frames.is_none() {
+                                report.pli_to_keyframe_frames = Some(report.frames - at);
+                            }
+                        }
+                    }
                     if report.frames == 0 {
                         report.first_frame_ms = Some(obs.at.duration_since(offer_at).as_secs_f64() * 1e3);
                         report.width = obs.width;
@@ -240,18 +294,18 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                     }
                     report.observe(&obs);
                     if let Some(l) = obs.latency_ms { latencies.push(l); }
-                    if !args.hold && report.frames >= args.frames { break Ok(()); }
+                    if args.pli_at == Some(report.frames) && report.pli_sent_at_frame.is_none() {
+                        report.plis_sent += send_pli(&pc).await;
+                        report.pli_sent_at_frame = Some(report.frames);
+                    }
+                    if !args.hold && video_done(args, &report) && report.calls_done() {
+                        finish.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                    }
                 }
             },
             _ = pli.tick(), if report.frames == 0 && have_answer => {
                 // Until the first picture decodes, ask for a keyframe now and then.
-                for r in pc.get_receivers().await {
-                    let track = r.track();
-                    if let Some(ssrc) = track.ssrcs().await.first().copied() {
-                        let _ = track.write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).await;
-                        report.plis_sent += 1;
-                    }
-                }
+                report.plis_sent += send_pli(&pc).await;
             }
         }
     };
@@ -265,6 +319,52 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     let _ = pc.close().await;
     sig.close().await;
     Ok(report)
+}
+
+/// How long the viewer stays after its calls were answered, for notifications.
+const LINGER: Duration = Duration::from_millis(400);
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the video part of the run is complete.
+fn video_done(args: &ViewArgs, report: &ViewReport) -> bool {
+    if args.no_video {
+        report.connected_ms.is_some()
+    } else {
+        report.frames >= args.frames
+    }
+}
+
+/// Sends a PLI on every receiving track; returns how many were sent.
+async fn send_pli(pc: &Arc<dyn PeerConnection>) -> u32 {
+    let mut sent = 0;
+    for r in pc.get_receivers().await {
+        let track = r.track();
+        if track.kind().await != RtpCodecKind::Video {
+            continue;
+        }
+        if let Some(ssrc) = track.ssrcs().await.first().copied() {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            };
+            if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    sent
+}
+
+/// A secret file's bytes without one trailing newline.
+fn strip_line_end(b: &[u8]) -> &[u8] {
+    let b = b.strip_suffix(b"\n").unwrap_or(b);
+    b.strip_suffix(b"\r").unwrap_or(b)
 }
 
 async fn add_candidate(pc: &Arc<dyn PeerConnection>, c: CandidateInit) {
@@ -305,6 +405,7 @@ async fn receive_video(track: Arc<dyn TrackRemote>, tx: mpsc::Sender<Event>, _st
             }
         };
         let now_us = monotonic_us();
+        let keyframe = crate::encode::h264::nal_types(&au).contains(&5);
         let stamp = read_stamp(&pic.y, pic.width as usize, pic.width, pic.height);
         let obs = FrameObservation {
             at: Instant::now(),
@@ -313,6 +414,7 @@ async fn receive_video(track: Arc<dyn TrackRemote>, tx: mpsc::Sender<Event>, _st
             counter: stamp.map(|(c, _)| c),
             latency_ms: stamp.map(|(_, ms)| f64::from(crate::clock::stamp_ms(now_us).wrapping_sub(ms))),
             lost_packets: assembler.lost_packets,
+            keyframe,
         };
         if tx.send(Event::Frame(obs)).await.is_err() {
             break;

@@ -17,6 +17,8 @@ pub struct FrameObservation {
     /// Capture-to-decode latency (same-host clocks), when stamped.
     pub latency_ms: Option<f64>,
     pub lost_packets: u64,
+    /// The access unit was an IDR.
+    pub keyframe: bool,
 }
 
 /// The viewer's findings.
@@ -46,6 +48,20 @@ pub struct ViewReport {
     pub answers_differ: bool,
     pub remote_candidates: u32,
     pub plis_sent: u32,
+    /// Keyframes (IDR) decoded.
+    pub keyframes: u64,
+    /// The frame count when `--pli-at` sent its PLI.
+    pub pli_sent_at_frame: Option<u64>,
+    /// Frames from that PLI to the next keyframe.
+    pub pli_to_keyframe_frames: Option<u64>,
+    /// The control channel opened.
+    pub control_open: bool,
+    /// `--call`s and their responses.
+    pub calls: Vec<crate::view::control::Call>,
+    /// Notifications (`gpio.changed`, ...) received on the control channel.
+    pub notifications: Vec<serde_json::Value>,
+    /// Other control messages (replies to unknown ids, garbage).
+    pub control_other: Vec<serde_json::Value>,
     pub bye: Option<ByeReason>,
     pub error_code: Option<ErrorCode>,
     pub error: Option<String>,
@@ -79,6 +95,23 @@ impl ViewReport {
             }
             self.last_counter = Some(c);
         }
+    }
+
+    /// Files one message from the control channel.
+    pub fn control_message(&mut self, v: serde_json::Value) {
+        let id = v.get("id").and_then(|i| i.as_u64());
+        match id {
+            Some(n) if n >= 1 && (n as usize) <= self.calls.len() => {
+                self.calls[n as usize - 1].response = Some(v);
+            }
+            _ if v.get("method").is_some() && v.get("id").is_none() => self.notifications.push(v),
+            _ => self.control_other.push(v),
+        }
+    }
+
+    /// Every `--call` has its response.
+    pub fn calls_done(&self) -> bool {
+        self.calls.iter().all(|c| c.response.is_some())
     }
 
     /// Computes the latency percentiles.
@@ -152,6 +185,7 @@ mod tests {
             counter: Some(counter),
             latency_ms: Some(1.0),
             lost_packets: 0,
+            keyframe: false,
         }
     }
 

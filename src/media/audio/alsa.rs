@@ -28,7 +28,10 @@ use ::alsa::{Direction, ValueOr};
 use tracing::{debug, info, warn};
 
 /// A read that sees no audio for this long fails with `Timeout`.
-pub const READ_TIMEOUT_MS: u32 = 1_000;
+pub const READ_TIMEOUT_MS: u32 = 2_000;
+/// The same for the first period after opening: some PCMs (PulseAudio's,
+/// for one) take a second or two to deliver their first samples.
+pub const FIRST_READ_TIMEOUT_MS: u32 = 5_000;
 /// Overruns are logged at most once per this many microseconds.
 pub const OVERRUN_LOG_INTERVAL_US: u64 = 10_000_000;
 /// Ring buffer length asked for, in periods.
@@ -47,62 +50,60 @@ pub fn plug_name(pcm: &str) -> String {
 
 /// Follows a capture device's sample clock on CLOCK_MONOTONIC.
 ///
-/// Stamps are `anchor + frames/rate`; each measurement moves the anchor by a
-/// sixteenth of its error, and an error beyond [`CaptureClock::RESYNC_US`]
-/// (a gap, a stall) re-anchors on the measurement. Stamps never go back.
+/// Each period is expected one period after the previous stamp; the stamp
+/// moves towards the measurement by a sixteenth of the difference, which
+/// smooths jitter and follows a card whose clock drifts. A measurement more
+/// than [`CaptureClock::RESYNC_US`] away (input lost without an overrun
+/// being reported, or after [`CaptureClock::reset`]) is taken as it is.
+/// Whatever the measurements do, stamps advance by at least three quarters
+/// of a period, so packet timestamps derived from them stay sane even when
+/// a plugin (PulseAudio's, PipeWire's) hides a backlog from `avail`.
 #[derive(Clone, Debug)]
 pub struct CaptureClock {
     rate: u32,
-    anchor_us: Option<i64>,
-    frames: u64,
-    last_stamp: Option<u64>,
+    last: Option<u64>,
+    resync: bool,
 }
 
 impl CaptureClock {
-    /// Measurement error beyond which the clock re-anchors.
+    /// Measurement error beyond which the clock follows the measurement.
     pub const RESYNC_US: i64 = 10_000;
 
     pub fn new(rate: u32) -> Self {
         CaptureClock {
             rate,
-            anchor_us: None,
-            frames: 0,
-            last_stamp: None,
+            last: None,
+            resync: true,
         }
     }
 
-    /// Forgets the anchor (after an overrun lost input).
+    /// Input was lost (an overrun): follow the next measurement.
     pub fn reset(&mut self) {
-        self.anchor_us = None;
-        self.frames = 0;
+        self.resync = true;
     }
 
     /// The stamp of a period of `frames` frames whose first frame was
     /// measured at `measured_us`.
     pub fn stamp(&mut self, measured_us: u64, frames: usize) -> u64 {
-        let measured = measured_us as i64;
-        let anchor = match self.anchor_us {
-            Some(a) => a,
-            None => {
-                self.frames = 0;
-                measured
+        let measured = i64::try_from(measured_us).unwrap_or(i64::MAX);
+        let stamp = match self.last {
+            None => measured,
+            Some(last) => {
+                let last = i64::try_from(last).unwrap_or(i64::MAX);
+                let period = frames_to_us(frames as u64, self.rate) as i64;
+                let predicted = last.saturating_add(period);
+                let err = measured.saturating_sub(predicted);
+                let target = if self.resync || err.abs() > Self::RESYNC_US {
+                    measured
+                } else {
+                    predicted + err / 16
+                };
+                target.max(last.saturating_add((period * 3 / 4).max(1)))
             }
         };
-        let predicted = anchor + frames_to_us(self.frames, self.rate) as i64;
-        let err = measured - predicted;
-        let (anchor, stamp) = if err.abs() > Self::RESYNC_US {
-            self.frames = 0;
-            (measured, measured)
-        } else {
-            (anchor + err / 16, predicted + err / 16)
-        };
-        self.anchor_us = Some(anchor);
-        self.frames += frames as u64;
-        let mut stamp = stamp.max(0) as u64;
-        if let Some(last) = self.last_stamp {
-            stamp = stamp.max(last + 1);
-        }
-        self.last_stamp = Some(stamp);
+        let stamp = stamp.max(0) as u64;
+        self.resync = false;
+        self.last = Some(stamp);
         stamp
     }
 }
@@ -156,6 +157,8 @@ pub struct AlsaSource {
     overruns: u64,
     overrun_log: LogLimiter,
     bad_stamp_logged: bool,
+    /// No period has been read yet.
+    first: bool,
 }
 
 impl AlsaSource {
@@ -163,52 +166,11 @@ impl AlsaSource {
     /// module documentation for what happens when the device cannot).
     pub fn open(pcm: &str, rate: u32, channels: u16) -> Result<Self, AudioError> {
         let want_ch = u32::from(channels);
-        let dev = open_pcm(pcm)?;
-        let native = negotiate(&dev, pcm, rate, want_ch, false);
-        let fits = |n: &Negotiated| n.rate == rate && n.channels == want_ch;
-        let (dev, name, got) = match native {
-            Ok(n) if fits(&n) => {
-                info!(
-                    pcm,
-                    rate, channels, "ALSA capture: the device gives {rate} Hz natively"
-                );
-                (dev, pcm.to_string(), n)
-            }
-            native => {
-                let what = match &native {
-                    Ok(n) => format!("{} Hz, {} channel(s)", n.rate, n.channels),
-                    Err(e) => e.to_string(),
-                };
-                match negotiate(&dev, pcm, rate, want_ch, true) {
-                    Ok(n) if fits(&n) => {
-                        info!(
-                            pcm,
-                            "ALSA capture: the device itself gives {what}; alsa-lib's plug layer converts to {rate} Hz, {channels} channel(s)"
-                        );
-                        (dev, pcm.to_string(), n)
-                    }
-                    other if is_bare_hw(pcm) => {
-                        drop(other);
-                        drop(dev);
-                        let plug = plug_name(pcm);
-                        let dev = open_pcm(&plug)?;
-                        let n = negotiate(&dev, &plug, rate, want_ch, true)?;
-                        info!(
-                            pcm,
-                            "ALSA capture: {pcm} cannot give {rate} Hz S16_LE with {channels} channel(s) ({what}); re-opened as {plug} so the ALSA plug layer converts (it gives {} Hz)",
-                            n.rate
-                        );
-                        (dev, plug, n)
-                    }
-                    Ok(n) => (dev, pcm.to_string(), n),
-                    Err(e) => return Err(e),
-                }
-            }
-        };
+        let (dev, name, got) = choose(pcm, rate, want_ch)?;
         if got.rate != rate {
             info!(
                 pcm = %name,
-                "ALSA capture: the device gives {} Hz and no plug layer converts; campeer resamples to 48000 Hz in software",
+                "ALSA capture: the device gives {} Hz and no plug layer converts; campeer resamples in software",
                 got.rate
             );
         }
@@ -246,6 +208,7 @@ impl AlsaSource {
             overruns: 0,
             overrun_log: LogLimiter::default(),
             bad_stamp_logged: false,
+            first: true,
         })
     }
 
@@ -311,7 +274,10 @@ impl AlsaSource {
                 .saturating_add(ts.tv_nsec as i64 / 1_000);
             // Trust the device's stamp only when it is recent.
             if ts_us > 0 && (now as i64 - ts_us).abs() < 500_000 {
-                return (ts_us as u64).saturating_sub(back);
+                // A period's first sample is at least a period old.
+                return (ts_us as u64)
+                    .saturating_sub(back)
+                    .min(now.saturating_sub(period_us));
             }
             if !self.bad_stamp_logged {
                 self.bad_stamp_logged = true;
@@ -330,13 +296,18 @@ impl AudioSource for AlsaSource {
     fn read_period(&mut self) -> Result<AudioChunk, AudioError> {
         let ch = usize::from(self.dev_channels);
         let want = self.period * ch;
+        let timeout_ms = if self.first {
+            FIRST_READ_TIMEOUT_MS
+        } else {
+            READ_TIMEOUT_MS
+        };
         while self.buf.len() < want {
-            match self.pcm.wait(Some(READ_TIMEOUT_MS)) {
+            match self.pcm.wait(Some(timeout_ms)) {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(AudioError::Timeout {
                         pcm: self.format.name.clone(),
-                        ms: u64::from(READ_TIMEOUT_MS),
+                        ms: u64::from(timeout_ms),
                     })
                 }
                 Err(e) => {
@@ -358,6 +329,7 @@ impl AudioSource for AlsaSource {
                 }
             }
         }
+        self.first = false;
         let measured = self.measure();
         let capture_us = self.clock.stamp(measured, self.period);
         let samples = if self.dev_channels == self.format.channels {
@@ -376,6 +348,64 @@ impl AudioSource for AlsaSource {
     fn overruns(&self) -> u64 {
         self.overruns
     }
+}
+
+/// Opens `pcm` (or its `plughw:` twin) and sets it up as near to `rate` Hz
+/// and `channels` channels as it goes: natively if the device can, else
+/// through alsa-lib's plug layer, else as the device is (the caller
+/// converts). Returns the PCM, the name actually opened, and the settings.
+fn choose(pcm: &str, rate: u32, channels: u32) -> Result<(PCM, String, Negotiated), AudioError> {
+    let fits = |n: &Negotiated| n.rate == rate && n.channels == channels;
+    let dev = open_pcm(pcm)?;
+    let native = negotiate(&dev, pcm, rate, channels, false);
+    let what = match &native {
+        Ok(n) if fits(n) => {
+            info!(
+                pcm,
+                rate, channels, "ALSA capture: the device gives {rate} Hz natively"
+            );
+            return Ok((dev, pcm.to_string(), *n));
+        }
+        Ok(n) => format!("it gives {} Hz, {} channel(s)", n.rate, n.channels),
+        Err(e) => e.to_string(),
+    };
+    match negotiate(&dev, pcm, rate, channels, true) {
+        Ok(n) if fits(&n) => {
+            info!(
+                pcm,
+                "ALSA capture: the device itself cannot ({what}); alsa-lib's plug layer converts to {rate} Hz, {channels} channel(s)"
+            );
+            return Ok((dev, pcm.to_string(), n));
+        }
+        Ok(_) => {}
+        Err(e) => debug!(pcm, "ALSA capture: with alsa-lib's resampler: {e}"),
+    }
+    let dev = if is_bare_hw(pcm) {
+        // A hw: device is exclusive: close it before opening its plug twin.
+        drop(dev);
+        let plug = plug_name(pcm);
+        let twin = open_pcm(&plug).and_then(|d| {
+            let n = negotiate(&d, &plug, rate, channels, true)?;
+            Ok((d, n))
+        });
+        match twin {
+            Ok((d, n)) => {
+                info!(
+                    pcm,
+                    "ALSA capture: {pcm} cannot give {rate} Hz S16_LE with {channels} channel(s) ({what}); re-opened as {plug} so the ALSA plug layer converts"
+                );
+                return Ok((d, plug, n));
+            }
+            Err(e) => debug!(pcm, "ALSA capture: {plug}: {e}"),
+        }
+        open_pcm(pcm)?
+    } else {
+        dev
+    };
+    // No plug layer does it: take what the device gives; campeer converts.
+    let n = negotiate(&dev, pcm, rate, channels, false)
+        .or_else(|_| negotiate(&dev, pcm, rate, channels, true))?;
+    Ok((dev, pcm.to_string(), n))
 }
 
 fn open_pcm(pcm: &str) -> Result<PCM, AudioError> {
@@ -528,15 +558,43 @@ mod tests {
         let mut c = CaptureClock::new(48_000);
         assert_eq!(c.stamp(100_000, 960), 100_000);
         assert_eq!(c.stamp(120_000, 960), 120_000);
-        // 500 ms lost: re-anchor on the measurement.
+        // 500 ms lost: follow the measurement.
         assert_eq!(c.stamp(640_000, 960), 640_000);
         assert_eq!(c.stamp(660_000, 960), 660_000);
-        // A measurement far in the past cannot move stamps backwards.
-        let s = c.stamp(10_000, 960);
-        assert!(s > 660_000, "{s}");
+        // A measurement far in the past moves stamps by 3/4 period only.
+        assert_eq!(c.stamp(10_000, 960), 675_000);
         c.reset();
-        let s = c.stamp(2_000_000, 960);
-        assert_eq!(s, 2_000_000);
+        assert_eq!(c.stamp(2_000_000, 960), 2_000_000);
+        // After a reset, a measurement in the past still cannot go back.
+        c.reset();
+        assert_eq!(c.stamp(1_000_000, 960), 2_015_000);
+    }
+
+    #[test]
+    fn capture_clock_spreads_a_hidden_backlog() {
+        // A plugin hides a 200 ms backlog: ten periods are read at once and
+        // all measure the same, then reads are paced again.
+        let mut c = CaptureClock::new(48_000);
+        let mut t = 1_000_000u64;
+        for _ in 0..5 {
+            c.stamp(t, 960);
+            t += 20_000;
+        }
+        let stall_end = t + 400_000;
+        let mut stamps = vec![c.stamp(stall_end, 960)];
+        for _ in 0..9 {
+            stamps.push(c.stamp(stall_end + 50, 960));
+        }
+        for k in 1..100u64 {
+            stamps.push(c.stamp(stall_end + k * 20_000, 960));
+        }
+        for w in stamps.windows(2) {
+            let d = w[1] - w[0];
+            assert!((15_000..=30_000).contains(&d), "step {d}");
+        }
+        // It has converged on the measurements again.
+        let last = stamps[stamps.len() - 1];
+        assert!(last.abs_diff(stall_end + 99 * 20_000) < 1_000, "{last}");
     }
 
     #[test]

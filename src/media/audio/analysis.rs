@@ -8,6 +8,9 @@
 //! few hundredths of a hertz with one second of audio; Opus coding noise
 //! moves it by far less than 0.5%.
 
+/// Below this RMS (about -70 dBFS) a signal counts as silence: a codec's
+/// or a microphone's noise floor has no meaningful dominant frequency.
+pub const SILENCE_RMS: f64 = 10.0;
 /// Fewest samples `dominant_frequency_hz` works with.
 pub const MIN_SAMPLES: usize = 1_024;
 /// Coarse scan window.
@@ -28,7 +31,7 @@ pub fn dominant_frequency_hz(samples: &[i16], rate: u32) -> Option<f64> {
     let mean = samples.iter().map(|&s| f64::from(s)).sum::<f64>() / samples.len() as f64;
     let x: Vec<f64> = samples.iter().map(|&s| f64::from(s) - mean).collect();
     let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64).sqrt();
-    if rms < 1.0 {
+    if rms < SILENCE_RMS {
         return None;
     }
 

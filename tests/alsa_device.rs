@@ -1,0 +1,91 @@
+//! A real ALSA capture device through the audio pipeline.
+//!
+//! Runs where a capture PCM can be opened: `CAMPEER_ALSA_PCM` names it
+//! (default `default`). Where none can (a machine without a sound card),
+//! the test prints `skipped: ...` with the reason and passes.
+
+use campeer::encode::audio_pipeline::{AudioPipeline, EncodedAudio};
+use campeer::encode::opus::OpusDecoder;
+use campeer::media::audio::{open_audio_source, AudioSettings, AudioSourceSpec};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::TryRecvError;
+
+/// Waits up to `timeout` for the next packet.
+fn next_packet(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<EncodedAudio>>,
+    timeout: Duration,
+) -> Option<Arc<EncodedAudio>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match rx.try_recv() {
+            Ok(p) => return Some(p),
+            Err(TryRecvError::Lagged(n)) => panic!("the test fell {n} packets behind"),
+            Err(TryRecvError::Closed) => return None,
+            Err(TryRecvError::Empty) if Instant::now() >= deadline => return None,
+            Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+#[test]
+fn a_real_capture_pcm_gives_50_opus_packets_a_second() {
+    let pcm = std::env::var("CAMPEER_ALSA_PCM").unwrap_or_else(|_| "default".into());
+    let settings = AudioSettings::default();
+    let spec = AudioSourceSpec::Alsa(pcm.clone());
+    let source = match open_audio_source(&spec, settings.rate, settings.channels) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("skipped: no ALSA capture PCM {pcm:?} here ({e}); set CAMPEER_ALSA_PCM to test one");
+            return;
+        }
+    };
+    let format = source.format().clone();
+    println!(
+        "capturing from {} at {} Hz, {} channel(s)",
+        format.name, format.rate, format.channels
+    );
+    let reopen = {
+        let spec = spec.clone();
+        Box::new(move || open_audio_source(&spec, settings.rate, settings.channels))
+    };
+    let pipeline = AudioPipeline::start(source, reopen, settings).expect("pipeline starts");
+    let mut rx = pipeline.subscribe();
+
+    // Let the device settle: the first packet, then one second of them.
+    let first = next_packet(&mut rx, Duration::from_secs(3)).expect("a first packet within 3 s");
+    let t0 = Instant::now();
+    let mut packets = vec![first];
+    while t0.elapsed() < Duration::from_secs(1) {
+        match next_packet(&mut rx, Duration::from_secs(1)) {
+            Some(p) => packets.push(p),
+            None => break,
+        }
+    }
+    let stats = pipeline.stats();
+    pipeline.stop();
+
+    let n = packets.len();
+    println!("{n} packets in 1 s; {stats:?}");
+    assert!((45..=56).contains(&n), "{n} packets in one second, expected ~50");
+    let mut dec = OpusDecoder::new(settings.channels).expect("decoder");
+    for w in packets.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "no packet missing");
+        let step = w[1].capture_us.saturating_sub(w[0].capture_us);
+        assert!(
+            (15_000..=25_000).contains(&step) || stats.overruns > 0,
+            "capture stamps step by {step} us"
+        );
+    }
+    for p in &packets {
+        assert_eq!(p.duration_us, 20_000);
+        let pcm = dec.decode(&p.data).expect("the packet decodes");
+        assert_eq!(pcm.len(), 960 * usize::from(settings.channels));
+    }
+    let span = packets[n - 1].capture_us - packets[0].capture_us;
+    let expected = (n as u64 - 1) * 20_000;
+    assert!(
+        span.abs_diff(expected) <= 20_000 || stats.overruns > 0,
+        "capture stamps span {span} us for {n} packets"
+    );
+}
