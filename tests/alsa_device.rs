@@ -3,6 +3,21 @@
 //! Runs where a capture PCM can be opened: `CAMPEER_ALSA_PCM` names it
 //! (default `default`). Where none can (a machine without a sound card),
 //! the test prints `skipped: ...` with the reason and passes.
+//!
+//! Without a sound card, a paced PCM can come from PulseAudio (Debian
+//! packages pulseaudio, libasound2-plugins): start a daemon with a null
+//! sink, then capture its monitor through ALSA's `pulse` PCM:
+//!
+//! ```text
+//! pulseaudio -n --daemonize=yes --exit-idle-time=-1 \
+//!   --load="module-null-sink sink_name=campeer" \
+//!   --load="module-native-protocol-unix socket=/tmp/campeer-pulse.sock auth-anonymous=1"
+//! CAMPEER_ALSA_PCM=pulse PULSE_SERVER=unix:/tmp/campeer-pulse.sock \
+//!   PULSE_SOURCE=campeer.monitor cargo test --test alsa_device -- --nocapture
+//! ```
+//!
+//! (ALSA's `null` PCM is no substitute: it is not paced, and this test
+//! rightly fails on it.)
 
 use campeer::encode::audio_pipeline::{AudioPipeline, EncodedAudio};
 use campeer::encode::opus::OpusDecoder;
@@ -36,7 +51,9 @@ fn a_real_capture_pcm_gives_50_opus_packets_a_second() {
     let source = match open_audio_source(&spec, settings.rate, settings.channels) {
         Ok(s) => s,
         Err(e) => {
-            println!("skipped: no ALSA capture PCM {pcm:?} here ({e}); set CAMPEER_ALSA_PCM to test one");
+            println!(
+                "skipped: no ALSA capture PCM {pcm:?} here ({e}); set CAMPEER_ALSA_PCM to test one"
+            );
             return;
         }
     };
@@ -67,7 +84,10 @@ fn a_real_capture_pcm_gives_50_opus_packets_a_second() {
 
     let n = packets.len();
     println!("{n} packets in 1 s; {stats:?}");
-    assert!((45..=56).contains(&n), "{n} packets in one second, expected ~50");
+    assert!(
+        (45..=56).contains(&n),
+        "{n} packets in one second, expected ~50"
+    );
     let mut dec = OpusDecoder::new(settings.channels).expect("decoder");
     for w in packets.windows(2) {
         assert_eq!(w[1].seq, w[0].seq + 1, "no packet missing");

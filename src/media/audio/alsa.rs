@@ -21,9 +21,11 @@
 //! advance by (almost exactly) 20 ms per period.
 
 use super::resample::convert_channels;
-use super::{frames_to_us, period_frames, AudioChunk, AudioError, AudioFormat, AudioSource};
+use super::{
+    frames_to_us, period_frames, AudioChunk, AudioError, AudioFormat, AudioSource, OPUS_RATE,
+};
 use crate::clock;
-use ::alsa::pcm::{Access, Format, HwParams, TstampType, PCM};
+use ::alsa::pcm::{Access, Format, Frames, HwParams, TstampType, PCM};
 use ::alsa::{Direction, ValueOr};
 use tracing::{debug, info, warn};
 
@@ -34,8 +36,10 @@ pub const READ_TIMEOUT_MS: u32 = 2_000;
 pub const FIRST_READ_TIMEOUT_MS: u32 = 5_000;
 /// Overruns are logged at most once per this many microseconds.
 pub const OVERRUN_LOG_INTERVAL_US: u64 = 10_000_000;
+/// Most channels a device may deliver (they are mixed down or dropped).
+const MAX_DEVICE_CHANNELS: u32 = 64;
 /// Ring buffer length asked for, in periods.
-const BUFFER_PERIODS: i64 = 4;
+const BUFFER_PERIODS: Frames = 4;
 
 /// True for a bare hardware PCM (`hw:1,0`, `hw:CARD=Device`), which has no
 /// plug layer to convert rate, format or channels.
@@ -138,8 +142,8 @@ impl LogLimiter {
 struct Negotiated {
     rate: u32,
     channels: u32,
-    period: i64,
-    buffer: i64,
+    period: Frames,
+    buffer: Frames,
 }
 
 /// An open, running ALSA capture PCM.
@@ -167,12 +171,14 @@ impl AlsaSource {
     pub fn open(pcm: &str, rate: u32, channels: u16) -> Result<Self, AudioError> {
         let want_ch = u32::from(channels);
         let (dev, name, got) = choose(pcm, rate, want_ch)?;
-        if got.rate != rate {
+        if got.rate != rate && got.rate != OPUS_RATE {
             info!(
                 pcm = %name,
-                "ALSA capture: the device gives {} Hz and no plug layer converts; campeer resamples in software",
+                "ALSA capture: the device gives {} Hz and no plug layer converts; campeer resamples to 48000 Hz in software",
                 got.rate
             );
+        } else if got.rate != rate {
+            info!(pcm = %name, "ALSA capture: the device gives 48000 Hz instead of {rate} Hz");
         }
         let dev_channels = u16::try_from(got.channels).unwrap_or(u16::MAX);
         if got.channels != want_ch {
@@ -269,9 +275,7 @@ impl AlsaSource {
         let back = frames_to_us(avail + self.period as u64, self.format.rate);
         if self.htstamp {
             let ts = status.get_htstamp();
-            let ts_us = (ts.tv_sec as i64)
-                .saturating_mul(1_000_000)
-                .saturating_add(ts.tv_nsec as i64 / 1_000);
+            let ts_us = timespec_us(ts.tv_sec, ts.tv_nsec);
             // Trust the device's stamp only when it is recent.
             if ts_us > 0 && (now as i64 - ts_us).abs() < 500_000 {
                 // A period's first sample is at least a period old.
@@ -408,6 +412,14 @@ fn choose(pcm: &str, rate: u32, channels: u32) -> Result<(PCM, String, Negotiate
     Ok((dev, pcm.to_string(), n))
 }
 
+/// Microseconds of a timespec's fields (generic because `time_t` and
+/// `long` are 32-bit on armhf and 64-bit elsewhere).
+fn timespec_us(sec: impl Into<i64>, nsec: impl Into<i64>) -> i64 {
+    sec.into()
+        .saturating_mul(1_000_000)
+        .saturating_add(nsec.into() / 1_000)
+}
+
 fn open_pcm(pcm: &str) -> Result<PCM, AudioError> {
     if pcm.contains('\0') {
         // PCM::new would panic on an interior NUL.
@@ -444,7 +456,7 @@ fn negotiate(
     hwp.set_rate_near(rate, ValueOr::Nearest)
         .map_err(|_| unsupported("no usable sample rate"))?;
     let got_rate = hwp.get_rate().map_err(alsa_err("hw_params_get_rate"))?;
-    let period = period_frames(got_rate).max(1) as i64;
+    let period = Frames::try_from(period_frames(got_rate).max(1)).unwrap_or(Frames::MAX);
     let hw_period = hwp
         .set_period_size_near(period, ValueOr::Nearest)
         .map_err(|_| unsupported("no usable period size"))?;
@@ -461,7 +473,9 @@ fn negotiate(
         period: cur.get_period_size().unwrap_or(0),
         buffer: cur.get_buffer_size().unwrap_or(0),
     };
-    if got.channels == 0 || !(super::MIN_RATE..=super::MAX_RATE).contains(&got.rate) {
+    if !(1..=MAX_DEVICE_CHANNELS).contains(&got.channels)
+        || !(super::MIN_RATE..=super::MAX_RATE).contains(&got.rate)
+    {
         return Err(unsupported(&format!(
             "the device settled on {} Hz with {} channel(s), which campeer cannot use",
             got.rate, got.channels
@@ -475,7 +489,7 @@ fn negotiate(
 fn setup_sw(pcm: &PCM, name: &str, period: usize) -> Result<bool, AudioError> {
     let build = |tstamps: bool| -> Result<(), ::alsa::Error> {
         let swp = pcm.sw_params_current()?;
-        swp.set_avail_min(period as i64)?;
+        swp.set_avail_min(Frames::try_from(period).unwrap_or(Frames::MAX))?;
         if tstamps {
             swp.set_tstamp_mode(true)?;
             swp.set_tstamp_type(TstampType::Monotonic)?;
@@ -598,6 +612,13 @@ mod tests {
     }
 
     #[test]
+    fn timespecs_convert_on_any_width() {
+        assert_eq!(timespec_us(2i64, 500_000_999i64), 2_500_000);
+        assert_eq!(timespec_us(2i32, 1_000i32), 2_000_001);
+        assert_eq!(timespec_us(i64::MAX, 0i64), i64::MAX);
+    }
+
+    #[test]
     fn log_limiter_allows_one_per_interval() {
         let mut l = LogLimiter::default();
         assert_eq!(l.check(1_000, 10_000_000), Some(0));
@@ -610,7 +631,7 @@ mod tests {
 
     #[test]
     fn opening_a_name_with_nul_is_an_error_not_a_panic() {
-        let e = open_pcm("hw\0:1").err().expect("NUL is refused");
+        let e = open_pcm("hw\0:1").expect_err("NUL is refused");
         assert!(matches!(e, AudioError::BadSpec { .. }), "{e}");
     }
 

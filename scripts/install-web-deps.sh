@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the viewer page and its browser tests need on a fresh Debian
+# machine: Debian's Chromium (never a downloaded browser), fonts for
+# screenshots, Node.js and npm when missing, and the page's npm packages
+# (mqtt, @noble/hashes, esbuild, typescript, playwright-core). Idempotent:
+# installs only what is missing. Needs root (or sudo) for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+PKGS=(chromium fonts-dejavu-core)
+command -v node >/dev/null || PKGS+=(nodejs)
+command -v npm >/dev/null || PKGS+=(npm)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-web-deps: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    echo "install-web-deps: Debian packages present"
+fi
+
+# The page's packages; playwright-core never downloads a browser by itself.
+if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+    echo "install-web-deps: npm ci in web/"
+    (cd web && npm ci --no-audit --no-fund)
+else
+    echo "install-web-deps: web/node_modules up to date"
+fi
+echo "install-web-deps: done"

@@ -1,0 +1,114 @@
+// Drives Debian's Chromium for tests/browser.rs, one JSON command per line
+// on stdin, one JSON reply per line on stdout:
+//   {"id":1,"cmd":"open","url":"http://127.0.0.1:8080/"}  -> {"id":1,"ok":true,"value":0}
+//   {"id":2,"cmd":"wait","page":0,"expr":"window.campeer.state === 'playing'","timeout":30000}
+//   {"id":3,"cmd":"eval","page":0,"expr":"window.campeer.framesSeen"}
+//   {"id":4,"cmd":"click","page":0,"selector":"button[data-control=led]"}
+//   {"id":5,"cmd":"fill","page":0,"selector":"#key-id","value":"phone"}
+//   {"id":6,"cmd":"select","page":0,"selector":"#key-role","value":"view"}
+//   {"id":7,"cmd":"screenshot","page":0,"path":"docs/viewer.png"}
+//   {"id":8,"cmd":"reload","page":0}
+//   {"id":9,"cmd":"quit"}
+// Failures answer {"id":N,"ok":false,"error":"..."}. The page's console and
+// errors go to stderr. playwright-core comes from web/node_modules; it never
+// downloads a browser: the one at CAMPEER_CHROMIUM (default /usr/bin/chromium)
+// is used.
+import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const require = createRequire(join(root, "web", "package.json"));
+const { chromium } = require("playwright-core");
+
+const executablePath = process.env.CAMPEER_CHROMIUM || "/usr/bin/chromium";
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
+const pages = [];
+
+function reply(obj) {
+  process.stdout.write(JSON.stringify(obj) + "\n");
+}
+
+function page(n) {
+  const p = pages[n];
+  if (!p) throw new Error(`no page ${n}`);
+  return p;
+}
+
+async function run(c) {
+  switch (c.cmd) {
+    case "open": {
+      const p = await context.newPage();
+      const n = pages.length;
+      pages.push(p);
+      p.on("console", (m) => process.stderr.write(`[page ${n} ${m.type()}] ${m.text()}\n`));
+      p.on("pageerror", (e) => process.stderr.write(`[page ${n} pageerror] ${e.message}\n`));
+      await p.goto(c.url, { waitUntil: "load" });
+      return n;
+    }
+    case "eval":
+      return await page(c.page).evaluate(c.expr);
+    case "wait": {
+      const h = await page(c.page).waitForFunction(c.expr, null, { timeout: c.timeout ?? 30000, polling: 50 });
+      const v = await h.jsonValue();
+      await h.dispose();
+      return v;
+    }
+    case "click":
+      await page(c.page).click(c.selector, { timeout: c.timeout ?? 10000 });
+      return null;
+    case "fill":
+      await page(c.page).fill(c.selector, c.value, { timeout: c.timeout ?? 10000 });
+      return null;
+    case "select":
+      await page(c.page).selectOption(c.selector, c.value, { timeout: c.timeout ?? 10000 });
+      return null;
+    case "screenshot":
+      await page(c.page).screenshot({ path: c.path, fullPage: !!c.fullPage });
+      return null;
+    case "reload":
+      await page(c.page).reload({ waitUntil: "load" });
+      return null;
+    case "quit":
+      await browser.close();
+      return null;
+    default:
+      throw new Error(`unknown command ${c.cmd}`);
+  }
+}
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  let c;
+  try {
+    c = JSON.parse(line);
+  } catch (e) {
+    reply({ id: null, ok: false, error: `bad command: ${e.message}` });
+    continue;
+  }
+  try {
+    const value = await run(c);
+    reply({ id: c.id, ok: true, value: value === undefined ? null : value });
+  } catch (e) {
+    reply({ id: c.id, ok: false, error: String(e && e.message ? e.message : e) });
+  }
+  if (c.cmd === "quit") break;
+}
+await browser.close().catch(() => {});
+process.exit(0);

@@ -1,0 +1,804 @@
+// The campeer viewer page: connects to the broker over MQTT/WebSocket,
+// follows the device's presence, keeps one WebRTC session to it alive, and
+// shows the video, live figures and the device's controls.
+//
+// Recovery: a dropped broker connection, an ICE failure, a device `bye`, a
+// stalled picture or the device coming back online each lead to a new
+// session, after a backoff that grows with each failure in a row and resets
+// once a session plays.
+
+import mqtt from "mqtt";
+import type { MqttClient } from "mqtt";
+import { ClockMap, median } from "./clock";
+import { AccessKey, PageConfig, Presence, Role, Topics, brokerUrl, parseOut, parsePresence } from "./protocol";
+import { Rpc, RpcError } from "./rpc";
+import { EndReason, Session, SessionState, Signaling, errText } from "./session";
+import { Stamp, diffMod32, readStamp } from "./stamp";
+import { Ui, fmtBitrate, fmtMs } from "./ui";
+
+type ViewerState =
+  | "loading"
+  | "broker"
+  | "offline"
+  | "need-key"
+  | "signaling"
+  | "connecting"
+  | "connected"
+  | "playing"
+  | "reconnecting"
+  | "unauthorized"
+  | "unsupported"
+  | "replaced";
+
+interface ControlState {
+  direction: "input" | "output";
+  value: boolean | null;
+}
+
+/** Everything the page knows, on `window.campeer` for tests and curious users. */
+interface Exposed {
+  state: ViewerState;
+  mqtt: "connecting" | "connected" | "disconnected";
+  brokerUrl: string | null;
+  device: Presence | null;
+  auth: "open" | "signed";
+  role: Role | null;
+  sid: string | null;
+  sessions: number;
+  videoWidth: number;
+  videoHeight: number;
+  framesSeen: number;
+  sessionFrames: number;
+  lastStamp: Stamp | null;
+  stampsRead: number;
+  framesLost: number;
+  latencyMs: number | null;
+  rttMs: number | null;
+  pingRttMs: number | null;
+  clockOffsetMs: number | null;
+  fps: number | null;
+  bitrateKbps: number | null;
+  firstFrameMs: number | null;
+  offerToFirstFrameMs: number | null;
+  controls: Record<string, ControlState>;
+  errors: { code: string; message: string; at: number }[];
+  log: string[];
+}
+
+declare global {
+  interface Window {
+    campeer: Exposed;
+  }
+}
+
+const CONNECT_DEADLINE_MS = 20_000;
+const DISCONNECTED_GRACE_MS = 5_000;
+const STALL_KEYFRAME_MS = 3_000;
+const STALL_RESTART_MS = 8_000;
+const PING_EVERY_MS = 2_000;
+const STATS_EVERY_MS = 1_000;
+const LATENCY_WINDOW = 30;
+
+class Viewer {
+  private readonly ui = new Ui();
+  private readonly st: Exposed = {
+    state: "loading",
+    mqtt: "connecting",
+    brokerUrl: null,
+    device: null,
+    auth: "open",
+    role: null,
+    sid: null,
+    sessions: 0,
+    videoWidth: 0,
+    videoHeight: 0,
+    framesSeen: 0,
+    sessionFrames: 0,
+    lastStamp: null,
+    stampsRead: 0,
+    framesLost: 0,
+    latencyMs: null,
+    rttMs: null,
+    pingRttMs: null,
+    clockOffsetMs: null,
+    fps: null,
+    bitrateKbps: null,
+    firstFrameMs: null,
+    offerToFirstFrameMs: null,
+    controls: {},
+    errors: [],
+    log: [],
+  };
+
+  private cfg!: PageConfig;
+  private topics!: Topics;
+  private client: MqttClient | null = null;
+  private failedConnects = 0;
+  private session: Session | null = null;
+  private rpc: Rpc | null = null;
+  private key: AccessKey | null = null;
+  /** Set when retrying cannot help until the user acts. */
+  private halted: "unauthorized" | "unsupported" | "replaced" | null = null;
+  private attempt = 0;
+  private restartTimer: ReturnType<typeof setTimeout> | null = null;
+  private connectTimer: ReturnType<typeof setTimeout> | null = null;
+  private disconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly clock = new ClockMap();
+  private latencies: number[] = [];
+  private lastFrameAt = 0;
+  private keyframeAsked = false;
+  private prevBytes: { at: number; bytes: number; frames: number } | null = null;
+  private readonly canvas = document.createElement("canvas");
+  private readonly ctx = this.canvas.getContext("2d", { willReadFrequently: true });
+
+  constructor() {
+    window.campeer = this.st;
+  }
+
+  async start(): Promise<void> {
+    this.ui.onUnmute = () => this.ui.toggleMute();
+    this.ui.onReconnect = () => this.manualReconnect();
+    this.ui.onKey = (k) => this.useKey(k);
+    this.ui.onForgetKey = () => this.forgetKey();
+    this.ui.onToggle = (name) => void this.toggle(name);
+    this.render();
+
+    this.cfg = await this.loadConfig();
+    this.topics = new Topics(this.cfg.prefix, this.cfg.device_id);
+    this.st.auth = this.cfg.auth === "signed" ? "signed" : "open";
+    this.key = this.loadKey();
+    this.ui.setDeviceName(this.cfg.device_id);
+    document.title = `${this.cfg.device_id} · campeer`;
+    this.connectBroker();
+
+    this.frameLoop();
+    setInterval(() => void this.stats(), STATS_EVERY_MS);
+    setInterval(() => void this.ping(), PING_EVERY_MS);
+    window.addEventListener("pagehide", () => this.leave());
+    this.render();
+  }
+
+  // ---- configuration ------------------------------------------------------
+
+  private async loadConfig(): Promise<PageConfig> {
+    for (let i = 0; ; i++) {
+      try {
+        const r = await fetch("config.json", { cache: "no-store" });
+        if (!r.ok) throw new Error(`HTTP ${r.status}`);
+        const c = (await r.json()) as PageConfig;
+        if (typeof c.device_id !== "string" || typeof c.prefix !== "string") throw new Error("config.json lacks device_id or prefix");
+        return c;
+      } catch (e) {
+        this.error("config", `cannot load config.json: ${errText(e)}`);
+        await sleep(Math.min(10_000, 500 * 2 ** i));
+      }
+    }
+  }
+
+  private loadKey(): AccessKey | null {
+    try {
+      const raw = localStorage.getItem(this.keyStorageName());
+      if (!raw) return null;
+      const k = JSON.parse(raw) as AccessKey;
+      if (typeof k.id === "string" && typeof k.secret === "string" && (k.role === "view" || k.role === "control")) return k;
+    } catch {
+      /* storage disabled or garbage: no key */
+    }
+    return null;
+  }
+
+  private keyStorageName(): string {
+    return `campeer.key.${this.cfg.prefix}/${this.cfg.device_id}`;
+  }
+
+  // ---- MQTT ---------------------------------------------------------------
+
+  private connectBroker(): void {
+    const raw = brokerUrl(this.cfg, window.location);
+    let url = raw;
+    let username: string | undefined;
+    let password: string | undefined;
+    try {
+      const u = new URL(raw);
+      if (u.username) {
+        username = decodeURIComponent(u.username);
+        password = decodeURIComponent(u.password);
+        u.username = "";
+        u.password = "";
+        url = u.toString();
+      }
+    } catch {
+      /* mqtt.js reports a bad URL itself */
+    }
+    this.st.brokerUrl = url;
+    this.log(`broker ${url}`);
+    const client = mqtt.connect(url, {
+      clientId: `campeer-web-${Math.random().toString(36).slice(2, 12)}`,
+      protocolVersion: 4,
+      clean: true,
+      keepalive: 20,
+      reconnectPeriod: 1500,
+      connectTimeout: 8000,
+      resubscribe: false,
+      username,
+      password,
+    });
+    this.client = client;
+
+    client.on("connect", () => {
+      if (this.client !== client) return;
+      this.failedConnects = 0;
+      this.st.mqtt = "connected";
+      this.log("broker connected", "ok");
+      client.subscribe(this.topics.status, { qos: 1 });
+      if (this.session) client.subscribe(this.session.topicOut, { qos: 1 });
+      this.render();
+    });
+    client.on("close", () => {
+      if (this.client !== client) return;
+      if (this.st.mqtt === "connected") this.log("broker connection lost", "bad");
+      this.st.mqtt = "disconnected";
+      // Presence is unknown until the broker tells again; a running
+      // session is left alone (the broker is not on the media path).
+      this.st.device = null;
+      this.render();
+    });
+    client.on("reconnect", () => {
+      if (this.client !== client) return;
+      this.failedConnects++;
+      // The daemon may have come back with another broker address.
+      if (this.failedConnects % 5 === 0) void this.recheckConfig();
+    });
+    client.on("error", (e) => {
+      if (this.client === client) this.error("mqtt", errText(e));
+    });
+    client.on("message", (topic, payload) => {
+      if (this.client === client) this.onMessage(topic, payload);
+    });
+  }
+
+  private async recheckConfig(): Promise<void> {
+    try {
+      const r = await fetch("config.json", { cache: "no-store" });
+      if (!r.ok) return;
+      const c = (await r.json()) as PageConfig;
+      if (brokerUrl(c, window.location) !== brokerUrl(this.cfg, window.location)) {
+        this.log("broker address changed");
+        this.cfg = c;
+        const old = this.client;
+        this.client = null;
+        old?.end(true);
+        this.connectBroker();
+      }
+    } catch {
+      /* the daemon is still away */
+    }
+  }
+
+  private readonly signaling: Signaling = {
+    publish: async (topic, payload) => {
+      if (!this.client) throw new Error("no broker connection");
+      await this.client.publishAsync(topic, payload, { qos: 1 });
+    },
+    subscribe: async (topic) => {
+      if (!this.client) throw new Error("no broker connection");
+      await this.client.subscribeAsync(topic, { qos: 1 });
+    },
+    unsubscribe: (topic) => {
+      if (this.client?.connected) this.client.unsubscribe(topic);
+    },
+  };
+
+  private onMessage(topic: string, payload: Uint8Array): void {
+    if (topic === this.topics.status) {
+      const p = parsePresence(payload);
+      if (p) this.onPresence(p);
+      return;
+    }
+    const s = this.session;
+    if (s && topic === s.topicOut) {
+      const m = parseOut(payload);
+      if (m) void s.handle(m);
+    }
+  }
+
+  private onPresence(p: Presence): void {
+    const was = this.st.device?.state;
+    this.st.device = p;
+    if (p.auth === "signed" || p.auth === "open") this.st.auth = p.auth;
+    if (p.state === "offline") {
+      if (was !== "offline") this.log("camera offline", "bad");
+      if (this.session) this.endSession(false);
+      this.cancelRestart();
+      this.render();
+      return;
+    }
+    if (was !== "online") {
+      this.log(`camera online (${p.sessions ?? 0}/${p.max_sessions ?? "?"} viewers)`, "ok");
+      this.attempt = 0;
+      if (this.halted === "replaced") this.halted = null;
+    }
+    this.syncControlsFromPresence(p);
+    this.ensureSession();
+    this.render();
+  }
+
+  // ---- sessions -----------------------------------------------------------
+
+  /** Starts a session if one should run and none does. */
+  private ensureSession(): void {
+    if (this.session || this.restartTimer || this.halted) return;
+    if (this.st.mqtt !== "connected" || this.st.device?.state !== "online") return;
+    if (this.st.auth === "signed" && !this.key) {
+      this.render();
+      return;
+    }
+    this.startSession();
+  }
+
+  private startSession(): void {
+    const key = this.st.auth === "signed" ? this.key : null;
+    const s: Session = new Session(
+      {
+        topics: this.topics,
+        deviceId: this.cfg.device_id,
+        iceServers: this.cfg.ice_servers ?? [],
+        key,
+      },
+      this.signaling,
+      {
+        state: (state) => this.onSessionState(s, state),
+        stream: (ms) => {
+          if (this.session === s) this.ui.attach(ms);
+        },
+        rpc: (rpc) => {
+          if (this.session === s) void this.onRpc(rpc);
+        },
+        notification: (m, params) => {
+          if (this.session === s) this.onNotification(m, params);
+        },
+        ended: (why) => {
+          if (this.session === s) this.onEnded(why);
+        },
+      },
+    );
+    this.session = s;
+    this.st.role = key ? key.role : "control";
+    this.st.sid = s.sid;
+    this.st.sessions++;
+    this.st.sessionFrames = 0;
+    this.st.state = "signaling";
+    this.clock.reset();
+    this.latencies = [];
+    this.keyframeAsked = false;
+    this.prevBytes = null;
+    this.log(`calling the camera (session ${s.sid.slice(0, 6)}…)`);
+    this.clearTimer("connectTimer");
+    this.connectTimer = setTimeout(() => {
+      if (this.session === s && s.state !== "connected") this.fail(`no connection within ${CONNECT_DEADLINE_MS / 1000} s`);
+    }, CONNECT_DEADLINE_MS);
+    s.start().catch((e) => {
+      if (this.session === s) this.fail(`could not offer: ${errText(e)}`);
+    });
+    this.render();
+  }
+
+  private onSessionState(s: Session, state: SessionState): void {
+    if (this.session !== s) return;
+    if (state === "connecting") {
+      this.st.state = "connecting";
+      this.log("answer received, connecting");
+    } else if (state === "connected") {
+      this.clearTimer("connectTimer");
+      this.clearTimer("disconnectTimer");
+      if (this.st.state !== "playing") this.st.state = "connected";
+      this.log("connected", "ok");
+      if (!this.st.device?.video) this.attempt = 0;
+    } else if (state === "disconnected") {
+      this.log("connection interrupted", "bad");
+      this.clearTimer("disconnectTimer");
+      this.disconnectTimer = setTimeout(() => {
+        if (this.session === s && s.state === "disconnected") this.fail("connection lost");
+      }, DISCONNECTED_GRACE_MS);
+    }
+    this.render();
+  }
+
+  private onEnded(why: EndReason): void {
+    this.dropSession();
+    if (why.kind === "bye") {
+      this.log(`the camera ended the session (${why.reason})`, why.reason === "shutdown" ? undefined : "bad");
+      if (why.reason === "replaced") {
+        this.halted = "replaced";
+        this.st.state = "replaced";
+      } else if (why.reason === "shutdown") {
+        // It is going away: wait for it to say it is online again.
+        if (this.st.device) this.st.device = { ...this.st.device, state: "offline" };
+        this.st.state = "offline";
+      } else {
+        this.scheduleRestart();
+      }
+    } else if (why.kind === "error") {
+      this.error(why.code, why.message);
+      if (why.code === "unauthorized") {
+        this.halted = "unauthorized";
+        this.st.state = "unauthorized";
+        this.ui.keyStatus(`Refused: ${why.message || "wrong key, secret or role"}`, true);
+      } else if (why.code === "unsupported") {
+        this.halted = "unsupported";
+        this.st.state = "unsupported";
+      } else {
+        this.scheduleRestart(why.code === "busy" ? 3000 : 0);
+      }
+    } else {
+      this.error("failed", why.message);
+      this.scheduleRestart();
+    }
+    this.render();
+  }
+
+  /** Gives up on the current session and tries again later. */
+  private fail(message: string): void {
+    this.error("failed", message);
+    this.endSession(true);
+    this.scheduleRestart();
+    this.render();
+  }
+
+  private endSession(bye: boolean): void {
+    const s = this.session;
+    if (!s) return;
+    s.close(bye);
+    this.dropSession();
+  }
+
+  private dropSession(): void {
+    this.session = null;
+    this.rpc = null;
+    this.st.sid = null;
+    this.clearTimer("connectTimer");
+    this.clearTimer("disconnectTimer");
+    this.ui.detach();
+    this.st.fps = null;
+    this.st.bitrateKbps = null;
+    this.st.rttMs = null;
+    this.st.latencyMs = null;
+    if (this.st.state === "playing" || this.st.state === "connected") this.st.state = "reconnecting";
+  }
+
+  private scheduleRestart(minDelay = 0): void {
+    if (this.restartTimer) return;
+    const base = Math.min(10_000, 500 * 2 ** this.attempt);
+    const delay = Math.max(minDelay, Math.round(base * (0.8 + 0.4 * Math.random())));
+    this.attempt = Math.min(this.attempt + 1, 10);
+    this.st.state = "reconnecting";
+    this.ui.setRetryAt(performance.now() + delay);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      this.ensureSession();
+      this.render();
+    }, delay);
+  }
+
+  private cancelRestart(): void {
+    this.clearTimer("restartTimer");
+  }
+
+  private manualReconnect(): void {
+    this.log("reconnect requested");
+    this.halted = null;
+    this.attempt = 0;
+    this.cancelRestart();
+    this.endSession(true);
+    this.ensureSession();
+    this.render();
+  }
+
+  private useKey(k: AccessKey): void {
+    this.key = k;
+    try {
+      localStorage.setItem(this.keyStorageName(), JSON.stringify(k));
+    } catch {
+      /* private mode: the key lasts for this page only */
+    }
+    this.ui.keyStatus(`Using key "${k.id}" as ${k.role}`, false);
+    this.manualReconnect();
+  }
+
+  private forgetKey(): void {
+    this.key = null;
+    try {
+      localStorage.removeItem(this.keyStorageName());
+    } catch {
+      /* nothing stored */
+    }
+    this.ui.keyStatus("Key forgotten", false);
+    this.endSession(true);
+    this.render();
+  }
+
+  private leave(): void {
+    this.endSession(true);
+    this.client?.end();
+  }
+
+  // ---- the control channel ------------------------------------------------
+
+  private async onRpc(rpc: Rpc): Promise<void> {
+    this.rpc = rpc;
+    this.log("control channel open");
+    void this.ping();
+    try {
+      const info = await rpc.call<Presence>("device.info");
+      if (info && typeof info === "object" && this.rpc === rpc) {
+        this.st.device = { ...info, state: "online" };
+        this.syncControlsFromPresence(info);
+      }
+      const list = await rpc.call<{ name: string; direction: "input" | "output"; value: boolean }[]>("gpio.list");
+      if (Array.isArray(list) && this.rpc === rpc) {
+        const next: Record<string, ControlState> = {};
+        for (const c of list) if (typeof c?.name === "string") next[c.name] = { direction: c.direction, value: !!c.value };
+        this.st.controls = next;
+      }
+    } catch (e) {
+      this.error("rpc", errText(e));
+    }
+    this.render();
+  }
+
+  private syncControlsFromPresence(p: Presence): void {
+    if (!Array.isArray(p.controls)) return;
+    const next: Record<string, ControlState> = {};
+    for (const c of p.controls) {
+      if (typeof c?.name !== "string") continue;
+      next[c.name] = { direction: c.direction, value: this.st.controls[c.name]?.value ?? null };
+    }
+    this.st.controls = next;
+  }
+
+  private onNotification(method: string, params: unknown): void {
+    if (method !== "gpio.changed" || typeof params !== "object" || params === null) return;
+    const { name, value } = params as { name?: unknown; value?: unknown };
+    if (typeof name !== "string" || typeof value !== "boolean") return;
+    const c = this.st.controls[name];
+    this.st.controls = { ...this.st.controls, [name]: { direction: c?.direction ?? "output", value } };
+    this.log(`${name} → ${value ? "on" : "off"}`);
+    this.render();
+  }
+
+  private async toggle(name: string): Promise<void> {
+    const rpc = this.rpc;
+    if (!rpc) return;
+    this.ui.setPending(name, true);
+    try {
+      const r = await rpc.call<{ name: string; value: boolean }>("gpio.toggle", { name });
+      if (r && typeof r.value === "boolean" && this.st.controls[name]) {
+        this.st.controls = { ...this.st.controls, [name]: { ...this.st.controls[name], value: r.value } };
+      }
+    } catch (e) {
+      const msg = e instanceof RpcError && e.code === -32001 ? "this key may only watch (role view)" : errText(e);
+      this.error("rpc", `${name}: ${msg}`);
+    } finally {
+      this.ui.setPending(name, false);
+      this.render();
+    }
+  }
+
+  private async ping(): Promise<void> {
+    const rpc = this.rpc;
+    if (!rpc) return;
+    const sent = performance.now();
+    try {
+      const r = await rpc.call<{ now_us: number }>("ping");
+      const got = performance.now();
+      if (this.rpc !== rpc || typeof r?.now_us !== "number") return;
+      const s = this.clock.add(sent, r.now_us, got);
+      this.st.pingRttMs = s.rttMs;
+      this.st.clockOffsetMs = this.clock.offsetMs;
+    } catch {
+      /* a lost ping is retried on the next tick */
+    }
+  }
+
+  // ---- frames, stamps and figures -----------------------------------------
+
+  private frameLoop(): void {
+    const video = this.ui.video;
+    type Meta = { width: number; height: number; expectedDisplayTime?: number };
+    type RvfcVideo = HTMLVideoElement & {
+      requestVideoFrameCallback?: (cb: (now: number, meta: Meta) => void) => number;
+    };
+    const v = video as RvfcVideo;
+    if (typeof v.requestVideoFrameCallback === "function") {
+      const cb = (now: number, meta: Meta) => {
+        this.onFrame(meta.expectedDisplayTime ?? now, meta.width, meta.height);
+        v.requestVideoFrameCallback!(cb);
+      };
+      v.requestVideoFrameCallback(cb);
+    } else {
+      // Older browsers: watch the playback position change.
+      let last = -1;
+      const tick = (now: number) => {
+        if (video.currentTime !== last && video.videoWidth > 0) {
+          last = video.currentTime;
+          this.onFrame(now, video.videoWidth, video.videoHeight);
+        }
+        requestAnimationFrame(tick);
+      };
+      requestAnimationFrame(tick);
+    }
+  }
+
+  private onFrame(displayAt: number, width: number, height: number): void {
+    const s = this.session;
+    if (!s) return;
+    this.st.framesSeen++;
+    this.st.sessionFrames++;
+    this.lastFrameAt = performance.now();
+    this.keyframeAsked = false;
+    this.st.videoWidth = width;
+    this.st.videoHeight = height;
+    if (this.st.firstFrameMs === null) {
+      this.st.firstFrameMs = Math.round(performance.now());
+      this.log(`first frame ${fmtMs(this.st.firstFrameMs)} after opening the page`, "ok");
+    }
+    if (this.st.sessionFrames === 1) {
+      if (s.offerSentAt !== null) this.st.offerToFirstFrameMs = Math.round(performance.now() - s.offerSentAt);
+      this.st.state = "playing";
+      this.attempt = 0;
+      this.log(`playing ${width}×${height}`, "ok");
+      this.render();
+    }
+    const stamp = this.readStamp(width, height);
+    if (!stamp) return;
+    const prev = this.st.lastStamp;
+    if (prev && stamp.counter > prev.counter + 1 && stamp.counter - prev.counter < 10_000) {
+      this.st.framesLost += stamp.counter - prev.counter - 1;
+    }
+    this.st.lastStamp = stamp;
+    this.st.stampsRead++;
+    const deviceNow = this.clock.deviceMs(displayAt);
+    if (deviceNow !== null) {
+      const lat = diffMod32(deviceNow, stamp.ms);
+      if (lat > -1000 && lat < 60_000) {
+        this.latencies.push(lat);
+        if (this.latencies.length > LATENCY_WINDOW) this.latencies.shift();
+        const m = median(this.latencies);
+        this.st.latencyMs = m === null ? null : Math.round(m);
+      }
+    }
+  }
+
+  private readStamp(width: number, height: number): Stamp | null {
+    if (!this.ctx || width < 256 || height < 16) return null;
+    if (this.canvas.width !== width) this.canvas.width = width;
+    if (this.canvas.height !== 16) this.canvas.height = 16;
+    try {
+      this.ctx.drawImage(this.ui.video, 0, 0, width, 16, 0, 0, width, 16);
+      const img = this.ctx.getImageData(0, 0, width, 16);
+      return readStamp(img.data, width, 16);
+    } catch {
+      return null;
+    }
+  }
+
+  private async stats(): Promise<void> {
+    const s = this.session;
+    this.watchdog();
+    if (!s) {
+      this.render();
+      return;
+    }
+    let report: RTCStatsReport;
+    try {
+      report = await s.peer.getStats();
+    } catch {
+      return;
+    }
+    if (this.session !== s) return;
+    let bytes = 0;
+    let frames = 0;
+    let fps: number | null = null;
+    let pairId: string | null = null;
+    const pairs = new Map<string, { rtt?: number; nominated?: boolean; state?: string }>();
+    report.forEach((r) => {
+      if (r.type === "inbound-rtp") {
+        bytes += r.bytesReceived ?? 0;
+        if (r.kind === "video") {
+          frames = r.framesDecoded ?? 0;
+          if (typeof r.framesPerSecond === "number") fps = r.framesPerSecond;
+        }
+      } else if (r.type === "transport" && r.selectedCandidatePairId) {
+        pairId = r.selectedCandidatePairId;
+      } else if (r.type === "candidate-pair") {
+        pairs.set(r.id, { rtt: r.currentRoundTripTime, nominated: r.nominated, state: r.state });
+      }
+    });
+    const now = performance.now();
+    if (this.prevBytes) {
+      const dt = (now - this.prevBytes.at) / 1000;
+      if (dt > 0) {
+        this.st.bitrateKbps = Math.round(((bytes - this.prevBytes.bytes) * 8) / dt / 1000);
+        if (fps === null) fps = (frames - this.prevBytes.frames) / dt;
+      }
+    }
+    this.prevBytes = { at: now, bytes, frames };
+    this.st.fps = fps === null ? null : Math.round(fps * 10) / 10;
+    let pair = pairId ? pairs.get(pairId) : undefined;
+    if (!pair) for (const p of pairs.values()) if (p.nominated && p.state === "succeeded") pair = p;
+    const rtt = pair?.rtt;
+    this.st.rttMs = typeof rtt === "number" ? Math.round(rtt * 1000 * 10) / 10 : this.st.pingRttMs;
+    this.render();
+  }
+
+  /** A session that stopped showing pictures gets a keyframe, then a new start. */
+  private watchdog(): void {
+    const s = this.session;
+    if (!s || this.st.state !== "playing" || !this.st.device?.video) return;
+    const quiet = performance.now() - this.lastFrameAt;
+    if (quiet > STALL_RESTART_MS) {
+      this.fail(`no picture for ${Math.round(quiet / 1000)} s`);
+    } else if (quiet > STALL_KEYFRAME_MS && !this.keyframeAsked && this.rpc) {
+      this.keyframeAsked = true;
+      this.log("picture stalled, asking for a keyframe", "bad");
+      void this.rpc.call("video.keyframe").catch(() => {});
+    }
+  }
+
+  // ---- bookkeeping --------------------------------------------------------
+
+  private clearTimer(which: "restartTimer" | "connectTimer" | "disconnectTimer"): void {
+    const t = this[which];
+    if (t) clearTimeout(t);
+    this[which] = null;
+  }
+
+  private log(text: string, tone?: "ok" | "bad"): void {
+    this.st.log.push(text);
+    if (this.st.log.length > 200) this.st.log.shift();
+    this.ui.log(text, tone);
+  }
+
+  private error(code: string, message: string): void {
+    this.st.errors.push({ code, message, at: Math.round(performance.now()) });
+    if (this.st.errors.length > 100) this.st.errors.shift();
+    this.log(`${code}: ${message}`, "bad");
+  }
+
+  private render(): void {
+    const st = this.st;
+    // Derived states that no event sets by itself.
+    if (!this.session && !this.restartTimer && !this.halted && st.state !== "loading") {
+      if (st.mqtt !== "connected") st.state = "broker";
+      else if (st.device?.state !== "online") st.state = "offline";
+      else if (st.auth === "signed" && !this.key) st.state = "need-key";
+    }
+    this.ui.render({
+      state: st.state,
+      mqtt: st.mqtt,
+      device: st.device,
+      deviceId: this.cfg?.device_id ?? "",
+      auth: st.auth,
+      key: this.key,
+      role: st.role,
+      sid: st.sid,
+      hasRpc: this.rpc !== null,
+      controls: st.controls,
+      figures: {
+        resolution: st.videoWidth && this.session ? `${st.videoWidth}×${st.videoHeight}` : "–",
+        fps: st.fps === null ? "–" : `${st.fps.toFixed(1)}`,
+        bitrate: st.bitrateKbps === null ? "–" : fmtBitrate(st.bitrateKbps),
+        rtt: st.rttMs === null ? "–" : fmtMs(st.rttMs),
+        latency: st.latencyMs === null ? "–" : fmtMs(st.latencyMs),
+        first: st.firstFrameMs === null ? "–" : fmtMs(st.firstFrameMs),
+      },
+    });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+const viewer = new Viewer();
+void viewer.start();

@@ -1,0 +1,270 @@
+// The page's DOM: finds the elements of index.html once and redraws them
+// from a plain description of the state. No framework.
+
+import type { AccessKey, Presence, Role } from "./protocol";
+
+export interface View {
+  state: string;
+  mqtt: "connecting" | "connected" | "disconnected";
+  device: Presence | null;
+  deviceId: string;
+  auth: "open" | "signed";
+  key: AccessKey | null;
+  role: Role | null;
+  sid: string | null;
+  hasRpc: boolean;
+  controls: Record<string, { direction: "input" | "output"; value: boolean | null }>;
+  figures: Record<"resolution" | "fps" | "bitrate" | "rtt" | "latency" | "first", string>;
+}
+
+function el<T extends HTMLElement>(id: string): T {
+  const e = document.getElementById(id);
+  if (!e) throw new Error(`index.html lacks #${id}`);
+  return e as T;
+}
+
+export function fmtMs(ms: number): string {
+  if (ms >= 10_000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms >= 100) return `${Math.round(ms)} ms`;
+  return `${Math.round(ms * 10) / 10} ms`;
+}
+
+export function fmtBitrate(kbps: number): string {
+  return kbps >= 1000 ? `${(kbps / 1000).toFixed(2)} Mb/s` : `${kbps} kb/s`;
+}
+
+const OVERLAY: Record<string, string> = {
+  loading: "Loading…",
+  broker: "Connecting to the broker…",
+  offline: "Waiting for the camera to come online…",
+  "need-key": "This camera needs an access key: enter it on the right.",
+  signaling: "Calling the camera…",
+  connecting: "Connecting…",
+  connected: "Connected, waiting for the picture…",
+  reconnecting: "Reconnecting…",
+  unauthorized: "The camera refused this key.",
+  unsupported: "This browser and the camera have no video format in common.",
+  replaced: "Another viewer took this session over. Press Reconnect.",
+};
+
+export class Ui {
+  readonly video = el<HTMLVideoElement>("video");
+  private readonly overlay = el<HTMLDivElement>("overlay");
+  private readonly overlayText = el<HTMLParagraphElement>("overlay-text");
+  private readonly spinner = el<HTMLDivElement>("spinner");
+  private readonly unmute = el<HTMLButtonElement>("unmute");
+  private readonly controlsList = el<HTMLUListElement>("controls");
+  private readonly controlsEmpty = el<HTMLParagraphElement>("controls-empty");
+  private readonly keyCard = el<HTMLElement>("card-key");
+  private readonly keyId = el<HTMLInputElement>("key-id");
+  private readonly keySecret = el<HTMLInputElement>("key-secret");
+  private readonly keyRole = el<HTMLSelectElement>("key-role");
+  private readonly keyStatusEl = el<HTMLParagraphElement>("key-status");
+  private readonly logList = el<HTMLOListElement>("log");
+  private readonly pending = new Set<string>();
+  private retryAt = 0;
+  private keyFilled = false;
+
+  onUnmute: () => void = () => {};
+  onReconnect: () => void = () => {};
+  onKey: (k: AccessKey) => void = () => {};
+  onForgetKey: () => void = () => {};
+  onToggle: (name: string) => void = () => {};
+
+  constructor() {
+    this.unmute.addEventListener("click", () => this.onUnmute());
+    el("reconnect").addEventListener("click", () => this.onReconnect());
+    el("fullscreen").addEventListener("click", () => {
+      const screen = this.video.parentElement;
+      if (document.fullscreenElement) void document.exitFullscreen();
+      else if (screen?.requestFullscreen) void screen.requestFullscreen().catch(() => {});
+      else (this.video as HTMLVideoElement & { webkitEnterFullscreen?: () => void }).webkitEnterFullscreen?.();
+    });
+    el<HTMLFormElement>("key-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const id = this.keyId.value.trim();
+      const secret = this.keySecret.value;
+      if (!id || !secret) return;
+      this.onKey({ id, secret, role: this.keyRole.value === "view" ? "view" : "control" });
+    });
+    el("key-forget").addEventListener("click", () => {
+      this.keySecret.value = "";
+      this.onForgetKey();
+    });
+    this.controlsList.addEventListener("click", (e) => {
+      const b = (e.target as HTMLElement).closest("button[data-control]");
+      if (b instanceof HTMLButtonElement && !b.disabled) this.onToggle(b.dataset.control ?? "");
+    });
+    this.video.addEventListener("volumechange", () => this.syncMute());
+  }
+
+  setDeviceName(name: string): void {
+    el("device-name").textContent = name;
+  }
+
+  /** Shows a session's stream. */
+  attach(stream: MediaStream): void {
+    if (this.video.srcObject !== stream) this.video.srcObject = stream;
+    this.unmute.disabled = stream.getAudioTracks().length === 0;
+    void this.video.play().catch(() => {
+      /* autoplay is allowed muted; a refusal shows as no frames */
+    });
+  }
+
+  detach(): void {
+    this.video.srcObject = null;
+    this.unmute.disabled = true;
+  }
+
+  toggleMute(): void {
+    this.video.muted = !this.video.muted;
+    if (!this.video.muted) void this.video.play().catch(() => {});
+    this.syncMute();
+  }
+
+  private syncMute(): void {
+    this.unmute.textContent = this.video.muted ? "Unmute" : "Mute";
+  }
+
+  setRetryAt(at: number): void {
+    this.retryAt = at;
+  }
+
+  setPending(name: string, on: boolean): void {
+    if (on) this.pending.add(name);
+    else this.pending.delete(name);
+  }
+
+  keyStatus(text: string, bad: boolean): void {
+    this.keyStatusEl.textContent = text;
+    this.keyStatusEl.dataset.tone = bad ? "bad" : "";
+  }
+
+  log(text: string, tone?: "ok" | "bad"): void {
+    const li = document.createElement("li");
+    const t = document.createElement("time");
+    t.textContent = new Date().toLocaleTimeString([], { hour12: false });
+    li.append(t, text);
+    li.title = text;
+    if (tone) li.dataset.tone = tone;
+    this.logList.prepend(li);
+    while (this.logList.children.length > 40) this.logList.lastElementChild?.remove();
+  }
+
+  render(v: View): void {
+    this.pill("pill-broker", v.mqtt === "connected" ? "ok" : v.mqtt === "connecting" ? "wait" : "bad", v.mqtt);
+    const dev = v.device?.state;
+    this.pill("pill-device", dev === "online" ? "ok" : dev === "offline" ? "bad" : "wait", dev ?? "unknown");
+    const sLevel =
+      v.state === "playing" || v.state === "connected"
+        ? "ok"
+        : v.state === "unauthorized" || v.state === "unsupported"
+          ? "bad"
+          : ["signaling", "connecting", "reconnecting"].includes(v.state)
+            ? "wait"
+            : "idle";
+    this.pill("pill-session", sLevel, v.state === "need-key" ? "needs key" : v.state);
+
+    // Overlay over the picture.
+    const playing = v.state === "playing";
+    let text = OVERLAY[v.state] ?? v.state;
+    if (v.state === "reconnecting" && this.retryAt > performance.now()) {
+      text = `Reconnecting in ${Math.ceil((this.retryAt - performance.now()) / 1000)} s…`;
+    }
+    if (v.state === "connected" && v.device && !v.device.video) text = "This camera has no video source.";
+    this.overlay.hidden = playing;
+    this.overlayText.textContent = text;
+    const bad = v.state === "unauthorized" || v.state === "unsupported";
+    this.overlay.dataset.tone = bad ? "bad" : "";
+    this.spinner.hidden = bad || v.state === "need-key" || v.state === "replaced" || v.state === "offline";
+
+    for (const [k, val] of Object.entries(v.figures)) el(`fig-${k}`).textContent = val;
+
+    // Access key card.
+    this.keyCard.hidden = v.auth !== "signed";
+    if (v.key && !this.keyFilled) {
+      this.keyId.value = v.key.id;
+      this.keySecret.value = v.key.secret;
+      this.keyRole.value = v.key.role;
+      this.keyFilled = true;
+    }
+    if (v.auth === "signed" && !v.key && !this.keyStatusEl.textContent) this.keyStatus("Enter the key id and secret the camera's owner gave you.", false);
+
+    this.renderControls(v);
+
+    const info = el("session-info");
+    info.textContent = v.sid ? `session ${v.sid.slice(0, 8)}… · ${v.role ?? ""}` : "";
+
+    const d = v.device;
+    const parts: string[] = [];
+    if (d?.version) parts.push(`campeer ${d.version}`);
+    if (d?.video) parts.push(`${d.video.codec} ${d.video.width}×${d.video.height} @ ${d.video.fps} fps`);
+    if (d?.audio) parts.push(`${d.audio.codec} ${d.audio.rate / 1000} kHz`);
+    else if (d && d.audio === null) parts.push("no microphone");
+    if (d?.sessions !== undefined) parts.push(`${d.sessions}/${d.max_sessions ?? "?"} viewers`);
+    parts.push(v.auth === "signed" ? "signed offers" : "open access");
+    el("footer").textContent = parts.join(" · ");
+  }
+
+  private renderControls(v: View): void {
+    const names = Object.keys(v.controls).sort();
+    this.controlsEmpty.hidden = names.length > 0;
+    // Rebuild only when the set of controls changes; update in place otherwise.
+    const have = Array.from(this.controlsList.children).map((li) => (li as HTMLElement).dataset.name);
+    if (have.join("\n") !== names.join("\n")) {
+      this.controlsList.replaceChildren(
+        ...names.map((name) => {
+          const li = document.createElement("li");
+          li.className = "control";
+          li.dataset.name = name;
+          const lamp = document.createElement("span");
+          lamp.className = "lamp";
+          lamp.dataset.indicator = name;
+          const label = document.createElement("span");
+          label.className = "cname";
+          label.textContent = name;
+          const dir = document.createElement("span");
+          dir.className = "cdir";
+          li.append(lamp, label, dir);
+          if (v.controls[name].direction === "output") {
+            const b = document.createElement("button");
+            b.type = "button";
+            b.className = "switch";
+            b.dataset.control = name;
+            li.append(b);
+          }
+          return li;
+        }),
+      );
+    }
+    const canControl = v.hasRpc && v.role !== "view";
+    for (const li of Array.from(this.controlsList.children) as HTMLElement[]) {
+      const name = li.dataset.name ?? "";
+      const c = v.controls[name];
+      if (!c) continue;
+      const value = c.value === null ? "unknown" : String(c.value);
+      const lamp = li.querySelector<HTMLElement>(".lamp");
+      if (lamp) {
+        lamp.dataset.value = value;
+        lamp.title = c.value === null ? "unknown" : c.value ? "on" : "off";
+      }
+      const dir = li.querySelector<HTMLElement>(".cdir");
+      if (dir) dir.textContent = c.direction === "input" ? (c.value === null ? "input" : c.value ? "active" : "inactive") : "";
+      const b = li.querySelector<HTMLButtonElement>("button");
+      if (b) {
+        b.textContent = c.value ? "On" : "Off";
+        b.setAttribute("aria-pressed", String(!!c.value));
+        b.setAttribute("aria-label", `${name}: switch ${c.value ? "off" : "on"}`);
+        b.disabled = !canControl || this.pending.has(name);
+        b.title = !v.hasRpc ? "not connected" : v.role === "view" ? "this key may only watch" : `switch ${name}`;
+      }
+    }
+  }
+
+  private pill(id: string, level: string, text: string): void {
+    const p = el(id);
+    p.dataset.level = level;
+    const b = p.querySelector("b");
+    if (b) b.textContent = text;
+  }
+}
