@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let web = root.join("web");
     let dist = web.join("dist");
@@ -85,7 +87,9 @@ fn npm_available() -> bool {
 
 fn npm_build(web: &Path) -> Result<(), String> {
     if !web.join("node_modules").is_dir() {
-        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(web))?;
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(web))?;
     }
     run(Command::new("npm").args(["run", "build"]).current_dir(web))
 }
@@ -106,14 +110,19 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 /// Every regular file under `dir`, as (path relative to `base` with `/`, path).
 fn collect(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
             collect(base, &p, out);
         } else if p.is_file() {
             if let Ok(rel) = p.strip_prefix(base) {
-                let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
                 out.push((rel.join("/"), p.clone()));
             }
         }
@@ -121,7 +130,10 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
 }
 
 fn content_type(path: &str) -> &'static str {
-    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "html" | "htm" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",

@@ -64,10 +64,16 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
 
 /// The last "stats" line's send_p50_us / send_p95_us from the daemon log.
 fn send_latency(log: &str) -> Option<(f64, f64)> {
-    let line = log.lines().rev().find(|l| l.contains(" stats") && l.contains("send_samples=") && !l.contains("send_samples=0"))?;
+    let line = log.lines().rev().find(|l| {
+        l.contains(" stats") && l.contains("send_samples=") && !l.contains("send_samples=0")
+    })?;
     let field = |k: &str| -> Option<f64> {
         let i = line.find(k)? + k.len();
-        line[i..].split(|c: char| !c.is_ascii_digit() && c != '.').next()?.parse().ok()
+        line[i..]
+            .split(|c: char| !c.is_ascii_digit() && c != '.')
+            .next()?
+            .parse()
+            .ok()
     };
     Some((field("send_p50_us=")?, field("send_p95_us=")?))
 }
@@ -79,8 +85,18 @@ async fn run_size(w: u32, h: u32, quick: bool) {
     let d = Daemon::start(
         &broker,
         &dev,
-        &["--size", &size, "--fps", "30", "--max-sessions", "8", "--stats-interval", "2",
-          "--bitrate", if w >= 1280 { "2500000" } else { "1000000" }],
+        &[
+            "--size",
+            &size,
+            "--fps",
+            "30",
+            "--max-sessions",
+            "8",
+            "--stats-interval",
+            "2",
+            "--bitrate",
+            if w >= 1280 { "2500000" } else { "1000000" },
+        ],
     )
     .await;
     let pid = d.pid();
@@ -111,7 +127,8 @@ async fn run_size(w: u32, h: u32, quick: bool) {
         let mut got = 0u64;
         for v in viewers {
             let r: Value = v.await.expect("viewer");
-            if let (Some(a), Some(b)) = (r["latency_p50_ms"].as_f64(), r["latency_p95_ms"].as_f64()) {
+            if let (Some(a), Some(b)) = (r["latency_p50_ms"].as_f64(), r["latency_p95_ms"].as_f64())
+            {
                 lat50.push(a);
                 lat95.push(b);
             }
@@ -119,7 +136,16 @@ async fn run_size(w: u32, h: u32, quick: bool) {
             got += r["frames"].as_u64().unwrap_or(0);
         }
         let send = send_latency(&d.log_text());
-        rows.push((n, cpu, rss, pct(&mut lat50, 0.5), pct(&mut lat95, 0.5), got, lost, send));
+        rows.push((
+            n,
+            cpu,
+            rss,
+            pct(&mut lat50, 0.5),
+            pct(&mut lat95, 0.5),
+            got,
+            lost,
+            send,
+        ));
     }
 
     println!("\n== {w}x{h}@30, test source, loopback ==");
@@ -148,9 +174,18 @@ async fn main() {
     let quick = std::env::var_os("CAMPEER_BENCH_QUICK").is_some();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
-    println!("campeer streaming benchmark on {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "campeer streaming benchmark on {} cores, {cpu}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     for (w, h) in [(640, 480), (1280, 720)] {
         run_size(w, h, quick).await;
     }

@@ -29,7 +29,10 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(i), Ok(t)) => (i, t),
         _ => {
             // Without signal handlers the daemon can only be killed; run until then.

@@ -158,7 +158,9 @@ impl EmbeddedBroker {
             }
             Err(std_mpsc::RecvTimeoutError::Disconnected) => {
                 let _ = thread.join();
-                Err(BrokerError::Start(io::Error::other("the broker thread ended while starting")))
+                Err(BrokerError::Start(io::Error::other(
+                    "the broker thread ended while starting",
+                )))
             }
         }
     }
@@ -239,8 +241,12 @@ fn server_settings(name: &str, listen: SocketAddr) -> ServerSettings {
 /// address of the same family for a wildcard bind, else `addr` itself.
 fn connect_target(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
         _ => addr,
     }
 }
@@ -254,7 +260,10 @@ fn run_servers(
     ready: std_mpsc::Sender<Result<(), BrokerError>>,
     stop: oneshot::Receiver<()>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(BrokerError::Start(e)));
@@ -367,7 +376,11 @@ async fn bridge(socket: WebSocket, target: SocketAddr) {
             match tcp_rx.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if ws_tx.send(Message::Binary(buf[..n].to_vec())).await.is_err() {
+                    if ws_tx
+                        .send(Message::Binary(buf[..n].to_vec()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -401,12 +414,19 @@ mod tests {
     }
 
     /// Polls `el` in a task; publishes and SUBACKs come out of the channel.
-    fn drive(mut el: EventLoop) -> (mpsc::UnboundedReceiver<Incoming>, tokio::task::JoinHandle<()>) {
+    fn drive(
+        mut el: EventLoop,
+    ) -> (
+        mpsc::UnboundedReceiver<Incoming>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
                 match el.poll().await {
-                    Ok(Event::Incoming(i @ (Incoming::Publish(_) | Incoming::SubAck(_) | Incoming::ConnAck(_)))) => {
+                    Ok(Event::Incoming(
+                        i @ (Incoming::Publish(_) | Incoming::SubAck(_) | Incoming::ConnAck(_)),
+                    )) => {
                         if tx.send(i).is_err() {
                             return;
                         }
@@ -449,23 +469,38 @@ mod tests {
 
         // The device: a last will, a retained presence.
         let mut o = options("dev", port);
-        o.set_last_will(LastWill::new("c/dev/status", "offline", QoS::AtLeastOnce, true));
+        o.set_last_will(LastWill::new(
+            "c/dev/status",
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
         let (dev, el) = AsyncClient::new(o, 16);
         let (_dev_rx, dev_task) = drive(el);
-        dev.publish("c/dev/status", QoS::AtLeastOnce, true, "online").await.expect("publish");
+        dev.publish("c/dev/status", QoS::AtLeastOnce, true, "online")
+            .await
+            .expect("publish");
 
         // A viewer arriving later gets the retained message, flagged retained.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (viewer, el) = AsyncClient::new(options("viewer", port), 16);
         let (mut rx, _viewer_task) = drive(el);
-        viewer.subscribe("c/dev/#", QoS::AtLeastOnce).await.expect("subscribe");
+        viewer
+            .subscribe("c/dev/#", QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
         suback(&mut rx).await;
         let p = next_publish(&mut rx).await;
-        assert_eq!((p.topic.as_str(), &p.payload[..], p.retain), ("c/dev/status", &b"online"[..], true));
+        assert_eq!(
+            (p.topic.as_str(), &p.payload[..], p.retain),
+            ("c/dev/status", &b"online"[..], true)
+        );
 
         // A 900 KiB QoS 1 payload goes through whole.
         let big: Vec<u8> = (0..900 * 1024).map(|i| (i % 251) as u8).collect();
-        dev.publish("c/dev/blob", QoS::AtLeastOnce, false, big.clone()).await.expect("publish");
+        dev.publish("c/dev/blob", QoS::AtLeastOnce, false, big.clone())
+            .await
+            .expect("publish");
         let p = next_publish(&mut rx).await;
         assert_eq!(p.topic, "c/dev/blob");
         assert_eq!(p.qos, QoS::AtLeastOnce);
@@ -475,12 +510,20 @@ mod tests {
         dev_task.abort();
         drop(dev);
         let p = next_publish(&mut rx).await;
-        assert_eq!((p.topic.as_str(), &p.payload[..]), ("c/dev/status", &b"offline"[..]));
+        assert_eq!(
+            (p.topic.as_str(), &p.payload[..]),
+            ("c/dev/status", &b"offline"[..])
+        );
 
         // Stopping closes the listener.
         b.stop();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(tokio::net::TcpStream::connect(loopback(port)).await.is_err(), "still listening after stop");
+        assert!(
+            tokio::net::TcpStream::connect(loopback(port))
+                .await
+                .is_err(),
+            "still listening after stop"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,11 +532,20 @@ mod tests {
         let addr = taken.local_addr().expect("addr");
         let e = EmbeddedBroker::start(addr, None).expect_err("the port is taken");
         let text = e.to_string();
-        assert!(matches!(e, BrokerError::Bind { what: WHAT_TCP, .. }), "{e:?}");
-        assert!(text.contains(&addr.to_string()) && text.contains("MQTT (TCP)"), "{text}");
+        assert!(
+            matches!(e, BrokerError::Bind { what: WHAT_TCP, .. }),
+            "{e:?}"
+        );
+        assert!(
+            text.contains(&addr.to_string()) && text.contains("MQTT (TCP)"),
+            "{text}"
+        );
 
         let e = EmbeddedBroker::start(loopback(0), Some(addr)).expect_err("the ws port is taken");
-        assert!(e.to_string().contains(&addr.to_string()) && e.to_string().contains("WebSocket"), "{e}");
+        assert!(
+            e.to_string().contains(&addr.to_string()) && e.to_string().contains("WebSocket"),
+            "{e}"
+        );
 
         // An address that is not this machine's.
         let foreign: SocketAddr = "192.0.2.1:0".parse().expect("addr");
@@ -552,7 +604,10 @@ mod tests {
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut c = [0u8; 1];
-            tokio::time::timeout(T, s.read_exact(&mut c)).await.expect("in time").expect("read");
+            tokio::time::timeout(T, s.read_exact(&mut c))
+                .await
+                .expect("in time")
+                .expect("read");
             head.push(c[0]);
         }
         let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
@@ -560,22 +615,37 @@ mod tests {
         assert!(head.contains("sec-websocket-protocol: mqtt\r\n"), "{head}");
 
         // CONNECT (MQTT 3.1.1, clean session, keep-alive 30 s, client id "w").
-        let connect = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0, 1, b'w'];
-        s.write_all(&ws_frame(&connect)).await.expect("send connect");
-        let (op, p) = tokio::time::timeout(T, read_frame(&mut s)).await.expect("connack in time");
+        let connect = [
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0, 1, b'w',
+        ];
+        s.write_all(&ws_frame(&connect))
+            .await
+            .expect("send connect");
+        let (op, p) = tokio::time::timeout(T, read_frame(&mut s))
+            .await
+            .expect("connack in time");
         assert_eq!((op, &p[..]), (2, &[0x20, 2, 0, 0][..]), "CONNACK accepted");
         // SUBSCRIBE packet id 1 to "a/b" at QoS 0.
         let sub = [0x82, 8, 0, 1, 0, 3, b'a', b'/', b'b', 0];
         s.write_all(&ws_frame(&sub)).await.expect("send subscribe");
-        let (_, p) = tokio::time::timeout(T, read_frame(&mut s)).await.expect("suback in time");
+        let (_, p) = tokio::time::timeout(T, read_frame(&mut s))
+            .await
+            .expect("suback in time");
         assert_eq!(&p[..], &[0x90, 3, 0, 1, 0], "SUBACK");
 
         // A TCP client publishes; the browser-side socket receives it.
         let (c, el) = AsyncClient::new(options("tcp-pub", b.tcp_addr().port()), 16);
         let (_rx, _task) = drive(el);
-        c.publish("a/b", QoS::AtMostOnce, false, "hello").await.expect("publish");
-        let (_, p) = tokio::time::timeout(T, read_frame(&mut s)).await.expect("publish in time");
-        assert_eq!(&p[..], &[0x30, 10, 0, 3, b'a', b'/', b'b', b'h', b'e', b'l', b'l', b'o'][..]);
+        c.publish("a/b", QoS::AtMostOnce, false, "hello")
+            .await
+            .expect("publish");
+        let (_, p) = tokio::time::timeout(T, read_frame(&mut s))
+            .await
+            .expect("publish in time");
+        assert_eq!(
+            &p[..],
+            &[0x30, 10, 0, 3, b'a', b'/', b'b', b'h', b'e', b'l', b'l', b'o'][..]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,11 @@ use crate::config::{Config, ConfigError, IceServer};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// The default log filter: info for campeer, and only real trouble from the
+/// WebRTC stack, whose warnings on normal ICE/DTLS start-up are noise.
+pub const DEFAULT_LOG: &str =
+    "info,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error";
+
 /// campeer: a WebRTC camera that answers offers over MQTT.
 #[derive(Debug, Parser)]
 #[command(name = "campeer", version, about, propagate_version = true)]
@@ -22,7 +27,7 @@ pub struct Cli {
         long,
         global = true,
         env = "RUST_LOG",
-        default_value = "info",
+        default_value = DEFAULT_LOG,
         value_name = "FILTER"
     )]
     pub log: String,
@@ -68,6 +73,9 @@ pub struct RunArgs {
     /// Video source: test, none or v4l2:/dev/videoN (`video.source`).
     #[arg(long, value_name = "SOURCE")]
     pub video: Option<String>,
+    /// Audio source: none, tone:HZ or alsa:PCM (`audio.source`).
+    #[arg(long, value_name = "SOURCE")]
+    pub audio: Option<String>,
     /// Picture size, e.g. 1280x720 (`video.width`, `video.height`).
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub size: Option<(u32, u32)>,
@@ -128,6 +136,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.video {
             config.video.source = v.clone();
+        }
+        if let Some(v) = &self.audio {
+            config.audio.source = v.clone();
         }
         if let Some((w, h)) = self.size {
             config.video.width = w;
@@ -192,6 +203,7 @@ impl RunArgs {
             "mqtt.url" => set(self.mqtt.is_some(), "--mqtt"),
             "mqtt.prefix" => set(self.prefix.is_some(), "--prefix"),
             "video.source" => set(self.video.is_some(), "--video"),
+            "audio.source" => set(self.audio.is_some(), "--audio"),
             "video.width" | "video.height" => set(self.size.is_some(), "--size"),
             "video.fps" => set(self.fps.is_some(), "--fps"),
             "video.bitrate" => set(self.bitrate.is_some(), "--bitrate"),
@@ -202,9 +214,10 @@ impl RunArgs {
             "webrtc.connect_timeout_secs" => {
                 set(self.connect_timeout.is_some(), "--connect-timeout")
             }
-            "webrtc.disconnected_timeout_secs" => {
-                set(self.disconnected_timeout.is_some(), "--disconnected-timeout")
-            }
+            "webrtc.disconnected_timeout_secs" => set(
+                self.disconnected_timeout.is_some(),
+                "--disconnected-timeout",
+            ),
             _ => {
                 let index = key
                     .strip_prefix("webrtc.ice_servers[")
@@ -261,6 +274,15 @@ pub struct ViewArgs {
     /// Offer no video; succeed once connected.
     #[arg(long)]
     pub no_video: bool,
+    /// Offer no audio.
+    #[arg(long)]
+    pub no_audio: bool,
+    /// Open no data channel.
+    #[arg(long)]
+    pub no_data: bool,
+    /// With audio: stop only after this many seconds of decoded audio.
+    #[arg(long, value_name = "SECS")]
+    pub audio_secs: Option<f64>,
     /// Send this SDP as the offer instead of generating one (for testing);
     /// the answer is the result.
     #[arg(long, value_name = "FILE")]
@@ -531,7 +553,7 @@ mod tests {
         let c = cli(&["--log", "campeer=trace", "check-config", "f"]).unwrap();
         assert_eq!(c.log, "campeer=trace");
         if std::env::var_os("RUST_LOG").is_none() {
-            assert_eq!(cli(&["run"]).unwrap().log, "info");
+            assert_eq!(cli(&["run"]).unwrap().log, DEFAULT_LOG);
         }
     }
 

@@ -114,6 +114,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// The camera and the encoder (`[video]`).
     pub video: VideoConfig,
+    /// The microphone and the Opus encoder (`[audio]`).
+    pub audio: AudioConfig,
     /// WebRTC sessions (`[webrtc]`).
     pub webrtc: WebRtcConfig,
     /// Named GPIO controls offered on the `control` data channel
@@ -122,6 +124,60 @@ pub struct Config {
     /// Access keys that sign offers (`[access]`); with no keys the device is
     /// `open`. Default none.
     pub access: AccessConfig,
+}
+
+/// The microphone and the Opus encoder.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    /// `none`, `tone:<hz>` (a sine, for tests and demos) or an ALSA capture
+    /// PCM: `alsa:default`, `alsa:hw:1,0`, `alsa:plughw:CARD=Device`.
+    /// Default `none`.
+    pub source: String,
+    /// Capture rate asked of the device, Hz; anything else is resampled to
+    /// Opus's 48000. Default `48000`.
+    pub rate: u32,
+    /// Channels captured and sent: 1 (mono) or 2. Default `1`.
+    pub channels: u16,
+    /// Opus target bitrate, bits per second, 6000..=256000. Default `32000`.
+    pub bitrate: u32,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        AudioConfig {
+            source: "none".into(),
+            rate: 48_000,
+            channels: 1,
+            bitrate: 32_000,
+        }
+    }
+}
+
+impl AudioConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        crate::media::audio::AudioSourceSpec::parse(&self.source)
+            .map_err(|e| invalid("audio.source", e.to_string()))?;
+        if !(8_000..=192_000).contains(&self.rate) {
+            return Err(invalid(
+                "audio.rate",
+                format!("{} is outside 8000..=192000", self.rate),
+            ));
+        }
+        if !(1..=2).contains(&self.channels) {
+            return Err(invalid(
+                "audio.channels",
+                format!("{} is not 1 or 2", self.channels),
+            ));
+        }
+        if !(6_000..=256_000).contains(&self.bitrate) {
+            return Err(invalid(
+                "audio.bitrate",
+                format!("{} is outside 6000..=256000", self.bitrate),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The MQTT broker connection and topic root.
@@ -261,6 +317,7 @@ impl Default for Config {
             device_id: default_device_id(),
             mqtt: MqttConfig::default(),
             video: VideoConfig::default(),
+            audio: AudioConfig::default(),
             webrtc: WebRtcConfig::default(),
             gpio: Vec::new(),
             access: AccessConfig::default(),
@@ -357,6 +414,7 @@ impl Config {
         }
         self.mqtt.validate()?;
         self.video.validate()?;
+        self.audio.validate()?;
         self.webrtc.validate()?;
         validate_gpio(&self.gpio).map_err(ConfigError::Control)?;
         self.access.validate().map_err(ConfigError::Control)

@@ -11,18 +11,20 @@ use crate::control::cdev;
 use crate::control::config::Direction;
 use crate::control::gpio::GpioBank;
 use crate::control::rpc::ControlContext;
-use crate::signaling::auth::OfferAuthorizer;
-use crate::signaling::presence::{ControlDirection, ControlInfo};
+use crate::encode::audio_pipeline::AudioPipeline;
 use crate::encode::h264::EncoderSettings;
 use crate::encode::pipeline::VideoPipeline;
+use crate::media::audio::{open_audio_source, AudioSettings, AudioSourceSpec};
 use crate::media::{open_video_source, VideoSourceSpec};
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::rtc::metrics::Metrics;
 use crate::rtc::session::{Outbox, SessionContext, SessionEvent};
 use crate::rtc::table::SessionTable;
+use crate::signaling::auth::OfferAuthorizer;
 use crate::signaling::messages::ByeReason;
 use crate::signaling::mqtt::{LinkEvent, MqttLink};
-use crate::signaling::presence::{AuthMode, Presence, VideoInfo};
+use crate::signaling::presence::{AudioInfo, AuthMode, Presence, VideoInfo};
+use crate::signaling::presence::{ControlDirection, ControlInfo};
 use crate::signaling::topics::Topics;
 use anyhow::Context;
 use std::future::Future;
@@ -52,7 +54,11 @@ const PRESENCE_MIN_GAP: Duration = Duration::from_millis(500);
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1200);
 
 /// Runs the daemon until `shutdown` resolves.
-pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let target = MqttTarget::parse(&config.mqtt.url).context("mqtt url")?;
     if target.tls {
         anyhow::bail!(
@@ -64,6 +70,12 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
           video = %config.video.source, max_sessions = config.webrtc.max_sessions, "campeer starting");
 
     let video = start_video(&config)?;
+    let audio = start_audio(&config)?;
+    let audio_info = audio.as_ref().map(|_| AudioInfo {
+        codec: "opus".into(),
+        rate: 48_000,
+        channels: config.audio.channels,
+    });
     let video_info = video.as_ref().map(|p| {
         let f = p.format();
         VideoInfo {
@@ -95,11 +107,18 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
             },
         })
         .collect();
-    let auth_mode = if authz.is_open() { AuthMode::Open } else { AuthMode::Signed };
+    let auth_mode = if authz.is_open() {
+        AuthMode::Open
+    } else {
+        AuthMode::Signed
+    };
 
     let t = Instant::now();
     let engine = RtcEngine::new(&config.webrtc, Role::Answerer)?;
-    info!(ms = t.elapsed().as_millis() as u64, "DTLS certificate ready");
+    info!(
+        ms = t.elapsed().as_millis() as u64,
+        "DTLS certificate ready"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let offline = Presence::offline(&config.device_id).to_json().into_bytes();
@@ -120,7 +139,7 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
             config.webrtc.max_sessions,
             auth_mode,
             video_info.clone(),
-            None,
+            audio_info.clone(),
             controls.clone(),
         )
     };
@@ -151,6 +170,7 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(SessionContext {
         engine,
+        audio: audio.clone(),
         control,
         video: video.clone(),
         outbox: Arc::new(link.clone()) as Arc<dyn Outbox>,
@@ -173,7 +193,10 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
     let mut presence_dirty = false;
     let mut presence_at = Instant::now() - PRESENCE_MIN_GAP;
     let mut stats_at = Instant::now();
-    let mut last_frames = video.as_ref().map(|p| p.stats().frames_encoded).unwrap_or(0);
+    let mut last_frames = video
+        .as_ref()
+        .map(|p| p.stats().frames_encoded)
+        .unwrap_or(0);
     tokio::pin!(shutdown);
 
     loop {
@@ -253,10 +276,23 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
     link.disconnect();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_millis(1000), link_task).await;
+    // Sessions are gone; dropping the table drops the last other references
+    // to the pipelines, so their threads can be joined.
+    drop(table);
     if let Some(v) = video {
         match Arc::try_unwrap(v) {
             Ok(p) => p.stop(),
-            Err(_) => warn!("video pipeline still referenced at exit; threads end with the process"),
+            Err(_) => {
+                warn!("video pipeline still referenced at exit; threads end with the process")
+            }
+        }
+    }
+    if let Some(a) = audio {
+        match Arc::try_unwrap(a) {
+            Ok(p) => p.stop(),
+            Err(_) => {
+                warn!("audio pipeline still referenced at exit; its thread ends with the process")
+            }
         }
     }
     info!("stopped");
@@ -287,11 +323,42 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
     Ok(Some(Arc::new(pipeline)))
 }
 
+fn start_audio(config: &Config) -> anyhow::Result<Option<Arc<AudioPipeline>>> {
+    let spec = AudioSourceSpec::parse(&config.audio.source)?;
+    if spec.is_none() {
+        info!("no audio source configured");
+        return Ok(None);
+    }
+    let a = &config.audio;
+    let settings = AudioSettings {
+        rate: a.rate,
+        channels: a.channels,
+        bitrate: a.bitrate,
+    };
+    let (rate, channels) = (a.rate, a.channels);
+    let reopen_spec = spec.clone();
+    let reopen = Box::new(move || open_audio_source(&reopen_spec, rate, channels));
+    let pipeline = match open_audio_source(&spec, rate, channels) {
+        Ok(source) => {
+            info!(source = %spec, pcm = %source.format().name, rate = source.format().rate,
+                  channels = source.format().channels, "audio source open");
+            AudioPipeline::start(source, reopen, settings)?
+        }
+        Err(e) => {
+            // A USB microphone may be plugged in later: keep retrying.
+            warn!(source = %spec, "audio source not available yet: {e}; retrying in the background");
+            AudioPipeline::start_without_source(reopen, settings)?
+        }
+    };
+    Ok(Some(Arc::new(pipeline)))
+}
+
 /// Whether a broker host name is this machine (open mode is then safe enough).
 fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

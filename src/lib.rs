@@ -4,16 +4,16 @@
 //! answers WebRTC offers that arrive over MQTT (`signaling`, `rtc`). Every
 //! viewer gets the same encoded frames.
 
+pub mod app;
+pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod encode;
 pub mod media;
 pub mod rtc;
 pub mod signaling;
-pub mod app;
-pub mod daemon;
 pub mod view;
-pub mod broker;
 pub mod web;

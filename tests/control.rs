@@ -34,7 +34,9 @@ fn result(call: &Value) -> &Value {
 }
 
 fn error_code(v: &Value) -> i64 {
-    v["error"]["code"].as_i64().unwrap_or_else(|| panic!("no error code in {v}"))
+    v["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no error code in {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,27 +45,63 @@ async fn a_toggle_is_seen_by_its_caller_and_by_another_session() {
     let broker = Broker::start();
     let cfg = config(&dir, "");
     let _d = Daemon::start(&broker, "cam-ctl", &["--config", &cfg]).await;
-    let watcher = view_spawn(&broker, "cam-ctl", &["--no-video", "--hold", "--timeout", "6"]);
+    let watcher = view_spawn(
+        &broker,
+        "cam-ctl",
+        &["--no-video", "--hold", "--timeout", "6"],
+    );
     assert_eq!(wait_sessions(broker.port, "cam-ctl", 1, T).await, Some(1));
     tokio::time::sleep(Duration::from_millis(1500)).await; // its control channel opens
     let r = view(
         &broker,
         "cam-ctl",
-        &["--no-video", "--call", "gpio.toggle", r#"{"name":"led"}"#, "--call", "gpio.list", "-", "--call", "device.info", "-"],
+        &[
+            "--no-video",
+            "--call",
+            "gpio.toggle",
+            r#"{"name":"led"}"#,
+            "--call",
+            "gpio.list",
+            "-",
+            "--call",
+            "device.info",
+            "-",
+        ],
     )
     .await;
     assert!(r["error"].is_null(), "{r}");
     let calls = r["calls"].as_array().unwrap();
-    assert_eq!(result(&calls[0]), &serde_json::json!({"name": "led", "value": true}), "{r}");
+    assert_eq!(
+        result(&calls[0]),
+        &serde_json::json!({"name": "led", "value": true}),
+        "{r}"
+    );
     let list = result(&calls[1]).as_array().expect("gpio.list result");
-    assert!(list.iter().any(|c| c["name"] == "led" && c["value"] == true && c["direction"] == "output"), "{r}");
-    assert!(list.iter().any(|c| c["name"] == "door" && c["direction"] == "input"), "{r}");
+    assert!(
+        list.iter()
+            .any(|c| c["name"] == "led" && c["value"] == true && c["direction"] == "output"),
+        "{r}"
+    );
+    assert!(
+        list.iter()
+            .any(|c| c["name"] == "door" && c["direction"] == "input"),
+        "{r}"
+    );
     let info = result(&calls[2]);
     assert_eq!(info["device"], "cam-ctl");
-    assert_eq!(info["controls"].as_array().map(|c| c.len()), Some(2), "{info}");
+    assert_eq!(
+        info["controls"].as_array().map(|c| c.len()),
+        Some(2),
+        "{info}"
+    );
     let changed = |v: &Value| {
         v["notifications"].as_array().is_some_and(|n| {
-            n.iter().any(|m| m["method"] == "gpio.changed" && m["params"]["name"] == "led" && m["params"]["value"] == true && m["params"]["ts_us"].as_u64().is_some())
+            n.iter().any(|m| {
+                m["method"] == "gpio.changed"
+                    && m["params"]["name"] == "led"
+                    && m["params"]["value"] == true
+                    && m["params"]["ts_us"].as_u64().is_some()
+            })
         })
     };
     assert!(changed(&r), "the caller got no gpio.changed: {r}");
@@ -82,14 +120,28 @@ async fn bad_requests_get_json_rpc_errors_and_the_session_stays_up() {
         "cam-rpc",
         &[
             "--no-video",
-            "--send-raw", "{not json",
-            "--send-raw", r#"[{"jsonrpc":"2.0","id":9,"method":"ping"}]"#,
-            "--call", "no.such.method", "-",
-            "--call", "gpio.set", r#"{"name":"led"}"#,
-            "--call", "gpio.get", r#"{"name":"garage"}"#,
-            "--call", "gpio.pulse", r#"{"name":"led","ms":0}"#,
-            "--call", "gpio.set", r#"{"name":"door","value":true}"#,
-            "--call", "ping", "-",
+            "--send-raw",
+            "{not json",
+            "--send-raw",
+            r#"[{"jsonrpc":"2.0","id":9,"method":"ping"}]"#,
+            "--call",
+            "no.such.method",
+            "-",
+            "--call",
+            "gpio.set",
+            r#"{"name":"led"}"#,
+            "--call",
+            "gpio.get",
+            r#"{"name":"garage"}"#,
+            "--call",
+            "gpio.pulse",
+            r#"{"name":"led","ms":0}"#,
+            "--call",
+            "gpio.set",
+            r#"{"name":"door","value":true}"#,
+            "--call",
+            "ping",
+            "-",
         ],
     )
     .await;
@@ -102,8 +154,15 @@ async fn bad_requests_get_json_rpc_errors_and_the_session_stays_up() {
     assert_eq!(error_code(&calls[1]["response"]), -32602, "{r}");
     assert_eq!(error_code(&calls[2]["response"]), -32002, "{r}");
     assert_eq!(error_code(&calls[3]["response"]), -32602, "{r}");
-    assert_eq!(error_code(&calls[4]["response"]), -32602, "driving an input: {r}");
-    assert!(result(&calls[5])["now_us"].as_u64().is_some(), "the session did not survive: {r}");
+    assert_eq!(
+        error_code(&calls[4]["response"]),
+        -32602,
+        "driving an input: {r}"
+    );
+    assert!(
+        result(&calls[5])["now_us"].as_u64().is_some(),
+        "the session did not survive: {r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +171,15 @@ async fn signed_offers_roles_and_refusals() {
     let broker = Broker::start();
     let cfg = config(&dir, KEYS);
     let d = Daemon::start(&broker, "cam-auth", &["--config", &cfg]).await;
-    let status = wait_status(broker.port, "campeer", "cam-auth", |v| v["state"] == "online", T).await.unwrap();
+    let status = wait_status(
+        broker.port,
+        "campeer",
+        "cam-auth",
+        |v| v["state"] == "online",
+        T,
+    )
+    .await
+    .unwrap();
     assert_eq!(status["auth"], "signed");
 
     let phone = secret_file(&dir, "phone.key", "0123456789abcdef-phone");
@@ -120,14 +187,47 @@ async fn signed_offers_roles_and_refusals() {
     let wrong = secret_file(&dir, "wrong.key", "0123456789abcdef-WRONG");
 
     // The right key with the control role may toggle.
-    let ok = view(&broker, "cam-auth", &["--no-video", "--key", "phone", "--secret-file", &phone, "--role", "control",
-                                         "--call", "gpio.toggle", r#"{"name":"led"}"#]).await;
+    let ok = view(
+        &broker,
+        "cam-auth",
+        &[
+            "--no-video",
+            "--key",
+            "phone",
+            "--secret-file",
+            &phone,
+            "--role",
+            "control",
+            "--call",
+            "gpio.toggle",
+            r#"{"name":"led"}"#,
+        ],
+    )
+    .await;
     assert!(ok["error"].is_null(), "{ok}");
     assert_eq!(result(&ok["calls"][0])["value"], true, "{ok}");
 
     // A view session may read but not act.
-    let v = view(&broker, "cam-auth", &["--no-video", "--key", "guest", "--secret-file", &guest, "--role", "view",
-                                        "--call", "gpio.toggle", r#"{"name":"led"}"#, "--call", "gpio.get", r#"{"name":"led"}"#]).await;
+    let v = view(
+        &broker,
+        "cam-auth",
+        &[
+            "--no-video",
+            "--key",
+            "guest",
+            "--secret-file",
+            &guest,
+            "--role",
+            "view",
+            "--call",
+            "gpio.toggle",
+            r#"{"name":"led"}"#,
+            "--call",
+            "gpio.get",
+            r#"{"name":"led"}"#,
+        ],
+    )
+    .await;
     assert_eq!(error_code(&v["calls"][0]["response"]), -32001, "{v}");
     assert_eq!(result(&v["calls"][1])["value"], true, "{v}");
 
@@ -135,9 +235,23 @@ async fn signed_offers_roles_and_refusals() {
     // No auth, a wrong signature, an unknown key, a role above the key's: all unauthorized.
     for extra in [
         vec![],
-        vec!["--key", "phone", "--secret-file", &wrong, "--role", "control"],
+        vec![
+            "--key",
+            "phone",
+            "--secret-file",
+            &wrong,
+            "--role",
+            "control",
+        ],
         vec!["--key", "nobody", "--secret-file", &phone, "--role", "view"],
-        vec!["--key", "guest", "--secret-file", &guest, "--role", "control"],
+        vec![
+            "--key",
+            "guest",
+            "--secret-file",
+            &guest,
+            "--role",
+            "control",
+        ],
     ] {
         let mut args = vec!["--no-video", "--timeout", "10"];
         args.extend(extra.iter().copied());
@@ -156,9 +270,30 @@ async fn outputs_go_to_their_safe_value_on_shutdown_and_presence_lists_controls(
     let broker = Broker::start();
     let cfg = config(&dir, "");
     let mut d = Daemon::start(&broker, "cam-safe", &["--config", &cfg]).await;
-    let st = wait_status(broker.port, "campeer", "cam-safe", |v| v["state"] == "online", T).await.unwrap();
-    assert_eq!(st["controls"], serde_json::json!([{"name":"led","direction":"output"},{"name":"door","direction":"input"}]));
-    let r = view(&broker, "cam-safe", &["--no-video", "--call", "gpio.set", r#"{"name":"led","value":true}"#]).await;
+    let st = wait_status(
+        broker.port,
+        "campeer",
+        "cam-safe",
+        |v| v["state"] == "online",
+        T,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        st["controls"],
+        serde_json::json!([{"name":"led","direction":"output"},{"name":"door","direction":"input"}])
+    );
+    let r = view(
+        &broker,
+        "cam-safe",
+        &[
+            "--no-video",
+            "--call",
+            "gpio.set",
+            r#"{"name":"led","value":true}"#,
+        ],
+    )
+    .await;
     assert_eq!(result(&r["calls"][0])["value"], true, "{r}");
     let (status, _) = d.terminate();
     assert!(status.unwrap().success());

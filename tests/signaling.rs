@@ -20,7 +20,13 @@ fn h264_offer_that_never_connects() -> String {
         .to_owned()
 }
 
-async fn expect_error(c: &mut RawClient, device: &str, sid: &str, payload: Vec<u8>, code: &str) -> Value {
+async fn expect_error(
+    c: &mut RawClient,
+    device: &str,
+    sid: &str,
+    payload: Vec<u8>,
+    code: &str,
+) -> Value {
     c.publish(&in_topic(device, sid), payload).await;
     let v = c
         .recv_on(&out_topic(device, sid), T)
@@ -42,10 +48,38 @@ async fn malformed_messages_get_the_right_error_and_leave_no_session() {
 
     expect_error(&mut c, dev, &s, b"{not json".to_vec(), "bad_request").await;
     expect_error(&mut c, dev, &s, b"[1,2]".to_vec(), "bad_request").await;
-    expect_error(&mut c, dev, &s, br#"{"type":"offer"}"#.to_vec(), "bad_request").await;
-    expect_error(&mut c, dev, &s, br#"{"type":"offer","sdp":42}"#.to_vec(), "bad_request").await;
-    expect_error(&mut c, dev, &s, br#"{"type":"dance"}"#.to_vec(), "bad_request").await;
-    expect_error(&mut c, dev, &s, br#"{"type":"candidate"}"#.to_vec(), "bad_request").await;
+    expect_error(
+        &mut c,
+        dev,
+        &s,
+        br#"{"type":"offer"}"#.to_vec(),
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        &mut c,
+        dev,
+        &s,
+        br#"{"type":"offer","sdp":42}"#.to_vec(),
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        &mut c,
+        dev,
+        &s,
+        br#"{"type":"dance"}"#.to_vec(),
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        &mut c,
+        dev,
+        &s,
+        br#"{"type":"candidate"}"#.to_vec(),
+        "bad_request",
+    )
+    .await;
     let garbage = json!({"type": "offer", "sdp": "this is not SDP"}).to_string();
     expect_error(&mut c, dev, &s, garbage.into_bytes(), "bad_request").await;
     let vp8 = json!({"type": "offer", "sdp": vp8_only_offer()}).to_string();
@@ -54,12 +88,22 @@ async fn malformed_messages_get_the_right_error_and_leave_no_session() {
     expect_error(&mut c, dev, &s, big.into_bytes(), "too_large").await;
 
     // A bad sid (too short) that is still one topic level gets bad_request on its own topic.
-    expect_error(&mut c, dev, "short", br#"{"type":"bye"}"#.to_vec(), "bad_request").await;
+    expect_error(
+        &mut c,
+        dev,
+        "short",
+        br#"{"type":"bye"}"#.to_vec(),
+        "bad_request",
+    )
+    .await;
 
     // Nothing was left behind, and the daemon still serves a real viewer.
     assert_eq!(wait_sessions(broker.port, dev, 0, T).await, Some(0));
     let r = view(&broker, dev, &["--frames", "20", "--timeout", "20"]).await;
-    assert!(r["error"].is_null() && r["frames"].as_u64() >= Some(20), "{r}");
+    assert!(
+        r["error"].is_null() && r["frames"].as_u64() >= Some(20),
+        "{r}"
+    );
     assert!(!d.log_text().contains("panicked"));
 }
 
@@ -76,18 +120,29 @@ async fn retained_offers_are_stale_and_dropped() {
     let mut watch = RawClient::connect(broker.port, &[out_topic(dev, &s)]).await;
     let d = Daemon::start(&broker, dev, &["--size", "320x240"]).await;
     assert!(
-        watch.recv_on(&out_topic(dev, &s), Duration::from_secs(3)).await.is_none(),
+        watch
+            .recv_on(&out_topic(dev, &s), Duration::from_secs(3))
+            .await
+            .is_none(),
         "the device answered a retained (stale) offer"
     );
     assert_eq!(wait_sessions(broker.port, dev, 0, T).await, Some(0));
-    assert!(d.log_text().contains("retained"), "no log line for the dropped message");
+    assert!(
+        d.log_text().contains("retained"),
+        "no log line for the dropped message"
+    );
     c.publish_retained(&in_topic(dev, &s), Vec::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_beyond_max_sessions_get_busy() {
     let broker = Broker::start();
-    let _d = Daemon::start(&broker, "cam-busy", &["--size", "320x240", "--max-sessions", "1"]).await;
+    let _d = Daemon::start(
+        &broker,
+        "cam-busy",
+        &["--size", "320x240", "--max-sessions", "1"],
+    )
+    .await;
     let holder = view_spawn(&broker, "cam-busy", &["--hold", "--timeout", "25"]);
     assert_eq!(wait_sessions(broker.port, "cam-busy", 1, T).await, Some(1));
     let r = view(&broker, "cam-busy", &["--frames", "10", "--timeout", "10"]).await;
@@ -102,9 +157,17 @@ async fn offers_beyond_max_sessions_get_busy() {
 async fn a_repeated_offer_gets_the_same_answer_and_no_second_session() {
     let broker = Broker::start();
     let _d = Daemon::start(&broker, "cam-dup", &["--size", "320x240"]).await;
-    let r = view(&broker, "cam-dup", &["--frames", "30", "--repeat-offer", "--timeout", "20"]).await;
+    let r = view(
+        &broker,
+        "cam-dup",
+        &["--frames", "30", "--repeat-offer", "--timeout", "20"],
+    )
+    .await;
     assert!(r["frames"].as_u64() >= Some(30), "{r}");
-    assert_eq!(r["answers"], 2, "the repeated offer must be answered again: {r}");
+    assert_eq!(
+        r["answers"], 2,
+        "the repeated offer must be answered again: {r}"
+    );
     assert_eq!(r["answers_differ"], false, "{r}");
     // The session count never went above one (the viewer has left now).
     assert_eq!(wait_sessions(broker.port, "cam-dup", 0, T).await, Some(0));
@@ -113,24 +176,47 @@ async fn a_repeated_offer_gets_the_same_answer_and_no_second_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bye_frees_the_session_at_once() {
     let broker = Broker::start();
-    let _d = Daemon::start(&broker, "cam-bye", &["--size", "320x240", "--connect-timeout", "60"]).await;
+    let _d = Daemon::start(
+        &broker,
+        "cam-bye",
+        &["--size", "320x240", "--connect-timeout", "60"],
+    )
+    .await;
     let r = view(&broker, "cam-bye", &["--frames", "10", "--timeout", "20"]).await;
     assert!(r["frames"].as_u64() >= Some(10), "{r}");
     // The viewer sent bye on leaving; the session goes well before any timeout.
-    assert_eq!(wait_sessions(broker.port, "cam-bye", 0, Duration::from_secs(3)).await, Some(0));
+    assert_eq!(
+        wait_sessions(broker.port, "cam-bye", 0, Duration::from_secs(3)).await,
+        Some(0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_that_never_connects_is_closed_with_timeout() {
     let broker = Broker::start();
     let dev = "cam-never";
-    let _d = Daemon::start(&broker, dev, &["--size", "320x240", "--connect-timeout", "2"]).await;
+    let _d = Daemon::start(
+        &broker,
+        dev,
+        &["--size", "320x240", "--connect-timeout", "2"],
+    )
+    .await;
     let s = sid();
     let mut c = RawClient::connect(broker.port, &[out_topic(dev, &s)]).await;
-    c.publish(&in_topic(dev, &s), json!({"type":"offer","sdp":h264_offer_that_never_connects()}).to_string()).await;
-    let answer = c.wait_for(&out_topic(dev, &s), T, |v| v["type"] == "answer").await.expect("answer");
+    c.publish(
+        &in_topic(dev, &s),
+        json!({"type":"offer","sdp":h264_offer_that_never_connects()}).to_string(),
+    )
+    .await;
+    let answer = c
+        .wait_for(&out_topic(dev, &s), T, |v| v["type"] == "answer")
+        .await
+        .expect("answer");
     assert!(answer["sdp"].as_str().unwrap().contains("H264"), "{answer}");
-    let bye = c.wait_for(&out_topic(dev, &s), T, |v| v["type"] == "bye").await.expect("bye");
+    let bye = c
+        .wait_for(&out_topic(dev, &s), T, |v| v["type"] == "bye")
+        .await
+        .expect("bye");
     assert_eq!(bye["reason"], "timeout");
     assert_eq!(wait_sessions(broker.port, dev, 0, T).await, Some(0));
 }
@@ -139,16 +225,35 @@ async fn an_offer_that_never_connects_is_closed_with_timeout() {
 async fn a_viewer_that_vanishes_is_cleaned_up() {
     let broker = Broker::start();
     let dev = "cam-vanish";
-    let _d = Daemon::start(&broker, dev, &["--size", "320x240", "--disconnected-timeout", "2"]).await;
+    let _d = Daemon::start(
+        &broker,
+        dev,
+        &["--size", "320x240", "--disconnected-timeout", "2"],
+    )
+    .await;
     let mut child = tokio::process::Command::new(BIN)
-        .args(["--log", "warn", "view", "--hold", "--timeout", "60", "--mqtt", &broker.url(), "--device", dev])
+        .args([
+            "--log",
+            "warn",
+            "view",
+            "--hold",
+            "--timeout",
+            "60",
+            "--mqtt",
+            &broker.url(),
+            "--device",
+            dev,
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     assert_eq!(wait_sessions(broker.port, dev, 1, T).await, Some(1));
     tokio::time::sleep(Duration::from_secs(1)).await;
     child.kill().await.unwrap(); // SIGKILL: no bye, no ICE goodbye
-    assert_eq!(wait_sessions(broker.port, dev, 0, Duration::from_secs(20)).await, Some(0));
+    assert_eq!(
+        wait_sessions(broker.port, dev, 0, Duration::from_secs(20)).await,
+        Some(0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,9 +267,19 @@ async fn early_candidates_are_held_until_the_offer() {
     let mut c = RawClient::connect(broker.port, &[out_topic(dev, &s)]).await;
     let cand = json!({"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0}});
     c.publish(&in_topic(dev, &s), cand.to_string()).await;
-    assert!(c.recv_on(&out_topic(dev, &s), Duration::from_secs(1)).await.is_none());
-    c.publish(&in_topic(dev, &s), json!({"type":"offer","sdp":h264_offer_that_never_connects()}).to_string()).await;
-    let v = c.wait_for(&out_topic(dev, &s), T, |v| v["type"] != "candidate").await.unwrap();
+    assert!(c
+        .recv_on(&out_topic(dev, &s), Duration::from_secs(1))
+        .await
+        .is_none());
+    c.publish(
+        &in_topic(dev, &s),
+        json!({"type":"offer","sdp":h264_offer_that_never_connects()}).to_string(),
+    )
+    .await;
+    let v = c
+        .wait_for(&out_topic(dev, &s), T, |v| v["type"] != "candidate")
+        .await
+        .unwrap();
     assert_eq!(v["type"], "answer", "{v}");
     c.publish(&in_topic(dev, &s), r#"{"type":"bye"}"#).await;
     assert_eq!(wait_sessions(broker.port, dev, 0, T).await, Some(0));
@@ -173,8 +288,21 @@ async fn early_candidates_are_held_until_the_offer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_retained_and_describes_the_device() {
     let broker = Broker::start();
-    let _d = Daemon::start(&broker, "cam-pres", &["--size", "320x240", "--fps", "15", "--max-sessions", "3"]).await;
-    let v = wait_status(broker.port, "campeer", "cam-pres", |v| v["state"] == "online", T).await.unwrap();
+    let _d = Daemon::start(
+        &broker,
+        "cam-pres",
+        &["--size", "320x240", "--fps", "15", "--max-sessions", "3"],
+    )
+    .await;
+    let v = wait_status(
+        broker.port,
+        "campeer",
+        "cam-pres",
+        |v| v["state"] == "online",
+        T,
+    )
+    .await
+    .unwrap();
     assert_eq!(v["device"], "cam-pres");
     assert_eq!(v["max_sessions"], 3);
     assert_eq!(v["sessions"], 0);
@@ -193,7 +321,14 @@ async fn the_daemon_starts_with_the_broker_down_and_serves_when_it_appears() {
     let d = Daemon::spawn(&broker, "cam-late", &["--size", "320x240"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.restart();
-    let v = wait_status(broker.port, "campeer", "cam-late", |v| v["state"] == "online", Duration::from_secs(15)).await;
+    let v = wait_status(
+        broker.port,
+        "campeer",
+        "cam-late",
+        |v| v["state"] == "online",
+        Duration::from_secs(15),
+    )
+    .await;
     assert!(v.is_some(), "never came online: {}", d.log_text());
     let r = view(&broker, "cam-late", &["--frames", "10", "--timeout", "20"]).await;
     assert!(r["frames"].as_u64() >= Some(10), "{r}");

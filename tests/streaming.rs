@@ -7,7 +7,8 @@ use common::*;
 use std::time::Duration;
 
 fn u(v: &serde_json::Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("report has no {k}: {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("report has no {k}: {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +23,10 @@ async fn one_viewer_receives_stamped_video() {
     // Every decoded picture carried a readable stamp, and counters only went up.
     assert_eq!(u(&r, "stamped_frames"), u(&r, "frames"), "{r}");
     assert_eq!(u(&r, "out_of_order"), 0, "{r}");
-    assert!(r["last_counter"].as_u64() > r["first_counter"].as_u64(), "{r}");
+    assert!(
+        r["last_counter"].as_u64() > r["first_counter"].as_u64(),
+        "{r}"
+    );
     assert!(u(&r, "lost_frames") <= 3, "lost frames on loopback: {r}");
     let p50 = r["latency_p50_ms"].as_f64().expect("latency measured");
     assert!(p50 > 0.0 && p50 < 1000.0, "implausible latency {p50}: {r}");
@@ -35,7 +39,16 @@ async fn two_then_eight_viewers_all_receive_video() {
     let _d = Daemon::start(
         &broker,
         "cam-many",
-        &["--size", "320x240", "--fps", "15", "--max-sessions", "8", "--bitrate", "300000"],
+        &[
+            "--size",
+            "320x240",
+            "--fps",
+            "15",
+            "--max-sessions",
+            "8",
+            "--bitrate",
+            "300000",
+        ],
     )
     .await;
     for n in [2usize, 8] {
@@ -57,32 +70,71 @@ async fn keyframe_requests_are_answered() {
     // forces and the ones PLIs force: a PLI after 30 frames must bring an IDR
     // within a few frames.
     let broker = Broker::start();
-    let d = Daemon::start(&broker, "cam-pli", &["--size", "320x240", "--keyframe-interval", "3000"]).await;
-    let r = view(&broker, "cam-pli", &["--frames", "60", "--pli-at", "30", "--timeout", "20"]).await;
+    let d = Daemon::start(
+        &broker,
+        "cam-pli",
+        &["--size", "320x240", "--keyframe-interval", "3000"],
+    )
+    .await;
+    let r = view(
+        &broker,
+        "cam-pli",
+        &["--frames", "60", "--pli-at", "30", "--timeout", "20"],
+    )
+    .await;
     assert!(u(&r, "frames") >= 60, "{r}");
     assert_eq!(u(&r, "pli_sent_at_frame"), 30, "{r}");
     let after = u(&r, "pli_to_keyframe_frames");
-    assert!(after <= 5, "the keyframe came {after} frames after the PLI: {r}");
-    assert_eq!(u(&r, "keyframes"), 2, "first IDR plus the one the PLI asked for: {r}");
-    assert!(d.log_text().contains("keyframe requested by viewer"), "no PLI log line");
+    assert!(
+        after <= 5,
+        "the keyframe came {after} frames after the PLI: {r}"
+    );
+    assert_eq!(
+        u(&r, "keyframes"),
+        2,
+        "first IDR plus the one the PLI asked for: {r}"
+    );
+    assert!(
+        d.log_text().contains("keyframe requested by viewer"),
+        "no PLI log line"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_neither_stops_video_nor_loses_the_next_offer() {
     let mut broker = Broker::start();
-    let _d = Daemon::start(&broker, "cam-restart", &["--size", "320x240", "--fps", "30"]).await;
-    let viewer = view_spawn(&broker, "cam-restart", &["--frames", "240", "--timeout", "40"]);
+    let _d = Daemon::start(
+        &broker,
+        "cam-restart",
+        &["--size", "320x240", "--fps", "30"],
+    )
+    .await;
+    let viewer = view_spawn(
+        &broker,
+        "cam-restart",
+        &["--frames", "240", "--timeout", "40"],
+    );
     // Let the session connect, then take the broker away for a while.
-    wait_sessions(broker.port, "cam-restart", 1, Duration::from_secs(15)).await.expect("session up");
+    wait_sessions(broker.port, "cam-restart", 1, Duration::from_secs(15))
+        .await
+        .expect("session up");
     tokio::time::sleep(Duration::from_secs(1)).await;
     broker.kill();
     tokio::time::sleep(Duration::from_secs(3)).await;
     broker.restart();
     let r = viewer.await.unwrap();
-    assert!(u(&r, "frames") >= 240, "video stopped during the outage: {r}");
+    assert!(
+        u(&r, "frames") >= 240,
+        "video stopped during the outage: {r}"
+    );
     assert!(u(&r, "lost_frames") <= 5, "{r}");
     // The device is back online and answers the next offer.
-    let r2 = view(&broker, "cam-restart", &["--frames", "30", "--timeout", "20"]).await;
+    let r2 = view(
+        &broker,
+        "cam-restart",
+        &["--frames", "30", "--timeout", "20"],
+    )
+    .await;
     assert!(r2["error"].is_null() && u(&r2, "frames") >= 30, "{r2}");
 }
 
@@ -91,14 +143,22 @@ async fn sigterm_says_bye_publishes_offline_and_exits_fast() {
     let broker = Broker::start();
     let mut d = Daemon::start(&broker, "cam-term", &["--size", "320x240"]).await;
     let viewer = view_spawn(&broker, "cam-term", &["--hold", "--timeout", "30"]);
-    wait_sessions(broker.port, "cam-term", 1, Duration::from_secs(15)).await.expect("session up");
+    wait_sessions(broker.port, "cam-term", 1, Duration::from_secs(15))
+        .await
+        .expect("session up");
     let mut watcher = RawClient::connect(broker.port, &[status_topic("campeer", "cam-term")]).await;
-    let _ = watcher.recv_on(&status_topic("campeer", "cam-term"), Duration::from_secs(2)).await; // retained online
+    let _ = watcher
+        .recv_on(&status_topic("campeer", "cam-term"), Duration::from_secs(2))
+        .await; // retained online
     let (status, took) = d.terminate();
     assert!(status.expect("exited").success(), "exit status");
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     let off = watcher
-        .wait_for(&status_topic("campeer", "cam-term"), Duration::from_secs(3), |v| v["state"] == "offline")
+        .wait_for(
+            &status_topic("campeer", "cam-term"),
+            Duration::from_secs(3),
+            |v| v["state"] == "offline",
+        )
         .await
         .expect("offline status published");
     assert_eq!(off["device"], "cam-term");

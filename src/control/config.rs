@@ -493,7 +493,10 @@ mod tests {
         assert_eq!(LineSpec::parse("1:"), None);
         assert_eq!(LineSpec::parse(""), None);
         assert_eq!(LineSpec::parse("  "), None);
-        assert_eq!(LineSpec::parse("mock:led"), Some(LineSpec::Mock("led".into())));
+        assert_eq!(
+            LineSpec::parse("mock:led"),
+            Some(LineSpec::Mock("led".into()))
+        );
         assert_eq!(LineSpec::parse("mock:"), None);
         // A colon in something that is not a chip is part of a name.
         assert_eq!(

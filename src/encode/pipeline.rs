@@ -31,8 +31,9 @@ use tracing::{debug, info, warn};
 
 /// Raw frames waiting for the encoder (oldest dropped beyond this).
 const RAW_QUEUE: usize = 2;
-/// Shortest gap between two forced IDRs.
-pub const KEYFRAME_MIN_GAP_US: u64 = 250_000;
+/// Shortest gap between two forced IDRs: bounds a PLI storm to ten IDRs a
+/// second while keeping a new viewer's first picture within ~3 frames.
+pub const KEYFRAME_MIN_GAP_US: u64 = 100_000;
 /// Source retry backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -492,10 +493,26 @@ fn encode_loop(
     tx: broadcast::Sender<Arc<EncodedFrame>>,
 ) {
     let mut failures = 0u32;
+    let mut idle = false;
     while let Some(frame) = shared.queue.pop() {
         let now = clock::monotonic_us();
+        if tx.receiver_count() == 0 {
+            // Nobody is watching: capture goes on (the camera stays warm and
+            // the watchdog sees frames), encoding does not.
+            if !idle {
+                debug!("no viewers: encoder idle");
+                idle = true;
+            }
+            shared
+                .counters
+                .last_frame_at_us
+                .store(now, Ordering::Relaxed);
+            continue;
+        }
         let ticket = shared.debounce().begin_frame(now);
-        let result = encoder.encode(&frame, ticket.force_idr);
+        // The first frame after idling must be decodable on its own.
+        let force_idr = ticket.force_idr || std::mem::take(&mut idle);
+        let result = encoder.encode(&frame, force_idr);
         let took = clock::monotonic_us().saturating_sub(now);
         match result {
             Ok(Some(out)) => {

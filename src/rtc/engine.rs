@@ -5,7 +5,9 @@ use crate::config::WebRtcConfig;
 use crate::rtc::keyframe::{self, KeyframeRequestForwarder};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
-use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS,
+};
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
@@ -28,7 +30,8 @@ pub enum EngineError {
 }
 
 /// H.264 constrained baseline, as PROTOCOL.md section 3 requires.
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 /// The same profile under the prefix some offers use (WEBRTC_NOTES.md pitfall 4).
 pub const H264_FMTP_ALT: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f";
@@ -136,7 +139,10 @@ impl RtcEngine {
         let mut me = media_engine()?;
         let registry = register_default_interceptors(Registry::new(), &mut me)
             .map_err(build_err)?
-            .with(Slot::from(keyframe::SLOT), KeyframeRequestForwarder::default());
+            .with(
+                Slot::from(keyframe::SLOT),
+                KeyframeRequestForwarder::default(),
+            );
 
         let ice_servers = self
             .cfg

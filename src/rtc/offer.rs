@@ -23,6 +23,8 @@ pub struct OfferSummary {
     pub audio_opus: bool,
     /// There is an SCTP (data channel) section.
     pub data_channel: bool,
+    /// `(kind, mid)` of every media section, in order.
+    pub mids: Vec<(String, String)>,
 }
 
 /// Why an offer was refused before negotiation.
@@ -72,14 +74,23 @@ impl OfferSummary {
                     .filter_map(|a| a.value.as_deref())
                     .find_map(|v| v.split_once(' ').filter(|(p, _)| *p == pt).map(|(_, f)| f))
             };
+            if let Some(mid) = m
+                .attributes
+                .iter()
+                .find(|a| a.key == "mid")
+                .and_then(|a| a.value.clone())
+            {
+                s.mids.push((m.media_name.media.clone(), mid));
+            }
             match m.media_name.media.as_str() {
                 "video" if !rejected => {
                     s.video = true;
                     s.video_h264 |= rtpmaps.iter().any(|(pt, codec)| {
                         codec.to_ascii_uppercase().starts_with("H264/90000")
                             && fmtp_of(pt).is_some_and(|f| {
-                                f.split(';')
-                                    .any(|kv| kv.trim().eq_ignore_ascii_case("packetization-mode=1"))
+                                f.split(';').any(|kv| {
+                                    kv.trim().eq_ignore_ascii_case("packetization-mode=1")
+                                })
                             })
                     });
                 }
@@ -130,6 +141,7 @@ mod tests {
         );
         let s = OfferSummary::parse(&sdp).unwrap();
         assert!(s.video && s.video_h264 && !s.audio && !s.data_channel);
+        assert_eq!(s.mids, [("video".to_owned(), "0".to_owned())]);
     }
 
     #[test]
@@ -182,6 +194,9 @@ mod tests {
         ));
         assert_eq!(OfferSummary::parse("  "), Err(OfferError::Empty));
         let long = "a".repeat(MAX_SDP_LEN + 1);
-        assert!(matches!(OfferSummary::parse(&long), Err(OfferError::TooLong(_))));
+        assert!(matches!(
+            OfferSummary::parse(&long),
+            Err(OfferError::TooLong(_))
+        ));
     }
 }

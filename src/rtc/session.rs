@@ -11,6 +11,7 @@
 use crate::clock::monotonic_us;
 use crate::control::config::Role;
 use crate::control::rpc::{binary_refused, notification, ControlContext, RpcSession};
+use crate::encode::audio_pipeline::{AudioPipeline, EncodedAudio};
 use crate::encode::pipeline::VideoPipeline;
 use crate::media::EncodedFrame;
 use crate::rtc::engine::{self, RtcEngine};
@@ -21,7 +22,9 @@ use crate::signaling::messages::{ByeReason, CandidateInit, DeviceMessage, ErrorC
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -33,6 +36,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 /// Where a session's messages to its viewer go (the MQTT link in the daemon).
 pub trait Outbox: Send + Sync + 'static {
@@ -43,6 +47,8 @@ pub trait Outbox: Send + Sync + 'static {
 /// What every session shares.
 pub struct SessionContext {
     pub engine: RtcEngine,
+    /// The shared Opus encoder output, when the device has a microphone.
+    pub audio: Option<Arc<AudioPipeline>>,
     /// The data channel's JSON-RPC methods act on this.
     pub control: Arc<ControlContext>,
     pub video: Option<Arc<VideoPipeline>>,
@@ -118,7 +124,10 @@ impl SessionHandle {
     /// The stored answer, if negotiation finished.
     pub fn answer(&self) -> Option<String> {
         // A poisoned lock only means a writer panicked mid-store; the Option is still valid.
-        self.answer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.answer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -169,6 +178,8 @@ pub fn spawn(
         mid: None,
         writer: None,
         video: None,
+        audio: None,
+        audio_writer: None,
         channels: Vec::new(),
     };
     tokio::spawn(task.run(offer.clone(), rx));
@@ -214,7 +225,7 @@ impl PeerConnectionEventHandler for Forwarder {
 /// A refused negotiation: the error code and text for the viewer.
 struct Refusal(ErrorCode, String);
 
-struct VideoOut {
+struct TrackOut {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
@@ -234,7 +245,9 @@ struct Session {
     /// The answer's first mid, for candidates that lack one.
     mid: Option<String>,
     writer: Option<tokio::task::JoinHandle<()>>,
-    video: Option<VideoOut>,
+    video: Option<TrackOut>,
+    audio: Option<TrackOut>,
+    audio_writer: Option<tokio::task::JoinHandle<()>>,
     /// Data-channel tasks, ended with the session.
     channels: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -262,7 +275,8 @@ impl Session {
             self.ended(None).await;
             return;
         }
-        info!(sid = %self.sid, ms = t0.elapsed().as_millis() as u64, video = self.video.is_some(), "answer sent");
+        info!(sid = %self.sid, ms = t0.elapsed().as_millis() as u64, video = self.video.is_some(),
+              audio = self.audio.is_some(), "answer sent");
 
         let connect_deadline = tokio::time::Instant::now() + self.ctx.connect_timeout;
         let mut connected = false;
@@ -342,6 +356,9 @@ impl Session {
         if let Some(w) = self.writer.take() {
             w.abort();
         }
+        if let Some(w) = self.audio_writer.take() {
+            w.abort();
+        }
         for c in self.channels.drain(..) {
             c.abort();
         }
@@ -375,68 +392,123 @@ impl Session {
     }
 
     /// First negotiation: remote offer, tracks, answer.
-    async fn negotiate(&mut self, pc: &Arc<dyn PeerConnection>, offer: &str) -> Result<(), Refusal> {
+    async fn negotiate(
+        &mut self,
+        pc: &Arc<dyn PeerConnection>,
+        offer: &str,
+    ) -> Result<(), Refusal> {
         let desc = RTCSessionDescription::offer(offer.to_owned())
             .map_err(|e| Refusal(ErrorCode::BadRequest, format!("unparsable SDP: {e}")))?;
         pc.set_remote_description(desc)
             .await
             .map_err(|e| Refusal(ErrorCode::BadRequest, format!("offer not applicable: {e}")))?;
 
-        if self.summary.video_h264 {
-            if let Some(pipeline) = &self.ctx.video {
-                let _ = pipeline; // presence checked; the track is fed by the writer
-                let ssrc: u32 = rand::random();
-                let track = MediaStreamTrack::new(
-                    format!("campeer-{}", self.sid),
-                    "video".to_owned(),
-                    "camera".to_owned(),
-                    RtpCodecKind::Video,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: engine::h264_codec(),
-                        ..Default::default()
-                    }],
-                );
-                let track = Arc::new(
-                    TrackLocalStaticSample::new(Instant::now(), track)
-                        .map_err(|e| Refusal(ErrorCode::Internal, format!("video track: {e}")))?,
-                );
-                let sender = pc
-                    .add_track(track.clone() as Arc<dyn TrackLocal>)
-                    .await
-                    .map_err(|e| Refusal(ErrorCode::Internal, format!("add video track: {e}")))?;
-                self.answer_offer(pc).await?;
-                // The negotiated payload type, not the registered one (pitfall 3).
-                let params = sender
-                    .get_parameters()
-                    .await
-                    .map_err(|e| Refusal(ErrorCode::Internal, format!("sender parameters: {e}")))?;
-                match params.rtp_parameters.codecs.first() {
-                    Some(codec) => {
-                        self.video = Some(VideoOut {
-                            track,
-                            ssrc,
-                            payload_type: codec.payload_type,
-                        })
-                    }
-                    None => {
-                        warn!(sid = %self.sid, "video section negotiated no codec; sending no video")
-                    }
+        // One track per kind, bound to this connection (a 0.21 track serves
+        // one peer connection), fed from the shared encoder output. A kind the
+        // offer wants but the device lacks gets no track: its section is
+        // answered inactive.
+        let video = if self.summary.video_h264 && self.ctx.video.is_some() {
+            Some(
+                self.add_track(pc, RtpCodecKind::Video, engine::h264_codec())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let audio = if self.summary.audio_opus && self.ctx.audio.is_some() {
+            Some(
+                self.add_track(pc, RtpCodecKind::Audio, engine::opus_codec())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        self.decline_unserved(pc, video.is_some(), audio.is_some())
+            .await;
+        self.answer_offer(pc).await?;
+        // The negotiated payload types, not the registered ones (pitfall 3).
+        if let Some((track, ssrc, sender)) = video {
+            self.video = negotiated(&self.sid, "video", track, ssrc, &sender).await;
+        }
+        if let Some((track, ssrc, sender)) = audio {
+            self.audio = negotiated(&self.sid, "audio", track, ssrc, &sender).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the transceivers of media sections the device cannot serve (audio
+    /// without a microphone, video without a camera), so the answer rejects
+    /// them (port 0) rather than promising media that never comes.
+    async fn decline_unserved(&self, pc: &Arc<dyn PeerConnection>, video: bool, audio: bool) {
+        for t in pc.get_transceivers().await {
+            let Ok(Some(mid)) = t.mid().await else {
+                continue;
+            };
+            let kind = self
+                .summary
+                .mids
+                .iter()
+                .find(|(_, m)| *m == mid)
+                .map(|(k, _)| k.as_str());
+            let unserved = match kind {
+                Some("video") => !video,
+                Some("audio") => !audio,
+                _ => false,
+            };
+            if unserved {
+                debug!(sid = %self.sid, %mid, kind = kind.unwrap_or("?"), "declining a media section");
+                if let Err(e) = t.stop().await {
+                    debug!(sid = %self.sid, %mid, "cannot stop the transceiver: {e}");
                 }
-                return Ok(());
             }
         }
-        self.answer_offer(pc).await
+    }
+
+    async fn add_track(
+        &self,
+        pc: &Arc<dyn PeerConnection>,
+        kind: RtpCodecKind,
+        codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+    ) -> Result<(Arc<TrackLocalStaticSample>, u32, Arc<dyn RtpSender>), Refusal> {
+        let ssrc: u32 = rand::random();
+        let name = if kind == RtpCodecKind::Video {
+            "video"
+        } else {
+            "audio"
+        };
+        let track = MediaStreamTrack::new(
+            format!("campeer-{}", self.sid),
+            name.to_owned(),
+            name.to_owned(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        let track = Arc::new(
+            TrackLocalStaticSample::new(Instant::now(), track)
+                .map_err(|e| Refusal(ErrorCode::Internal, format!("{name} track: {e}")))?,
+        );
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| Refusal(ErrorCode::Internal, format!("add {name} track: {e}")))?;
+        Ok((track, ssrc, sender))
     }
 
     async fn answer_offer(&mut self, pc: &Arc<dyn PeerConnection>) -> Result<(), Refusal> {
         let answer = pc.create_answer(None).await.map_err(|e| {
             let text = e.to_string();
             if text.contains("codec") || text.contains("Codec") {
-                Refusal(ErrorCode::Unsupported, format!("no codec in common: {text}"))
+                Refusal(
+                    ErrorCode::Unsupported,
+                    format!("no codec in common: {text}"),
+                )
             } else {
                 Refusal(ErrorCode::BadRequest, format!("cannot answer: {text}"))
             }
@@ -459,7 +531,11 @@ impl Session {
         Ok(())
     }
 
-    async fn renegotiate(&mut self, pc: &Arc<dyn PeerConnection>, offer: &str) -> Result<(), Refusal> {
+    async fn renegotiate(
+        &mut self,
+        pc: &Arc<dyn PeerConnection>,
+        offer: &str,
+    ) -> Result<(), Refusal> {
         OfferSummary::parse(offer).map_err(|e| Refusal(ErrorCode::BadRequest, e.to_string()))?;
         let desc = RTCSessionDescription::offer(offer.to_owned())
             .map_err(|e| Refusal(ErrorCode::BadRequest, format!("unparsable SDP: {e}")))?;
@@ -486,7 +562,11 @@ impl Session {
         self.send(DeviceMessage::Candidate { candidate: c });
     }
 
-    async fn add_remote_candidate(&mut self, pc: &Arc<dyn PeerConnection>, c: Option<CandidateInit>) {
+    async fn add_remote_candidate(
+        &mut self,
+        pc: &Arc<dyn PeerConnection>,
+        c: Option<CandidateInit>,
+    ) {
         let Some(c) = c else {
             debug!(sid = %self.sid, "viewer: end of candidates");
             return;
@@ -511,6 +591,11 @@ impl Session {
     }
 
     fn start_writer(&mut self) {
+        if let (Some(audio), Some(pipeline)) = (self.audio.take(), self.ctx.audio.clone()) {
+            let packets = pipeline.subscribe();
+            let sid = self.sid.clone();
+            self.audio_writer = Some(tokio::spawn(write_audio(sid, audio, packets)));
+        }
         let (Some(video), Some(pipeline)) = (self.video.take(), self.ctx.video.clone()) else {
             return;
         };
@@ -518,7 +603,49 @@ impl Session {
         pipeline.request_keyframe();
         let metrics = self.ctx.metrics.clone();
         let sid = self.sid.clone();
-        self.writer = Some(tokio::spawn(write_video(sid, video, frames, pipeline, metrics)));
+        self.writer = Some(tokio::spawn(write_video(
+            sid, video, frames, pipeline, metrics,
+        )));
+    }
+}
+
+/// Feeds one session's audio track from the shared Opus encoder. Audio has
+/// no keyframes: after falling behind it simply carries on.
+async fn write_audio(
+    sid: String,
+    out: TrackOut,
+    mut packets: broadcast::Receiver<Arc<EncodedAudio>>,
+) {
+    let mut last_capture_us: Option<u64> = None;
+    loop {
+        let packet = match packets.recv().await {
+            Ok(p) => p,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                debug!(%sid, skipped = n, "audio writer fell behind");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        // RTP time follows the capture clock, like video (lip sync).
+        let duration_us = match last_capture_us {
+            Some(prev) if packet.capture_us > prev => packet.capture_us - prev,
+            _ => packet.duration_us,
+        };
+        last_capture_us = Some(packet.capture_us);
+        let age = Duration::from_micros(monotonic_us().saturating_sub(packet.capture_us));
+        let sample = Sample {
+            data: packet.data.clone(),
+            duration: Duration::from_micros(duration_us),
+            ..Sample::new(Instant::now().checked_sub(age).unwrap_or_else(Instant::now))
+        };
+        if let Err(e) = out
+            .track
+            .sample_writer(out.ssrc, out.payload_type)
+            .write_sample(&sample)
+            .await
+        {
+            debug!(%sid, "audio write_sample: {e}");
+        }
     }
 }
 
@@ -527,7 +654,7 @@ impl Session {
 /// request.
 async fn write_video(
     sid: String,
-    out: VideoOut,
+    out: TrackOut,
     mut frames: broadcast::Receiver<Arc<EncodedFrame>>,
     pipeline: Arc<VideoPipeline>,
     metrics: Arc<Metrics>,
@@ -596,7 +723,12 @@ const MAX_DATA_CHANNELS: usize = 4;
 
 /// Serves JSON-RPC on a `control` channel (PROTOCOL.md section 6) and sends
 /// `gpio.changed` notifications; any other label is closed.
-async fn serve_control(sid: String, dc: Arc<dyn DataChannel>, ctx: Arc<ControlContext>, access: Access) {
+async fn serve_control(
+    sid: String,
+    dc: Arc<dyn DataChannel>,
+    ctx: Arc<ControlContext>,
+    access: Access,
+) {
     let label = dc.label().await.unwrap_or_default();
     if label != "control" {
         info!(%sid, %label, "closing a data channel that is not `control`");
@@ -644,6 +776,35 @@ async fn serve_control(sid: String, dc: Arc<dyn DataChannel>, ctx: Arc<ControlCo
         }
     }
     debug!(%sid, "control channel closed");
+}
+
+/// The negotiated sending parameters of a track, or `None` (logged) when its
+/// section negotiated no codec.
+async fn negotiated(
+    sid: &str,
+    kind: &str,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    sender: &Arc<dyn RtpSender>,
+) -> Option<TrackOut> {
+    let params = match sender.get_parameters().await {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(%sid, "{kind} sender parameters: {e}; sending no {kind}");
+            return None;
+        }
+    };
+    match params.rtp_parameters.codecs.first() {
+        Some(codec) => Some(TrackOut {
+            track,
+            ssrc,
+            payload_type: codec.payload_type,
+        }),
+        None => {
+            warn!(%sid, "{kind} section negotiated no codec; sending no {kind}");
+            None
+        }
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -87,7 +87,11 @@ impl SessionTable {
             self.refuse(
                 sid,
                 ErrorCode::TooLarge,
-                format!("payload is {} bytes; the limit is {}", payload.len(), self.max_payload),
+                format!(
+                    "payload is {} bytes; the limit is {}",
+                    payload.len(),
+                    self.max_payload
+                ),
             );
             return;
         }
@@ -121,7 +125,10 @@ impl SessionTable {
 
     fn offer(&mut self, sid: &str, sdp: String, auth: Option<OfferAuthFields>, now: Instant) {
         // Authorization comes first, before any state or peer connection.
-        let role = match self.authz.authorize(&self.device_id, sid, &sdp, auth.as_ref()) {
+        let role = match self
+            .authz
+            .authorize(&self.device_id, sid, &sdp, auth.as_ref())
+        {
             Ok(role) => role,
             Err(e) => {
                 let key = auth.as_ref().map(|a| a.key.as_str()).unwrap_or("-");
@@ -155,7 +162,11 @@ impl SessionTable {
             self.refuse(
                 sid,
                 ErrorCode::Busy,
-                format!("session limit reached ({} of {})", self.sessions.len(), self.max_sessions),
+                format!(
+                    "session limit reached ({} of {})",
+                    self.sessions.len(),
+                    self.max_sessions
+                ),
             );
             return;
         }

@@ -15,7 +15,11 @@ impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
         let min = min.max(Duration::from_millis(1));
         let max = max.max(min);
-        Backoff { min, max, next: min }
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
     }
 
     /// The delay before the next attempt; `unit` in [0, 1) supplies the jitter.

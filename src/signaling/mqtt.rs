@@ -49,7 +49,11 @@ impl MqttLink {
         topics: Topics,
         will: Vec<u8>,
         shutdown: watch::Receiver<bool>,
-    ) -> (MqttLink, mpsc::Receiver<LinkEvent>, tokio::task::JoinHandle<()>) {
+    ) -> (
+        MqttLink,
+        mpsc::Receiver<LinkEvent>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let mut opts = MqttOptions::new(client_id, target.host.clone(), target.port);
         opts.set_keep_alive(Duration::from_secs(cfg.keepalive_secs.max(5)));
         opts.set_clean_session(true);
@@ -77,9 +81,9 @@ impl MqttLink {
 
     /// Publishes the retained presence document.
     pub fn publish_status(&self, payload: Vec<u8>) {
-        if let Err(e) = self
-            .client
-            .try_publish(self.topics.status(), QoS::AtLeastOnce, true, payload)
+        if let Err(e) =
+            self.client
+                .try_publish(self.topics.status(), QoS::AtLeastOnce, true, payload)
         {
             warn!("status not queued: {e}");
         }
@@ -141,7 +145,9 @@ async fn run_loop(
                 failures = 0;
                 backoff.reset();
                 if !ack.session_present {
-                    if let Err(e) = client.try_subscribe(topics.session_in_filter(), QoS::AtLeastOnce) {
+                    if let Err(e) =
+                        client.try_subscribe(topics.session_in_filter(), QoS::AtLeastOnce)
+                    {
                         warn!("subscribe not queued: {e}");
                     }
                 }

@@ -20,7 +20,13 @@ impl AccessUnitAssembler {
     /// Feeds one RTP packet; returns a complete Annex B access unit when the
     /// frame ends. A frame that lost a packet is dropped (the decoder would
     /// only produce garbage from it).
-    pub fn push(&mut self, seq: u16, timestamp: u32, marker: bool, payload: &Bytes) -> Option<Bytes> {
+    pub fn push(
+        &mut self,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &Bytes,
+    ) -> Option<Bytes> {
         let gap = match self.last_seq {
             Some(prev) => {
                 let gap = seq.wrapping_sub(prev);

@@ -23,6 +23,7 @@ use crate::signaling::messages::{CandidateInit, DeviceMessage, OfferAuth, Viewer
 use crate::signaling::topics::Topics;
 use anyhow::Context;
 use assemble::AccessUnitAssembler;
+use audio::AudioReceiver;
 use control::{parse_calls, ControlEvent};
 use report::{FrameObservation, ViewReport};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -47,11 +48,14 @@ enum Event {
     State(RTCPeerConnectionState),
     Frame(FrameObservation),
     Control(ControlEvent),
+    /// Decoded audio so far, ms.
+    AudioProgress(f64),
 }
 
 struct Handler {
     tx: mpsc::Sender<Event>,
     started: Instant,
+    audio: Arc<std::sync::Mutex<Option<AudioReceiver>>>,
 }
 
 #[async_trait::async_trait]
@@ -75,12 +79,16 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.tx.try_send(Event::State(state));
     }
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        if track.kind().await != RtpCodecKind::Video {
-            return;
-        }
         let tx = self.tx.clone();
-        let started = self.started;
-        tokio::spawn(receive_video(track, tx, started));
+        match track.kind().await {
+            RtpCodecKind::Video => {
+                tokio::spawn(receive_video(track, tx, self.started));
+            }
+            RtpCodecKind::Audio => {
+                tokio::spawn(receive_audio(track, tx, self.audio.clone()));
+            }
+            _ => {}
+        }
     }
 }
 
@@ -117,18 +125,21 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     };
     let engine = RtcEngine::new(&webrtc_cfg, Role::Offerer)?;
     let (tx, mut rx) = mpsc::channel(1024);
+    let audio_state = Arc::new(std::sync::Mutex::new(None));
     let pc = engine
         .build(Arc::new(Handler {
             tx: tx.clone(),
             started,
+            audio: audio_state.clone(),
         }))
         .await?;
 
     let calls = parse_calls(&args.call)?;
     report.calls = calls.clone();
     let offer_sdp = match &args.offer_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
         None => {
             if !args.no_video {
                 pc.add_transceiver_from_kind(
@@ -141,17 +152,35 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                 )
                 .await?;
             }
-            let dc = pc.create_data_channel("control", None).await?;
-            let (ctl_tx, mut ctl_rx) = mpsc::channel(256);
-            tokio::spawn(control::run_channel(dc, args.send_raw.clone(), calls.clone(), ctl_tx));
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = ctl_rx.recv().await {
-                    if tx.send(Event::Control(ev)).await.is_err() {
-                        break;
+            if !args.no_audio {
+                pc.add_transceiver_from_kind(
+                    RtpCodecKind::Audio,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                )
+                .await?;
+            }
+            if !args.no_data {
+                let dc = pc.create_data_channel("control", None).await?;
+                let (ctl_tx, mut ctl_rx) = mpsc::channel(256);
+                tokio::spawn(control::run_channel(
+                    dc,
+                    args.send_raw.clone(),
+                    calls.clone(),
+                    ctl_tx,
+                ));
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while let Some(ev) = ctl_rx.recv().await {
+                        if tx.send(Event::Control(ev)).await.is_err() {
+                            break;
+                        }
                     }
-                }
-            });
+                });
+            }
             let offer = pc.create_offer(None).await?;
             pc.set_local_description(offer).await?;
             pc.local_description()
@@ -220,7 +249,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                             continue;
                         }
                         report.answer_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
-                        report.answer_sdp = Some(sdp.clone());
+                        report.set_answer(&sdp);
                         if args.offer_file.is_some() {
                             // A hand-made offer cannot be completed; the answer is the result.
                             break Ok(());
@@ -265,6 +294,12 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                             break Ok(());
                         }
                         _ => {}
+                    }
+                }
+                Some(Event::AudioProgress(ms)) => {
+                    report.audio_decoded_ms = ms;
+                    if !args.hold && video_done(args, &report) && report.calls_done() {
+                        finish.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                     }
                 }
                 Some(Event::Control(ev)) => {
@@ -313,6 +348,11 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         report.error = Some(e.to_string());
     }
     report.finish(&mut latencies);
+    report.audio = audio_state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|a| a.report());
     if report.bye.is_none() {
         sig.publish(&ViewerMessage::Bye);
     }
@@ -333,11 +373,15 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
 
 /// Whether the video part of the run is complete.
 fn video_done(args: &ViewArgs, report: &ViewReport) -> bool {
-    if args.no_video {
+    let audio = args
+        .audio_secs
+        .is_none_or(|s| report.audio_decoded_ms >= s * 1000.0);
+    let video = if args.no_video {
         report.connected_ms.is_some()
     } else {
         report.frames >= args.frames
-    }
+    };
+    audio && video
 }
 
 /// Sends a PLI on every receiving track; returns how many were sent.
@@ -391,9 +435,12 @@ async fn receive_video(track: Arc<dyn TrackRemote>, tx: mpsc::Sender<Event>, _st
         }
     };
     while let Some(ev) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(pkt) = ev else { continue };
+        let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
+            continue;
+        };
         let h = &pkt.header;
-        let Some(au) = assembler.push(h.sequence_number, h.timestamp, h.marker, &pkt.payload) else {
+        let Some(au) = assembler.push(h.sequence_number, h.timestamp, h.marker, &pkt.payload)
+        else {
             continue;
         };
         let pic = match decoder.decode(&au) {
@@ -412,11 +459,45 @@ async fn receive_video(track: Arc<dyn TrackRemote>, tx: mpsc::Sender<Event>, _st
             width: pic.width,
             height: pic.height,
             counter: stamp.map(|(c, _)| c),
-            latency_ms: stamp.map(|(_, ms)| f64::from(crate::clock::stamp_ms(now_us).wrapping_sub(ms))),
+            latency_ms: stamp
+                .map(|(_, ms)| f64::from(crate::clock::stamp_ms(now_us).wrapping_sub(ms))),
             lost_packets: assembler.lost_packets,
             keyframe,
         };
         if tx.send(Event::Frame(obs)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Receives Opus RTP, decodes it and analyses the sound.
+async fn receive_audio(
+    track: Arc<dyn TrackRemote>,
+    tx: mpsc::Sender<Event>,
+    state: Arc<std::sync::Mutex<Option<AudioReceiver>>>,
+) {
+    match AudioReceiver::new() {
+        Ok(r) => *state.lock().unwrap_or_else(|p| p.into_inner()) = Some(r),
+        Err(e) => {
+            warn!("cannot create the Opus decoder: {e}");
+            return;
+        }
+    }
+    let mut n = 0u64;
+    while let Some(ev) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
+            continue;
+        };
+        let decoded_ms = {
+            let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(r) = guard.as_mut() else { break };
+            if let Err(e) = r.on_packet(&pkt.payload, pkt.header.timestamp, monotonic_us()) {
+                debug!("audio decode: {e}");
+            }
+            r.analyzer().decoded_ms()
+        };
+        n += 1;
+        if n % 25 == 0 && tx.send(Event::AudioProgress(decoded_ms)).await.is_err() {
             break;
         }
     }

@@ -54,6 +54,10 @@ pub struct ViewReport {
     pub pli_sent_at_frame: Option<u64>,
     /// Frames from that PLI to the next keyframe.
     pub pli_to_keyframe_frames: Option<u64>,
+    /// Decoded audio so far (ms), while running.
+    pub audio_decoded_ms: f64,
+    /// What the audio analysis found (packets, gaps, dominant frequency).
+    pub audio: Option<crate::view::audio::AudioReport>,
     /// The control channel opened.
     pub control_open: bool,
     /// `--call`s and their responses.
@@ -67,6 +71,9 @@ pub struct ViewReport {
     pub error: Option<String>,
     #[serde(skip)]
     pub answer_sdp: Option<String>,
+    /// The answer's media sections as `kind:port:direction`, e.g.
+    /// `video:9:sendonly`, `audio:0:inactive`, `application:9:-`.
+    pub answer_media: Vec<String>,
 }
 
 impl ViewReport {
@@ -114,6 +121,12 @@ impl ViewReport {
         self.calls.iter().all(|c| c.response.is_some())
     }
 
+    /// Records the answer and summarises its media sections.
+    pub fn set_answer(&mut self, sdp: &str) {
+        self.answer_sdp = Some(sdp.to_owned());
+        self.answer_media = media_sections(sdp);
+    }
+
     /// Computes the latency percentiles.
     pub fn finish(&mut self, latencies_ms: &mut [f64]) {
         let mut us: Vec<u64> = latencies_ms.iter().map(|l| (l * 1000.0) as u64).collect();
@@ -141,7 +154,10 @@ impl ViewReport {
 
     /// A few lines for a person.
     pub fn human(&self) -> String {
-        let ms = |v: Option<f64>| v.map(|v| format!("{v:.1} ms")).unwrap_or_else(|| "-".into());
+        let ms = |v: Option<f64>| {
+            v.map(|v| format!("{v:.1} ms"))
+                .unwrap_or_else(|| "-".into())
+        };
         let mut s = format!(
             "session {}\n  answer after {}, connected after {}, first frame after {}\n  \
              frames decoded {} ({}x{}), stamped {}, lost frames {}, lost packets {}\n  \
@@ -160,6 +176,15 @@ impl ViewReport {
             ms(self.latency_p95_ms),
             ms(self.latency_max_ms),
         );
+        if let Some(a) = &self.audio {
+            s += &format!(
+                "\n  audio: {} packets, {:.0} ms decoded, largest gap {:.0} ms, dominant frequency {}",
+                a.packets,
+                a.decoded_ms,
+                a.max_arrival_gap_ms,
+                a.dominant_hz.map(|f| format!("{f:.1} Hz")).unwrap_or_else(|| "-".into())
+            );
+        }
         if let Some(b) = &self.bye {
             s += &format!("\n  device ended the session: {b:?}");
         }
@@ -171,6 +196,29 @@ impl ViewReport {
         }
         s
     }
+}
+
+/// `kind:port:direction` for each m= section of an SDP.
+pub fn media_sections(sdp: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut f = m.split_whitespace();
+            let kind = f.next().unwrap_or("?");
+            let port = f.next().unwrap_or("?");
+            out.push(format!("{kind}:{port}:-"));
+        } else if let Some(last) = out.last_mut() {
+            let dir = ["sendrecv", "sendonly", "recvonly", "inactive"]
+                .into_iter()
+                .find(|d| line == format!("a={d}"));
+            if let Some(d) = dir {
+                if let Some(i) = last.rfind(':') {
+                    last.replace_range(i + 1.., d);
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -187,6 +235,15 @@ mod tests {
             lost_packets: 0,
             keyframe: false,
         }
+    }
+
+    #[test]
+    fn media_sections_are_summarised() {
+        let sdp = "v=0\r\nm=video 9 UDP 102\r\na=sendonly\r\nm=audio 0 UDP 111\r\na=inactive\r\nm=application 9 DTLS webrtc\r\n";
+        assert_eq!(
+            media_sections(sdp),
+            ["video:9:sendonly", "audio:0:inactive", "application:9:-"]
+        );
     }
 
     #[test]

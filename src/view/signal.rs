@@ -19,7 +19,11 @@ pub struct ViewerSignal {
 impl ViewerSignal {
     /// Connects and subscribes to the session's `out` topic.
     pub async fn connect(target: &MqttTarget, topics: &Topics, sid: &str) -> anyhow::Result<Self> {
-        let mut opts = MqttOptions::new(format!("campeer-view-{sid}"), target.host.clone(), target.port);
+        let mut opts = MqttOptions::new(
+            format!("campeer-view-{sid}"),
+            target.host.clone(),
+            target.port,
+        );
         opts.set_keep_alive(Duration::from_secs(15));
         opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
         if let Some(u) = &target.username {
@@ -27,7 +31,9 @@ impl ViewerSignal {
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
         let out_topic = topics.session_out(sid);
-        client.subscribe(out_topic.clone(), QoS::AtLeastOnce).await?;
+        client
+            .subscribe(out_topic.clone(), QoS::AtLeastOnce)
+            .await?;
         // Wait for the subscription before offering, so no answer is missed.
         let connect = async {
             loop {
@@ -81,9 +87,9 @@ impl ViewerSignal {
                 return;
             }
         };
-        if let Err(e) = self
-            .client
-            .try_publish(self.in_topic.clone(), QoS::AtLeastOnce, false, payload)
+        if let Err(e) =
+            self.client
+                .try_publish(self.in_topic.clone(), QoS::AtLeastOnce, false, payload)
         {
             warn!("cannot queue a message to the device: {e}");
         }

@@ -102,14 +102,24 @@ pub async fn serve(
     let config_json = serde_json::to_vec(&page).map_err(std::io::Error::other)?;
     let site = Arc::new(Site { config_json });
     let app = axum::Router::new().fallback(handle).with_state(site);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-                   media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; \
+// mqtt.js runs its keep-alive timers in a worker made from a blob: URL, so
+// they keep time in a background tab; the broker may be on another port or
+// host, hence ws: and wss:.
+const CSP: &str = "default-src 'self'; script-src 'self'; worker-src 'self' blob:; style-src 'self'; \
+                   img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; \
                    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-async fn handle(State(site): State<Arc<Site>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn handle(
+    State(site): State<Arc<Site>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let r = respond(&site, &method, uri.path(), &headers);
     debug!(%method, path = uri.path(), status = r.status().as_u16(), "http");
     r
@@ -118,7 +128,8 @@ async fn handle(State(site): State<Arc<Site>>, method: Method, uri: Uri, headers
 fn respond(site: &Site, method: &Method, path: &str, headers: &HeaderMap) -> Response {
     if method != Method::GET && method != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     // HEAD: hyper sends GET's headers, Content-Length included, and no body.
@@ -130,8 +141,10 @@ fn respond(site: &Site, method: &Method, path: &str, headers: &HeaderMap) -> Res
         }
         "/config.json" => {
             let mut r = Response::new(Body::from(site.config_json.clone()));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             no_store(&mut r);
             common_headers(&mut r);
             r
@@ -160,8 +173,10 @@ fn asset(a: &'static assets::Asset, headers: &HeaderMap) -> Response {
         r
     } else {
         let mut r = Response::new(Body::from(a.body));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(a.content_type),
+        );
         r
     };
     let h = r.headers_mut();
@@ -170,7 +185,10 @@ fn asset(a: &'static assets::Asset, headers: &HeaderMap) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::ETAG, HeaderValue::from_static(a.etag));
     if a.content_type.starts_with("text/html") {
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
     }
     common_headers(&mut r);
     r
@@ -179,8 +197,10 @@ fn asset(a: &'static assets::Asset, headers: &HeaderMap) -> Response {
 fn plain(status: StatusCode, text: &'static str) -> Response {
     let mut r = Response::new(Body::from(text));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     common_headers(&mut r);
     r
 }
@@ -192,8 +212,14 @@ fn no_store(r: &mut Response) {
 
 fn common_headers(r: &mut Response) {
     let h = r.headers_mut();
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 #[cfg(test)]

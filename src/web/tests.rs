@@ -44,11 +44,19 @@ async fn request(addr: std::net::SocketAddr, raw: &str) -> Reply {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> Reply {
-    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await
 }
 
 fn page() -> PageConfig {
@@ -67,8 +75,14 @@ fn page() -> PageConfig {
     }
 }
 
-async fn start() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+async fn start() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(l, page(), async move {
@@ -147,11 +161,19 @@ async fn bad_requests_get_errors_not_files() {
         let r = get(addr, path).await;
         assert_eq!(r.status, 404, "{path}");
     }
-    let r = request(addr, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+    let r = request(
+        addr,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
 
-    let r = request(addr, "HEAD /config.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let r = request(
+        addr,
+        "HEAD /config.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
     assert!(r.header("content-length").is_some_and(|n| n != "0"));

@@ -37,6 +37,9 @@ const browser = await chromium.launch({
     "--autoplay-policy=no-user-gesture-required",
   ],
 });
+// The page runs under its own Content-Security-Policy (no eval): waiting is
+// done by polling page.evaluate, which DevTools runs outside the policy,
+// rather than waitForFunction, which the policy would refuse.
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
 const pages = [];
 
@@ -64,10 +67,20 @@ async function run(c) {
     case "eval":
       return await page(c.page).evaluate(c.expr);
     case "wait": {
-      const h = await page(c.page).waitForFunction(c.expr, null, { timeout: c.timeout ?? 30000, polling: 50 });
-      const v = await h.jsonValue();
-      await h.dispose();
-      return v;
+      const p = page(c.page);
+      const deadline = Date.now() + (c.timeout ?? 30000);
+      let last;
+      for (;;) {
+        try {
+          const v = await p.evaluate(c.expr);
+          if (v) return v;
+          last = v;
+        } catch (e) {
+          last = `threw ${e.message}`;
+        }
+        if (Date.now() > deadline) throw new Error(`timed out after ${c.timeout ?? 30000} ms (last value: ${JSON.stringify(last)})`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
     }
     case "click":
       await page(c.page).click(c.selector, { timeout: c.timeout ?? 10000 });

@@ -89,7 +89,10 @@ impl Broker {
         self.child = Some(child);
         let t = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "mosquitto did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -133,8 +136,19 @@ impl Daemon {
     /// it reports online.
     pub async fn start(broker: &Broker, device: &str, extra: &[&str]) -> Daemon {
         let d = Self::spawn(broker, device, extra);
-        let status = wait_status(broker.port, &d.prefix, device, |v| v["state"] == "online", Duration::from_secs(20)).await;
-        assert!(status.is_some(), "daemon never came online; log:\n{}", d.log_text());
+        let status = wait_status(
+            broker.port,
+            &d.prefix,
+            device,
+            |v| v["state"] == "online",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(
+            status.is_some(),
+            "daemon never came online; log:\n{}",
+            d.log_text()
+        );
         d
     }
 
@@ -144,10 +158,18 @@ impl Daemon {
         let log = dir.0.join("daemon.log");
         let logf = std::fs::File::create(&log).expect("create log");
         let mut cmd = Command::new(BIN);
-        cmd.args(["--log", "info,campeer=debug", "run", "--mqtt", &broker.url(), "--device-id", device])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(logf);
+        cmd.args([
+            "--log",
+            "info,campeer=debug",
+            "run",
+            "--mqtt",
+            &broker.url(),
+            "--device-id",
+            device,
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(logf);
         let child = cmd.spawn().expect("start campeer");
         Daemon {
             device: device.to_owned(),
@@ -168,7 +190,9 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for exit; returns the exit status and how long it took.
     pub fn terminate(&mut self) -> (Option<std::process::ExitStatus>, Duration) {
-        let Some(mut c) = self.child.take() else { return (None, Duration::ZERO) };
+        let Some(mut c) = self.child.take() else {
+            return (None, Duration::ZERO);
+        };
         let t = Instant::now();
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
@@ -196,7 +220,11 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- daemon log ({}) ----\n{}", self.device, self.log_text());
+            eprintln!(
+                "---- daemon log ({}) ----\n{}",
+                self.device,
+                self.log_text()
+            );
         }
     }
 }
@@ -204,7 +232,16 @@ impl Drop for Daemon {
 /// Runs `campeer view --json` and returns its report.
 pub async fn view(broker: &Broker, device: &str, extra: &[&str]) -> Value {
     let out = tokio::process::Command::new(BIN)
-        .args(["--log", "warn", "view", "--json", "--mqtt", &broker.url(), "--device", device])
+        .args([
+            "--log",
+            "warn",
+            "view",
+            "--json",
+            "--mqtt",
+            &broker.url(),
+            "--device",
+            device,
+        ])
         .args(extra)
         .output()
         .await
@@ -226,14 +263,19 @@ pub fn view_spawn(broker: &Broker, device: &str, extra: &[&str]) -> tokio::task:
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     tokio::spawn(async move {
         let out = tokio::process::Command::new(BIN)
-            .args(["--log", "warn", "view", "--json", "--mqtt", &url, "--device", &device])
+            .args([
+                "--log", "warn", "view", "--json", "--mqtt", &url, "--device", &device,
+            ])
             .args(&extra)
             .output()
             .await
             .expect("run campeer view");
         let stdout = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
-            panic!("viewer printed no JSON ({e}): {stdout} / {}", String::from_utf8_lossy(&out.stderr))
+            panic!(
+                "viewer printed no JSON ({e}): {stdout} / {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
         })
     })
 }
@@ -248,12 +290,16 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and subscribes to `filters`; returns after the broker acknowledged them.
     pub async fn connect(port: u16, filters: &[String]) -> RawClient {
-        let mut opts = MqttOptions::new(format!("test-{}", rand::random::<u32>()), "127.0.0.1", port);
+        let mut opts =
+            MqttOptions::new(format!("test-{}", rand::random::<u32>()), "127.0.0.1", port);
         opts.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut el): (AsyncClient, EventLoop) = AsyncClient::new(opts, 64);
         for f in filters {
-            client.subscribe(f.clone(), QoS::AtLeastOnce).await.expect("subscribe");
+            client
+                .subscribe(f.clone(), QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
         }
         let mut acks = 0;
         while acks < filters.len() {
@@ -296,7 +342,9 @@ impl RawClient {
     pub async fn recv_on(&mut self, topic: &str, timeout: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let (t, p, _) = tokio::time::timeout_at(deadline, self.rx.recv()).await.ok()??;
+            let (t, p, _) = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .ok()??;
             if t == topic {
                 return Some(serde_json::from_slice(&p).unwrap_or(Value::Null));
             }
@@ -304,7 +352,12 @@ impl RawClient {
     }
 
     /// Waits for a message on `topic` that satisfies `pred`.
-    pub async fn wait_for(&mut self, topic: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub async fn wait_for(
+        &mut self,
+        topic: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -335,7 +388,13 @@ pub fn out_topic(device: &str, sid: &str) -> String {
 }
 
 /// Waits for a status message satisfying `pred` (retained ones count).
-pub async fn wait_status(port: u16, prefix: &str, device: &str, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
+pub async fn wait_status(
+    port: u16,
+    prefix: &str,
+    device: &str,
+    pred: impl Fn(&Value) -> bool,
+    timeout: Duration,
+) -> Option<Value> {
     let topic = status_topic(prefix, device);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -349,7 +408,14 @@ pub async fn wait_status(port: u16, prefix: &str, device: &str, pred: impl Fn(&V
 
 /// The retained status's `sessions` count, waiting until it equals `want` (or timing out).
 pub async fn wait_sessions(port: u16, device: &str, want: u64, timeout: Duration) -> Option<u64> {
-    let v = wait_status(port, "campeer", device, |v| v["sessions"].as_u64() == Some(want), timeout).await?;
+    let v = wait_status(
+        port,
+        "campeer",
+        device,
+        |v| v["sessions"].as_u64() == Some(want),
+        timeout,
+    )
+    .await?;
     v["sessions"].as_u64()
 }
 

@@ -63,6 +63,7 @@ export class Ui {
   private readonly logList = el<HTMLOListElement>("log");
   private readonly pending = new Set<string>();
   private retryAt = 0;
+  private hasAudio = false;
   private keyFilled = false;
 
   onUnmute: () => void = () => {};
@@ -105,7 +106,7 @@ export class Ui {
   /** Shows a session's stream. */
   attach(stream: MediaStream): void {
     if (this.video.srcObject !== stream) this.video.srcObject = stream;
-    this.unmute.disabled = stream.getAudioTracks().length === 0;
+    this.hasAudio = stream.getAudioTracks().length > 0;
     void this.video.play().catch(() => {
       /* autoplay is allowed muted; a refusal shows as no frames */
     });
@@ -113,7 +114,13 @@ export class Ui {
 
   detach(): void {
     this.video.srcObject = null;
-    this.unmute.disabled = true;
+    this.hasAudio = false;
+  }
+
+  /** Fits the picture's box to the camera's aspect ratio. */
+  setAspect(width: number, height: number): void {
+    const screen = this.video.parentElement;
+    if (screen && width > 0 && height > 0) screen.style.aspectRatio = `${width} / ${height}`;
   }
 
   toggleMute(): void {
@@ -179,6 +186,8 @@ export class Ui {
     this.spinner.hidden = bad || v.state === "need-key" || v.state === "replaced" || v.state === "offline";
 
     for (const [k, val] of Object.entries(v.figures)) el(`fig-${k}`).textContent = val;
+    // A device without a microphone still gets an (empty) audio track.
+    this.unmute.disabled = !this.hasAudio || !v.device?.audio;
 
     // Access key card.
     this.keyCard.hidden = v.auth !== "signed";

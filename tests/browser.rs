@@ -1,0 +1,1002 @@
+//! The viewer page in a real headless browser (Debian's Chromium, driven by
+//! playwright-core through tests/browser/driver.mjs) against the real
+//! daemon: the page loads from the daemon's HTTP server, connects to the
+//! broker over WebSocket, plays the video, reads the frame stamps, switches
+//! an output, and recovers when the daemon restarts. Also with an external
+//! Mosquitto, and with a device that requires signed offers.
+//!
+//! Needs /usr/bin/chromium (or CAMPEER_CHROMIUM), node, and web/node_modules
+//! (scripts/install-web-deps.sh). Without them the tests print why and pass,
+//! unless CAMPEER_REQUIRE_BROWSER is set (as in CI), when they fail.
+//!
+//! CAMPEER_BROWSER_INPROC=1 hosts the embedded broker and the HTTP server in
+//! the test process (campeer::broker, campeer::web) and runs the daemon with
+//! `--mqtt` against it: the page against the daemon without the daemon's own
+//! `--http` wiring.
+//!
+//! Figures (time to first frame, the page's latency) are printed: run with
+//! `cargo test --test browser -- --nocapture` to see them.
+
+mod common;
+
+use common::{free_port, wait_status, TempDir, BIN};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// One browser test at a time: each runs a daemon encoding 640x480 and a
+/// Chromium decoding it, which is what two cores can carry.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const DEVICE: &str = "cam-web";
+const SECRET: &str = "correct-horse-battery-staple";
+const VIEW_SECRET: &str = "wall-panel-secret-0001";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium_path() -> PathBuf {
+    std::env::var_os("CAMPEER_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// Why the browser tests cannot run here, if they cannot.
+fn missing_prerequisite() -> Option<String> {
+    if !chromium_path().exists() {
+        return Some(format!(
+            "{} not found (scripts/install-web-deps.sh installs Debian's chromium)",
+            chromium_path().display()
+        ));
+    }
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.map(|o| o.status.success()).unwrap_or(false) {
+        return Some("node not found (scripts/install-web-deps.sh)".into());
+    }
+    if !root().join("web/node_modules/playwright-core").is_dir() {
+        return Some(
+            "web/node_modules/playwright-core missing (scripts/install-web-deps.sh)".into(),
+        );
+    }
+    if !campeer::web::page_built() {
+        return Some("the viewer page is not embedded (scripts/build-web.sh, then rebuild)".into());
+    }
+    None
+}
+
+/// Serializes the browser tests; `None` (after saying why) when they cannot run.
+async fn prerequisites() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    if let Some(why) = missing_prerequisite() {
+        if std::env::var_os("CAMPEER_REQUIRE_BROWSER").is_some() {
+            panic!("browser test cannot run and CAMPEER_REQUIRE_BROWSER is set: {why}");
+        }
+        eprintln!("SKIPPED browser test: {why}");
+        return None;
+    }
+    Some(SERIAL.lock().await)
+}
+
+// ---------------------------------------------------------------------------
+// The browser
+
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    next: u64,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Browser {
+    async fn launch() -> Browser {
+        let dir = TempDir::new("browser");
+        let log = dir.0.join("browser.log");
+        let logf = std::fs::File::create(&log).expect("create browser log");
+        let mut child = Command::new("node")
+            .arg(root().join("tests/browser/driver.mjs"))
+            .env("CAMPEER_CHROMIUM", chromium_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(logf)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node tests/browser/driver.mjs");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Browser {
+            child,
+            stdin,
+            lines,
+            next: 1,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends one command; its value, or the driver's error.
+    async fn cmd(&mut self, mut c: Value, limit: Duration) -> Result<Value, String> {
+        let id = self.next;
+        self.next += 1;
+        c["id"] = json!(id);
+        let line = format!("{c}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| format!("driver gone: {e}; log:\n{}", self.log_text()))?;
+        let deadline = tokio::time::Instant::now() + limit + Duration::from_secs(15);
+        loop {
+            let l = match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
+                Ok(Ok(Some(l))) => l,
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    return Err(format!("driver ended; log:\n{}", self.log_text()))
+                }
+                Err(_) => return Err(format!("driver did not answer {c}")),
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&l) else {
+                continue;
+            };
+            if v["id"] != json!(id) {
+                continue;
+            }
+            return if v["ok"] == json!(true) {
+                Ok(v["value"].clone())
+            } else {
+                Err(v["error"].as_str().unwrap_or("unknown error").to_owned())
+            };
+        }
+    }
+
+    async fn must(&mut self, c: Value, limit: Duration) -> Value {
+        let what = c.to_string();
+        match self.cmd(c, limit).await {
+            Ok(v) => v,
+            Err(e) => panic!(
+                "browser command {what} failed: {e}\n---- browser log ----\n{}",
+                self.log_text()
+            ),
+        }
+    }
+
+    async fn open(&mut self, url: &str) -> u64 {
+        let v = self
+            .must(json!({"cmd": "open", "url": url}), Duration::from_secs(30))
+            .await;
+        v.as_u64().expect("a page number")
+    }
+
+    async fn eval(&mut self, page: u64, expr: &str) -> Value {
+        self.must(
+            json!({"cmd": "eval", "page": page, "expr": expr}),
+            Duration::from_secs(10),
+        )
+        .await
+    }
+
+    /// Waits until `expr` is truthy in the page; its value then.
+    async fn wait(&mut self, page: u64, expr: &str, timeout: Duration) -> Value {
+        let c = json!({"cmd": "wait", "page": page, "expr": expr, "timeout": timeout.as_millis() as u64});
+        match self.cmd(c, timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                let st = self.cmd(json!({"cmd": "eval", "page": page, "expr": "JSON.stringify(window.campeer)"}), Duration::from_secs(5)).await;
+                panic!(
+                    "waiting for `{expr}`: {e}\npage state: {}\n---- browser log ----\n{}",
+                    st.unwrap_or_else(|e| json!(e)),
+                    self.log_text()
+                )
+            }
+        }
+    }
+
+    async fn click(&mut self, page: u64, selector: &str) {
+        self.must(
+            json!({"cmd": "click", "page": page, "selector": selector}),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
+    async fn fill(&mut self, page: u64, selector: &str, value: &str) {
+        self.must(
+            json!({"cmd": "fill", "page": page, "selector": selector, "value": value}),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
+    async fn select(&mut self, page: u64, selector: &str, value: &str) {
+        self.must(
+            json!({"cmd": "select", "page": page, "selector": selector, "value": value}),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
+    async fn screenshot(&mut self, page: u64, path: &Path) {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).expect("screenshot folder");
+        }
+        self.must(
+            json!({"cmd": "screenshot", "page": page, "path": path}),
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+
+    async fn quit(mut self) {
+        let _ = self
+            .cmd(json!({"cmd": "quit"}), Duration::from_secs(10))
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The daemon and its brokers
+
+/// Where the daemon's MQTT comes from.
+enum BrokerKind {
+    /// The daemon's embedded broker (`--broker-listen`, `--broker-ws-listen`).
+    Embedded,
+    /// A Mosquitto with a WebSocket listener (`--mqtt`, `--mqtt-ws-url`).
+    Mosquitto,
+}
+
+/// A Mosquitto with a TCP and a WebSocket listener on loopback.
+struct WsMosquitto {
+    tcp: u16,
+    ws: u16,
+    child: Option<std::process::Child>,
+    dir: TempDir,
+}
+
+impl WsMosquitto {
+    fn start() -> WsMosquitto {
+        let mut m = WsMosquitto {
+            tcp: free_port(),
+            ws: free_port(),
+            child: None,
+            dir: TempDir::new("mosquitto-ws"),
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.0.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nlistener {} 127.0.0.1\nprotocol websockets\n\
+                 allow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                self.tcp, self.ws
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is not installed: scripts/install-deps.sh");
+        self.child = Some(
+            std::process::Command::new(exe)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start mosquitto"),
+        );
+        wait_port(self.tcp);
+        wait_port(self.ws);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for WsMosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_port(port: u16) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "nothing listens on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the test process hosts itself in CAMPEER_BROWSER_INPROC mode.
+struct InProc {
+    _broker: campeer::broker::EmbeddedBroker,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for InProc {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// The daemon under test, with the ports it was given.
+struct Stack {
+    http: u16,
+    mqtt: u16,
+    ws: u16,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+    log: PathBuf,
+    restarts: u32,
+    _inproc: Option<InProc>,
+    dir: TempDir,
+}
+
+impl Stack {
+    /// Starts the daemon (test pattern, 640x480) with `config` as its file;
+    /// returns once it serves HTTP and reports online.
+    async fn start(kind: BrokerKind, mosquitto: Option<&WsMosquitto>, config: &str) -> Stack {
+        let dir = TempDir::new("web-daemon");
+        let conf = dir.0.join("campeer.toml");
+        std::fs::write(&conf, config).expect("write campeer.toml");
+        let http = free_port();
+        let mut args: Vec<String> = vec![
+            "--log".into(),
+            "info,campeer=debug,rumqttd=warn".into(),
+            "run".into(),
+            "--config".into(),
+            conf.to_string_lossy().into_owned(),
+            "--device-id".into(),
+            DEVICE.into(),
+            "--size".into(),
+            "640x480".into(),
+        ];
+        let inproc_mode = std::env::var_os("CAMPEER_BROWSER_INPROC").is_some();
+        let (mqtt, ws, inproc) = match kind {
+            BrokerKind::Mosquitto => {
+                let m = mosquitto.expect("a Mosquitto for BrokerKind::Mosquitto");
+                args.extend([
+                    "--mqtt".into(),
+                    format!("mqtt://127.0.0.1:{}", m.tcp),
+                    "--mqtt-ws-url".into(),
+                    format!("ws://127.0.0.1:{}/", m.ws),
+                    "--http".into(),
+                    format!("127.0.0.1:{http}"),
+                ]);
+                (m.tcp, m.ws, None)
+            }
+            BrokerKind::Embedded if inproc_mode => {
+                let (mqtt, ws, inproc) = host_in_process(http, config).await;
+                args.extend(["--mqtt".into(), format!("mqtt://127.0.0.1:{mqtt}")]);
+                (mqtt, ws, Some(inproc))
+            }
+            BrokerKind::Embedded => {
+                let (mqtt, ws) = (free_port(), free_port());
+                args.extend([
+                    "--http".into(),
+                    format!("127.0.0.1:{http}"),
+                    "--broker-listen".into(),
+                    format!("127.0.0.1:{mqtt}"),
+                    "--broker-ws-listen".into(),
+                    format!("127.0.0.1:{ws}"),
+                ]);
+                (mqtt, ws, None)
+            }
+        };
+        let log = dir.0.join("daemon.log");
+        let mut s = Stack {
+            http,
+            mqtt,
+            ws,
+            args,
+            child: None,
+            log,
+            restarts: 0,
+            _inproc: inproc,
+            dir,
+        };
+        s.spawn();
+        s.ready().await;
+        s
+    }
+
+    fn spawn(&mut self) {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("daemon log");
+        let child = std::process::Command::new(BIN)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("start campeer");
+        self.child = Some(child);
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for /healthz and for the device's online presence.
+    async fn ready(&mut self) {
+        let t = Instant::now();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!(
+                        "campeer exited ({st}) while starting; log:\n{}",
+                        self.log_text()
+                    );
+                }
+            }
+            if http_get(self.http, "/healthz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+            {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no HTTP on port {}; log:\n{}",
+                self.http,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let online = wait_status(
+            self.mqtt,
+            "campeer",
+            DEVICE,
+            |v| v["state"] == "online",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            online.is_some(),
+            "the daemon never reported online; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.http)
+    }
+
+    /// Stops the daemon: SIGTERM (a clean shutdown) or SIGKILL (a crash).
+    fn stop(&mut self, crash: bool) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if crash {
+            let _ = c.kill();
+        } else {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Stops the daemon and starts it again with the same flags and ports.
+    async fn restart(&mut self, crash: bool) {
+        self.stop(crash);
+        self.restarts += 1;
+        self.spawn();
+        self.ready().await;
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop(true);
+        if std::thread::panicking() {
+            eprintln!(
+                "---- daemon log ({}) ----\n{}",
+                self.dir.0.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// CAMPEER_BROWSER_INPROC: the embedded broker and the page served from here.
+async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
+    use std::net::{Ipv4Addr, SocketAddr};
+    let lo = |p| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+    let broker =
+        campeer::broker::EmbeddedBroker::start(lo(0), Some(lo(0))).expect("embedded broker");
+    let (mqtt, ws) = (
+        broker.tcp_addr().port(),
+        broker.ws_addr().expect("ws").port(),
+    );
+    let page = campeer::web::PageConfig {
+        device_id: DEVICE.into(),
+        prefix: "campeer".into(),
+        ws_url: None,
+        ws_port: Some(ws),
+        ws_path: "/mqtt".into(),
+        auth: if config.contains("[[access.keys]]") {
+            "signed"
+        } else {
+            "open"
+        }
+        .into(),
+        ice_servers: Vec::new(),
+    };
+    let listener = tokio::net::TcpListener::bind(lo(http))
+        .await
+        .expect("bind http");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(campeer::web::serve(listener, page, async move {
+        let _ = rx.await;
+    }));
+    (
+        mqtt,
+        ws,
+        InProc {
+            _broker: broker,
+            stop: Some(tx),
+        },
+    )
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body).
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+const LED_CONFIG: &str = r#"
+[[gpio]]
+name = "led"
+line = "mock:0"
+direction = "output"
+"#;
+
+fn signed_config() -> String {
+    format!(
+        "{LED_CONFIG}\n[[access.keys]]\nid = \"phone\"\nsecret = \"{SECRET}\"\nrole = \"control\"\n\n\
+         [[access.keys]]\nid = \"wall\"\nsecret = \"{VIEW_SECRET}\"\nrole = \"view\"\n"
+    )
+}
+
+const T: Duration = Duration::from_secs(30);
+
+/// Waits until the page plays, and checks that it really does: the right
+/// size, frames that keep coming, stamps that move on.
+async fn assert_plays(b: &mut Browser, page: u64, what: &str) -> Value {
+    b.wait(
+        page,
+        "window.campeer && window.campeer.state === 'playing'",
+        T,
+    )
+    .await;
+    let w = b
+        .eval(page, "document.getElementById('video').videoWidth")
+        .await;
+    assert_eq!(w, json!(640), "{what}: the video element's width");
+    assert_eq!(
+        b.eval(page, "window.campeer.videoWidth").await,
+        json!(640),
+        "{what}"
+    );
+    assert_eq!(
+        b.eval(page, "window.campeer.videoHeight").await,
+        json!(480),
+        "{what}"
+    );
+
+    let f1 = b
+        .eval(page, "window.campeer.sessionFrames")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+    let s1 = b
+        .wait(page, "window.campeer.lastStamp", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let f2 = b
+        .eval(page, "window.campeer.sessionFrames")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+    let s2 = b.eval(page, "window.campeer.lastStamp").await;
+    assert!(
+        f2 >= f1 + 15,
+        "{what}: frames stopped arriving ({f1} then {f2} in 1.5 s)"
+    );
+    let (c1, c2) = (
+        s1["counter"].as_u64().unwrap_or(0),
+        s2["counter"].as_u64().unwrap_or(0),
+    );
+    let (m1, m2) = (
+        s1["ms"].as_u64().unwrap_or(0),
+        s2["ms"].as_u64().unwrap_or(0),
+    );
+    assert!(
+        c2 > c1,
+        "{what}: the stamp counter did not move: {s1} then {s2}"
+    );
+    let dms = m2.wrapping_sub(m1) % (1 << 32);
+    assert!(
+        (500..5000).contains(&dms),
+        "{what}: stamp times {m1} then {m2}: not live"
+    );
+    b.eval(page, "window.campeer").await
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_plays_live_video_through_the_embedded_broker() {
+    let Some(_serial) = prerequisites().await else {
+        return;
+    };
+    let stack = Stack::start(BrokerKind::Embedded, None, LED_CONFIG).await;
+
+    // What the page is told.
+    let (code, body) = http_get(stack.http, "/config.json")
+        .await
+        .expect("config.json");
+    assert_eq!(code, 200);
+    let cfg: Value = serde_json::from_str(&body).expect("config.json is JSON");
+    assert_eq!(cfg["device_id"], DEVICE, "{cfg}");
+    assert_eq!(cfg["prefix"], "campeer", "{cfg}");
+    assert_eq!(cfg["auth"], "open", "{cfg}");
+    assert_eq!(cfg["ws_port"], json!(stack.ws), "{cfg}");
+    assert_eq!(cfg["ws_url"], Value::Null, "{cfg}");
+
+    let mut b = Browser::launch().await;
+    let page = b.open(&stack.url()).await;
+    let st = assert_plays(&mut b, page, "embedded broker").await;
+
+    // The latency figure needs a ping for the clock mapping (every 2 s).
+    let latency = b.wait(page, "window.campeer.latencyMs !== null && window.campeer.bitrateKbps !== null && window.campeer.latencyMs", Duration::from_secs(15)).await;
+    let shown = b
+        .eval(page, "document.getElementById('fig-latency').textContent")
+        .await;
+    assert!(
+        shown.as_str().is_some_and(|s| s.ends_with("ms")),
+        "latency shown as {shown}"
+    );
+    let lat = latency.as_f64().unwrap_or(f64::NAN);
+    assert!(
+        lat.is_finite() && (-50.0..2000.0).contains(&lat),
+        "implausible latency {lat} ms"
+    );
+    b.wait(
+        page,
+        "window.campeer.controls.led && window.campeer.controls.led.value !== null",
+        Duration::from_secs(10),
+    )
+    .await;
+    let errors = b.eval(page, "window.campeer.errors").await;
+    assert_eq!(errors, json!([]), "the page reported errors");
+
+    let st2 = b.eval(page, "window.campeer").await;
+    println!(
+        "browser figures (embedded broker): first frame {} ms after page load, offer to first frame {} ms, \
+         page latency (capture to display) {} ms, round trip {} ms, {} fps, {} kb/s, {} frames never shown",
+        st["firstFrameMs"], st["offerToFirstFrameMs"], st2["latencyMs"], st2["rttMs"], st2["fps"], st2["bitrateKbps"], st2["framesMissed"]
+    );
+    b.screenshot(page, &root().join("docs/viewer.png")).await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_switched_on_one_page_follows_on_every_page() {
+    let Some(_serial) = prerequisites().await else {
+        return;
+    };
+    let stack = Stack::start(BrokerKind::Embedded, None, LED_CONFIG).await;
+    let mut b = Browser::launch().await;
+    let a = b.open(&stack.url()).await;
+    let other = b.open(&stack.url()).await;
+    for p in [a, other] {
+        b.wait(p, "window.campeer.state === 'playing'", T).await;
+        b.wait(
+            p,
+            "window.campeer.controls.led && window.campeer.controls.led.value === false",
+            Duration::from_secs(10),
+        )
+        .await;
+        b.wait(
+            p,
+            "!document.querySelector('button[data-control=\"led\"]').disabled",
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    for want in [true, false, true] {
+        b.click(a, "button[data-control=\"led\"]").await;
+        let sel = format!(
+            "document.querySelector('[data-indicator=\"led\"]').dataset.value === '{want}'"
+        );
+        // The clicking page (from the call's result or the notification) and
+        // the other page (from gpio.changed alone) both follow.
+        b.wait(a, &sel, Duration::from_secs(10)).await;
+        b.wait(other, &sel, Duration::from_secs(10)).await;
+        let pressed = b.eval(other, "document.querySelector('button[data-control=\"led\"]').getAttribute('aria-pressed')").await;
+        assert_eq!(pressed, json!(want.to_string()));
+        assert_eq!(
+            b.eval(other, "window.campeer.controls.led.value").await,
+            json!(want)
+        );
+    }
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_recovers_when_the_daemon_restarts_or_crashes() {
+    let Some(_serial) = prerequisites().await else {
+        return;
+    };
+    let mut stack = Stack::start(BrokerKind::Embedded, None, LED_CONFIG).await;
+    let mut b = Browser::launch().await;
+    let page = b.open(&stack.url()).await;
+    assert_plays(&mut b, page, "before the restart").await;
+
+    for (round, crash) in [(2u64, false), (3u64, true)] {
+        let sid_before = b.eval(page, "window.campeer.sid").await;
+        let t = Instant::now();
+        stack.restart(crash).await;
+        let back = t.elapsed();
+        b.wait(
+            page,
+            &format!("window.campeer.sessions >= {round} && window.campeer.state === 'playing' && window.campeer.sessionFrames > 10"),
+            Duration::from_secs(60),
+        )
+        .await;
+        let recovered = t.elapsed();
+        let st = assert_plays(
+            &mut b,
+            page,
+            if crash {
+                "after a crash"
+            } else {
+                "after a restart"
+            },
+        )
+        .await;
+        assert_ne!(st["sid"], sid_before, "a new session was expected");
+        println!(
+            "browser figures: daemon {} and back online in {} ms; page playing again {} ms after the stop",
+            if crash { "killed" } else { "stopped" },
+            back.as_millis(),
+            recovered.as_millis()
+        );
+    }
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_plays_through_an_external_mosquitto_over_websocket() {
+    let Some(_serial) = prerequisites().await else {
+        return;
+    };
+    if std::env::var_os("CAMPEER_BROWSER_INPROC").is_some() {
+        eprintln!("SKIPPED: the external-broker test needs the daemon's --mqtt-ws-url wiring");
+        return;
+    }
+    let mut mosq = WsMosquitto::start();
+    let stack = Stack::start(BrokerKind::Mosquitto, Some(&mosq), LED_CONFIG).await;
+    let (_, body) = http_get(stack.http, "/config.json")
+        .await
+        .expect("config.json");
+    let cfg: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        cfg["ws_url"],
+        json!(format!("ws://127.0.0.1:{}/", mosq.ws)),
+        "{cfg}"
+    );
+
+    let mut b = Browser::launch().await;
+    let page = b.open(&stack.url()).await;
+    let st = assert_plays(&mut b, page, "external Mosquitto").await;
+    assert_eq!(
+        st["brokerUrl"],
+        json!(format!("ws://127.0.0.1:{}/", mosq.ws))
+    );
+    println!(
+        "browser figures (Mosquitto over WebSocket): first frame {} ms after page load",
+        st["firstFrameMs"]
+    );
+
+    // The broker is not on the media path: it goes away, the picture stays.
+    mosq.kill();
+    b.wait(
+        page,
+        "window.campeer.mqtt !== 'connected'",
+        Duration::from_secs(10),
+    )
+    .await;
+    let f1 = b
+        .eval(page, "window.campeer.sessionFrames")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let f2 = b
+        .eval(page, "window.campeer.sessionFrames")
+        .await
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        f2 > f1 + 20,
+        "the picture stopped with the broker ({f1} then {f2})"
+    );
+    mosq.spawn();
+    b.wait(page, "window.campeer.mqtt === 'connected' && window.campeer.device && window.campeer.device.state === 'online'", T)
+        .await;
+    assert_eq!(
+        b.eval(page, "window.campeer.sessions").await,
+        json!(1),
+        "the session should have survived"
+    );
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_device_refuses_a_wrong_key_and_plays_with_the_right_one() {
+    let Some(_serial) = prerequisites().await else {
+        return;
+    };
+    let stack = Stack::start(BrokerKind::Embedded, None, &signed_config()).await;
+    let mut b = Browser::launch().await;
+    let page = b.open(&stack.url()).await;
+
+    // No key yet: the page asks for one and offers nothing.
+    b.wait(
+        page,
+        "window.campeer.state === 'need-key' && !document.getElementById('card-key').hidden",
+        T,
+    )
+    .await;
+    assert_eq!(b.eval(page, "window.campeer.sessions").await, json!(0));
+
+    // A wrong secret: refused, no video.
+    b.fill(page, "#key-id", "phone").await;
+    b.fill(page, "#key-secret", "not-the-secret-at-all").await;
+    b.select(page, "#key-role", "control").await;
+    b.click(page, "#key-connect").await;
+    b.wait(page, "window.campeer.state === 'unauthorized'", T)
+        .await;
+    let errors = b.eval(page, "window.campeer.errors.map(e => e.code)").await;
+    assert!(
+        errors
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("unauthorized"))),
+        "errors: {errors}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        b.eval(page, "window.campeer.framesSeen").await,
+        json!(0),
+        "video despite a wrong key"
+    );
+    assert_eq!(
+        b.eval(page, "document.getElementById('video').videoWidth")
+            .await,
+        json!(0)
+    );
+    assert_eq!(
+        b.eval(page, "window.campeer.state").await,
+        json!("unauthorized"),
+        "the page must not retry a refused key"
+    );
+    let shown = b
+        .eval(page, "document.getElementById('key-status').textContent")
+        .await;
+    assert!(
+        shown.as_str().is_some_and(|s| s.contains("Refused")),
+        "key status: {shown}"
+    );
+
+    // A view-only key asking for control: refused too.
+    b.fill(page, "#key-id", "wall").await;
+    b.fill(page, "#key-secret", VIEW_SECRET).await;
+    b.click(page, "#key-connect").await;
+    b.wait(
+        page,
+        "window.campeer.state === 'unauthorized' && window.campeer.errors.length >= 2",
+        T,
+    )
+    .await;
+
+    // The same key as a viewer: plays, but may not switch.
+    b.select(page, "#key-role", "view").await;
+    b.click(page, "#key-connect").await;
+    assert_plays(&mut b, page, "view key").await;
+    b.wait(
+        page,
+        "window.campeer.controls.led && window.campeer.controls.led.value !== null",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        b.eval(
+            page,
+            "document.querySelector('button[data-control=\"led\"]').disabled"
+        )
+        .await,
+        json!(true)
+    );
+
+    // The right control key: plays, and the key is remembered across a reload.
+    b.fill(page, "#key-id", "phone").await;
+    b.fill(page, "#key-secret", SECRET).await;
+    b.select(page, "#key-role", "control").await;
+    b.click(page, "#key-connect").await;
+    b.wait(page, "window.campeer.role === 'control'", T).await;
+    assert_plays(&mut b, page, "control key").await;
+    b.must(
+        json!({"cmd": "reload", "page": page}),
+        Duration::from_secs(30),
+    )
+    .await;
+    let st = assert_plays(&mut b, page, "remembered key").await;
+    assert_eq!(st["role"], "control");
+    assert_eq!(
+        st["sessions"],
+        json!(1),
+        "the remembered key should play at the first try"
+    );
+    b.wait(
+        page,
+        "!document.querySelector('button[data-control=\"led\"]').disabled",
+        Duration::from_secs(10),
+    )
+    .await;
+    b.click(page, "button[data-control=\"led\"]").await;
+    b.wait(
+        page,
+        "window.campeer.controls.led.value === true",
+        Duration::from_secs(10),
+    )
+    .await;
+    b.quit().await;
+}
