@@ -98,18 +98,23 @@ impl EmbeddedBroker {
         // rumqttd binds its own listener and cannot say which port it got:
         // a port-0 request is resolved here first. (A fixed port is left to
         // rumqttd; a failure to bind it is caught below either way.)
-        let tcp = if tcp.port() == 0 {
+        let tcp_probe = if tcp.port() == 0 {
             let probe = std::net::TcpListener::bind(tcp).map_err(|source| BrokerError::Bind {
                 what: WHAT_TCP,
                 addr: tcp,
                 source,
             })?;
-            probe.local_addr().map_err(BrokerError::Start)?
+            Some(probe)
         } else {
-            tcp
+            None
+        };
+        let tcp = match &tcp_probe {
+            Some(p) => p.local_addr().map_err(BrokerError::Start)?,
+            None => tcp,
         };
         // The WebSocket listener is ours: bind it now, so its errors and its
-        // port are known before anything starts.
+        // port are known before anything starts. (The probe is still held,
+        // so a port-0 request here cannot be handed the same port.)
         let ws_listener = match ws {
             Some(addr) => {
                 let l = std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind {
@@ -122,6 +127,7 @@ impl EmbeddedBroker {
             }
             None => None,
         };
+        drop(tcp_probe);
         let ws_addr = match &ws_listener {
             Some(l) => Some(l.local_addr().map_err(BrokerError::Start)?),
             None => None,

@@ -26,6 +26,7 @@ use crate::signaling::mqtt::{LinkEvent, MqttLink};
 use crate::signaling::presence::{AudioInfo, AuthMode, Presence, VideoInfo};
 use crate::signaling::presence::{ControlDirection, ControlInfo};
 use crate::signaling::topics::Topics;
+use crate::supervisor::{Health, MediaHealth, Supervisor};
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
@@ -190,6 +191,9 @@ pub async fn run(
 
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut supervisor = Supervisor::new();
+    let mut health = MediaHealth::default();
+    let mut pinged_at = Instant::now();
     let mut presence_dirty = false;
     let mut presence_at = Instant::now() - PRESENCE_MIN_GAP;
     let mut stats_at = Instant::now();
@@ -204,6 +208,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             ev = link_rx.recv() => match ev {
                 Some(LinkEvent::Connected) => {
+                    supervisor.ready(&format!("online as {} on {}", config.device_id, target));
                     publish_presence(table.len());
                     presence_at = Instant::now();
                     presence_dirty = false;
@@ -229,6 +234,21 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = Instant::now();
                 table.expire(now);
+                if let Some(every) = supervisor.ping_every() {
+                    if now.duration_since(pinged_at) >= every {
+                        let verdict = video
+                            .as_ref()
+                            .map(|p| health.check(&p.stats(), crate::clock::monotonic_us()))
+                            .unwrap_or(Health::Ok);
+                        if verdict == Health::Ok {
+                            supervisor.alive();
+                            pinged_at = now;
+                        } else {
+                            // No ping: systemd's watchdog restarts the daemon.
+                            warn!(?verdict, "media loop stalled; withholding the watchdog ping");
+                        }
+                    }
+                }
                 if presence_dirty && now.duration_since(presence_at) >= PRESENCE_MIN_GAP {
                     publish_presence(table.len());
                     presence_at = now;
@@ -257,6 +277,7 @@ pub async fn run(
     }
 
     info!(sessions = table.len(), "shutting down");
+    supervisor.stopping();
     table.close_all(ByeReason::Shutdown);
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     while !table.is_empty() {

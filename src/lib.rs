@@ -5,6 +5,7 @@
 //! viewer gets the same encoded frames.
 
 pub mod app;
+pub mod backoff;
 pub mod broker;
 pub mod cli;
 pub mod clock;
@@ -15,5 +16,6 @@ pub mod encode;
 pub mod media;
 pub mod rtc;
 pub mod signaling;
+pub mod supervisor;
 pub mod view;
 pub mod web;

@@ -16,7 +16,7 @@
 //! read timeout, if the device hangs).
 
 use super::opus::{OpusEncoder, OpusError, FRAME_SAMPLES};
-use super::pipeline::Backoff;
+use super::pipeline::media_backoff;
 use crate::clock;
 use crate::media::audio::alsa::LogLimiter;
 use crate::media::audio::resample::{convert_channels, LinearResampler};
@@ -395,7 +395,7 @@ impl Worker {
     fn run(mut self) {
         let c = &self.shared.counters;
         let mut framer = Framer::new(&self.shared.format().clone(), self.settings.channels);
-        let mut backoff = Backoff::default();
+        let mut backoff = media_backoff();
         // Set while the source is failing (or not open yet); cleared by the
         // first good period.
         let mut outage = self.source.is_none();
@@ -405,7 +405,7 @@ impl Worker {
         let mut encode_log = LogLimiter::default();
         while !self.shared.stop.is_stopped() {
             let Some(src) = self.source.as_mut() else {
-                let delay = backoff.next_delay(rand::thread_rng().gen_range(0.8..1.2));
+                let delay = backoff.next_delay(rand::thread_rng().gen::<f64>());
                 if self.shared.stop.sleep(delay) {
                     break;
                 }
@@ -452,8 +452,10 @@ impl Worker {
                                 });
                                 seq += 1;
                                 // No subscriber is fine: nobody is watching.
-                                let _ = tx.send(pkt);
+                                // Counted before it is visible, so a
+                                // receiver never sees more than the count.
                                 c.packets.fetch_add(1, Ordering::Relaxed);
+                                let _ = tx.send(pkt);
                                 c.last_packet_at_us.store(now, Ordering::Relaxed);
                             }
                             Err(e) => {

@@ -12,12 +12,13 @@
 //! keyframe. Keyframe requests are debounced ([`KeyframeDebounce`]).
 //!
 //! A failing source is logged, and re-opened (or retried, without a re-open
-//! closure) with backoff from 250 ms doubling to 5 s, with jitter; the loop
+//! closure) with backoff from 250 ms doubling to 2 s, with jitter; the loop
 //! never spins and always listens for stop. `stop` (or drop) ends both
 //! threads within about one frame interval plus one encode.
 
 use super::h264::{EncoderSettings, H264Encoder};
 use super::EncodeError;
+use crate::backoff::Backoff;
 use crate::clock;
 use crate::media::{EncodedFrame, I420Frame, MediaError, VideoFormat, VideoSource};
 use rand::Rng;
@@ -36,7 +37,8 @@ const RAW_QUEUE: usize = 2;
 pub const KEYFRAME_MIN_GAP_US: u64 = 100_000;
 /// Source retry backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Short enough that video resumes within ~2.5 s of a camera returning.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Re-opens the video source after it failed.
 pub type Reopen = Box<dyn FnMut() -> Result<Box<dyn VideoSource>, MediaError> + Send>;
@@ -58,6 +60,9 @@ pub struct PipelineStats {
     pub last_frame_at_us: u64,
     /// Source errors (each followed by a backoff and a retry or re-open).
     pub source_errors: u64,
+    /// CLOCK_MONOTONIC microseconds when the capture thread last made
+    /// progress (a frame, or a retry); a stale value means it is stuck.
+    pub capture_heartbeat_us: u64,
 }
 
 #[derive(Default)]
@@ -70,6 +75,7 @@ struct Counters {
     total_encode_us: AtomicU64,
     last_frame_at_us: AtomicU64,
     source_errors: AtomicU64,
+    capture_heartbeat_us: AtomicU64,
 }
 
 impl Counters {
@@ -84,6 +90,7 @@ impl Counters {
             total_encode_us: get(&self.total_encode_us),
             last_frame_at_us: get(&self.last_frame_at_us),
             source_errors: get(&self.source_errors),
+            capture_heartbeat_us: get(&self.capture_heartbeat_us),
         }
     }
 }
@@ -149,30 +156,9 @@ impl KeyframeDebounce {
     }
 }
 
-/// Exponential backoff, 250 ms doubling to 5 s.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: BACKOFF_MIN }
-    }
-}
-
-impl Backoff {
-    /// The next delay, scaled by `jitter` (e.g. 0.8..1.2), then doubled for
-    /// the time after.
-    pub fn next_delay(&mut self, jitter: f64) -> Duration {
-        let d = self.next.mul_f64(jitter.clamp(0.5, 1.5));
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
+/// The media retry backoff: 250 ms doubling to 2 s, with jitter.
+pub fn media_backoff() -> Backoff {
+    Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
 }
 
 /// A stop flag that sleepers can wait on.
@@ -414,14 +400,18 @@ impl Drop for VideoPipeline {
 }
 
 fn jitter() -> f64 {
-    rand::thread_rng().gen_range(0.8..1.2)
+    rand::thread_rng().gen::<f64>()
 }
 
 fn capture_loop(initial: Box<dyn VideoSource>, mut reopen: Option<Reopen>, shared: Arc<Shared>) {
     let mut source = Some(initial);
-    let mut backoff = Backoff::default();
+    let mut backoff = media_backoff();
     let mut name = source.as_ref().map(|s| s.describe()).unwrap_or_default();
     while !shared.stop.is_stopped() {
+        shared
+            .counters
+            .capture_heartbeat_us
+            .store(clock::monotonic_us(), Ordering::Relaxed);
         let Some(src) = source.as_mut() else {
             // Only reached with a re-open closure.
             let Some(open) = reopen.as_mut() else { break };
@@ -625,13 +615,12 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_five_seconds_and_resets() {
-        let mut b = Backoff::default();
-        let got: Vec<u128> = (0..7).map(|_| b.next_delay(1.0).as_millis()).collect();
-        assert_eq!(got, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
+    fn media_backoff_doubles_to_two_seconds_and_resets() {
+        let mut b = media_backoff();
+        let got: Vec<u128> = (0..6).map(|_| b.next_delay(1.0).as_millis()).collect();
+        assert_eq!(got, vec![250, 500, 1000, 2000, 2000, 2000]);
         b.reset();
-        assert_eq!(b.next_delay(1.2).as_millis(), 300);
-        assert_eq!(b.next_delay(0.8).as_millis(), 400);
+        assert_eq!(b.next_delay(0.0).as_millis(), 125);
     }
 
     #[test]

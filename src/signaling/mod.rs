@@ -1,6 +1,6 @@
 //! The wire protocol (PROTOCOL.md) and its MQTT transport.
 pub mod auth;
-pub mod backoff;
+
 pub mod messages;
 pub mod mqtt;
 pub mod presence;

@@ -3,9 +3,9 @@
 //! messages queue in a bounded buffer and the overflow is dropped with a log
 //! line, so media and live sessions never wait on the broker.
 
+use crate::backoff::Backoff;
 use crate::config::{MqttConfig, MqttTarget};
 use crate::rtc::session::Outbox;
-use crate::signaling::backoff::Backoff;
 use crate::signaling::messages::{DeviceMessage, ErrorCode, MAX_PAYLOAD};
 use crate::signaling::topics::{InTopic, Topics};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS};

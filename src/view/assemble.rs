@@ -89,6 +89,6 @@ mod tests {
         assert!(a.push(1, 100, false, &single_nal(&[0x67, 1])).is_none());
         assert!(a.push(3, 100, true, &single_nal(&[0x65, 2])).is_none());
         assert_eq!(a.lost_packets, 1);
-        assert!(a.push(4, 200, true, &single_nal(&[0x41, 3])).is_some());
+        assert!(a.push(4, 200, true, &single_nal(&[0x41, 3, 4])).is_some());
     }
 }

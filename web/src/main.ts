@@ -284,7 +284,9 @@ class Viewer {
 
   private readonly signaling: Signaling = {
     publish: async (topic, payload) => {
-      if (!this.client) throw new Error("no broker connection");
+      // Never queued for later: a stale offer or bye reaching a restarted
+      // device helps no one.
+      if (!this.client?.connected) throw new Error("no broker connection");
       await this.client.publishAsync(topic, payload, { qos: 1 });
     },
     subscribe: async (topic) => {
@@ -324,6 +326,16 @@ class Viewer {
       this.log(`camera online (${p.sessions ?? 0}/${p.max_sessions ?? "?"} viewers)`, "ok");
       this.attempt = 0;
       if (this.halted === "replaced") this.halted = null;
+      // Back after an absence with a picture that stopped meanwhile: the
+      // session died with the old process (a crash sends no bye); start
+      // anew now rather than wait for ICE to notice.
+      const s = this.session;
+      const stalled = performance.now() - this.lastFrameAt > 1500 && document.visibilityState === "visible";
+      if (s && p.video && this.st.sessionFrames > 0 && stalled) {
+        this.log("camera is back but the picture stopped: new session");
+        this.endSession(true);
+        this.cancelRestart();
+      }
     }
     this.syncControlsFromPresence(p);
     this.ensureSession();

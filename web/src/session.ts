@@ -110,7 +110,7 @@ export class Session {
     await this.sig.publish(this.topicIn, offerMessage(sdp, this.opts.deviceId, this.sid, this.opts.key));
     this.offerSentAt = performance.now();
     this.offerSent = true;
-    for (const c of this.localQueue.splice(0)) void this.sig.publish(this.topicIn, candidateMessage(c));
+    for (const c of this.localQueue.splice(0)) this.sendCandidate(c);
   }
 
   /** A message from this session's `out` topic. */

@@ -37,7 +37,7 @@ const OVERLAY: Record<string, string> = {
   loading: "Loading…",
   broker: "Connecting to the broker…",
   offline: "Waiting for the camera to come online…",
-  "need-key": "This camera needs an access key: enter it on the right.",
+  "need-key": "This camera needs an access key: enter it in the Access key panel.",
   signaling: "Calling the camera…",
   connecting: "Connecting…",
   connected: "Connected, waiting for the picture…",
