@@ -228,6 +228,14 @@ pub struct VideoConfig {
 pub struct WebRtcConfig {
     /// Most concurrent sessions, 1..=64. Default 4.
     pub max_sessions: usize,
+    /// Most sessions still negotiating (offer answered, not yet connected),
+    /// 1..=64. Further offers get `busy`. Default 4.
+    pub max_pending: usize,
+    /// New offers accepted per second, sustained (token bucket), 1..=1000.
+    /// Faster offers get `busy`. Default 5.
+    pub offer_rate: u32,
+    /// New offers accepted in a burst, 1..=1000. Default 10.
+    pub offer_burst: u32,
     /// A session not connected after this many seconds is closed
     /// (`timeout`). At least 1. Default 30.
     pub connect_timeout_secs: u64,
@@ -356,6 +364,9 @@ impl Default for WebRtcConfig {
     fn default() -> Self {
         WebRtcConfig {
             max_sessions: 4,
+            max_pending: 4,
+            offer_rate: 5,
+            offer_burst: 10,
             connect_timeout_secs: 30,
             disconnected_timeout_secs: 5,
             ice_servers: Vec::new(),
@@ -586,6 +597,20 @@ impl WebRtcConfig {
                 "webrtc.max_sessions",
                 format!("{} is outside 1..=64", self.max_sessions),
             ));
+        }
+        if !(1..=64).contains(&self.max_pending) {
+            return Err(invalid(
+                "webrtc.max_pending",
+                format!("{} is outside 1..=64", self.max_pending),
+            ));
+        }
+        for (key, v) in [
+            ("webrtc.offer_rate", self.offer_rate),
+            ("webrtc.offer_burst", self.offer_burst),
+        ] {
+            if !(1..=1000).contains(&v) {
+                return Err(invalid(key, format!("{v} is outside 1..=1000")));
+            }
         }
         if self.connect_timeout_secs == 0 {
             return Err(invalid("webrtc.connect_timeout_secs", "must be at least 1"));

@@ -19,7 +19,7 @@ use crate::media::{open_video_source, VideoSourceSpec};
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::rtc::metrics::Metrics;
 use crate::rtc::session::{Outbox, SessionContext, SessionEvent};
-use crate::rtc::table::SessionTable;
+use crate::rtc::table::{SessionTable, TableLimits};
 use crate::signaling::auth::OfferAuthorizer;
 use crate::signaling::messages::ByeReason;
 use crate::signaling::mqtt::{LinkEvent, MqttLink};
@@ -184,8 +184,13 @@ pub async fn run(
         ctx,
         authz,
         &config.device_id,
-        config.webrtc.max_sessions,
-        config.mqtt.max_payload,
+        TableLimits {
+            max_sessions: config.webrtc.max_sessions,
+            max_pending: config.webrtc.max_pending,
+            max_payload: config.mqtt.max_payload,
+            offer_rate: config.webrtc.offer_rate,
+            offer_burst: config.webrtc.offer_burst,
+        },
         ev_tx,
     );
 
@@ -216,7 +221,7 @@ pub async fn run(
                 Some(LinkEvent::Disconnected) => {}
                 Some(LinkEvent::Message { sid, payload }) => {
                     let before = table.len();
-                    table.handle_message(&sid, &payload, Instant::now());
+                    table.handle_message(&sid, &payload, crate::clock::monotonic_us());
                     presence_dirty |= table.len() != before;
                 }
                 None => {
@@ -233,7 +238,7 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                table.expire(now);
+                table.expire(crate::clock::monotonic_us());
                 if let Some(every) = supervisor.ping_every() {
                     if now.duration_since(pinged_at) >= every {
                         let verdict = video

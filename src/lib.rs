@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod encode;
 pub mod media;
+pub mod ratelimit;
 pub mod rtc;
 pub mod signaling;
 pub mod supervisor;

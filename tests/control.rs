@@ -301,3 +301,17 @@ async fn outputs_go_to_their_safe_value_on_shutdown_and_presence_lists_controls(
     assert!(log.contains("audit"), "no audit line for gpio.set");
     assert!(log.contains("every output is at its safe value"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_pulse_exits_fast_with_outputs_safe() {
+    let dir = TempDir::new("ctl-pulse");
+    let broker = Broker::start();
+    let cfg = config(&dir, "");
+    let mut d = Daemon::start(&broker, "cam-pulse", &["--config", &cfg]).await;
+    let r = view(&broker, "cam-pulse", &["--no-video", "--call", "gpio.pulse", r#"{"name":"led","ms":10000}"#]).await;
+    assert_eq!(result(&r["calls"][0])["value"], true, "the pulse answers at once: {r}");
+    let (status, took) = d.terminate();
+    assert!(status.unwrap().success());
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?} during a 10 s pulse");
+    assert!(d.log_text().contains("every output is at its safe value"));
+}

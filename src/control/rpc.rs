@@ -61,47 +61,7 @@ impl Default for RpcLimits {
     }
 }
 
-/// A token bucket. Pure: time is an argument (any monotonic µs clock).
-#[derive(Clone, Debug)]
-pub struct TokenBucket {
-    /// Micro-tokens gained per µs, i.e. tokens per second.
-    rate_per_sec: u64,
-    capacity: u64,
-    tokens: u64,
-    last_us: Option<u64>,
-}
-
-const MICRO: u64 = 1_000_000;
-
-impl TokenBucket {
-    /// A full bucket of `burst` tokens refilled at `rate_per_sec`.
-    pub fn new(rate_per_sec: u32, burst: u32) -> Self {
-        let capacity = u64::from(burst).saturating_mul(MICRO);
-        TokenBucket {
-            rate_per_sec: u64::from(rate_per_sec),
-            capacity,
-            tokens: capacity,
-            last_us: None,
-        }
-    }
-
-    /// Takes one token if there is one. A clock going backwards adds none.
-    pub fn try_take(&mut self, now_us: u64) -> bool {
-        if let Some(last) = self.last_us {
-            let gained = now_us
-                .saturating_sub(last)
-                .saturating_mul(self.rate_per_sec);
-            self.tokens = self.tokens.saturating_add(gained).min(self.capacity);
-        }
-        self.last_us = Some(self.last_us.map_or(now_us, |last| last.max(now_us)));
-        if self.tokens >= MICRO {
-            self.tokens -= MICRO;
-            true
-        } else {
-            false
-        }
-    }
-}
+pub use crate::ratelimit::TokenBucket;
 
 /// Returns the presence object (PROTOCOL.md section 4) for `device.info`.
 pub type PresenceFn = Arc<dyn Fn() -> Value + Send + Sync>;

@@ -12,7 +12,8 @@ use crate::signaling::messages::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use crate::ratelimit::TokenBucket;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -24,8 +25,23 @@ pub const EARLY_CANDIDATES_TTL: Duration = Duration::from_secs(10);
 pub const EARLY_SIDS_MAX: usize = 256;
 
 struct Early {
-    since: Instant,
+    /// CLOCK_MONOTONIC µs of the first candidate.
+    since_us: u64,
     candidates: Vec<Option<CandidateInit>>,
+}
+
+/// Limits the table enforces.
+#[derive(Clone, Debug)]
+pub struct TableLimits {
+    /// Most sessions, negotiating or connected.
+    pub max_sessions: usize,
+    /// Most sessions still negotiating (not yet connected).
+    pub max_pending: usize,
+    /// Largest signaling payload, bytes.
+    pub max_payload: usize,
+    /// New offers per second, sustained, and as a burst.
+    pub offer_rate: u32,
+    pub offer_burst: u32,
 }
 
 /// See the module documentation.
@@ -33,9 +49,11 @@ pub struct SessionTable {
     ctx: Arc<SessionContext>,
     authz: OfferAuthorizer,
     device_id: String,
-    max_sessions: usize,
-    max_payload: usize,
+    limits: TableLimits,
+    offers: TokenBucket,
     sessions: HashMap<String, SessionHandle>,
+    /// Ids of sessions that reached `connected`.
+    connected: std::collections::HashSet<u64>,
     early: HashMap<String, Early>,
     next_id: u64,
     events: mpsc::Sender<SessionEvent>,
@@ -47,17 +65,20 @@ impl SessionTable {
         ctx: Arc<SessionContext>,
         authz: OfferAuthorizer,
         device_id: &str,
-        max_sessions: usize,
-        max_payload: usize,
+        limits: TableLimits,
         events: mpsc::Sender<SessionEvent>,
     ) -> Self {
         SessionTable {
             ctx,
             authz,
             device_id: device_id.to_owned(),
-            max_sessions,
-            max_payload: max_payload.min(MAX_PAYLOAD),
+            offers: TokenBucket::new(limits.offer_rate, limits.offer_burst),
+            limits: TableLimits {
+                max_payload: limits.max_payload.min(MAX_PAYLOAD),
+                ..limits
+            },
             sessions: HashMap::new(),
+            connected: Default::default(),
             early: HashMap::new(),
             next_id: 1,
             events,
@@ -82,15 +103,15 @@ impl SessionTable {
     }
 
     /// One message from a viewer on `B/session/{sid}/in` (sid already validated).
-    pub fn handle_message(&mut self, sid: &str, payload: &[u8], now: Instant) {
-        if payload.len() > self.max_payload {
+    pub fn handle_message(&mut self, sid: &str, payload: &[u8], now_us: u64) {
+        if payload.len() > self.limits.max_payload {
             self.refuse(
                 sid,
                 ErrorCode::TooLarge,
                 format!(
                     "payload is {} bytes; the limit is {}",
                     payload.len(),
-                    self.max_payload
+                    self.limits.max_payload
                 ),
             );
             return;
@@ -109,9 +130,9 @@ impl SessionTable {
                     role: a.role,
                     sig: a.sig,
                 });
-                self.offer(sid, sdp, fields, now)
+                self.offer(sid, sdp, fields, now_us)
             }
-            ViewerMessage::Candidate { candidate } => self.candidate(sid, candidate, now),
+            ViewerMessage::Candidate { candidate } => self.candidate(sid, candidate, now_us),
             ViewerMessage::Bye => {
                 if let Some(s) = self.sessions.get(sid) {
                     s.deliver(SessionInput::Bye);
@@ -123,7 +144,7 @@ impl SessionTable {
         }
     }
 
-    fn offer(&mut self, sid: &str, sdp: String, auth: Option<OfferAuthFields>, now: Instant) {
+    fn offer(&mut self, sid: &str, sdp: String, auth: Option<OfferAuthFields>, now_us: u64) {
         // Authorization comes first, before any state or peer connection.
         let role = match self
             .authz
@@ -158,14 +179,34 @@ impl SessionTable {
             }
             return;
         }
-        if self.sessions.len() >= self.max_sessions {
+        if self.sessions.len() >= self.limits.max_sessions {
             self.refuse(
                 sid,
                 ErrorCode::Busy,
                 format!(
                     "session limit reached ({} of {})",
                     self.sessions.len(),
-                    self.max_sessions
+                    self.limits.max_sessions
+                ),
+            );
+            return;
+        }
+        let pending = self.sessions.len() - self.connected.len();
+        if pending >= self.limits.max_pending {
+            self.refuse(
+                sid,
+                ErrorCode::Busy,
+                format!("too many sessions still negotiating ({pending}); try again shortly"),
+            );
+            return;
+        }
+        if !self.offers.try_take(now_us) {
+            self.refuse(
+                sid,
+                ErrorCode::Busy,
+                format!(
+                    "offers are arriving faster than {} per second; try again shortly",
+                    self.limits.offer_rate
                 ),
             );
             return;
@@ -184,7 +225,7 @@ impl SessionTable {
         let early = self
             .early
             .remove(sid)
-            .filter(|e| now.duration_since(e.since) <= EARLY_CANDIDATES_TTL)
+            .filter(|e| now_us.saturating_sub(e.since_us) <= EARLY_CANDIDATES_TTL.as_micros() as u64)
             .map(|e| e.candidates)
             .unwrap_or_default();
         let id = self.next_id;
@@ -203,18 +244,18 @@ impl SessionTable {
         self.sessions.insert(sid.to_owned(), handle);
     }
 
-    fn candidate(&mut self, sid: &str, c: Option<CandidateInit>, now: Instant) {
+    fn candidate(&mut self, sid: &str, c: Option<CandidateInit>, now_us: u64) {
         if let Some(s) = self.sessions.get(sid) {
             s.deliver(SessionInput::Candidate(c));
             return;
         }
-        self.expire(now);
+        self.expire(now_us);
         if !self.early.contains_key(sid) && self.early.len() >= EARLY_SIDS_MAX {
             warn!(%sid, "too many sids with early candidates; dropping");
             return;
         }
         let e = self.early.entry(sid.to_owned()).or_insert_with(|| Early {
-            since: now,
+            since_us: now_us,
             candidates: Vec::new(),
         });
         if e.candidates.len() >= EARLY_CANDIDATES_MAX {
@@ -225,9 +266,10 @@ impl SessionTable {
     }
 
     /// Drops early candidates held longer than the limit.
-    pub fn expire(&mut self, now: Instant) {
+    pub fn expire(&mut self, now_us: u64) {
+        let ttl = EARLY_CANDIDATES_TTL.as_micros() as u64;
         self.early
-            .retain(|_, e| now.duration_since(e.since) <= EARLY_CANDIDATES_TTL);
+            .retain(|_, e| now_us.saturating_sub(e.since_us) <= ttl);
     }
 
     /// Number of sids with early candidates held.
@@ -238,8 +280,12 @@ impl SessionTable {
     /// A session reported something. Returns true if the session count changed.
     pub fn handle_event(&mut self, ev: SessionEvent) -> bool {
         match ev {
-            SessionEvent::Connected { .. } => false,
+            SessionEvent::Connected { id, .. } => {
+                self.connected.insert(id);
+                false
+            }
             SessionEvent::Ended { id, sid, reason } => {
+                self.connected.remove(&id);
                 if self.sessions.get(&sid).is_some_and(|s| s.id == id) {
                     self.sessions.remove(&sid);
                     debug!(%sid, ?reason, sessions = self.sessions.len(), "session removed");
