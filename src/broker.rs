@@ -117,12 +117,11 @@ impl EmbeddedBroker {
         // so a port-0 request here cannot be handed the same port.)
         let ws_listener = match ws {
             Some(addr) => {
-                let l = std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Bind {
+                let l = listen_reusable(addr).map_err(|source| BrokerError::Bind {
                     what: WHAT_WS,
                     addr,
                     source,
                 })?;
-                l.set_nonblocking(true).map_err(BrokerError::Start)?;
                 Some(l)
             }
             None => None,
@@ -210,6 +209,19 @@ impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A non-blocking listener with SO_REUSEADDR, as tokio's own `bind` makes
+/// them: a restarted daemon must get its port back at once, even while the
+/// connections its previous run closed linger in TIME_WAIT.
+fn listen_reusable(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
 }
 
 fn router_config() -> RouterConfig {
@@ -652,6 +664,50 @@ mod tests {
             &p[..],
             &[0x30, 10, 0, 3, b'a', b'/', b'b', b'h', b'e', b'l', b'l', b'o'][..]
         );
+    }
+
+    /// Completes a WebSocket handshake on `ws`; returns the open socket.
+    async fn ws_handshake(ws: SocketAddr) -> TcpStream {
+        let mut s = TcpStream::connect(ws).await.expect("connect");
+        s.write_all(
+            b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+        )
+        .await
+        .expect("handshake");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut c = [0u8; 1];
+            tokio::time::timeout(T, s.read_exact(&mut c))
+                .await
+                .expect("in time")
+                .expect("read");
+            head.push(c[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        s
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_broker_gets_its_ports_back_at_once() {
+        let b = EmbeddedBroker::start(loopback(0), Some(loopback(0))).expect("broker starts");
+        let (tcp, ws) = (b.tcp_addr(), b.ws_addr().expect("ws"));
+        // Connections that the broker closes first leave TIME_WAIT behind.
+        let _w = ws_handshake(ws).await;
+        let (c, el) = AsyncClient::new(options("lingering", tcp.port()), 16);
+        let (mut rx, _task) = drive(el);
+        c.subscribe("x", QoS::AtMostOnce).await.expect("subscribe");
+        suback(&mut rx).await;
+        drop(b);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let b = EmbeddedBroker::start(tcp, Some(ws)).expect("the same ports again");
+        assert_eq!((b.tcp_addr(), b.ws_addr()), (tcp, Some(ws)));
+        drop(ws_handshake(ws).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

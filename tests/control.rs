@@ -308,10 +308,27 @@ async fn sigterm_during_a_pulse_exits_fast_with_outputs_safe() {
     let broker = Broker::start();
     let cfg = config(&dir, "");
     let mut d = Daemon::start(&broker, "cam-pulse", &["--config", &cfg]).await;
-    let r = view(&broker, "cam-pulse", &["--no-video", "--call", "gpio.pulse", r#"{"name":"led","ms":10000}"#]).await;
-    assert_eq!(result(&r["calls"][0])["value"], true, "the pulse answers at once: {r}");
+    let r = view(
+        &broker,
+        "cam-pulse",
+        &[
+            "--no-video",
+            "--call",
+            "gpio.pulse",
+            r#"{"name":"led","ms":10000}"#,
+        ],
+    )
+    .await;
+    assert_eq!(
+        result(&r["calls"][0])["value"],
+        true,
+        "the pulse answers at once: {r}"
+    );
     let (status, took) = d.terminate();
     assert!(status.unwrap().success());
-    assert!(took < Duration::from_secs(2), "shutdown took {took:?} during a 10 s pulse");
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown took {took:?} during a 10 s pulse"
+    );
     assert!(d.log_text().contains("every output is at its safe value"));
 }

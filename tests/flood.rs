@@ -39,7 +39,10 @@ async fn a_flood_of_offers_and_garbage_does_not_lock_out_an_honest_viewer() {
     // Watch the session count the device publishes.
     let mut status = RawClient::connect(broker.port, &[status_topic("campeer", dev)]).await;
     let flooder = RawClient::connect(broker.port, &[]).await;
-    let offer = vp8_only_offer().replace("VP8/90000", "H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f");
+    let offer = vp8_only_offer().replace(
+        "VP8/90000",
+        "H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f",
+    );
     let flood_for = Duration::from_secs(20);
     let flood = tokio::spawn(async move {
         let t = Instant::now();
@@ -65,10 +68,22 @@ async fn a_flood_of_offers_and_garbage_does_not_lock_out_an_honest_viewer() {
     let r = view(
         &broker,
         dev,
-        &["--key", "owner", "--secret-file", secret.to_str().unwrap(), "--frames", "30", "--timeout", "20"],
+        &[
+            "--key",
+            "owner",
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--frames",
+            "30",
+            "--timeout",
+            "20",
+        ],
     )
     .await;
-    assert!(r["error"].is_null(), "honest viewer failed during the flood: {r}");
+    assert!(
+        r["error"].is_null(),
+        "honest viewer failed during the flood: {r}"
+    );
     assert!(r["frames"].as_u64() >= Some(30), "{r}");
     let ffm = r["first_frame_ms"].as_f64().unwrap();
     println!("honest viewer during the flood: first frame after {ffm:.0} ms");
@@ -77,12 +92,21 @@ async fn a_flood_of_offers_and_garbage_does_not_lock_out_an_honest_viewer() {
     assert!(sent >= 1500, "the flood sent only {sent} messages");
     // Every status published during the flood stayed within the limit.
     let mut max_sessions = 0;
-    while let Some(v) = status.recv_on(&status_topic("campeer", dev), Duration::from_millis(200)).await {
+    while let Some(v) = status
+        .recv_on(&status_topic("campeer", dev), Duration::from_millis(200))
+        .await
+    {
         max_sessions = max_sessions.max(v["sessions"].as_u64().unwrap_or(0));
     }
-    assert!(max_sessions <= 3, "sessions exceeded the limit: {max_sessions}");
+    assert!(
+        max_sessions <= 3,
+        "sessions exceeded the limit: {max_sessions}"
+    );
     let rss_after = rss_kib(d.pid());
     println!("flood: {sent} messages; daemon RSS {rss_before} KiB before, {rss_after} KiB after");
-    assert!(rss_after < rss_before + 30 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 30 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
     assert!(!d.log_text().contains("panicked"));
 }

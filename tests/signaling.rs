@@ -340,14 +340,31 @@ async fn sigterm_in_the_middle_of_a_negotiation_exits_cleanly() {
     let dev = "cam-term-neg";
     let mut d = Daemon::start(&broker, dev, &["--size", "320x240"]).await;
     let s = sid();
-    let mut c = RawClient::connect(broker.port, &[out_topic(dev, &s), status_topic("campeer", dev)]).await;
-    c.publish(&in_topic(dev, &s), json!({"type":"offer","sdp":h264_offer_that_never_connects()}).to_string()).await;
-    c.wait_for(&out_topic(dev, &s), T, |v| v["type"] == "answer").await.expect("answer");
+    let mut c = RawClient::connect(
+        broker.port,
+        &[out_topic(dev, &s), status_topic("campeer", dev)],
+    )
+    .await;
+    c.publish(
+        &in_topic(dev, &s),
+        json!({"type":"offer","sdp":h264_offer_that_never_connects()}).to_string(),
+    )
+    .await;
+    c.wait_for(&out_topic(dev, &s), T, |v| v["type"] == "answer")
+        .await
+        .expect("answer");
     let (status, took) = d.terminate();
     assert!(status.expect("exited").success());
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
-    let bye = c.wait_for(&out_topic(dev, &s), T, |v| v["type"] == "bye").await.expect("bye");
+    let bye = c
+        .wait_for(&out_topic(dev, &s), T, |v| v["type"] == "bye")
+        .await
+        .expect("bye");
     assert_eq!(bye["reason"], "shutdown");
-    let off = c.wait_for(&status_topic("campeer", dev), T, |v| v["state"] == "offline").await;
+    let off = c
+        .wait_for(&status_topic("campeer", dev), T, |v| {
+            v["state"] == "offline"
+        })
+        .await;
     assert!(off.is_some(), "no offline status");
 }

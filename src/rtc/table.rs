@@ -1,6 +1,7 @@
 //! The session table: every live session by sid, the session limit, early
 //! candidates, duplicate offers. One task owns it; nothing here blocks.
 
+use crate::ratelimit::TokenBucket;
 use crate::rtc::offer::{OfferError, OfferSummary};
 use crate::rtc::session::{
     self, Access, SessionContext, SessionEvent, SessionHandle, SessionInput, SessionSpec,
@@ -12,7 +13,6 @@ use crate::signaling::messages::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use crate::ratelimit::TokenBucket;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -225,7 +225,9 @@ impl SessionTable {
         let early = self
             .early
             .remove(sid)
-            .filter(|e| now_us.saturating_sub(e.since_us) <= EARLY_CANDIDATES_TTL.as_micros() as u64)
+            .filter(|e| {
+                now_us.saturating_sub(e.since_us) <= EARLY_CANDIDATES_TTL.as_micros() as u64
+            })
             .map(|e| e.candidates)
             .unwrap_or_default();
         let id = self.next_id;

@@ -433,3 +433,54 @@ pub fn vp8_only_offer() -> String {
      a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n"
         .to_owned()
 }
+
+// ---- process figures, for benchmarks and bounded-growth tests ----
+
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// (utime + stime in seconds, RSS in MiB) of a process.
+pub fn proc_sample(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(((ut + st) / clock_ticks(), rss_kb / 1024.0))
+}
+
+/// CPU% of one core and peak RSS over `window`.
+pub async fn measure(pid: u32, window: Duration) -> (f64, f64) {
+    let t0 = Instant::now();
+    let (c0, mut rss) = proc_sample(pid).unwrap_or((0.0, 0.0));
+    let step = Duration::from_millis(250);
+    while t0.elapsed() < window {
+        tokio::time::sleep(step).await;
+        if let Some((_, r)) = proc_sample(pid) {
+            rss = rss.max(r);
+        }
+    }
+    let (c1, _) = proc_sample(pid).unwrap_or((c0, rss));
+    (100.0 * (c1 - c0) / t0.elapsed().as_secs_f64(), rss)
+}
+
+/// Open file descriptors and threads of a process.
+pub fn fds_and_threads(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (fds, threads)
+}
