@@ -58,7 +58,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "cross-build: missing ${missing[*]}: run scripts/install-cross-deps.sh (or pass --install-deps)" >&2
     exit 1
 fi
-if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$triple"; then
+if command -v rustup >/dev/null 2>&1 && ! grep -qx "$triple" <<<"$(rustup target list --installed)"; then
     echo "cross-build: the Rust target $triple is not installed: rustup target add $triple" >&2
     exit 1
 fi

@@ -30,13 +30,14 @@ export DEBIAN_FRONTEND=noninteractive
 
 need_update=0
 for arch in arm64 armhf; do
-    if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+    if ! grep -qx "$arch" <<<"$(dpkg --print-foreign-architectures)"; then
         echo "install-cross-deps: adding dpkg architecture $arch"
         $SUDO dpkg --add-architecture "$arch"
         need_update=1
     fi
 done
 
+host=$(dpkg --print-architecture)
 PKGS=(
     gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross
@@ -44,7 +45,7 @@ PKGS=(
     libasound2-dev:armhf libopus-dev:armhf
     # The host's own -dev packages: multiarch -dev packages must all be of
     # one version, so install the host's in the same transaction.
-    libasound2-dev libopus-dev
+    "libasound2-dev:$host" "libopus-dev:$host"
     pkg-config clang cmake nasm
     qemu-user-static qemu-system-arm
     cpio kmod file xz-utils zstd
@@ -53,7 +54,7 @@ PKGS=(
 missing=()
 for p in "${PKGS[@]}"; do
     case "$p" in \#*) continue ;; esac
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")
 done
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -73,7 +74,7 @@ else
 fi
 
 for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
-    if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$t"; then
+    if command -v rustup >/dev/null 2>&1 && ! grep -qx "$t" <<<"$(rustup target list --installed)"; then
         echo "install-cross-deps: rustup target add $t"
         rustup target add "$t"
     fi

@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// Configuration file (TOML). Without it, every key has its default.
     #[arg(long, short = 'c', value_name = "FILE", env = "CAMPEER_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Board profile to start from: rpi-zero2w, rpi3, rpi4, rpi5,
+    /// qemu-raspi3b (`board`). The file and the other flags lay over it.
+    #[arg(long, value_name = "NAME")]
+    pub board: Option<String>,
     /// Device id (`device_id`).
     #[arg(long, value_name = "ID")]
     pub device_id: Option<String>,
@@ -111,10 +115,7 @@ impl RunArgs {
     /// The configuration to run with: the file (or the defaults when there
     /// is none), the flags laid over it, validated.
     pub fn resolve(&self) -> Result<Config, ConfigError> {
-        let mut config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
+        let mut config = Config::load_layered(self.config.as_deref(), self.board.as_deref())?;
         let file_ice_servers = config.webrtc.ice_servers.len();
         self.apply(&mut config);
         config
@@ -200,6 +201,7 @@ impl RunArgs {
         let set = |given: bool, flag: &'static str| given.then_some(flag);
         match key {
             "device_id" => set(self.device_id.is_some(), "--device-id"),
+            "board" => set(self.board.is_some(), "--board"),
             "mqtt.url" => set(self.mqtt.is_some(), "--mqtt"),
             "mqtt.prefix" => set(self.prefix.is_some(), "--prefix"),
             "video.source" => set(self.video.is_some(), "--video"),
@@ -314,6 +316,20 @@ pub struct ViewArgs {
     /// report how many frames the keyframe took (for testing).
     #[arg(long, value_name = "N")]
     pub pli_at: Option<u64>,
+    /// With mqtts://: PEM file of the CA that signed the broker's
+    /// certificate (default: the system's CA certificates).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// With mqtts://: PEM client certificate, for brokers that require one.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// File whose first line is the broker password (the user name comes
+    /// from the --mqtt URL); keeps it off the command line.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

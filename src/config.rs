@@ -107,6 +107,10 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// A built-in board profile (`rpi-zero2w`, `rpi3`, `rpi4`, `rpi5`,
+    /// `qemu-raspi3b`) this file lays over; `--board` overrides it. Default
+    /// none.
+    pub board: Option<String>,
     /// Device id, `[a-z0-9][a-z0-9_-]{0,62}`. Default: the host name,
     /// lower-cased, other characters mapped to `-` (see [`default_device_id`]).
     pub device_id: String,
@@ -185,8 +189,9 @@ impl AudioConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     /// Broker URL: `mqtt://[user[:pass]@]host[:port]` (default port 1883),
-    /// or `mqtts://` (TLS, default port 8883). User and password are
-    /// percent-decoded. Default `mqtt://127.0.0.1:1883`.
+    /// or `mqtts://` (TLS, default port 8883; the host is the TLS server
+    /// name). User and password are percent-decoded. Default
+    /// `mqtt://127.0.0.1:1883`.
     pub url: String,
     /// Topic root; may contain `/`. Default `campeer`.
     pub prefix: String,
@@ -200,6 +205,23 @@ pub struct MqttConfig {
     pub reconnect_min_ms: u64,
     /// Reconnect backoff ceiling, milliseconds (>= the floor). Default 30000.
     pub reconnect_max_ms: u64,
+    /// User name, when the URL has none (the same name in both is
+    /// accepted). Default none.
+    pub username: Option<String>,
+    /// File whose first line is the broker password (instead of a password
+    /// in the URL, which must then have none). Needs a user name. Default
+    /// none.
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates that may sign the broker's
+    /// certificate (`mqtts://` only); replaces the system's CA
+    /// certificates. Default none: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS (`mqtts://` only,
+    /// with `client_key`). Default none.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert` (PKCS#8, PKCS#1 or SEC1). Default
+    /// none.
+    pub client_key: Option<PathBuf>,
 }
 
 /// The camera and the H.264 encoder.
@@ -279,6 +301,11 @@ impl fmt::Debug for MqttConfig {
             .field("max_payload", &self.max_payload)
             .field("reconnect_min_ms", &self.reconnect_min_ms)
             .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
             .finish()
     }
 }
@@ -322,6 +349,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 impl Default for Config {
     fn default() -> Self {
         Config {
+            board: None,
             device_id: default_device_id(),
             mqtt: MqttConfig::default(),
             video: VideoConfig::default(),
@@ -343,6 +371,11 @@ impl Default for MqttConfig {
             max_payload: 64 * 1024,
             reconnect_min_ms: 250,
             reconnect_max_ms: 30_000,
+            username: None,
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -412,8 +445,61 @@ impl Config {
         Config::from_toml_str(&text, &path.display().to_string())
     }
 
+    /// Reads `file` (if any) laid over a board profile: `board` (the
+    /// `--board` flag) or else the file's own `board` key. Keys the file
+    /// sets replace the profile's (tables merge, arrays such as `[[gpio]]`
+    /// are replaced whole). Does not validate.
+    pub fn load_layered(file: Option<&Path>, board: Option<&str>) -> Result<Config, ConfigError> {
+        let from_file = file.map(Config::load).transpose()?;
+        let board = board.map(str::to_owned).or_else(|| from_file.as_ref().and_then(|c| c.board.clone()));
+        let Some(name) = board else {
+            return Ok(from_file.unwrap_or_default());
+        };
+        let profile = crate::board::profile(&name).ok_or_else(|| {
+            invalid(
+                "board",
+                format!("{name:?} is not a known board; known: {}", crate::board::names().join(", ")),
+            )
+        })?;
+        let origin = format!("board/{name}.toml");
+        // Parse alone first, for errors with a line number.
+        Config::from_toml_str(profile, &origin)?;
+        let render = |e: toml::de::Error, origin: &str| ConfigError::Parse {
+            origin: origin.to_owned(),
+            line: None,
+            column: None,
+            message: e.message().trim_end().to_owned(),
+        };
+        let mut merged: toml::Table = toml::from_str(profile).map_err(|e| render(e, &origin))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                path: path.to_owned(),
+                error,
+            })?;
+            let over: toml::Table =
+                toml::from_str(&text).map_err(|e| render(e, &path.display().to_string()))?;
+            crate::board::merge(&mut merged, over);
+        }
+        merged.insert("board".into(), toml::Value::String(name));
+        let mut config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| render(e, &origin))?;
+        if config.device_id.is_empty() {
+            config.device_id = default_device_id();
+        }
+        Ok(config)
+    }
+
     /// Checks every value; the error names the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(b) = &self.board {
+            if crate::board::profile(b).is_none() {
+                return Err(invalid(
+                    "board",
+                    format!("{b:?} is not a known board; known: {}", crate::board::names().join(", ")),
+                ));
+            }
+        }
         if !validate_device_id(&self.device_id) {
             return Err(invalid(
                 "device_id",
@@ -462,7 +548,8 @@ impl Config {
 
 impl MqttConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        MqttTarget::parse(&self.url).map_err(|e| invalid("mqtt.url", e.to_string()))?;
+        let target =
+            MqttTarget::parse(&self.url).map_err(|e| invalid("mqtt.url", e.to_string()))?;
         validate_prefix(&self.prefix).map_err(|m| invalid("mqtt.prefix", m))?;
         if let Some(id) = &self.client_id {
             if id.is_empty()
@@ -502,7 +589,11 @@ impl MqttConfig {
                 ),
             ));
         }
-        Ok(())
+        // The TLS and password settings: consistent with each other and the
+        // URL, and every file named readable and well-formed (so a bad file
+        // stops the daemon at start-up, naming it).
+        crate::signaling::mqtt_options::check(self, &target)
+            .map_err(|e| invalid(e.setting.key(), e.message))
     }
 }
 
@@ -687,7 +778,7 @@ impl IceServer {
 /// effective configuration as TOML (defaults filled in, secrets as `***`),
 /// headed by comments naming the file and the MQTT client id.
 pub fn check_config(path: &Path) -> Result<String, ConfigError> {
-    let config = Config::load(path)?;
+    let config = Config::load_layered(Some(path), None)?;
     config.validate().map_err(|e| ConfigError::InFile {
         path: path.to_owned(),
         error: Box::new(e),
@@ -1298,6 +1389,44 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_tls_and_password_settings_are_validated() {
+        let mut c = valid();
+        c.mqtt.ca_file = Some("/etc/campeer/ca.pem".into());
+        let msg = refused(&c, "mqtt.ca_file");
+        assert!(msg.contains("mqtts://"), "{msg}");
+        c.mqtt.url = "mqtts://u:hunter2@h".into();
+        let msg = refused(&c, "mqtt.ca_file");
+        assert!(
+            msg.contains("cannot read /etc/campeer/ca.pem") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+        c.mqtt.ca_file = None;
+        c.mqtt.client_cert = Some("/etc/campeer/cam1.crt".into());
+        refused(&c, "mqtt.client_key");
+        c.mqtt.client_cert = None;
+        c.mqtt.password_file = Some("/etc/campeer/mqtt.pass".into());
+        let msg = refused(&c, "mqtt.password_file");
+        assert!(
+            msg.contains("one place") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+        c.mqtt.url = "mqtts://h".into();
+        refused(&c, "mqtt.password_file");
+        c.mqtt.username = Some("cam1".into());
+        let msg = refused(&c, "mqtt.password_file");
+        assert!(msg.contains("cannot read /etc/campeer/mqtt.pass"), "{msg}");
+        let pass = temp_path("mqtt.pass");
+        std::fs::write(&pass, "pw\n").unwrap();
+        c.mqtt.password_file = Some(pass.clone());
+        let ok = c.validate();
+        let _ = std::fs::remove_file(&pass);
+        ok.unwrap();
+        c.mqtt.username = Some("other".into());
+        c.mqtt.url = "mqtts://cam1@h".into();
+        refused(&c, "mqtt.username");
+    }
+
+    #[test]
     fn effective_client_id() {
         let mut c = valid();
         assert_eq!(c.effective_client_id(), "campeer-cam1");
@@ -1574,8 +1703,14 @@ mod tests {
     /// A configuration with every optional key set, so all keys serialize.
     fn everything_set() -> Config {
         let text = r#"
+            board = "rpi4"
             [mqtt]
             client_id = "x"
+            username = "cam1"
+            password_file = "/etc/campeer/mqtt.pass"
+            ca_file = "/etc/campeer/ca.pem"
+            client_cert = "/etc/campeer/cam1.crt"
+            client_key = "/etc/campeer/cam1.key"
             [[webrtc.ice_servers]]
             urls = "turn:t"
             username = "u"
@@ -1666,6 +1801,8 @@ mod tests {
         let mut c = everything_set();
         c.access.keys[0].secret_file = None;
         c.device_id = "cam1".into();
+        // everything_set's TLS files do not exist; mqtt_settings_are_validated covers them.
+        c.mqtt = MqttConfig::default();
         c.validate().unwrap();
         c.gpio[0].name = "Bad Name".into();
         let msg = c.validate().unwrap_err().to_string();

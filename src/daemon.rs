@@ -61,11 +61,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let target = MqttTarget::parse(&config.mqtt.url).context("mqtt url")?;
-    if target.tls {
-        anyhow::bail!(
-            "{target}: mqtts:// (TLS) is not supported by this build yet; use mqtt:// on a trusted network"
-        );
-    }
     let topics = Topics::new(&config.mqtt.prefix, &config.device_id);
     info!(device = %config.device_id, broker = %target, prefix = %config.mqtt.prefix,
           video = %config.video.source, max_sessions = config.webrtc.max_sessions, "campeer starting");

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod board;
 pub mod broker;
 pub mod cli;
 pub mod clock;

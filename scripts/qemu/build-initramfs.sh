@@ -40,7 +40,7 @@ die() { echo "build-initramfs: $*" >&2; exit 1; }
 for t in apt-get apt-cache dpkg-deb cpio depmod modprobe aarch64-linux-gnu-readelf perl; do
     command -v "$t" >/dev/null 2>&1 || die "$t is missing: run scripts/install-cross-deps.sh"
 done
-dpkg --print-foreign-architectures | grep -qx arm64 \
+grep -qx arm64 <<<"$(dpkg --print-foreign-architectures)" \
     || die "dpkg has no arm64 architecture: run scripts/install-cross-deps.sh"
 
 # --- the binary -------------------------------------------------------------
@@ -51,7 +51,7 @@ if [ -z "${CAMPEER_QEMU_BIN:-}" ]; then
     fi
 fi
 [ -x "$bin" ] || die "$bin is missing"
-file -b "$bin" | grep -q "ARM aarch64" || die "$bin is not an aarch64 binary"
+grep -q "ARM aarch64" <<<"$(file -b "$bin")" || die "$bin is not an aarch64 binary"
 
 # --- Debian packages ----------------------------------------------------------
 # fetch PKG: the newest cached .deb of PKG (arm64), downloading it if absent.
@@ -108,7 +108,8 @@ dpkg-deb -x "$audeb" "$tmpx/au"
 install -m 0755 "$tmpx/bb/bin/busybox" "$img/bin/busybox"
 ln -s busybox "$img/bin/sh"
 install -m 0755 "$tmpx/au/usr/bin/aplay" "$img/usr/bin/aplay"
-install -m 0755 "$bin" "$img/usr/bin/campeer"
+# Debug info off (line tables are 50 MB of the 60); symbols stay for backtraces.
+aarch64-linux-gnu-strip --strip-debug -o "$img/usr/bin/campeer" "$bin"
 install -m 0755 scripts/qemu/init "$img/init"
 install -m 0644 board/qemu-raspi3b.toml "$img/etc/campeer/qemu-raspi3b.toml"
 

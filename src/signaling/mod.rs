@@ -3,5 +3,6 @@ pub mod auth;
 
 pub mod messages;
 pub mod mqtt;
+pub mod mqtt_options;
 pub mod presence;
 pub mod topics;

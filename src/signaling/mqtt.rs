@@ -7,11 +7,12 @@ use crate::backoff::Backoff;
 use crate::config::{MqttConfig, MqttTarget};
 use crate::rtc::session::Outbox;
 use crate::signaling::messages::{DeviceMessage, ErrorCode, MAX_PAYLOAD};
+use crate::signaling::mqtt_options::mqtt_options;
 use crate::signaling::topics::{InTopic, Topics};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Largest packet accepted from the broker. Bigger than MAX_PAYLOAD so an
 /// oversized offer can still be answered with `too_large` rather than
@@ -54,14 +55,14 @@ impl MqttLink {
         mpsc::Receiver<LinkEvent>,
         tokio::task::JoinHandle<()>,
     ) {
-        let mut opts = MqttOptions::new(client_id, target.host.clone(), target.port);
-        opts.set_keep_alive(Duration::from_secs(cfg.keepalive_secs.max(5)));
-        opts.set_clean_session(true);
-        opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+        // Config validation has checked the files already; an error here
+        // (a file changed since) ends the link, which stops the daemon. The
+        // stand-in options are never polled, so they never connect.
+        let (mut opts, setup_error) = match mqtt_options(cfg, target, client_id) {
+            Ok(opts) => (opts, None),
+            Err(e) => (MqttOptions::new(client_id, "", 0), Some(e)),
+        };
         opts.set_last_will(LastWill::new(topics.status(), will, QoS::AtLeastOnce, true));
-        if let (Some(u), p) = (&target.username, &target.password) {
-            opts.set_credentials(u.clone(), p.clone().unwrap_or_default());
-        }
         let (client, eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
         let (tx, rx) = mpsc::channel(1024);
         let link = MqttLink {
@@ -73,9 +74,15 @@ impl MqttLink {
             Duration::from_millis(cfg.reconnect_max_ms),
         );
         let broker = target.to_string();
-        let task = tokio::spawn(run_loop(
-            eventloop, client, topics, tx, backoff, broker, shutdown,
-        ));
+        let task = match setup_error {
+            Some(e) => tokio::spawn(async move {
+                error!(%broker, "cannot set up the MQTT connection: {e}");
+                drop((eventloop, tx));
+            }),
+            None => tokio::spawn(run_loop(
+                eventloop, client, topics, tx, backoff, broker, shutdown,
+            )),
+        };
         (link, rx, task)
     }
 

@@ -116,7 +116,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
 
-    let mut sig = signal::ViewerSignal::connect(&target, &topics, &sid).await?;
+    let mut sig = signal::ViewerSignal::connect(args, &target, &topics, &sid).await?;
     report.mqtt_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let webrtc_cfg = WebRtcConfig {

@@ -1,10 +1,12 @@
 //! The viewer's side of MQTT signaling.
 
-use crate::config::MqttTarget;
+use crate::cli::ViewArgs;
+use crate::config::{MqttConfig, MqttTarget};
 use crate::signaling::messages::{parse_device_message, DeviceMessage, ViewerMessage};
+use crate::signaling::mqtt_options::mqtt_options;
 use crate::signaling::topics::Topics;
-use anyhow::{bail, Context};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use anyhow::{anyhow, bail, Context};
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -18,17 +20,22 @@ pub struct ViewerSignal {
 
 impl ViewerSignal {
     /// Connects and subscribes to the session's `out` topic.
-    pub async fn connect(target: &MqttTarget, topics: &Topics, sid: &str) -> anyhow::Result<Self> {
-        let mut opts = MqttOptions::new(
-            format!("campeer-view-{sid}"),
-            target.host.clone(),
-            target.port,
-        );
-        opts.set_keep_alive(Duration::from_secs(15));
-        opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
-        if let Some(u) = &target.username {
-            opts.set_credentials(u.clone(), target.password.clone().unwrap_or_default());
-        }
+    pub async fn connect(
+        args: &ViewArgs,
+        target: &MqttTarget,
+        topics: &Topics,
+        sid: &str,
+    ) -> anyhow::Result<Self> {
+        let cfg = MqttConfig {
+            keepalive_secs: 15,
+            password_file: args.password_file.clone(),
+            ca_file: args.ca_file.clone(),
+            client_cert: args.client_cert.clone(),
+            client_key: args.client_key.clone(),
+            ..MqttConfig::default()
+        };
+        let opts = mqtt_options(&cfg, target, &format!("campeer-view-{sid}"))
+            .map_err(|e| anyhow!("{}: {}", e.setting.flag(), e.message))?;
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
         let out_topic = topics.session_out(sid);
         client

@@ -1,0 +1,1064 @@
+//! The MQTT client options, device and viewer alike: transport (plain TCP,
+//! or TLS through rustls with the ring provider), credentials, keep-alive,
+//! packet limits and a clean session. The device adds its last will.
+//!
+//! TLS: the broker's certificate is checked against `mqtt.ca_file` (PEM,
+//! replacing the system's roots) or the system's CA certificates, for the
+//! URL's host name (or IP address). `mqtt.client_cert` and
+//! `mqtt.client_key` (PEM) add a client certificate for mutual TLS. Files
+//! are read when the options are built (once per process start): replace a
+//! certificate, then restart.
+//!
+//! Credentials: the user name comes from the URL or `mqtt.username`, the
+//! password from the URL or the first line of `mqtt.password_file`. A
+//! password is never logged; one given on the command line (`--mqtt
+//! mqtts://u:pw@h`) draws a warning, as every local user can read it.
+//!
+//! Certificate trouble at connect time (wrong CA, wrong name, a clock that
+//! makes the certificate look not yet valid or expired, a broker asking for
+//! a client certificate that is not configured) is logged here in plain
+//! words; the connection error itself goes back to the caller's retry loop.
+
+use crate::config::{MqttConfig, MqttTarget};
+use crate::signaling::mqtt::{MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET};
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertStore,
+    SignatureScheme,
+};
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// Largest certificate, key or password file read, bytes (a system CA
+/// bundle is a few hundred KiB).
+const MAX_FILE: u64 = 4 * 1024 * 1024;
+
+/// The setting an error is about, so each front end can name it its own
+/// way: the daemon by config key, the viewer by flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// `mqtt.url` / `--mqtt`.
+    Url,
+    /// `mqtt.username` (the viewer takes it from the URL).
+    Username,
+    /// `mqtt.password_file` / `--password-file`.
+    PasswordFile,
+    /// `mqtt.ca_file` / `--ca-file`.
+    CaFile,
+    /// `mqtt.client_cert` / `--client-cert`.
+    ClientCert,
+    /// `mqtt.client_key` / `--client-key`.
+    ClientKey,
+}
+
+impl Setting {
+    /// The configuration key, e.g. `mqtt.ca_file`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Setting::Url => "mqtt.url",
+            Setting::Username => "mqtt.username",
+            Setting::PasswordFile => "mqtt.password_file",
+            Setting::CaFile => "mqtt.ca_file",
+            Setting::ClientCert => "mqtt.client_cert",
+            Setting::ClientKey => "mqtt.client_key",
+        }
+    }
+
+    /// The `campeer view` flag, e.g. `--ca-file`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Setting::Url => "--mqtt",
+            Setting::Username => "--mqtt (user name)",
+            Setting::PasswordFile => "--password-file",
+            Setting::CaFile => "--ca-file",
+            Setting::ClientCert => "--client-cert",
+            Setting::ClientKey => "--client-key",
+        }
+    }
+}
+
+/// Why the options cannot be built. The message names the file it is
+/// about and never contains a password or key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttSetupError {
+    /// The setting at fault.
+    pub setting: Setting,
+    /// What is wrong, naming the file.
+    pub message: String,
+}
+
+impl fmt::Display for MqttSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.setting.key(), self.message)
+    }
+}
+
+impl std::error::Error for MqttSetupError {}
+
+fn fail(setting: Setting, message: impl Into<String>) -> MqttSetupError {
+    MqttSetupError {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// The client options for `target`: TCP or TLS transport, credentials,
+/// keep-alive (`cfg.keepalive_secs`, at least 5 s), packet limits (1 MiB
+/// in, 256 KiB out) and a clean session. Reads the TLS and password files.
+pub fn mqtt_options(
+    cfg: &MqttConfig,
+    target: &MqttTarget,
+    client_id: &str,
+) -> Result<MqttOptions, MqttSetupError> {
+    check_consistency(cfg, target)?;
+    let credentials = credentials(cfg, target)?;
+    let host = if target.tls {
+        // rustls takes the server name from the host as given: an IPv6
+        // literal without brackets (`::1`) is both a valid IP server name
+        // and, as `::1:8883`, an address the resolver accepts.
+        unbracketed(&target.host).to_owned()
+    } else {
+        target.host.clone()
+    };
+    let mut opts = MqttOptions::new(client_id, host, target.port);
+    opts.set_keep_alive(Duration::from_secs(cfg.keepalive_secs.clamp(5, 65_535)));
+    opts.set_clean_session(true);
+    opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+    if target.tls {
+        let tls = tls_client_config(cfg, target)?;
+        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
+    }
+    if let Some((user, password)) = credentials {
+        opts.set_credentials(user, password);
+    }
+    if target.password.is_some() && password_in_args(std::env::args_os()) {
+        warn!(
+            broker = %target,
+            "the MQTT password is part of the --mqtt URL on the command line, where every user of this machine can read it (ps, /proc/PID/cmdline): use mqtt.password_file (campeer view: --password-file) or the CAMPEER_MQTT_URL environment variable"
+        );
+    }
+    Ok(opts)
+}
+
+/// Checks what [`mqtt_options`] would use, without building a connection:
+/// the settings agree with each other and with the URL, and every named
+/// file can be read and parsed (certificates, key matching its
+/// certificate, a non-empty password). The system's CA certificates are
+/// not loaded. Used by configuration validation.
+pub fn check(cfg: &MqttConfig, target: &MqttTarget) -> Result<(), MqttSetupError> {
+    check_consistency(cfg, target)?;
+    credentials(cfg, target)?;
+    if target.tls {
+        if let Some(path) = &cfg.ca_file {
+            read_roots(path)?;
+        }
+        client_identity(cfg, &provider())?;
+    }
+    Ok(())
+}
+
+/// The rustls configuration for an `mqtts://` target (ring provider,
+/// TLS 1.2 and 1.3).
+pub fn tls_client_config(
+    cfg: &MqttConfig,
+    target: &MqttTarget,
+) -> Result<Arc<ClientConfig>, MqttSetupError> {
+    let provider = provider();
+    let (roots, trusted) = match &cfg.ca_file {
+        Some(path) => (
+            read_roots(path)?,
+            format!("{} ({})", path.display(), Setting::CaFile.key()),
+        ),
+        None => (system_roots()?, "the system's CA certificates".to_owned()),
+    };
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| {
+            fail(
+                Setting::CaFile,
+                format!("cannot use the CA certificates: {e}"),
+            )
+        })?;
+    let verifier = ExplainingVerifier {
+        inner,
+        broker: target.to_string(),
+        trusted,
+        failures: AtomicU32::new(0),
+    };
+    let identity = ClientIdentity {
+        key: client_identity(cfg, &provider)?,
+        broker: target.to_string(),
+        asked: AtomicU32::new(0),
+    };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(Setting::Url, format!("TLS set-up: {e}")))?
+        // Not dangerous: `ExplainingVerifier` is the standard WebPKI
+        // verifier, wrapped only to explain its refusals in the log.
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(identity));
+    Ok(Arc::new(config))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Settings that contradict each other or the URL.
+fn check_consistency(cfg: &MqttConfig, target: &MqttTarget) -> Result<(), MqttSetupError> {
+    if !target.tls {
+        for (setting, given) in [
+            (Setting::CaFile, cfg.ca_file.is_some()),
+            (Setting::ClientCert, cfg.client_cert.is_some()),
+            (Setting::ClientKey, cfg.client_key.is_some()),
+        ] {
+            if given {
+                return Err(fail(
+                    setting,
+                    format!("is set, but the broker URL {target} is mqtt:// (no TLS): use mqtts:// (or drop the setting)"),
+                ));
+            }
+        }
+    }
+    match (&cfg.client_cert, &cfg.client_key) {
+        (Some(_), None) => {
+            return Err(fail(
+                Setting::ClientKey,
+                "missing: a client certificate needs its private key",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(fail(
+                Setting::ClientCert,
+                "missing: a client key needs its certificate",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(user) = &cfg.username {
+        if let Some(problem) = user_name_problem(user) {
+            return Err(fail(Setting::Username, format!("{user:?} {problem}")));
+        }
+        if let Some(url_user) = &target.username {
+            if url_user != user {
+                return Err(fail(
+                    Setting::Username,
+                    format!("{user:?} differs from the user name in the broker URL ({url_user:?}): give it once"),
+                ));
+            }
+        }
+    }
+    if cfg.password_file.is_some() {
+        if target.password.is_some() {
+            return Err(fail(
+                Setting::PasswordFile,
+                "is set, but the broker URL has a password too: give it in one place (preferably the file)",
+            ));
+        }
+        if target.username.is_none() && cfg.username.is_none() {
+            return Err(fail(
+                Setting::PasswordFile,
+                "a password needs a user name: put it in the URL (mqtts://user@host) or in mqtt.username",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn user_name_problem(user: &str) -> Option<&'static str> {
+    if user.is_empty() {
+        Some("is empty")
+    } else if user.len() > 65_535 {
+        Some("is longer than 65535 bytes")
+    } else if user.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else {
+        None
+    }
+}
+
+/// User name and password, if any (after [`check_consistency`]).
+fn credentials(
+    cfg: &MqttConfig,
+    target: &MqttTarget,
+) -> Result<Option<(String, String)>, MqttSetupError> {
+    let user = target.username.clone().or_else(|| cfg.username.clone());
+    let password = match &cfg.password_file {
+        Some(path) => Some(read_password(path)?),
+        None => target.password.clone(),
+    };
+    Ok(user.map(|u| (u, password.unwrap_or_default())))
+}
+
+/// The first line of `path`, without its line ending.
+fn read_password(path: &Path) -> Result<String, MqttSetupError> {
+    let bytes = read_capped(path, Setting::PasswordFile)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        fail(
+            Setting::PasswordFile,
+            format!("{} is not UTF-8 text", path.display()),
+        )
+    })?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(fail(
+            Setting::PasswordFile,
+            format!(
+                "{} is empty: it must hold the password on its first line",
+                path.display()
+            ),
+        ));
+    }
+    Ok(line.to_owned())
+}
+
+fn read_capped(path: &Path, setting: Setting) -> Result<Vec<u8>, MqttSetupError> {
+    let cannot = |e: std::io::Error| fail(setting, format!("cannot read {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(fail(
+            setting,
+            format!("{} is larger than {MAX_FILE} bytes", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Every certificate in a PEM file; an error if there is none.
+fn read_certs(
+    path: &Path,
+    setting: Setting,
+) -> Result<Vec<CertificateDer<'static>>, MqttSetupError> {
+    let bytes = read_capped(path, setting)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(setting, format!("{} is not valid PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(fail(
+            setting,
+            format!(
+                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(certs)
+}
+
+fn read_roots(path: &Path) -> Result<RootCertStore, MqttSetupError> {
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in read_certs(path, Setting::CaFile)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| {
+            fail(
+                Setting::CaFile,
+                format!(
+                    "{}: certificate {} is not a usable CA certificate: {e}",
+                    path.display(),
+                    i + 1
+                ),
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> Result<RootCertStore, MqttSetupError> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        debug!("system CA certificates: {e}");
+    }
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    debug!(added, ignored, "system CA certificates loaded");
+    if roots.is_empty() {
+        return Err(fail(
+            Setting::CaFile,
+            "not set, and no CA certificates were found on this system (install the ca-certificates package, or set it to the CA that signed the broker's certificate)",
+        ));
+    }
+    Ok(roots)
+}
+
+/// The client certificate and key, checked to belong together.
+fn client_identity(
+    cfg: &MqttConfig,
+    provider: &CryptoProvider,
+) -> Result<Option<Arc<CertifiedKey>>, MqttSetupError> {
+    let (Some(cert_path), Some(key_path)) = (&cfg.client_cert, &cfg.client_key) else {
+        return Ok(None);
+    };
+    let chain = read_certs(cert_path, Setting::ClientCert)?;
+    let bytes = read_capped(key_path, Setting::ClientKey)?;
+    let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        let why = match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned()
+            }
+            other => format!("is not a valid PEM private key: {other}"),
+        };
+        fail(Setting::ClientKey, format!("{} {why}", key_path.display()))
+    })?;
+    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+        TlsError::InconsistentKeys(_) => fail(
+            Setting::ClientKey,
+            format!(
+                "{} does not belong to the certificate in {}",
+                key_path.display(),
+                cert_path.display()
+            ),
+        ),
+        other => fail(
+            Setting::ClientKey,
+            format!(
+                "{} (with {}): cannot use this key: {other}",
+                key_path.display(),
+                cert_path.display()
+            ),
+        ),
+    })?;
+    Ok(Some(Arc::new(certified)))
+}
+
+/// `[::1]` -> `::1`; anything else unchanged.
+fn unbracketed(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Whether a command-line argument is an MQTT URL with a password (as
+/// `--mqtt URL` or `--mqtt=URL`).
+pub fn password_in_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter().any(|arg| {
+        let Some(arg) = arg.to_str() else {
+            return false;
+        };
+        let url = arg.strip_prefix("--mqtt=").unwrap_or(arg);
+        let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+        (lower.starts_with("mqtt://") || lower.starts_with("mqtts://"))
+            && MqttTarget::parse(url).is_ok_and(|t| t.password.is_some())
+    })
+}
+
+/// Logs the first failure and then every power of two, like the link's
+/// own retry messages.
+fn worth_logging(n: u32) -> bool {
+    n <= 1 || n.is_power_of_two()
+}
+
+/// The standard WebPKI verifier, explaining its refusals in the log.
+#[derive(Debug)]
+struct ExplainingVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    broker: String,
+    /// Where the trusted CAs came from, for the log.
+    trusted: String,
+    failures: AtomicU32,
+}
+
+impl ServerCertVerifier for ExplainingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        let result = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match &result {
+            Ok(_) => self.failures.store(0, Ordering::Relaxed),
+            Err(e) => {
+                let n = self
+                    .failures
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
+                let why = explain_certificate_error(e, server_name, &self.trusted, now);
+                if worth_logging(n) {
+                    warn!(broker = %self.broker, attempt = n, "TLS: {why}");
+                } else {
+                    debug!(broker = %self.broker, attempt = n, "TLS: {why}");
+                }
+            }
+        }
+        result
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// One sentence on why the broker's certificate was refused, with what to
+/// do about it.
+fn explain_certificate_error(
+    e: &TlsError,
+    server_name: &ServerName<'_>,
+    trusted: &str,
+    now: UnixTime,
+) -> String {
+    let clock = format_unix(now.as_secs());
+    let TlsError::InvalidCertificate(ce) = e else {
+        return format!("the broker's certificate was refused: {e}");
+    };
+    match ce {
+        CertificateError::NotValidYet => format!(
+            "certificate not valid yet: is the clock right? This machine says it is {clock} (a Raspberry Pi has no battery clock: wait for NTP); retrying"
+        ),
+        CertificateError::NotValidYetContext { not_before, .. } => format!(
+            "certificate not valid yet (valid from {}): is the clock right? This machine says it is {clock} (a Raspberry Pi has no battery clock: wait for NTP); retrying",
+            format_unix(not_before.as_secs())
+        ),
+        CertificateError::Expired => format!(
+            "certificate expired: renew the broker's certificate, or check the clock (this machine says it is {clock}); retrying"
+        ),
+        CertificateError::ExpiredContext { not_after, .. } => format!(
+            "certificate expired on {}: renew the broker's certificate, or check the clock (this machine says it is {clock}); retrying",
+            format_unix(not_after.as_secs())
+        ),
+        CertificateError::UnknownIssuer => format!(
+            "the broker's certificate is not signed by a CA in {trusted} (wrong CA file?); retrying"
+        ),
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            format!(
+                "the broker's certificate is not valid for {:?}, the host in the broker URL ({ce}); the certificate's subjectAltName must name it; retrying",
+                server_name.to_str()
+            )
+        }
+        other => format!("the broker's certificate was refused: {other}; retrying"),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since 1970 (proleptic Gregorian).
+fn format_unix(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The client certificate, if any; says so in the log when the broker
+/// asks for one that is not configured.
+#[derive(Debug)]
+struct ClientIdentity {
+    key: Option<Arc<CertifiedKey>>,
+    broker: String,
+    asked: AtomicU32,
+}
+
+impl ResolvesClientCert for ClientIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        if self.key.is_none() {
+            let n = self.asked.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            if worth_logging(n) {
+                warn!(
+                    broker = %self.broker,
+                    "TLS: the broker asks for a client certificate, but none is configured (mqtt.client_cert and mqtt.client_key; campeer view: --client-cert and --client-key); it will likely refuse the connection"
+                );
+            }
+        }
+        self.key.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.key.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!(
+                "campeer-mqtt-options-{tag}-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let p = self.path(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn openssl(dir: &Dir, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir.0)
+            .output()
+            .expect("openssl is not installed (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A self-signed CA (`ca.crt`, `ca.key`) and a client certificate
+    /// signed by it (`client.crt`, `client.key`), plus an unrelated key.
+    fn pki() -> Dir {
+        let d = Dir::new("pki");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &d,
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=unit-ca",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &d,
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "client.key",
+                    "-out",
+                    "client.csr",
+                    "-subj",
+                    "/CN=cam1",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "7",
+                "-days",
+                "2",
+                "-out",
+                "client.crt",
+            ],
+        );
+        openssl(
+            &d,
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "other.key",
+                    "-out",
+                    "other.csr",
+                    "-subj",
+                    "/CN=other",
+                ],
+            ]
+            .concat(),
+        );
+        d
+    }
+
+    fn creds(opts: &MqttOptions) -> Option<(String, String)> {
+        opts.credentials().map(|l| (l.username, l.password))
+    }
+
+    fn target(url: &str) -> MqttTarget {
+        MqttTarget::parse(url).unwrap()
+    }
+
+    fn err(cfg: &MqttConfig, url: &str) -> MqttSetupError {
+        let t = target(url);
+        let e = mqtt_options(cfg, &t, "id").expect_err("should fail");
+        assert_eq!(check(cfg, &t).expect_err("check should fail too"), e);
+        e
+    }
+
+    #[test]
+    fn plain_tcp_keeps_the_link_settings() {
+        let cfg = MqttConfig::default();
+        let opts = mqtt_options(&cfg, &target("mqtt://u:p@h:1884"), "campeer-cam1").unwrap();
+        assert_eq!(opts.broker_address(), ("h".to_owned(), 1884));
+        assert_eq!(opts.client_id(), "campeer-cam1");
+        assert_eq!(opts.keep_alive(), Duration::from_secs(30));
+        assert!(opts.clean_session());
+        assert_eq!(opts.max_packet_size(), MAX_INCOMING_PACKET);
+        assert_eq!(creds(&opts), Some(("u".into(), "p".into())));
+        assert!(matches!(opts.transport(), Transport::Tcp));
+        let opts = mqtt_options(&cfg, &target("mqtt://[::1]:1"), "x").unwrap();
+        assert_eq!(opts.broker_address(), ("[::1]".to_owned(), 1));
+        assert_eq!(creds(&opts), None);
+        let short = MqttConfig {
+            keepalive_secs: 1,
+            ..MqttConfig::default()
+        };
+        let opts = mqtt_options(&short, &target("mqtt://h"), "x").unwrap();
+        assert_eq!(opts.keep_alive(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn tls_with_system_roots_uses_the_url_host() {
+        let cfg = MqttConfig::default();
+        let opts = mqtt_options(&cfg, &target("mqtts://broker.example"), "x").unwrap();
+        assert_eq!(opts.broker_address(), ("broker.example".to_owned(), 8883));
+        assert!(matches!(opts.transport(), Transport::Tls(_)));
+        // IPv6: unbracketed, so rustls sees an IP server name.
+        let opts = mqtt_options(&cfg, &target("mqtts://[::1]:8884"), "x").unwrap();
+        assert_eq!(opts.broker_address(), ("::1".to_owned(), 8884));
+        assert!(ServerName::try_from("::1").is_ok());
+    }
+
+    #[test]
+    fn tls_with_ca_file_and_client_certificate() {
+        let d = pki();
+        let cfg = MqttConfig {
+            ca_file: Some(d.path("ca.crt")),
+            client_cert: Some(d.path("client.crt")),
+            client_key: Some(d.path("client.key")),
+            ..MqttConfig::default()
+        };
+        let t = target("mqtts://127.0.0.1:8883");
+        check(&cfg, &t).unwrap();
+        let opts = mqtt_options(&cfg, &t, "x").unwrap();
+        let Transport::Tls(TlsConfiguration::Rustls(tls)) = opts.transport() else {
+            panic!("not rustls")
+        };
+        assert!(tls.client_auth_cert_resolver.has_certs());
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let d = pki();
+        let missing = d.path("missing.pem");
+        let e = err(
+            &MqttConfig {
+                ca_file: Some(missing.clone()),
+                ..MqttConfig::default()
+            },
+            "mqtts://h",
+        );
+        assert_eq!(e.setting, Setting::CaFile);
+        assert!(e.message.contains(&missing.display().to_string()), "{e}");
+        assert!(
+            e.to_string().starts_with("mqtt.ca_file: cannot read"),
+            "{e}"
+        );
+
+        let junk = d.write("junk.pem", "hello\n");
+        let e = err(
+            &MqttConfig {
+                ca_file: Some(junk.clone()),
+                ..MqttConfig::default()
+            },
+            "mqtts://h",
+        );
+        assert!(
+            e.message.contains("junk.pem holds no PEM certificate"),
+            "{e}"
+        );
+
+        let broken = d.write(
+            "broken.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB!!!\n-----END CERTIFICATE-----\n",
+        );
+        let e = err(
+            &MqttConfig {
+                ca_file: Some(broken),
+                ..MqttConfig::default()
+            },
+            "mqtts://h",
+        );
+        assert!(e.message.contains("broken.pem is not valid PEM"), "{e}");
+
+        let e = err(
+            &MqttConfig {
+                client_cert: Some(d.path("client.crt")),
+                client_key: Some(d.path("other.key")),
+                ..MqttConfig::default()
+            },
+            "mqtts://h",
+        );
+        assert_eq!(e.setting, Setting::ClientKey);
+        assert!(
+            e.message
+                .contains("other.key does not belong to the certificate in")
+                && e.message.contains("client.crt"),
+            "{e}"
+        );
+        // A certificate where the key should be.
+        let e = err(
+            &MqttConfig {
+                client_cert: Some(d.path("client.crt")),
+                client_key: Some(d.path("client.crt")),
+                ..MqttConfig::default()
+            },
+            "mqtts://h",
+        );
+        assert!(e.message.contains("holds no PEM private key"), "{e}");
+        // Key material never shows up in a message.
+        let key_text = std::fs::read_to_string(d.path("other.key")).unwrap();
+        let body = key_text.lines().nth(1).unwrap();
+        let e = err(
+            &MqttConfig {
+                ca_file: Some(d.path("other.key")),
+                ..MqttConfig::default()
+            },
+            "mqtts://h",
+        );
+        assert!(!e.to_string().contains(body), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused() {
+        let with = |f: fn(&mut MqttConfig)| {
+            let mut c = MqttConfig::default();
+            f(&mut c);
+            c
+        };
+        let e = err(&with(|c| c.ca_file = Some("/x".into())), "mqtt://h");
+        assert_eq!(e.setting, Setting::CaFile);
+        assert!(e.message.contains("mqtts://"), "{e}");
+        let e = err(&with(|c| c.client_cert = Some("/x".into())), "mqtts://h");
+        assert_eq!(e.setting, Setting::ClientKey);
+        let e = err(&with(|c| c.client_key = Some("/x".into())), "mqtts://h");
+        assert_eq!(e.setting, Setting::ClientCert);
+        let e = err(&with(|c| c.password_file = Some("/x".into())), "mqtts://h");
+        assert_eq!(e.setting, Setting::PasswordFile);
+        assert!(e.message.contains("user name"), "{e}");
+        let e = err(
+            &with(|c| c.password_file = Some("/x".into())),
+            "mqtt://u:pw@h",
+        );
+        assert!(
+            e.message.contains("one place") && !e.message.contains("pw"),
+            "{e}"
+        );
+        let e = err(&with(|c| c.username = Some("a".into())), "mqtt://b@h");
+        assert_eq!(e.setting, Setting::Username);
+        let e = err(&with(|c| c.username = Some(String::new())), "mqtt://h");
+        assert_eq!(e.setting, Setting::Username);
+        let e = err(&with(|c| c.username = Some("a\nb".into())), "mqtt://h");
+        assert!(e.message.contains("control"), "{e}");
+        // The same user name twice is fine.
+        let c = with(|c| c.username = Some("a".into()));
+        mqtt_options(&c, &target("mqtt://a@h"), "x").unwrap();
+    }
+
+    #[test]
+    fn password_file_gives_the_password() {
+        let d = Dir::new("pw");
+        let pw = d.write("pw", "s3cret\r\nignored\n");
+        let cfg = MqttConfig {
+            username: Some("cam1".into()),
+            password_file: Some(pw),
+            ..MqttConfig::default()
+        };
+        let opts = mqtt_options(&cfg, &target("mqtt://h"), "x").unwrap();
+        assert_eq!(creds(&opts), Some(("cam1".into(), "s3cret".into())));
+        // The URL's user name works as well.
+        let cfg = MqttConfig {
+            username: None,
+            ..cfg
+        };
+        let opts = mqtt_options(&cfg, &target("mqtt://v@h"), "x").unwrap();
+        assert_eq!(creds(&opts), Some(("v".into(), "s3cret".into())));
+
+        let empty = d.write("empty", "\nsecond\n");
+        let e = err(
+            &MqttConfig {
+                password_file: Some(empty),
+                ..cfg.clone()
+            },
+            "mqtt://v@h",
+        );
+        assert!(e.message.contains("is empty"), "{e}");
+        let binary = d.path("bin");
+        std::fs::write(&binary, [0xff, 0xfe, b'x']).unwrap();
+        let e = err(
+            &MqttConfig {
+                password_file: Some(binary),
+                ..cfg.clone()
+            },
+            "mqtt://v@h",
+        );
+        assert!(e.message.contains("not UTF-8"), "{e}");
+        let e = err(
+            &MqttConfig {
+                password_file: Some(d.path("nope")),
+                ..cfg
+            },
+            "mqtt://v@h",
+        );
+        assert!(
+            e.message.contains("cannot read") && e.message.contains("nope"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_password_on_the_command_line_is_noticed() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(password_in_args(args(&[
+            "campeer",
+            "run",
+            "--mqtt",
+            "mqtt://u:p@h"
+        ])));
+        assert!(password_in_args(args(&[
+            "campeer",
+            "view",
+            "--mqtt=MQTTS://u:p@h:1"
+        ])));
+        assert!(!password_in_args(args(&[
+            "campeer",
+            "run",
+            "--mqtt",
+            "mqtt://u@h"
+        ])));
+        assert!(!password_in_args(args(&[
+            "campeer", "run", "--mqtt", "u:p@h"
+        ])));
+        assert!(!password_in_args(args(&["campeer", "é", "mqtt://"])));
+        assert!(!password_in_args(Vec::new()));
+    }
+
+    #[test]
+    fn certificate_errors_are_explained() {
+        let name = ServerName::try_from("broker.example").unwrap();
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(86_400));
+        let explain = |ce: CertificateError| {
+            explain_certificate_error(&TlsError::InvalidCertificate(ce), &name, "ca.pem", now)
+        };
+        let m = explain(CertificateError::NotValidYetContext {
+            time: now,
+            not_before: UnixTime::since_unix_epoch(Duration::from_secs(1_767_225_600)),
+        });
+        assert!(
+            m.starts_with("certificate not valid yet (valid from 2026-01-01 00:00:00 UTC): is the clock right?")
+                && m.contains("1970-01-02 00:00:00 UTC"),
+            "{m}"
+        );
+        assert!(explain(CertificateError::NotValidYet).contains("is the clock right?"));
+        assert!(explain(CertificateError::Expired).contains("expired"));
+        assert!(explain(CertificateError::UnknownIssuer).contains("not signed by a CA in ca.pem"));
+        assert!(explain(CertificateError::NotValidForName).contains("\"broker.example\""));
+        let m = explain_certificate_error(&TlsError::General("x".into()), &name, "ca.pem", now);
+        assert!(m.contains("refused"), "{m}");
+    }
+
+    #[test]
+    fn unix_times_format_as_utc_dates() {
+        assert_eq!(format_unix(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_unix(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_unix(4_102_444_799), "2099-12-31 23:59:59 UTC");
+        assert_eq!(format_unix(1_709_164_800 + 3661), "2024-02-29 01:01:01 UTC");
+        let _ = format_unix(u64::MAX); // no panic
+    }
+
+    #[test]
+    fn logging_is_thinned_out() {
+        let logged: Vec<u32> = (1..=20).filter(|&n| worth_logging(n)).collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16]);
+    }
+
+    #[test]
+    fn setting_names() {
+        assert_eq!(Setting::CaFile.key(), "mqtt.ca_file");
+        assert_eq!(Setting::CaFile.flag(), "--ca-file");
+        assert_eq!(Setting::PasswordFile.flag(), "--password-file");
+    }
+}
