@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # Runs campeer's main job on a fresh machine: installs what is missing,
-# builds, and starts the daemon on the test pattern (or /dev/video0 when a
-# camera is present) with a loopback Mosquitto. Ctrl-C stops both.
+# builds the viewer page and the daemon, and runs the daemon with its
+# embedded MQTT broker and viewer page on the stamped test pattern (or
+# /dev/video0 when a camera is present) and a 440 Hz test tone (muted in the
+# page until you unmute). Open the printed URL. Ctrl-C stops it.
+# Extra arguments go to `campeer run` (e.g. --size 1280x720).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+bash scripts/build-web.sh
 cargo build --release --locked
 
-PORT="${CAMPEER_MQTT_PORT:-1883}"
 VIDEO="test"
 if [ -e /dev/video0 ]; then VIDEO="v4l2:/dev/video0"; fi
+HTTP="${CAMPEER_HTTP:-0.0.0.0:8080}"
+PORT="${HTTP##*:}"
 
-mosquitto -p "$PORT" >/tmp/campeer-mosquitto.log 2>&1 &
-BROKER=$!
-trap 'kill $BROKER 2>/dev/null || true' EXIT
-sleep 0.3
-
-echo "campeer: broker mqtt://127.0.0.1:$PORT, video $VIDEO"
-echo "campeer: watch from another shell with:"
-echo "    ./target/release/campeer view --mqtt mqtt://127.0.0.1:$PORT --device demo --frames 300"
-./target/release/campeer run --mqtt "mqtt://127.0.0.1:$PORT" --device-id demo --video "$VIDEO" "$@"
+echo
+echo "campeer: open http://localhost:$PORT/ (or http://$(hostname -I 2>/dev/null | awk '{print $1}'):$PORT/ from another machine)"
+echo "campeer: or watch from a shell: ./target/release/campeer view --device demo --frames 300"
+echo
+exec ./target/release/campeer run --device-id demo --video "$VIDEO" --audio tone:440 --http "$HTTP" "$@"

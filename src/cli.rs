@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// The default log filter: info for campeer, and only real trouble from the
 /// WebRTC stack, whose warnings on normal ICE/DTLS start-up are noise.
 pub const DEFAULT_LOG: &str =
-    "info,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error";
+    "info,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error,rumqttd=warn,rumqttd::server::broker=off";
 
 /// campeer: a WebRTC camera that answers offers over MQTT.
 #[derive(Debug, Parser)]
@@ -77,6 +77,18 @@ pub struct RunArgs {
     /// Video source: test, none or v4l2:/dev/videoN (`video.source`).
     #[arg(long, value_name = "SOURCE")]
     pub video: Option<String>,
+    /// Viewer page listen address, e.g. 0.0.0.0:8080; "" for none (`http.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// With an external broker: its WebSocket URL for browsers (`http.ws_url`).
+    #[arg(long, value_name = "URL")]
+    pub mqtt_ws_url: Option<String>,
+    /// Embedded broker's MQTT listen address (`broker.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub broker_listen: Option<String>,
+    /// Embedded broker's WebSocket listen address, "" for none (`broker.ws_listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub broker_ws_listen: Option<String>,
     /// Audio source: none, tone:HZ or alsa:PCM (`audio.source`).
     #[arg(long, value_name = "SOURCE")]
     pub audio: Option<String>,
@@ -131,6 +143,20 @@ impl RunArgs {
         }
         if let Some(v) = &self.mqtt {
             config.mqtt.url = v.clone();
+            // An explicit broker: the embedded one is not needed.
+            config.broker.embedded = false;
+        }
+        if let Some(v) = &self.http {
+            config.http.listen = v.clone();
+        }
+        if let Some(v) = &self.mqtt_ws_url {
+            config.http.ws_url = Some(v.clone());
+        }
+        if let Some(v) = &self.broker_listen {
+            config.broker.listen = v.clone();
+        }
+        if let Some(v) = &self.broker_ws_listen {
+            config.broker.ws_listen = v.clone();
         }
         if let Some(v) = &self.prefix {
             config.mqtt.prefix = v.clone();
@@ -203,6 +229,10 @@ impl RunArgs {
             "device_id" => set(self.device_id.is_some(), "--device-id"),
             "board" => set(self.board.is_some(), "--board"),
             "mqtt.url" => set(self.mqtt.is_some(), "--mqtt"),
+            "http.listen" => set(self.http.is_some(), "--http"),
+            "http.ws_url" => set(self.mqtt_ws_url.is_some(), "--mqtt-ws-url"),
+            "broker.listen" => set(self.broker_listen.is_some(), "--broker-listen"),
+            "broker.ws_listen" => set(self.broker_ws_listen.is_some(), "--broker-ws-listen"),
             "mqtt.prefix" => set(self.prefix.is_some(), "--prefix"),
             "video.source" => set(self.video.is_some(), "--video"),
             "audio.source" => set(self.audio.is_some(), "--audio"),

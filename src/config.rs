@@ -120,6 +120,10 @@ pub struct Config {
     pub video: VideoConfig,
     /// The microphone and the Opus encoder (`[audio]`).
     pub audio: AudioConfig,
+    /// The embedded MQTT broker (`[broker]`).
+    pub broker: BrokerConfig,
+    /// The viewer page's HTTP server (`[http]`).
+    pub http: HttpConfig,
     /// WebRTC sessions (`[webrtc]`).
     pub webrtc: WebRtcConfig,
     /// Named GPIO controls offered on the `control` data channel
@@ -128,6 +132,62 @@ pub struct Config {
     /// Access keys that sign offers (`[access]`); with no keys the device is
     /// `open`. Default none.
     pub access: AccessConfig,
+}
+
+/// The MQTT broker built into the daemon, so one binary is a whole
+/// appliance. Off when an external broker is used.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Run the embedded broker, and connect the device to it (`mqtt.url` is
+    /// then ignored). `--mqtt` turns it off. Default `true`.
+    pub embedded: bool,
+    /// MQTT (TCP) listen address. Default `0.0.0.0:1883`.
+    pub listen: String,
+    /// MQTT-over-WebSocket listen address, for browsers; empty for none.
+    /// Default `0.0.0.0:8083`.
+    pub ws_listen: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            embedded: true,
+            listen: "0.0.0.0:1883".into(),
+            ws_listen: "0.0.0.0:8083".into(),
+        }
+    }
+}
+
+/// The viewer page.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address of the viewer page; empty for none. Default
+    /// `0.0.0.0:8080`.
+    pub listen: String,
+    /// With an external broker: its MQTT-over-WebSocket URL as browsers
+    /// must use it, e.g. `ws://broker.lan:9001`. Default none (with the
+    /// embedded broker the page uses `broker.ws_listen` on its own host).
+    pub ws_url: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+            ws_url: None,
+        }
+    }
+}
+
+fn validate_listen(key: &str, v: &str, may_be_empty: bool) -> Result<(), ConfigError> {
+    if v.is_empty() && may_be_empty {
+        return Ok(());
+    }
+    v.parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| invalid(key, format!("{v:?} is not an address:port such as 0.0.0.0:8080")))
 }
 
 /// The microphone and the Opus encoder.
@@ -354,6 +414,8 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             video: VideoConfig::default(),
             audio: AudioConfig::default(),
+            broker: BrokerConfig::default(),
+            http: HttpConfig::default(),
             webrtc: WebRtcConfig::default(),
             gpio: Vec::new(),
             access: AccessConfig::default(),
@@ -512,6 +574,14 @@ impl Config {
         self.mqtt.validate()?;
         self.video.validate()?;
         self.audio.validate()?;
+        validate_listen("broker.listen", &self.broker.listen, false)?;
+        validate_listen("broker.ws_listen", &self.broker.ws_listen, true)?;
+        validate_listen("http.listen", &self.http.listen, true)?;
+        if let Some(u) = &self.http.ws_url {
+            if !(u.starts_with("ws://") || u.starts_with("wss://")) {
+                return Err(invalid("http.ws_url", format!("{u:?} must start with ws:// or wss://")));
+            }
+        }
         self.webrtc.validate()?;
         validate_gpio(&self.gpio).map_err(ConfigError::Control)?;
         self.access.validate().map_err(ConfigError::Control)
@@ -1704,6 +1774,8 @@ mod tests {
     fn everything_set() -> Config {
         let text = r#"
             board = "rpi4"
+            [http]
+            ws_url = "ws://b:9001"
             [mqtt]
             client_id = "x"
             username = "cam1"

@@ -27,7 +27,10 @@ use crate::signaling::presence::{AudioInfo, AuthMode, Presence, VideoInfo};
 use crate::signaling::presence::{ControlDirection, ControlInfo};
 use crate::signaling::topics::Topics;
 use crate::supervisor::{Health, MediaHealth, Supervisor};
+use crate::broker::EmbeddedBroker;
+use crate::web::{PageConfig, PageIceServer};
 use anyhow::Context;
+use std::net::SocketAddr;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +63,12 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let target = MqttTarget::parse(&config.mqtt.url).context("mqtt url")?;
+    let broker = start_broker(&config)?;
+    let url = match &broker {
+        Some(b) => b.local_url(),
+        None => config.mqtt.url.clone(),
+    };
+    let target = MqttTarget::parse(&url).context("mqtt url")?;
     let topics = Topics::new(&config.mqtt.prefix, &config.device_id);
     info!(device = %config.device_id, broker = %target, prefix = %config.mqtt.prefix,
           video = %config.video.source, max_sessions = config.webrtc.max_sessions, "campeer starting");
@@ -83,8 +91,12 @@ pub async fn run(
     });
 
     let authz = OfferAuthorizer::from_config(&config.access).context("access keys")?;
-    if authz.is_open() && !is_loopback_host(&target.host) {
-        warn!(broker = %target, "no access keys configured: anyone who can publish to the broker may watch and control this device");
+    let exposed = match &broker {
+        Some(_) => !config.broker.listen.starts_with("127.") || !config.broker.ws_listen.is_empty() && !config.broker.ws_listen.starts_with("127."),
+        None => !is_loopback_host(&target.host),
+    };
+    if authz.is_open() && exposed {
+        warn!(broker = %target, "no access keys configured: anyone who can reach the broker may watch and control this device");
     }
     let gpio = if config.gpio.is_empty() {
         GpioBank::empty()
@@ -117,6 +129,7 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let http_task = start_http(&config, broker.as_ref(), authz.mode(), stop_rx.clone()).await;
     let offline = Presence::offline(&config.device_id).to_json().into_bytes();
     let (link, mut link_rx, link_task) = MqttLink::start(
         &config.mqtt,
@@ -297,6 +310,13 @@ pub async fn run(
     link.disconnect();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_millis(1000), link_task).await;
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(Duration::from_millis(300), t).await;
+    }
+    if let Some(b) = broker {
+        // Blocking join of the broker's thread; it stops at once.
+        let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+    }
     // Sessions are gone; dropping the table drops the last other references
     // to the pipelines, so their threads can be joined.
     drop(table);
@@ -342,6 +362,65 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
     let reopen = Box::new(move || open_video_source(&reopen_spec, w, h, fps));
     let pipeline = VideoPipeline::start_with_reopen(source, reopen, settings)?;
     Ok(Some(Arc::new(pipeline)))
+}
+
+fn start_broker(config: &Config) -> anyhow::Result<Option<EmbeddedBroker>> {
+    if !config.broker.embedded {
+        return Ok(None);
+    }
+    let tcp: SocketAddr = config.broker.listen.parse().context("broker.listen")?;
+    let ws: Option<SocketAddr> = match config.broker.ws_listen.as_str() {
+        "" => None,
+        a => Some(a.parse().context("broker.ws_listen")?),
+    };
+    Ok(Some(EmbeddedBroker::start(tcp, ws)?))
+}
+
+/// Serves the viewer page; a port that cannot be bound is logged, and the
+/// daemon streams on without the page.
+async fn start_http(
+    config: &Config,
+    broker: Option<&EmbeddedBroker>,
+    auth: &str,
+    mut stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if config.http.listen.is_empty() {
+        return None;
+    }
+    let listener = match tokio::net::TcpListener::bind(&config.http.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(listen = %config.http.listen, "viewer page not served: cannot listen: {e}");
+            return None;
+        }
+    };
+    let addr = listener.local_addr().ok()?;
+    let page = PageConfig {
+        device_id: config.device_id.clone(),
+        prefix: config.mqtt.prefix.clone(),
+        ws_url: config.http.ws_url.clone(),
+        ws_port: broker.and_then(|b| b.ws_addr()).map(|a| a.port()),
+        auth: auth.to_owned(),
+        ice_servers: config.webrtc.ice_servers.iter().map(PageIceServer::from).collect(),
+        ..PageConfig::default()
+    };
+    if page.ws_url.is_none() && page.ws_port.is_none() {
+        warn!("the viewer page has no MQTT WebSocket to use: set http.ws_url for an external broker");
+    }
+    let host = if addr.ip().is_unspecified() {
+        crate::config::default_device_id()
+    } else {
+        addr.ip().to_string()
+    };
+    info!(url = %format!("http://{host}:{}/", addr.port()), built = crate::web::page_built(), "viewer page");
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    Some(tokio::spawn(async move {
+        if let Err(e) = crate::web::serve(listener, page, shutdown).await {
+            warn!("viewer page server stopped: {e}");
+        }
+    }))
 }
 
 fn start_audio(config: &Config) -> anyhow::Result<Option<Arc<AudioPipeline>>> {

@@ -326,7 +326,7 @@ fn wait_port(port: u16) {
 
 /// What the test process hosts itself in CAMPEER_BROWSER_INPROC mode.
 struct InProc {
-    _broker: campeer::broker::EmbeddedBroker,
+    broker: Option<campeer::broker::EmbeddedBroker>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -509,6 +509,16 @@ impl Stack {
     async fn restart(&mut self, crash: bool) {
         self.stop(crash);
         self.restarts += 1;
+        if let Some(inproc) = self._inproc.as_mut() {
+            // The embedded broker lives and dies with the daemon: so here.
+            let old = inproc.broker.take().expect("a broker");
+            let (tcp, ws) = (old.tcp_addr(), old.ws_addr());
+            drop(old);
+            inproc.broker = Some(
+                campeer::broker::EmbeddedBroker::start(tcp, ws)
+                    .expect("the embedded broker again, on the same ports"),
+            );
+        }
         self.spawn();
         self.ready().await;
     }
@@ -562,7 +572,7 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
         mqtt,
         ws,
         InProc {
-            _broker: broker,
+            broker: Some(broker),
             stop: Some(tx),
         },
     )
@@ -714,6 +724,17 @@ async fn page_plays_live_video_through_the_embedded_broker() {
         Duration::from_secs(10),
     )
     .await;
+    let problems = b
+        .must(
+            json!({"cmd": "problems", "page": page}),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(
+        problems,
+        json!([]),
+        "console errors or uncaught exceptions (CSP?)"
+    );
     let errors = b.eval(page, "window.campeer.errors").await;
     assert_eq!(errors, json!([]), "the page reported errors");
 
@@ -722,6 +743,10 @@ async fn page_plays_live_video_through_the_embedded_broker() {
         "browser figures (embedded broker): first frame {} ms after page load, offer to first frame {} ms, \
          page latency (capture to display) {} ms, round trip {} ms, {} fps, {} kb/s, {} frames never shown",
         st["firstFrameMs"], st["offerToFirstFrameMs"], st2["latencyMs"], st2["rttMs"], st2["fps"], st2["bitrateKbps"], st2["framesMissed"]
+    );
+    println!(
+        "browser timeline (ms since the page started loading): {}",
+        st2["timeline"]
     );
     // The screenshot for the README shows a switched-on output.
     b.click(page, "button[data-control=\"led\"]").await;

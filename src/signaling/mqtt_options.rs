@@ -423,6 +423,13 @@ fn client_identity(
                 cert_path.display()
             ),
         ),
+        TlsError::InvalidCertificate(_) => fail(
+            Setting::ClientCert,
+            format!(
+                "{} is not a usable client certificate (X.509 v3 needed): {e}",
+                cert_path.display()
+            ),
+        ),
         other => fail(
             Setting::ClientKey,
             format!(
@@ -454,6 +461,61 @@ pub fn password_in_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> b
         (lower.starts_with("mqtt://") || lower.starts_with("mqtts://"))
             && MqttTarget::parse(url).is_ok_and(|t| t.password.is_some())
     })
+}
+
+/// Plain words for a connection error, when the error itself says too
+/// little: refused credentials, or a broker that ended the TLS handshake
+/// over the client certificate (the alert it sent arrives wrapped in I/O
+/// errors). Meant for the lines that log connection failures.
+pub fn connection_hint(e: &rumqttc::ConnectionError) -> Option<String> {
+    use rumqttc::{ConnectReturnCode as Code, ConnectionError};
+    use rustls::AlertDescription as Alert;
+    if let ConnectionError::ConnectionRefused(code) = e {
+        let hint = match code {
+            Code::BadUserNamePassword | Code::NotAuthorized => {
+                "the broker refused the credentials: check the user name (in the URL or mqtt.username) and the password (mqtt.password_file), or the client certificate's name; the broker may also not allow this client"
+            }
+            Code::BadClientId => "the broker refused the client id (mqtt.client_id)",
+            Code::ServiceUnavailable => "the broker says it is unavailable",
+            Code::RefusedProtocolVersion => "the broker does not accept MQTT 3.1.1",
+            Code::Success => return None,
+        };
+        return Some(hint.to_owned());
+    }
+    let alert = received_alert(e)?;
+    Some(match alert {
+        Alert::CertificateRequired => "TLS: the broker requires a client certificate: set mqtt.client_cert and mqtt.client_key (campeer view: --client-cert, --client-key)".to_owned(),
+        Alert::UnknownCA
+        | Alert::BadCertificate
+        | Alert::CertificateUnknown
+        | Alert::CertificateExpired
+        | Alert::CertificateRevoked
+        | Alert::UnsupportedCertificate
+        | Alert::AccessDenied => format!(
+            "TLS: the broker refused this client's certificate ({alert:?}): is it signed by the CA the broker trusts, and valid now (is the clock right?)"
+        ),
+        other => format!("TLS: the broker ended the handshake ({other:?})"),
+    })
+}
+
+/// The TLS alert the broker sent, if that is what `e` comes down to.
+fn received_alert(e: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(TlsError::AlertReceived(alert)) = err.downcast_ref::<TlsError>() {
+            return Some(*alert);
+        }
+        // io::Error's source() skips the error it wraps: look inside.
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<TlsError>());
+        if let Some(TlsError::AlertReceived(alert)) = inner {
+            return Some(*alert);
+        }
+        current = err.source();
+    }
+    None
 }
 
 /// Logs the first failure and then every power of two, like the link's
@@ -543,29 +605,29 @@ fn explain_certificate_error(
     };
     match ce {
         CertificateError::NotValidYet => format!(
-            "certificate not valid yet: is the clock right? This machine says it is {clock} (a Raspberry Pi has no battery clock: wait for NTP); retrying"
+            "certificate not valid yet: is the clock right? This machine says it is {clock} (a Raspberry Pi has no battery clock: wait for NTP)"
         ),
         CertificateError::NotValidYetContext { not_before, .. } => format!(
-            "certificate not valid yet (valid from {}): is the clock right? This machine says it is {clock} (a Raspberry Pi has no battery clock: wait for NTP); retrying",
+            "certificate not valid yet (valid from {}): is the clock right? This machine says it is {clock} (a Raspberry Pi has no battery clock: wait for NTP)",
             format_unix(not_before.as_secs())
         ),
         CertificateError::Expired => format!(
-            "certificate expired: renew the broker's certificate, or check the clock (this machine says it is {clock}); retrying"
+            "certificate expired: renew the broker's certificate, or check the clock (this machine says it is {clock})"
         ),
         CertificateError::ExpiredContext { not_after, .. } => format!(
-            "certificate expired on {}: renew the broker's certificate, or check the clock (this machine says it is {clock}); retrying",
+            "certificate expired on {}: renew the broker's certificate, or check the clock (this machine says it is {clock})",
             format_unix(not_after.as_secs())
         ),
         CertificateError::UnknownIssuer => format!(
-            "the broker's certificate is not signed by a CA in {trusted} (wrong CA file?); retrying"
+            "the broker's certificate is not signed by a CA in {trusted}: is that the CA that signed it? (a private CA needs mqtt.ca_file; campeer view: --ca-file)"
         ),
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
             format!(
-                "the broker's certificate is not valid for {:?}, the host in the broker URL ({ce}); the certificate's subjectAltName must name it; retrying",
+                "the broker's certificate is not valid for {:?}, the host in the broker URL ({ce}); the certificate's subjectAltName must name it",
                 server_name.to_str()
             )
         }
-        other => format!("the broker's certificate was refused: {other}; retrying"),
+        other => format!("the broker's certificate was refused: {other}"),
     }
 }
 
@@ -657,9 +719,11 @@ mod tests {
         }
     }
 
-    fn openssl(dir: &Dir, args: &[&str]) {
+    /// Runs `openssl` with whitespace-separated `args` in `dir`.
+    fn openssl(dir: &Dir, args: &str) {
+        let args: Vec<&str> = args.split_whitespace().collect();
         let out = Command::new("openssl")
-            .args(args)
+            .args(&args)
             .current_dir(&dir.0)
             .output()
             .expect("openssl is not installed (apt-get install openssl)");
@@ -670,85 +734,34 @@ mod tests {
         );
     }
 
-    /// A self-signed CA (`ca.crt`, `ca.key`) and a client certificate
-    /// signed by it (`client.crt`, `client.key`), plus an unrelated key.
+    /// A self-signed CA (`ca.crt`, `ca.key`), a client certificate signed
+    /// by it (`client.crt`, `client.key`), the same as a version 1
+    /// certificate (`v1.crt`), and an unrelated key (`other.key`).
     fn pki() -> Dir {
         let d = Dir::new("pki");
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
+        d.write(
+            "ext",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        );
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
         openssl(
             &d,
-            &[
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.crt",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=unit-ca",
-                ],
-            ]
-            .concat(),
+            &format!("req -x509 {ec} -keyout ca.key -out ca.crt -days 2 -subj /CN=unit-ca"),
         );
         openssl(
             &d,
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "client.key",
-                    "-out",
-                    "client.csr",
-                    "-subj",
-                    "/CN=cam1",
-                ],
-            ]
-            .concat(),
+            &format!("req {ec} -keyout client.key -out client.csr -subj /CN=cam1"),
         );
+        let sign = "x509 -req -in client.csr -CA ca.crt -CAkey ca.key -days 2";
         openssl(
             &d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "client.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-set_serial",
-                "7",
-                "-days",
-                "2",
-                "-out",
-                "client.crt",
-            ],
+            &format!("{sign} -set_serial 7 -extfile ext -out client.crt"),
         );
+        // Without extensions openssl makes a version 1 certificate.
+        openssl(&d, &format!("{sign} -set_serial 8 -out v1.crt"));
         openssl(
             &d,
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "other.key",
-                    "-out",
-                    "other.csr",
-                    "-subj",
-                    "/CN=other",
-                ],
-            ]
-            .concat(),
+            &format!("req {ec} -keyout other.key -out other.csr -subj /CN=other"),
         );
         d
     }
@@ -877,6 +890,20 @@ mod tests {
             e.message
                 .contains("other.key does not belong to the certificate in")
                 && e.message.contains("client.crt"),
+            "{e}"
+        );
+        let e = err(
+            &MqttConfig {
+                client_cert: Some(d.path("v1.crt")),
+                client_key: Some(d.path("client.key")),
+                ..MqttConfig::default()
+            },
+            "mqtts://h",
+        );
+        assert_eq!(e.setting, Setting::ClientCert);
+        assert!(
+            e.message
+                .contains("v1.crt is not a usable client certificate"),
             "{e}"
         );
         // A certificate where the key should be.
@@ -1047,6 +1074,32 @@ mod tests {
         assert_eq!(format_unix(4_102_444_799), "2099-12-31 23:59:59 UTC");
         assert_eq!(format_unix(1_709_164_800 + 3661), "2024-02-29 01:01:01 UTC");
         let _ = format_unix(u64::MAX); // no panic
+    }
+
+    #[test]
+    fn connection_errors_get_hints() {
+        use rumqttc::{ConnectReturnCode, ConnectionError, StateError};
+        let refused = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
+        assert!(connection_hint(&refused).is_some_and(|h| h.contains("refused the credentials")));
+        let refused = ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword);
+        assert!(connection_hint(&refused).is_some_and(|h| h.contains("mqtt.password_file")));
+        let alert = |a: rustls::AlertDescription| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, TlsError::AlertReceived(a))
+        };
+        // As rumqttc reports it when the alert ends the CONNACK read.
+        let e = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::Io(alert(rustls::AlertDescription::CertificateRequired)),
+        ));
+        assert!(
+            connection_hint(&e).is_some_and(|h| h.contains("requires a client certificate")),
+            "{e}"
+        );
+        let e = ConnectionError::Io(alert(rustls::AlertDescription::UnknownCA));
+        assert!(connection_hint(&e)
+            .is_some_and(|h| h.contains("refused this client's certificate (UnknownCA)")));
+        let e = ConnectionError::Io(std::io::Error::other("connection reset"));
+        assert_eq!(connection_hint(&e), None);
+        assert_eq!(connection_hint(&ConnectionError::NetworkTimeout), None);
     }
 
     #[test]

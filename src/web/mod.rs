@@ -107,11 +107,11 @@ pub async fn serve(
         .await
 }
 
-// mqtt.js runs its keep-alive timers in a worker made from a blob: URL, so
-// they keep time in a background tab; the broker may be on another port or
-// host, hence ws: and wss:.
-const CSP: &str = "default-src 'self'; script-src 'self'; worker-src 'self' blob:; style-src 'self'; \
-                   img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; \
+// The page's scripts, styles and media come from the device itself; the
+// broker may be on another port or host, hence ws: and wss:.
+const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+                   media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; \
                    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 async fn handle(

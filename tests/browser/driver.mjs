@@ -8,7 +8,8 @@
 //   {"id":6,"cmd":"select","page":0,"selector":"#key-role","value":"view"}
 //   {"id":7,"cmd":"screenshot","page":0,"path":"docs/viewer.png"}
 //   {"id":8,"cmd":"reload","page":0}
-//   {"id":9,"cmd":"quit"}
+//   {"id":9,"cmd":"problems","page":0}   -> console errors and uncaught exceptions so far
+//   {"id":10,"cmd":"quit"}
 // Failures answer {"id":N,"ok":false,"error":"..."}. The page's console and
 // errors go to stderr. playwright-core comes from web/node_modules; it never
 // downloads a browser: the one at CAMPEER_CHROMIUM (default /usr/bin/chromium)
@@ -42,6 +43,8 @@ const browser = await chromium.launch({
 // rather than waitForFunction, which the policy would refuse.
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
 const pages = [];
+/** Console errors and uncaught exceptions, per page. */
+const problems = [];
 
 function reply(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -59,8 +62,15 @@ async function run(c) {
       const p = await context.newPage();
       const n = pages.length;
       pages.push(p);
-      p.on("console", (m) => process.stderr.write(`[page ${n} ${m.type()}] ${m.text()}\n`));
-      p.on("pageerror", (e) => process.stderr.write(`[page ${n} pageerror] ${e.message}\n`));
+      problems.push([]);
+      p.on("console", (m) => {
+        process.stderr.write(`[page ${n} ${m.type()}] ${m.text()}\n`);
+        if (m.type() === "error") problems[n].push(m.text());
+      });
+      p.on("pageerror", (e) => {
+        process.stderr.write(`[page ${n} pageerror] ${e.message}\n`);
+        problems[n].push(`uncaught: ${e.message}`);
+      });
       await p.goto(c.url, { waitUntil: "load" });
       return n;
     }
@@ -94,6 +104,9 @@ async function run(c) {
     case "screenshot":
       await page(c.page).screenshot({ path: c.path, fullPage: !!c.fullPage });
       return null;
+    case "problems":
+      page(c.page);
+      return problems[c.page];
     case "reload":
       await page(c.page).reload({ waitUntil: "load" });
       return null;

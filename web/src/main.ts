@@ -61,6 +61,8 @@ interface Exposed {
   firstFrameMs: number | null;
   offerToFirstFrameMs: number | null;
   controls: Record<string, ControlState>;
+  /** Milestones of the first session, ms since the page started loading. */
+  timeline: Record<string, number>;
   errors: { code: string; message: string; at: number }[];
   log: string[];
 }
@@ -106,6 +108,7 @@ class Viewer {
     firstFrameMs: null,
     offerToFirstFrameMs: null,
     controls: {},
+    timeline: {},
     errors: [],
     log: [],
   };
@@ -138,6 +141,7 @@ class Viewer {
   }
 
   async start(): Promise<void> {
+    this.mark("script");
     this.ui.onUnmute = () => this.ui.toggleMute();
     this.ui.onReconnect = () => this.manualReconnect();
     this.ui.onKey = (k) => this.useKey(k);
@@ -146,6 +150,7 @@ class Viewer {
     this.render();
 
     this.cfg = await this.loadConfig();
+    this.mark("config");
     this.st.state = "broker";
     this.topics = new Topics(this.cfg.prefix, this.cfg.device_id);
     this.st.auth = this.cfg.auth === "signed" ? "signed" : "open";
@@ -224,9 +229,14 @@ class Viewer {
       protocolVersion: 4,
       clean: true,
       keepalive: 20,
-      reconnectPeriod: 1500,
+      reconnectPeriod: 1000,
       connectTimeout: 8000,
       resubscribe: false,
+      // mqtt.js would otherwise run its timers in a Web Worker (so that a
+      // hidden tab keeps exact keep-alives), which costs about 100 ms
+      // before the first connect. A hidden tab whose keep-alive slips just
+      // reconnects to the broker: the picture does not go through it.
+      timerVariant: "native",
       username,
       password,
     });
@@ -236,6 +246,7 @@ class Viewer {
       if (this.client !== client) return;
       this.failedConnects = 0;
       this.st.mqtt = "connected";
+      this.mark("broker");
       this.log("broker connected", "ok");
       client.subscribe(this.topics.status, { qos: 1 });
       if (this.session) client.subscribe(this.session.topicOut, { qos: 1 });
@@ -323,18 +334,26 @@ class Viewer {
       return;
     }
     if (was !== "online") {
+      this.mark("online");
       this.log(`camera online (${p.sessions ?? 0}/${p.max_sessions ?? "?"} viewers)`, "ok");
       this.attempt = 0;
       if (this.halted === "replaced") this.halted = null;
-      // Back after an absence with a picture that stopped meanwhile: the
-      // session died with the old process (a crash sends no bye); start
-      // anew now rather than wait for ICE to notice.
+      // Back after an absence: if the running session shows no new frame
+      // within a second, it died with the old process (a crash sends no
+      // bye); start anew rather than wait for ICE to notice.
       const s = this.session;
-      const stalled = performance.now() - this.lastFrameAt > 1500 && document.visibilityState === "visible";
-      if (s && p.video && this.st.sessionFrames > 0 && stalled) {
-        this.log("camera is back but the picture stopped: new session");
-        this.endSession(true);
-        this.cancelRestart();
+      if (s && p.video) {
+        const since = performance.now();
+        setTimeout(() => {
+          const visible = document.visibilityState === "visible";
+          if (this.session === s && this.lastFrameAt < since && visible) {
+            this.log("camera is back but the picture stopped: new session");
+            this.endSession(true);
+            this.cancelRestart();
+            this.ensureSession();
+            this.render();
+          }
+        }, 1000);
       }
     }
     this.syncControlsFromPresence(p);
@@ -407,9 +426,14 @@ class Viewer {
   private onSessionState(s: Session, state: SessionState): void {
     if (this.session !== s) return;
     if (state === "connecting") {
+      this.mark("answer");
+      if (s.subscribedAt !== null) this.mark("subscribed", s.subscribedAt);
+      if (s.offerMadeAt !== null) this.mark("offer-made", s.offerMadeAt);
+      if (s.offerSentAt !== null) this.mark("offer", s.offerSentAt);
       this.st.state = "connecting";
       this.log("answer received, connecting");
     } else if (state === "connected") {
+      this.mark("connected");
       this.clearTimer("connectTimer");
       this.clearTimer("disconnectTimer");
       if (this.st.state !== "playing") this.st.state = "connected";
@@ -661,6 +685,7 @@ class Viewer {
     this.st.videoHeight = height;
     if (this.st.firstFrameMs === null) {
       this.st.firstFrameMs = Math.round(performance.now());
+      this.mark("frame");
       this.log(`first frame ${fmtMs(this.st.firstFrameMs)} after opening the page`, "ok");
     }
     if (this.st.sessionFrames === 1) {
@@ -785,6 +810,11 @@ class Viewer {
     const t = this[which];
     if (t) clearTimeout(t);
     this[which] = null;
+  }
+
+  /** Records a milestone once (the first session's). */
+  private mark(name: string, at = performance.now()): void {
+    if (!(name in this.st.timeline)) this.st.timeline[name] = Math.round(at);
   }
 
   private log(text: string, tone?: "ok" | "bad"): void {

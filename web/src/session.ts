@@ -46,6 +46,8 @@ export interface SessionOptions {
 export class Session {
   readonly sid = newSid();
   readonly startedAt = performance.now();
+  subscribedAt: number | null = null;
+  offerMadeAt: number | null = null;
   offerSentAt: number | null = null;
   answeredAt: number | null = null;
   state: SessionState = "signaling";
@@ -100,9 +102,11 @@ export class Session {
   /** Subscribes to the answer topic, then offers. */
   async start(): Promise<void> {
     await this.sig.subscribe(this.topicOut);
+    this.subscribedAt = performance.now();
     if (this.done) return;
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
+    this.offerMadeAt = performance.now();
     if (this.done) return;
     // The signature covers this exact text: send createOffer's SDP, which
     // is what was applied locally, with candidates following by trickle.
