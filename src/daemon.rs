@@ -138,7 +138,8 @@ pub async fn run(
         topics.clone(),
         offline.clone(),
         stop_rx,
-    );
+    )
+    .context("MQTT connection")?;
 
     let presence = |sessions: usize| {
         Presence::online(

@@ -292,20 +292,35 @@ struct SecureDaemon {
 }
 
 impl SecureDaemon {
-    /// `mqtt` is the body of the `[mqtt]` table.
+    /// `mqtt` is the body of the `[mqtt]` table. Its `url` line is passed
+    /// as `--mqtt` instead, which also keeps the daemon from starting its
+    /// embedded broker; everything else comes from the file.
     fn spawn(mqtt: &str, extra: &[&str]) -> SecureDaemon {
         let dir = TempDir::new("secure-daemon");
         let config = dir.0.join("campeer.toml");
+        let mut url = None;
+        let table: String = mqtt
+            .lines()
+            .filter(|l| match l.strip_prefix("url = ") {
+                Some(v) => {
+                    url = Some(v.trim_matches('"').to_owned());
+                    false
+                }
+                None => true,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let url = url.expect("the [mqtt] table needs a url line");
         std::fs::write(
             &config,
-            format!("device_id = \"{DEVICE}\"\n\n[mqtt]\n{mqtt}\n"),
+            format!("device_id = \"{DEVICE}\"\n\n[mqtt]\n{table}"),
         )
         .unwrap();
         let log = dir.0.join("daemon.log");
         let child = Command::new(BIN)
             .args(["--log", "info,campeer=debug", "run", "--config"])
             .arg(&config)
-            .args(["--stats-interval", "0"])
+            .args(["--mqtt", &url, "--stats-interval", "0"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -737,6 +752,27 @@ async fn a_wrong_password_is_a_clear_error_retried_with_backoff() {
         daemon.log_text()
     );
     assert!(!daemon.log_text().contains(DEVICE_PASSWORD));
+    drop(daemon);
+
+    // A password inside the --mqtt URL works, with a warning that the
+    // command line is visible to every local user.
+    let mqtt = format!(
+        "url = \"mqtts://{DEVICE}:{DEVICE_PASSWORD}@localhost:{}\"\nca_file = \"{}\"\n",
+        broker.pw_port,
+        pki.p("certs/ca.crt"),
+    );
+    let daemon = SecureDaemon::spawn(&mqtt, &[]);
+    assert!(
+        daemon.wait_log("connected to broker", Duration::from_secs(20)),
+        "{}",
+        daemon.log_text()
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("the MQTT password is part of the --mqtt URL on the command line"),
+        "{log}"
+    );
+    assert!(!log.contains(DEVICE_PASSWORD), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -682,7 +682,8 @@ mod tests {
         }
         let before = got.len();
         assert_eq!(before, 5, "five periods, then nothing during the outage");
-        // Three attempts: 250 + 500 + 1000 ms of backoff (+-20%).
+        // Three attempts: 250 + 500 + 1000 ms of backoff, each jittered
+        // down by up to half.
         let s = p.stats();
         assert_eq!((s.reopens, s.errors), (1, 1), "{s:?}");
         assert_eq!(opens.load(Ordering::SeqCst), 3);
@@ -691,12 +692,12 @@ mod tests {
         let s = p.stats();
         p.stop();
         assert!(got.len() > before + 5, "audio flows again: {}", got.len());
-        // Sequence numbers run on; the stamps show the outage (>1.4 s).
+        // Sequence numbers run on; the stamps show the outage (>= 875 ms).
         for w in got.windows(2) {
             assert_eq!(w[1].seq, w[0].seq + 1);
         }
         let gap = got[before].capture_us - got[before - 1].capture_us;
-        assert!(gap > 1_400_000, "gap {gap} us");
+        assert!(gap > 850_000, "gap {gap} us");
         assert_eq!(s.errors, 1, "{s:?}");
     }
 

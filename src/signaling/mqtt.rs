@@ -7,12 +7,12 @@ use crate::backoff::Backoff;
 use crate::config::{MqttConfig, MqttTarget};
 use crate::rtc::session::Outbox;
 use crate::signaling::messages::{DeviceMessage, ErrorCode, MAX_PAYLOAD};
-use crate::signaling::mqtt_options::mqtt_options;
+use crate::signaling::mqtt_options::{connection_hint, mqtt_options, MqttSetupError};
 use crate::signaling::topics::{InTopic, Topics};
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, QoS};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 /// Largest packet accepted from the broker. Bigger than MAX_PAYLOAD so an
 /// oversized offer can still be answered with `too_large` rather than
@@ -50,18 +50,17 @@ impl MqttLink {
         topics: Topics,
         will: Vec<u8>,
         shutdown: watch::Receiver<bool>,
-    ) -> (
-        MqttLink,
-        mpsc::Receiver<LinkEvent>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        // Config validation has checked the files already; an error here
-        // (a file changed since) ends the link, which stops the daemon. The
-        // stand-in options are never polled, so they never connect.
-        let (mut opts, setup_error) = match mqtt_options(cfg, target, client_id) {
-            Ok(opts) => (opts, None),
-            Err(e) => (MqttOptions::new(client_id, "", 0), Some(e)),
-        };
+    ) -> Result<
+        (
+            MqttLink,
+            mpsc::Receiver<LinkEvent>,
+            tokio::task::JoinHandle<()>,
+        ),
+        MqttSetupError,
+    > {
+        // Config validation has checked the files already; this fails only
+        // if one changed since.
+        let mut opts = mqtt_options(cfg, target, client_id)?;
         opts.set_last_will(LastWill::new(topics.status(), will, QoS::AtLeastOnce, true));
         let (client, eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
         let (tx, rx) = mpsc::channel(1024);
@@ -74,16 +73,10 @@ impl MqttLink {
             Duration::from_millis(cfg.reconnect_max_ms),
         );
         let broker = target.to_string();
-        let task = match setup_error {
-            Some(e) => tokio::spawn(async move {
-                error!(%broker, "cannot set up the MQTT connection: {e}");
-                drop((eventloop, tx));
-            }),
-            None => tokio::spawn(run_loop(
-                eventloop, client, topics, tx, backoff, broker, shutdown,
-            )),
-        };
-        (link, rx, task)
+        let task = tokio::spawn(run_loop(
+            eventloop, client, topics, tx, backoff, broker, shutdown,
+        ));
+        Ok((link, rx, task))
     }
 
     /// Publishes the retained presence document.
@@ -213,11 +206,11 @@ async fn run_loop(
             Err(e) => {
                 failures += 1;
                 if connected {
-                    warn!(%broker, "lost the broker: {e}; sessions keep running, retrying");
+                    warn!(%broker, "lost the broker: {}; sessions keep running, retrying", explain(&e));
                     connected = false;
                     let _ = tx.try_send(LinkEvent::Disconnected);
                 } else if failures == 1 || failures.is_power_of_two() {
-                    warn!(%broker, attempt = failures, "cannot reach the broker: {e}; retrying");
+                    warn!(%broker, attempt = failures, "cannot reach the broker: {}; retrying", explain(&e));
                 } else {
                     debug!(%broker, attempt = failures, "cannot reach the broker: {e}");
                 }
@@ -228,6 +221,14 @@ async fn run_loop(
                 }
             }
         }
+    }
+}
+
+/// A connection error, with plain words for the common refusals.
+fn explain(e: &rumqttc::ConnectionError) -> String {
+    match connection_hint(e) {
+        Some(hint) => format!("{e} ({hint})"),
+        None => e.to_string(),
     }
 }
 

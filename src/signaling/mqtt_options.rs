@@ -154,15 +154,17 @@ pub fn mqtt_options(
 /// Checks what [`mqtt_options`] would use, without building a connection:
 /// the settings agree with each other and with the URL, and every named
 /// file can be read and parsed (certificates, key matching its
-/// certificate, a non-empty password). The system's CA certificates are
-/// not loaded. Used by configuration validation.
+/// certificate, a non-empty password); without `ca_file`, that the system
+/// has CA certificates. Used by configuration validation, so that the
+/// daemon refuses to start rather than failing later.
 pub fn check(cfg: &MqttConfig, target: &MqttTarget) -> Result<(), MqttSetupError> {
     check_consistency(cfg, target)?;
     credentials(cfg, target)?;
     if target.tls {
-        if let Some(path) = &cfg.ca_file {
-            read_roots(path)?;
-        }
+        match &cfg.ca_file {
+            Some(path) => read_roots(path)?,
+            None => system_roots()?,
+        };
         client_identity(cfg, &provider())?;
     }
     Ok(())
@@ -218,6 +220,15 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Settings that contradict each other or the URL.
 fn check_consistency(cfg: &MqttConfig, target: &MqttTarget) -> Result<(), MqttSetupError> {
+    if target.tls && ServerName::try_from(unbracketed(&target.host)).is_err() {
+        return Err(fail(
+            Setting::Url,
+            format!(
+                "{:?} cannot be checked against a TLS certificate (not a valid DNS name or IP address)",
+                target.host
+            ),
+        ));
+    }
     if !target.tls {
         for (setting, given) in [
             (Setting::CaFile, cfg.ca_file.is_some()),
@@ -954,6 +965,9 @@ mod tests {
             e.message.contains("one place") && !e.message.contains("pw"),
             "{e}"
         );
+        let e = err(&MqttConfig::default(), "mqtts://a..b");
+        assert_eq!(e.setting, Setting::Url);
+        assert!(e.message.contains("a..b"), "{e}");
         let e = err(&with(|c| c.username = Some("a".into())), "mqtt://b@h");
         assert_eq!(e.setting, Setting::Username);
         let e = err(&with(|c| c.username = Some(String::new())), "mqtt://h");

@@ -110,7 +110,13 @@ pub async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
 /// The whole viewer session, returning what was observed.
 pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     let target = MqttTarget::parse(&args.mqtt).context("--mqtt")?;
-    let sid = args.sid.clone().unwrap_or_else(random_sid);
+    // Under a per-viewer broker ACL (examples/mosquitto) the sid must be the
+    // viewer's user name; without one, a random sid.
+    let sid = args
+        .sid
+        .clone()
+        .or_else(|| target.username.clone().filter(|u| crate::signaling::topics::validate_sid(u)))
+        .unwrap_or_else(random_sid);
     let topics = Topics::new(&args.prefix, &args.device);
     let mut report = ViewReport::new(&sid);
     let started = Instant::now();
