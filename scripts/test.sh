@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests
-# (real Mosquitto, real WebRTC peers). This is the README's test command and
-# what CI runs.
+# The whole test suite: formatting, lints, the page's unit tests, and every
+# Rust unit and integration test (real Mosquitto, real WebRTC peers, Debian's
+# headless Chromium, the emulated Raspberry Pi). This is the README's test
+# command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+bash scripts/install-web-deps.sh
+if [ -f scripts/install-cross-deps.sh ]; then bash scripts/install-cross-deps.sh; fi
+bash scripts/build-web.sh
+
+# Browser tests fail (rather than skip) when Chromium is missing.
+export CAMPEER_REQUIRE_BROWSER=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== viewer page unit tests"
+(cd web && npm test --silent)
 echo "== cargo test"
 # Two test threads: the machines have two cores, and media tests want them.
 cargo test --locked --no-fail-fast -- --test-threads=2
