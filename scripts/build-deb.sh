@@ -64,12 +64,13 @@ install -m 0644 board/*.toml "$stage/usr/share/doc/campeer/board/"
 for d in README.md docs/raspberry-pi.md docs/configuration.md docs/protocol.md docs/viewer.md; do
     [ -f "$d" ] && install -m 0644 "$d" "$stage/usr/share/doc/campeer/"
 done
-cat > "$stage/usr/share/doc/campeer/copyright" <<'EOF'
+year=$(date -u -d @"${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}" +%Y)
+cat > "$stage/usr/share/doc/campeer/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: campeer
 
 Files: *
-Copyright: the campeer developers
+Copyright: $year the campeer developers
 License: MIT or Apache-2.0
  On Debian systems the full text of the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0. The MIT license: permission is
@@ -96,7 +97,7 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/debian"
 printf 'Source: campeer\n\nPackage: campeer\nArchitecture: any\n' > "$tmp/debian/control"
 if (cd "$tmp" && DEB_HOST_ARCH="$arch" DEB_HOST_MULTIARCH="$gnu" \
-        dpkg-shlibdeps -O"$tmp/substvars" -l"/usr/lib/$gnu" "$OLDPWD/$stage/usr/bin/campeer") \
+        dpkg-shlibdeps -O -l"/usr/lib/$gnu" "$OLDPWD/$stage/usr/bin/campeer") \
         > "$tmp/shlibs.out" 2> "$tmp/shlibs.err"; then
     depends=$(sed -n 's/^shlibs:Depends=//p' "$tmp/shlibs.out")
 fi
@@ -119,7 +120,9 @@ echo "build-deb: $deb ($(du -h "$deb" | cut -f1))"
 dpkg-deb --info "$deb" | sed 's/^/  /'
 dpkg-deb --contents "$deb" | awk '{print "  " $1, $2, $6}'
 if command -v lintian >/dev/null 2>&1; then
+    # Expected: no-manual-page, and non-standard-file-perm for the
+    # configuration (0640 on purpose: it may hold a broker password).
     echo "build-deb: lintian (informational):"
-    lintian --no-tag-display-limit "$deb" 2>&1 | sed 's/^/  /' || true
+    lintian --tag-display-limit 0 "$deb" 2>&1 | sed 's/^/  /' || true
 fi
 echo "$deb"

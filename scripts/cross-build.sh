@@ -24,10 +24,10 @@ shift
 
 case "$arg" in
     aarch64 | arm64 | aarch64-unknown-linux-gnu)
-        triple=aarch64-unknown-linux-gnu qemu=qemu-aarch64-static sysroot=/usr/aarch64-linux-gnu
+        triple=aarch64-unknown-linux-gnu qemu=qemu-aarch64-static
         expect="ARM aarch64" ;;
     armv7 | armhf | armv7-unknown-linux-gnueabihf)
-        triple=armv7-unknown-linux-gnueabihf qemu=qemu-arm-static sysroot=/usr/arm-linux-gnueabihf
+        triple=armv7-unknown-linux-gnueabihf qemu=qemu-arm-static
         expect="ARM, EABI5" ;;
     armv6 | arm | arm-unknown-linux-gnueabihf)
         cat >&2 <<'EOF'
@@ -76,11 +76,19 @@ case "$desc" in
     *"$expect"*) ;;
     *) echo "cross-build: $bin is not an $expect binary" >&2; exit 1 ;;
 esac
-version=$("$qemu" -L "$sysroot" "$bin" --version)
+# Under qemu-user with the target's Debian libraries (multiarch, as on the
+# Pi): --version loads every library; check-config also starts the tokio
+# runtime (threads, TLS) and parses a board profile.
+version=$("$qemu" -L / "$bin" --version)
 echo "cross-build: under $qemu: $version"
 case "$version" in
     campeer\ *) ;;
     *) echo "cross-build: unexpected --version output" >&2; exit 1 ;;
 esac
+if ! "$qemu" -L / "$bin" check-config board/rpi4.toml > /dev/null; then
+    echo "cross-build: '$bin check-config board/rpi4.toml' failed under $qemu" >&2
+    exit 1
+fi
+echo "cross-build: under $qemu: check-config board/rpi4.toml ok"
 echo "cross-build: built in ${secs}s, $(du -h "$bin" | cut -f1) ($(stat -c %s "$bin") bytes)"
 echo "$bin"

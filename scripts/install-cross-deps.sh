@@ -43,6 +43,9 @@ PKGS=(
     gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross
     libasound2-dev:arm64 libopus-dev:arm64
     libasound2-dev:armhf libopus-dev:armhf
+    # The C++ runtime for qemu-user runs and the initramfs, from the same
+    # multiarch glibc as libasound (not the cross toolchain's older copy).
+    libstdc++6:arm64 libstdc++6:armhf
     # The host's own -dev packages: multiarch -dev packages must all be of
     # one version, so install the host's in the same transaction.
     "libasound2-dev:$host" "libopus-dev:$host"

@@ -14,7 +14,10 @@ pub const BOARDS: &[(&str, &str)] = &[
 
 /// The profile called `name`.
 pub fn profile(name: &str) -> Option<&'static str> {
-    BOARDS.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
+    BOARDS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
 }
 
 /// The names of all profiles, for error messages.
@@ -51,8 +54,10 @@ mod tests {
     #[test]
     fn merge_replaces_values_and_arrays_and_merges_tables() {
         let mut base: toml::Table =
-            toml::from_str("a = 1\n[video]\nwidth = 640\nfps = 30\n[[gpio]]\nname = \"x\"\n").unwrap();
-        let over: toml::Table = toml::from_str("a = 2\n[video]\nfps = 15\n[[gpio]]\nname = \"y\"\n").unwrap();
+            toml::from_str("a = 1\n[video]\nwidth = 640\nfps = 30\n[[gpio]]\nname = \"x\"\n")
+                .unwrap();
+        let over: toml::Table =
+            toml::from_str("a = 2\n[video]\nfps = 15\n[[gpio]]\nname = \"y\"\n").unwrap();
         merge(&mut base, over);
         assert_eq!(base["a"].as_integer(), Some(2));
         assert_eq!(base["video"]["width"].as_integer(), Some(640));
@@ -79,7 +84,11 @@ mod layering_tests {
         let dir = std::env::temp_dir().join(format!("campeer-board-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "board = \"rpi4\"\ndevice_id = \"porch\"\n[video]\nfps = 10\n").unwrap();
+        std::fs::write(
+            &path,
+            "board = \"rpi4\"\ndevice_id = \"porch\"\n[video]\nfps = 10\n",
+        )
+        .unwrap();
         let c = Config::load_layered(Some(&path), None).unwrap();
         assert_eq!(c.board.as_deref(), Some("rpi4"));
         assert_eq!(c.device_id, "porch");

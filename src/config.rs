@@ -185,9 +185,12 @@ fn validate_listen(key: &str, v: &str, may_be_empty: bool) -> Result<(), ConfigE
     if v.is_empty() && may_be_empty {
         return Ok(());
     }
-    v.parse::<std::net::SocketAddr>()
-        .map(|_| ())
-        .map_err(|_| invalid(key, format!("{v:?} is not an address:port such as 0.0.0.0:8080")))
+    v.parse::<std::net::SocketAddr>().map(|_| ()).map_err(|_| {
+        invalid(
+            key,
+            format!("{v:?} is not an address:port such as 0.0.0.0:8080"),
+        )
+    })
 }
 
 /// The microphone and the Opus encoder.
@@ -311,7 +314,7 @@ pub struct WebRtcConfig {
     /// Most concurrent sessions, 1..=64. Default 4.
     pub max_sessions: usize,
     /// Most sessions still negotiating (offer answered, not yet connected),
-    /// 1..=64. Further offers get `busy`. Default 4.
+    /// 1..=64. Further offers get `busy`. Default 8.
     pub max_pending: usize,
     /// New offers accepted per second, sustained (token bucket), 1..=1000.
     /// Faster offers get `busy`. Default 5.
@@ -459,7 +462,7 @@ impl Default for WebRtcConfig {
     fn default() -> Self {
         WebRtcConfig {
             max_sessions: 4,
-            max_pending: 4,
+            max_pending: 8,
             offer_rate: 5,
             offer_burst: 10,
             connect_timeout_secs: 30,
@@ -513,14 +516,19 @@ impl Config {
     /// are replaced whole). Does not validate.
     pub fn load_layered(file: Option<&Path>, board: Option<&str>) -> Result<Config, ConfigError> {
         let from_file = file.map(Config::load).transpose()?;
-        let board = board.map(str::to_owned).or_else(|| from_file.as_ref().and_then(|c| c.board.clone()));
+        let board = board
+            .map(str::to_owned)
+            .or_else(|| from_file.as_ref().and_then(|c| c.board.clone()));
         let Some(name) = board else {
             return Ok(from_file.unwrap_or_default());
         };
         let profile = crate::board::profile(&name).ok_or_else(|| {
             invalid(
                 "board",
-                format!("{name:?} is not a known board; known: {}", crate::board::names().join(", ")),
+                format!(
+                    "{name:?} is not a known board; known: {}",
+                    crate::board::names().join(", ")
+                ),
             )
         })?;
         let origin = format!("board/{name}.toml");
@@ -558,7 +566,10 @@ impl Config {
             if crate::board::profile(b).is_none() {
                 return Err(invalid(
                     "board",
-                    format!("{b:?} is not a known board; known: {}", crate::board::names().join(", ")),
+                    format!(
+                        "{b:?} is not a known board; known: {}",
+                        crate::board::names().join(", ")
+                    ),
                 ));
             }
         }
@@ -579,7 +590,10 @@ impl Config {
         validate_listen("http.listen", &self.http.listen, true)?;
         if let Some(u) = &self.http.ws_url {
             if !(u.starts_with("ws://") || u.starts_with("wss://")) {
-                return Err(invalid("http.ws_url", format!("{u:?} must start with ws:// or wss://")));
+                return Err(invalid(
+                    "http.ws_url",
+                    format!("{u:?} must start with ws:// or wss://"),
+                ));
             }
         }
         self.webrtc.validate()?;

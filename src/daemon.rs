@@ -6,6 +6,7 @@
 //! candidate expiry, presence, stats). Shutdown closes every session with
 //! `bye`, publishes offline presence and stops within about two seconds.
 
+use crate::broker::EmbeddedBroker;
 use crate::config::{Config, MqttTarget};
 use crate::control::cdev;
 use crate::control::config::Direction;
@@ -27,11 +28,10 @@ use crate::signaling::presence::{AudioInfo, AuthMode, Presence, VideoInfo};
 use crate::signaling::presence::{ControlDirection, ControlInfo};
 use crate::signaling::topics::Topics;
 use crate::supervisor::{Health, MediaHealth, Supervisor};
-use crate::broker::EmbeddedBroker;
 use crate::web::{PageConfig, PageIceServer};
 use anyhow::Context;
-use std::net::SocketAddr;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -92,7 +92,11 @@ pub async fn run(
 
     let authz = OfferAuthorizer::from_config(&config.access).context("access keys")?;
     let exposed = match &broker {
-        Some(_) => !config.broker.listen.starts_with("127.") || !config.broker.ws_listen.is_empty() && !config.broker.ws_listen.starts_with("127."),
+        Some(_) => {
+            !config.broker.listen.starts_with("127.")
+                || !config.broker.ws_listen.is_empty()
+                    && !config.broker.ws_listen.starts_with("127.")
+        }
         None => !is_loopback_host(&target.host),
     };
     if authz.is_open() && exposed {
@@ -402,11 +406,18 @@ async fn start_http(
         ws_url: config.http.ws_url.clone(),
         ws_port: broker.and_then(|b| b.ws_addr()).map(|a| a.port()),
         auth: auth.to_owned(),
-        ice_servers: config.webrtc.ice_servers.iter().map(PageIceServer::from).collect(),
+        ice_servers: config
+            .webrtc
+            .ice_servers
+            .iter()
+            .map(PageIceServer::from)
+            .collect(),
         ..PageConfig::default()
     };
     if page.ws_url.is_none() && page.ws_port.is_none() {
-        warn!("the viewer page has no MQTT WebSocket to use: set http.ws_url for an external broker");
+        warn!(
+            "the viewer page has no MQTT WebSocket to use: set http.ws_url for an external broker"
+        );
     }
     let host = if addr.ip().is_unspecified() {
         crate::config::default_device_id()

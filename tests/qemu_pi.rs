@@ -32,6 +32,7 @@ const CHECKS: &[&str] = &[
     "gpio",
     "online",
     "video",
+    "stamps",
     "audio",
     "gpio-set",
     "camera-gone",
@@ -76,7 +77,8 @@ fn build_image() -> Vec<(String, String)> {
         .stdin(Stdio::null())
         .output()
         .expect("run scripts/cross-build.sh");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
         "scripts/cross-build.sh aarch64 failed:\n{}",
@@ -91,7 +93,8 @@ fn build_image() -> Vec<(String, String)> {
         .stdin(Stdio::null())
         .output()
         .expect("run scripts/qemu/build-initramfs.sh");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
         "scripts/qemu/build-initramfs.sh failed:\n{}",
@@ -100,7 +103,10 @@ fn build_image() -> Vec<(String, String)> {
     for l in text.lines().filter(|l| l.starts_with("build-initramfs:")) {
         say(l);
     }
-    say(&format!("image ready in {:.0} s", t.elapsed().as_secs_f64()));
+    say(&format!(
+        "image ready in {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
     let env_path = text
         .lines()
         .rev()
@@ -184,7 +190,11 @@ fn emulated_raspberry_pi_3() {
         std::thread::spawn(move || {
             let mut r = BufReader::new(stream);
             let mut buf = Vec::new();
-            while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+            while r
+                .read_until(b'\n', &mut buf)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
                 let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
                 buf.clear();
                 if tx.send(line).is_err() {
@@ -207,7 +217,8 @@ fn emulated_raspberry_pi_3() {
             Err(_) => break, // timed out, or qemu closed its output
         };
         let line = line.replace('\r', "");
-        if line.contains("CAMPEER-QEMU:") && line.contains("booted:") && seen.booted_after.is_none() {
+        if line.contains("CAMPEER-QEMU:") && line.contains("booted:") && seen.booted_after.is_none()
+        {
             seen.booted_after = Some(started.elapsed());
         }
         if let Some(rest) = line.strip_prefix("CHECK ") {
@@ -225,7 +236,10 @@ fn emulated_raspberry_pi_3() {
             || line.starts_with("VIEW")
             || line.starts_with("DAEMON-LOG")
         {
-            say(&format!("[{:6.1}s] {line}", started.elapsed().as_secs_f64()));
+            say(&format!(
+                "[{:6.1}s] {line}",
+                started.elapsed().as_secs_f64()
+            ));
         }
         if let Some(r) = line.strip_prefix("CAMPEER-QEMU-RESULT: ") {
             seen.result = Some(r.trim() == "PASS");

@@ -83,7 +83,10 @@ fn unit_has_the_settings_the_daemon_relies_on() {
     // The daemon withholds pings after 6 s of no media progress
     // (supervisor::STALL_AFTER_US): the watchdog must be longer.
     let secs: u64 = watchdog[0].trim_end_matches('s').parse().unwrap();
-    assert!(secs > 6, "WatchdogSec={secs}s must exceed the 6 s stall limit");
+    assert!(
+        secs > 6,
+        "WatchdogSec={secs}s must exceed the 6 s stall limit"
+    );
     let exec = service_values("ExecStart");
     assert_eq!(
         exec,
@@ -118,12 +121,10 @@ fn systemd_analyze_verify_accepts_the_unit() {
         .output()
         .expect("run systemd-analyze verify");
     let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     // Only lines about our unit count: verify also loads the system's units.
-    let ours: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("campeer"))
-        .collect();
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains("campeer")).collect();
     assert!(
         out.status.success() && ours.is_empty(),
         "systemd-analyze verify: {}\n{text}",

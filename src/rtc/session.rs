@@ -79,6 +79,9 @@ pub enum SessionInput {
     Shutdown,
     /// The session is being replaced or evicted.
     Close(ByeReason),
+    /// The opening offer arrived again (QoS 1 redelivery): send the same
+    /// answer again.
+    RepeatAnswer,
 }
 
 /// Reported to the session table.
@@ -292,6 +295,12 @@ impl Session {
                     None | Some(SessionInput::Shutdown) => break Some(ByeReason::Shutdown),
                     Some(SessionInput::Bye) => break None,
                     Some(SessionInput::Close(r)) => break Some(r),
+                    Some(SessionInput::RepeatAnswer) => {
+                        let answer = self.answer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        if let Some(sdp) = answer {
+                            self.send(DeviceMessage::Answer { sdp });
+                        }
+                    }
                     Some(SessionInput::Candidate(c)) => self.add_remote_candidate(&pc, c).await,
                     Some(SessionInput::Offer(sdp)) => {
                         if let Err(Refusal(code, message)) = self.renegotiate(&pc, &sdp).await {

@@ -172,7 +172,12 @@ impl SessionTable {
                             .outbox
                             .send(sid, DeviceMessage::Answer { sdp: answer });
                     }
-                    None => debug!(%sid, "repeated offer while negotiating; the answer is coming"),
+                    None => {
+                        // Still negotiating: the session answers again once
+                        // its answer is out (inputs wait for negotiation).
+                        info!(%sid, "repeated offer while negotiating; will answer it again");
+                        s.deliver(SessionInput::RepeatAnswer);
+                    }
                 }
             } else {
                 s.deliver(SessionInput::Offer(sdp));

@@ -129,9 +129,11 @@ async fn run_loop(
                 // Give queued messages (offline status, byes) a moment to leave.
                 let _ = tokio::time::timeout(Duration::from_millis(800), async {
                     loop {
-                        match eventloop.poll().await {
-                            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                            Ok(_) => {}
+                        // Past the Disconnect event rumqttc may still hold the
+                        // last packets in its write buffer: poll on until the
+                        // connection is closed, so they reach the broker.
+                        if eventloop.poll().await.is_err() {
+                            break;
                         }
                     }
                 }).await;

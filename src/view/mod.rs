@@ -115,7 +115,12 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     let sid = args
         .sid
         .clone()
-        .or_else(|| target.username.clone().filter(|u| crate::signaling::topics::validate_sid(u)))
+        .or_else(|| {
+            target
+                .username
+                .clone()
+                .filter(|u| crate::signaling::topics::validate_sid(u))
+        })
         .unwrap_or_else(random_sid);
     let topics = Topics::new(&args.prefix, &args.device);
     let mut report = ViewReport::new(&sid);
