@@ -5,9 +5,9 @@
 #   scripts/build-deb.sh armhf     # 32-bit Raspberry Pi OS on ARMv7 boards
 #
 # (aarch64/armv7 are accepted as names too.) Cross-builds the binary with
-# scripts/cross-build.sh unless it exists already (pass --rebuild to force
-# it, or CAMPEER_BIN=path to package a given binary), then assembles with
-# dpkg-deb (no debhelper needed):
+# scripts/cross-build.sh (a no-op when it is up to date; CAMPEER_BIN=path
+# packages a given binary instead), then assembles with dpkg-deb (no
+# debhelper needed):
 #
 #   /usr/bin/campeer                          the daemon (stripped)
 #   /lib/systemd/system/campeer.service       systemd/campeer.service
@@ -23,8 +23,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rebuild=0
-if [ "${1:-}" = "--rebuild" ]; then rebuild=1; shift; fi
 case "${1:-}" in
     arm64 | aarch64 | aarch64-unknown-linux-gnu)
         arch=arm64 triple=aarch64-unknown-linux-gnu short=aarch64 gnu=aarch64-linux-gnu ;;
@@ -39,7 +37,9 @@ version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
 [ -n "$version" ] || { echo "build-deb: no version in Cargo.toml" >&2; exit 1; }
 
 bin="${CAMPEER_BIN:-${CARGO_TARGET_DIR:-target}/$triple/release/campeer}"
-if [ -z "${CAMPEER_BIN:-}" ] && { [ "$rebuild" -eq 1 ] || [ ! -x "$bin" ]; }; then
+if [ -z "${CAMPEER_BIN:-}" ]; then
+    # Always through cargo: a no-op when the binary is up to date, and never
+    # a stale binary in the package.
     bash scripts/cross-build.sh "$short"
 fi
 [ -x "$bin" ] || { echo "build-deb: $bin is missing" >&2; exit 1; }

@@ -25,6 +25,14 @@ pub fn stamp_ms(capture_us: u64) -> u32 {
     (capture_us / 1_000) as u32
 }
 
+/// Sleeps until `deadline`, or forever when there is none (for `select!`).
+pub async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

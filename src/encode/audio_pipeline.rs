@@ -16,7 +16,7 @@
 //! read timeout, if the device hangs).
 
 use super::opus::{OpusEncoder, OpusError, FRAME_SAMPLES};
-use super::pipeline::media_backoff;
+use super::pipeline::{media_backoff, StopSignal};
 use crate::clock;
 use crate::media::audio::alsa::LogLimiter;
 use crate::media::audio::resample::{convert_channels, LinearResampler};
@@ -27,9 +27,8 @@ use crate::media::audio::{
 use bytes::Bytes;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
@@ -200,40 +199,6 @@ impl Framer {
             self.fifo_start_us += PERIOD_US;
         }
         self.fifo.drain(..used);
-    }
-}
-
-/// A stop flag that sleepers can wait on.
-#[derive(Default)]
-struct StopSignal {
-    stopped: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl StopSignal {
-    fn lock(&self) -> MutexGuard<'_, bool> {
-        // A poisoned lock only means a thread panicked holding it; the flag
-        // is still meaningful.
-        self.stopped.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn stop(&self) {
-        *self.lock() = true;
-        self.cv.notify_all();
-    }
-
-    fn is_stopped(&self) -> bool {
-        *self.lock()
-    }
-
-    /// Sleeps for `d` or until stopped; returns true if stopped.
-    fn sleep(&self, d: Duration) -> bool {
-        let guard = self.lock();
-        let (guard, _) = self
-            .cv
-            .wait_timeout_while(guard, d, |stopped| !*stopped)
-            .unwrap_or_else(|p| p.into_inner());
-        *guard
     }
 }
 
@@ -491,6 +456,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use crate::encode::opus::OpusDecoder;
     use crate::media::audio::analysis::dominant_frequency_hz;
     use crate::media::audio::tone::ToneSource;

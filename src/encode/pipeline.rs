@@ -161,9 +161,9 @@ pub fn media_backoff() -> Backoff {
     Backoff::new(BACKOFF_MIN, BACKOFF_MAX)
 }
 
-/// A stop flag that sleepers can wait on.
+/// A stop flag that sleepers can wait on (shared by the media threads).
 #[derive(Default)]
-struct StopSignal {
+pub(crate) struct StopSignal {
     stopped: Mutex<bool>,
     cv: Condvar,
 }
@@ -175,17 +175,17 @@ impl StopSignal {
         self.stopped.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         *self.lock() = true;
         self.cv.notify_all();
     }
 
-    fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         *self.lock()
     }
 
     /// Sleeps for `d` or until stopped; returns true if stopped.
-    fn sleep(&self, d: Duration) -> bool {
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
         let guard = self.lock();
         let (guard, _) = self
             .cv

@@ -8,7 +8,7 @@
 //! it closes the peer connection explicitly (pitfall 8) and reports `Ended`
 //! to the table.
 
-use crate::clock::monotonic_us;
+use crate::clock::{monotonic_us, sleep_until_opt};
 use crate::control::config::Role;
 use crate::control::rpc::{binary_refused, notification, ControlContext, RpcSession};
 use crate::encode::audio_pipeline::{AudioPipeline, EncodedAudio};
@@ -816,12 +816,6 @@ async fn negotiated(
     }
 }
 
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// The first `a=mid:` of an SDP.
 fn first_mid(sdp: &str) -> Option<String> {

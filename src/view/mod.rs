@@ -13,7 +13,7 @@ pub mod report;
 mod signal;
 
 use crate::cli::ViewArgs;
-use crate::clock::monotonic_us;
+use crate::clock::{monotonic_us, sleep_until_opt};
 use crate::config::{MqttTarget, WebRtcConfig};
 use crate::encode::decode::H264Decoder;
 use crate::media::stamp::read_stamp;
@@ -375,12 +375,6 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
 /// How long the viewer stays after its calls were answered, for notifications.
 const LINGER: Duration = Duration::from_millis(400);
 
-async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Whether the video part of the run is complete.
 fn video_done(args: &ViewArgs, report: &ViewReport) -> bool {
