@@ -9,7 +9,9 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn rss_kib(pid: u32) -> u64 {
-    proc_sample(pid).map(|(_, mib)| (mib * 1024.0) as u64).unwrap_or(0)
+    proc_sample(pid)
+        .map(|(_, mib)| (mib * 1024.0) as u64)
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

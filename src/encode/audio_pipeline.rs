@@ -456,12 +456,12 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use crate::encode::opus::OpusDecoder;
     use crate::media::audio::analysis::dominant_frequency_hz;
     use crate::media::audio::tone::ToneSource;
     use std::collections::VecDeque;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
     use tokio::sync::broadcast::error::TryRecvError;
 
     fn fmt(rate: u32, channels: u16) -> AudioFormat {

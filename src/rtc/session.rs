@@ -816,7 +816,6 @@ async fn negotiated(
     }
 }
 
-
 /// The first `a=mid:` of an SDP.
 fn first_mid(sdp: &str) -> Option<String> {
     sdp.lines()

@@ -375,7 +375,6 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
 /// How long the viewer stays after its calls were answered, for notifications.
 const LINGER: Duration = Duration::from_millis(400);
 
-
 /// Whether the video part of the run is complete.
 fn video_done(args: &ViewArgs, report: &ViewReport) -> bool {
     let audio = args
