@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cross-builds the release binary for a Raspberry Pi, then checks it: `file`
-# must name the right machine and `campeer --version` must run under
-# qemu-user against the target's Debian libraries.
+# must name the right machine, and `campeer --version` and `campeer
+# check-config board/rpi4.toml` (which starts the async runtime's threads)
+# must run under qemu-user against the target's Debian libraries.
 #
 #   scripts/cross-build.sh aarch64    # 64-bit Raspberry Pi OS: Pi 3, 4, 5, Zero 2 W
 #   scripts/cross-build.sh armv7      # 32-bit Raspberry Pi OS: Pi 2, 3, 4, Zero 2 W
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 install=0
 if [ "${1:-}" = "--install-deps" ]; then install=1; shift; fi
 arg="${1:-}"
-[ -n "$arg" ] || { sed -n '2,14p' "$0"; exit 2; }
+[ -n "$arg" ] || { sed -n '2,15p' "$0"; exit 2; }
 shift
 
 case "$arg" in

@@ -266,7 +266,7 @@ pub struct MqttConfig {
     pub max_payload: usize,
     /// Reconnect backoff floor, milliseconds. Default 250.
     pub reconnect_min_ms: u64,
-    /// Reconnect backoff ceiling, milliseconds (>= the floor). Default 30000.
+    /// Reconnect backoff ceiling, milliseconds (>= the floor). Default 4000, so a broker that comes back is used within ~4 s.
     pub reconnect_max_ms: u64,
     /// User name, when the URL has none (the same name in both is
     /// accepted). Default none.
@@ -435,7 +435,7 @@ impl Default for MqttConfig {
             keepalive_secs: 30,
             max_payload: 64 * 1024,
             reconnect_min_ms: 250,
-            reconnect_max_ms: 30_000,
+            reconnect_max_ms: 4_000,
             username: None,
             password_file: None,
             ca_file: None,

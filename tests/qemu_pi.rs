@@ -1,27 +1,31 @@
-//! The emulated Raspberry Pi: qemu boots Debian's arm64 kernel as a
-//! Raspberry Pi 3 Model B (`-M raspi3b`, bcm2837-rpi-3-b.dtb) with an
+//! Emulated Raspberry Pis: qemu boots Debian's kernel as a Raspberry Pi 3
+//! Model B (`-M raspi3b`, bcm2837-rpi-3-b.dtb, the arm64 kernel, the
+//! aarch64 build) and as a Raspberry Pi 2 Model B (`-M raspi2b`,
+//! bcm2836-rpi-2-b.dtb, the armhf kernel, the armv7 build), each with an
 //! initramfs holding the cross-built daemon and viewer, and real kernel
 //! drivers behind them: vivid (camera), snd-aloop (microphone, a 1 kHz tone
 //! played into it) and pinctrl-bcm2835 (the Pi's GPIO). The guest's /init
 //! (scripts/qemu/init) runs the checks and prints `CHECK <name> ok|FAIL`
-//! lines and `CAMPEER-QEMU-RESULT: PASS|FAIL`; this test boots it, reads the
-//! serial console, prints what it saw and fails on anything missing.
+//! lines and `CAMPEER-QEMU-RESULT: PASS|FAIL`; these tests boot it, read the
+//! serial console, print what they saw and fail on anything missing.
 //!
-//! Needs scripts/install-cross-deps.sh (cross toolchain, arm64 libraries,
-//! qemu-system-arm) and the Debian package lists for `apt-get download`
-//! (the kernel, busybox and aplay are fetched once into target/qemu/debs).
-//! The aarch64 release binary is (re)built by scripts/cross-build.sh, a
-//! no-op when it is up to date. Set CAMPEER_SKIP_QEMU=1 to skip; without
-//! that, a missing tool is a failure, not a skip.
+//! Needs scripts/install-cross-deps.sh (cross toolchains, arm64 and armhf
+//! libraries, qemu-system-arm) and the Debian package lists for
+//! `apt-get download` (the kernels, busybox and aplay are fetched once into
+//! target/qemu/debs). The release binaries are (re)built by
+//! scripts/cross-build.sh, a no-op when they are up to date. Set
+//! CAMPEER_SKIP_QEMU=1 to skip; without that, a missing tool is a failure,
+//! not a skip. The two guests run one after the other (a lock), never side
+//! by side on the two cores.
 //!
-//! Time: the cross build is the long part (about 8 minutes from scratch on
-//! two cores); the guest itself boots in about 5 s of its own time and
-//! finishes its checks within a few minutes under TCG.
+//! Time: the cross builds are the long part (about 8 and 6.5 minutes from
+//! scratch on two cores); each guest reaches /init in a few seconds of its
+//! own time and finishes its checks in about a minute under TCG.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every check the guest must report `ok`.
@@ -43,6 +47,9 @@ const CHECKS: &[&str] = &[
 
 /// From qemu's start to the guest's result line, at most.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One guest at a time: two TCG guests on two cores would starve each other.
+static ONE_GUEST: Mutex<()> = Mutex::new(());
 
 fn say(line: &str) {
     // Straight to stderr, past the test harness's capture: CI logs show what
@@ -67,12 +74,12 @@ fn require_tool(tool: &str) {
 
 /// Runs the initramfs builder (which cross-builds the binary when needed)
 /// and returns its boot.env as (key, value) pairs.
-fn build_image() -> Vec<(String, String)> {
+fn build_image(target: &str, machine: &str) -> Vec<(String, String)> {
     let t = Instant::now();
-    // Always ask cargo: a stale aarch64 binary would test old code.
+    // Always ask cargo: a stale binary would test old code.
     let out = Command::new("bash")
         .arg(root().join("scripts/cross-build.sh"))
-        .arg("aarch64")
+        .arg(target)
         .current_dir(root())
         .stdin(Stdio::null())
         .output()
@@ -81,7 +88,7 @@ fn build_image() -> Vec<(String, String)> {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "scripts/cross-build.sh aarch64 failed:\n{}",
+        "scripts/cross-build.sh {target} failed:\n{}",
         tail(&text, 40)
     );
     for l in text.lines().filter(|l| l.starts_with("cross-build:")) {
@@ -89,6 +96,7 @@ fn build_image() -> Vec<(String, String)> {
     }
     let out = Command::new("bash")
         .arg(root().join("scripts/qemu/build-initramfs.sh"))
+        .arg(machine)
         .current_dir(root())
         .stdin(Stdio::null())
         .output()
@@ -135,21 +143,46 @@ struct Seen {
 }
 
 #[test]
-fn emulated_raspberry_pi_3() {
+fn emulated_raspberry_pi_3_aarch64() {
+    run_guest(
+        "aarch64",
+        "raspi3b",
+        "Raspberry Pi 3 Model B",
+        &[
+            "qemu-system-aarch64",
+            "qemu-aarch64-static",
+            "aarch64-linux-gnu-gcc",
+        ],
+    );
+}
+
+#[test]
+fn emulated_raspberry_pi_2_armv7() {
+    run_guest(
+        "armv7",
+        "raspi2b",
+        "Raspberry Pi 2 Model B",
+        &[
+            "qemu-system-arm",
+            "qemu-arm-static",
+            "arm-linux-gnueabihf-gcc",
+        ],
+    );
+}
+
+/// Builds the image for `machine` from the `target` build, boots it, and
+/// fails unless every check passed on a board whose model starts `model`.
+fn run_guest(target: &str, machine: &str, model: &str, tools: &[&str]) {
     if std::env::var_os("CAMPEER_SKIP_QEMU").is_some_and(|v| v == "1") {
-        say("skipped: CAMPEER_SKIP_QEMU=1");
+        say(&format!("{machine}: skipped: CAMPEER_SKIP_QEMU=1"));
         return;
     }
-    for tool in [
-        "qemu-system-aarch64",
-        "qemu-aarch64-static",
-        "aarch64-linux-gnu-gcc",
-        "cpio",
-        "depmod",
-    ] {
+    for tool in tools.iter().chain(&["cpio", "depmod"]) {
         require_tool(tool);
     }
-    let env = build_image();
+    // A failed guest must not poison the other test's lock.
+    let _one = ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner());
+    let env = build_image(target, machine);
     let get = |k: &str| -> String {
         env.iter()
             .find(|(key, _)| key == k)
@@ -161,8 +194,8 @@ fn emulated_raspberry_pi_3() {
         assert!(Path::new(p).is_file(), "{p} is missing");
     }
 
-    let mut cmd = Command::new("qemu-system-aarch64");
-    cmd.args(["-M", "raspi3b", "-m", "1G"])
+    let mut cmd = Command::new(get("QEMU"));
+    cmd.args(["-M", &get("MACHINE"), "-m", "1G"])
         .args(["-kernel", &kernel, "-dtb", &dtb, "-initrd", &initrd])
         .args([
             "-append",
@@ -173,7 +206,7 @@ fn emulated_raspberry_pi_3() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    say(&format!("booting: {cmd:?}"));
+    say(&format!("{machine}: booting: {cmd:?}"));
     let started = Instant::now();
     let mut child = cmd.spawn().expect("start qemu-system-aarch64");
     let pid = child.id();
@@ -227,7 +260,7 @@ fn emulated_raspberry_pi_3() {
             let ok = parts.next() == Some("ok");
             let detail = parts.next().unwrap_or_default().to_owned();
             say(&format!(
-                "[{:6.1}s] CHECK {name} {} {detail}",
+                "{machine} [{:6.1}s] CHECK {name} {} {detail}",
                 started.elapsed().as_secs_f64(),
                 if ok { "ok" } else { "FAIL" }
             ));
@@ -237,7 +270,7 @@ fn emulated_raspberry_pi_3() {
             || line.starts_with("DAEMON-LOG")
         {
             say(&format!(
-                "[{:6.1}s] {line}",
+                "{machine} [{:6.1}s] {line}",
                 started.elapsed().as_secs_f64()
             ));
         }
@@ -249,11 +282,11 @@ fn emulated_raspberry_pi_3() {
         seen.console.push(line);
     }
     let elapsed = started.elapsed();
-    // raspi3b cannot power off: end qemu (our own child) now.
+    // The emulated Pis cannot power off: end qemu (our own child) now.
     let _ = child.kill();
     let _ = child.wait();
     say(&format!(
-        "qemu (pid {pid}) ran {:.1} s; guest reached /init after {}",
+        "{machine}: qemu (pid {pid}) ran {:.1} s; guest reached /init after {}",
         elapsed.as_secs_f64(),
         seen.booted_after
             .map(|d| format!("{:.1} s", d.as_secs_f64()))
@@ -273,6 +306,11 @@ fn emulated_raspberry_pi_3() {
             problems.push(format!("`{name}` failed: {detail}"));
         }
     }
+    if let Some((_, true, detail)) = seen.checks.iter().find(|(n, _, _)| n == "board") {
+        if !detail.contains(model) {
+            problems.push(format!("the guest is not a {model}: {detail}"));
+        }
+    }
     match seen.result {
         Some(true) => {}
         Some(false) => problems.push("the guest reported FAIL".into()),
@@ -282,7 +320,7 @@ fn emulated_raspberry_pi_3() {
         )),
     }
     say(&format!(
-        "{} of {} checks ok",
+        "{machine}: {} of {} checks ok",
         CHECKS
             .iter()
             .filter(|w| seen.checks.iter().any(|(n, ok, _)| n == *w && *ok))
@@ -291,7 +329,7 @@ fn emulated_raspberry_pi_3() {
     ));
     assert!(
         problems.is_empty(),
-        "the emulated Pi failed:\n  {}\n--- last console lines ---\n{}",
+        "the emulated {model} failed:\n  {}\n--- last console lines ---\n{}",
         problems.join("\n  "),
         tail(&seen.console.join("\n"), 80)
     );

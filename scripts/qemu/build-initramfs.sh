@@ -1,79 +1,90 @@
 #!/usr/bin/env bash
-# Builds everything the emulated Raspberry Pi 3 of tests/qemu_pi.rs boots:
+# Builds everything an emulated Raspberry Pi of tests/qemu_pi.rs boots:
 #
-#   target/qemu/vmlinuz                 Debian's arm64 kernel (linux-image-*-arm64)
-#   target/qemu/bcm2837-rpi-3-b.dtb     the Pi 3 Model B device tree, same package
-#   target/qemu/initramfs.cpio          busybox, the cross-built campeer (daemon
-#                                       and viewer), its libraries, aplay, a
-#                                       tone, the kernel modules, /init
-#   target/qemu/boot.env                KERNEL= DTB= INITRD= for the test
+#   scripts/qemu/build-initramfs.sh raspi3b   # default: arm64 kernel, Pi 3 Model B,
+#                                             # the aarch64 build, board qemu-raspi3b
+#   scripts/qemu/build-initramfs.sh raspi2b   # armhf (armmp) kernel, Pi 2 Model B,
+#                                             # the armv7 build, board qemu-raspi2b
 #
-# Debian packages come from the registry with `apt-get download` (arm64
-# multiarch: scripts/install-cross-deps.sh adds the architecture) and are
-# cached under target/qemu/debs; nothing is installed. The campeer binary is
-# target/aarch64-unknown-linux-gnu/release/campeer, cross-built by
-# scripts/cross-build.sh when missing (or CAMPEER_QEMU_BIN=path).
+# Output, in target/qemu/<machine>/:
+#   vmlinuz, <board>.dtb   Debian's kernel and the board's device tree, both
+#                          from the linux-image package
+#   initramfs.cpio         busybox, the cross-built campeer (daemon and
+#                          viewer), its libraries, aplay, a tone, the kernel
+#                          modules, /init (scripts/qemu/init)
+#   boot.env               QEMU= MACHINE= KERNEL= DTB= INITRD= ... for the test
+#
+# Debian packages come from the registry with `apt-get download` (multiarch:
+# scripts/install-cross-deps.sh adds the architectures) and are cached under
+# target/qemu/debs; nothing is installed. The campeer binary is the release
+# cross build (target/<triple>/release/campeer, or CAMPEER_QEMU_BIN=path);
+# build it first with scripts/cross-build.sh (the test does).
 #
 # Modules: vivid (the camera), snd-aloop (the microphone) and bcm2835-rng
 # (entropy, so the guest's getrandom() does not wait), with what they need
 # (modprobe --show-depends), indexed by depmod in the image. The Pi's GPIO
 # (pinctrl-bcm2835), its UART (amba-pl011) and debugfs are built into
-# Debian's kernel.
+# Debian's kernels.
 #
-# Usage: scripts/qemu/build-initramfs.sh [--rebuild-bin]
 # Prints the boot.env path last.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root_dir=$(pwd)
 
-rebuild_bin=0
-if [ "${1:-}" = "--rebuild-bin" ]; then rebuild_bin=1; fi
+machine="${1:-raspi3b}"
+case "$machine" in
+    raspi3b)
+        arch=arm64 triple=aarch64-unknown-linux-gnu gnu=aarch64-linux-gnu
+        kflavour=arm64 dtbname=bcm2837-rpi-3-b.dtb qemu=qemu-system-aarch64
+        board=qemu-raspi3b expect="ARM aarch64" ;;
+    raspi2b)
+        arch=armhf triple=armv7-unknown-linux-gnueabihf gnu=arm-linux-gnueabihf
+        kflavour=armmp dtbname=bcm2836-rpi-2-b.dtb qemu=qemu-system-arm
+        board=qemu-raspi2b expect="ARM, EABI5" ;;
+    *) echo "build-initramfs: unknown machine '$machine' (raspi3b, raspi2b)" >&2; exit 2 ;;
+esac
 
-out="${CARGO_TARGET_DIR:-$root_dir/target}/qemu"
-case "$out" in /*) ;; *) out="$root_dir/$out" ;; esac
-debs="$out/debs"
-mkdir -p "$debs"
+top="${CARGO_TARGET_DIR:-$root_dir/target}/qemu"
+case "$top" in /*) ;; *) top="$root_dir/$top" ;; esac
+out="$top/$machine"
+debs="$top/debs"
+mkdir -p "$out" "$debs"
 
 say() { echo "build-initramfs: $*"; }
 die() { echo "build-initramfs: $*" >&2; exit 1; }
 
-for t in apt-get apt-cache dpkg-deb cpio depmod modprobe aarch64-linux-gnu-readelf perl; do
+for t in apt-get apt-cache dpkg-deb cpio depmod modprobe "$gnu-readelf" "$gnu-strip" perl file; do
     command -v "$t" >/dev/null 2>&1 || die "$t is missing: run scripts/install-cross-deps.sh"
 done
-grep -qx arm64 <<<"$(dpkg --print-foreign-architectures)" \
-    || die "dpkg has no arm64 architecture: run scripts/install-cross-deps.sh"
+grep -qx "$arch" <<<"$(dpkg --print-foreign-architectures)" \
+    || die "dpkg has no $arch architecture: run scripts/install-cross-deps.sh"
 
 # --- the binary -------------------------------------------------------------
-bin="${CAMPEER_QEMU_BIN:-${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/release/campeer}"
-if [ -z "${CAMPEER_QEMU_BIN:-}" ]; then
-    if [ "$rebuild_bin" -eq 1 ] || [ ! -x "$bin" ]; then
-        bash scripts/cross-build.sh aarch64
-    fi
-fi
-[ -x "$bin" ] || die "$bin is missing"
-grep -q "ARM aarch64" <<<"$(file -b "$bin")" || die "$bin is not an aarch64 binary"
+bin="${CAMPEER_QEMU_BIN:-${CARGO_TARGET_DIR:-target}/$triple/release/campeer}"
+[ -x "$bin" ] || die "$bin is missing: build it with scripts/cross-build.sh first"
+grep -q "$expect" <<<"$(file -b "$bin")" || die "$bin is not an $expect binary"
 
 # --- Debian packages ----------------------------------------------------------
-# fetch PKG: the newest cached .deb of PKG (arm64), downloading it if absent.
+# fetch PKG: the newest cached .deb of PKG for $arch, downloading it if absent.
 fetch() {
     local pkg=$1 f
-    f=$(ls -1 "$debs/${pkg}"_*_arm64.deb 2>/dev/null | sort -V | tail -n1 || true)
+    f=$(ls -1 "$debs/${pkg}"_*_"$arch".deb 2>/dev/null | sort -V | tail -n1 || true)
     if [ -z "$f" ]; then
-        say "apt-get download $pkg:arm64"
-        (cd "$debs" && apt-get download -q "$pkg:arm64" >/dev/null 2>"$debs/.err") \
-            || die "apt-get download $pkg:arm64 failed: $(cat "$debs/.err") (apt-get update? scripts/install-cross-deps.sh)"
-        f=$(ls -1 "$debs/${pkg}"_*_arm64.deb | sort -V | tail -n1)
+        say "apt-get download $pkg:$arch" >&2
+        (cd "$debs" && apt-get download -q "$pkg:$arch" >/dev/null 2>"$debs/.err") \
+            || die "apt-get download $pkg:$arch failed: $(cat "$debs/.err") (apt-get update? scripts/install-cross-deps.sh)"
+        f=$(ls -1 "$debs/${pkg}"_*_"$arch".deb | sort -V | tail -n1)
     fi
     echo "$f"
 }
 
-# The kernel: whatever linux-image-arm64 depends on now; a cached one if the
-# package lists cannot say (an offline re-run).
-kpkg=$(apt-cache depends linux-image-arm64:arm64 2>/dev/null \
-    | sed -n 's/^ *Depends: \(linux-image-[0-9][^:]*-arm64\)\(:arm64\)\?$/\1/p' | head -n1)
+# The kernel: whatever linux-image-$kflavour depends on now; a cached one if
+# the package lists cannot say (an offline re-run).
+kpkg=$(apt-cache depends "linux-image-$kflavour:$arch" 2>/dev/null \
+    | sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*-$kflavour\)\(:$arch\)\?\$/\1/p" | head -n1)
 if [ -z "$kpkg" ]; then
-    cached=$(ls -1 "$debs"/linux-image-[0-9]*-arm64_*_arm64.deb 2>/dev/null | sort -V | tail -n1 || true)
-    [ -n "$cached" ] || die "cannot find linux-image-arm64:arm64 in the package lists: run scripts/install-cross-deps.sh (apt-get update)"
+    cached=$(ls -1 "$debs"/linux-image-[0-9]*-"$kflavour"_*_"$arch".deb 2>/dev/null | sort -V | tail -n1 || true)
+    [ -n "$cached" ] || die "cannot find linux-image-$kflavour:$arch in the package lists: run scripts/install-cross-deps.sh (apt-get update)"
     kpkg=$(basename "$cached" | cut -d_ -f1)
 fi
 kdeb=$(fetch "$kpkg")
@@ -81,7 +92,7 @@ kver=${kpkg#linux-image-}
 bbdeb=$(fetch busybox-static)
 audeb=$(fetch alsa-utils)
 
-kdir="$out/kernel-$kver"
+kdir="$top/kernel-$kver"
 if [ ! -f "$kdir/.done" ]; then
     say "unpacking $(basename "$kdeb")"
     rm -rf "$kdir"
@@ -91,14 +102,14 @@ if [ ! -f "$kdir/.done" ]; then
     touch "$kdir/.done"
 fi
 cp "$kdir/boot/vmlinuz-$kver" "$out/vmlinuz"
-dtb=$(ls "$kdir"/usr/lib/linux-image-"$kver"/broadcom/bcm2837-rpi-3-b.dtb)
-cp "$dtb" "$out/bcm2837-rpi-3-b.dtb"
+dtb=$(find "$kdir/usr/lib/linux-image-$kver" -name "$dtbname" | head -n1)
+[ -n "$dtb" ] || die "$dtbname is not in $kpkg"
+cp "$dtb" "$out/$dtbname"
 
 # --- the image ----------------------------------------------------------------
 img="$out/initramfs"
 rm -rf "$img"
 mkdir -p "$img"/{bin,sbin,usr/bin,usr/sbin,lib,etc/campeer,proc,sys,dev,tmp,run,root,usr/share}
-ln -s lib "$img/lib64"
 
 tmpx="$out/x"
 rm -rf "$tmpx"
@@ -108,15 +119,18 @@ dpkg-deb -x "$audeb" "$tmpx/au"
 install -m 0755 "$tmpx/bb/bin/busybox" "$img/bin/busybox"
 ln -s busybox "$img/bin/sh"
 install -m 0755 "$tmpx/au/usr/bin/aplay" "$img/usr/bin/aplay"
-# Debug info off (line tables are 50 MB of the 60); symbols stay for backtraces.
-aarch64-linux-gnu-strip --strip-debug -o "$img/usr/bin/campeer" "$bin"
+# Debug info off (line tables are most of the binary); symbols stay for
+# backtraces.
+"$gnu-strip" --strip-debug -o "$img/usr/bin/campeer" "$bin"
 install -m 0755 scripts/qemu/init "$img/init"
-install -m 0644 board/qemu-raspi3b.toml "$img/etc/campeer/qemu-raspi3b.toml"
+install -m 0644 "board/$board.toml" "$img/etc/campeer/$board.toml"
+echo "$board" > "$img/etc/campeer/board"
 
 # Shared libraries: the NEEDED closure of the dynamic binaries, from the
-# arm64 multiarch packages on this machine (libc6:arm64, libasound2:arm64,
-# libopus0:arm64, ... installed by scripts/install-cross-deps.sh).
-libpath=(/lib/aarch64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/aarch64-linux-gnu/lib)
+# target's multiarch packages on this machine (libc6, libasound2, libopus0,
+# libstdc++6 for $arch, installed by scripts/install-cross-deps.sh): one
+# glibc, loader included, as on the Pi.
+libpath=("/lib/$gnu" "/usr/lib/$gnu")
 find_lib() {
     local d
     for d in "${libpath[@]}"; do
@@ -129,7 +143,7 @@ queue=("$img/usr/bin/campeer" "$img/usr/bin/aplay")
 while [ "${#queue[@]}" -gt 0 ]; do
     f=${queue[0]}
     queue=("${queue[@]:1}")
-    for need in $(aarch64-linux-gnu-readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+    for need in $("$gnu-readelf" -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
         [ -n "${seen[$need]:-}" ] && continue
         seen[$need]=1
         src=$(find_lib "$need") || die "library $need (needed by $(basename "$f")) not found in ${libpath[*]}: run scripts/install-cross-deps.sh"
@@ -137,11 +151,11 @@ while [ "${#queue[@]}" -gt 0 ]; do
         queue+=("$img/lib/$need")
     done
 done
-# The loader, where the binaries' PT_INTERP says.
-interp=$(aarch64-linux-gnu-readelf -l "$img/usr/bin/campeer" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
+# The loader, where the binary's PT_INTERP says (/lib/ld-linux-*.so.*).
+interp=$("$gnu-readelf" -l "$img/usr/bin/campeer" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
 [ -n "$interp" ] || die "campeer has no program interpreter (static?)"
-cp -L "$(find_lib "$(basename "$interp")")" "$img/lib/$(basename "$interp")"
-[ "$(dirname "$interp")" = /lib ] || { mkdir -p "$img$(dirname "$interp")"; ln -sf "/lib/$(basename "$interp")" "$img$interp"; }
+mkdir -p "$img$(dirname "$interp")"
+cp -L "$(find_lib "$(basename "$interp")")" "$img$interp"
 say "libraries: ${!seen[*]}"
 
 # alsa-lib reads its configuration even for hw: devices.
@@ -156,24 +170,27 @@ perl -e 'binmode STDOUT; for my $i (0..47999) { print pack("s<", int(16000 * sin
 mods=(vivid snd-aloop bcm2835-rng)
 mkdir -p "$img/lib/modules/$kver"
 for m in "${mods[@]}"; do
-    modprobe -d "$kdir" -S "$kver" --show-depends "$m" | while read -r kind path _; do
+    deps=$(modprobe -d "$kdir" -S "$kver" --show-depends "$m") || die "no module $m in $kpkg"
+    while read -r kind path _; do
         [ "$kind" = insmod ] || continue
         rel=${path#"$kdir"/}
         rel=${rel#usr/}
         mkdir -p "$img/$(dirname "$rel")"
         cp "$path" "$img/$rel"
-    done
+    done <<<"$deps"
 done
 cp "$kdir/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$img/lib/modules/$kver/" 2>/dev/null || true
 depmod -b "$img" "$kver"
-echo "$kver" > "$img/etc/kernel-release"
 
 (cd "$img" && find . -print0 | LC_ALL=C sort -z | cpio --null --quiet -o -H newc --owner 0:0) > "$out/initramfs.cpio"
 cat > "$out/boot.env" <<EOF
+QEMU=$qemu
+MACHINE=$machine
 KERNEL=$out/vmlinuz
-DTB=$out/bcm2837-rpi-3-b.dtb
+DTB=$out/$dtbname
 INITRD=$out/initramfs.cpio
 KERNEL_RELEASE=$kver
+BOARD=$board
 EOF
-say "kernel $kver, initramfs $(du -h "$out/initramfs.cpio" | cut -f1) ($(find "$img" -type f | wc -l) files)"
+say "$machine: kernel $kver, $dtbname, initramfs $(du -h "$out/initramfs.cpio" | cut -f1) ($(find "$img" -type f | wc -l) files)"
 echo "$out/boot.env"
