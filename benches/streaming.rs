@@ -130,12 +130,21 @@ async fn run_size(w: u32, h: u32, quick: bool) {
 /// CPU with audio on: the same 640x480 stream plus Opus from a test tone.
 async fn with_audio(quick: bool) {
     let broker = Broker::start();
-    let d = Daemon::start(&broker, "bench-audio", &["--size", "640x480", "--fps", "30", "--audio", "tone:440"]).await;
+    let d = Daemon::start(
+        &broker,
+        "bench-audio",
+        &["--size", "640x480", "--fps", "30", "--audio", "tone:440"],
+    )
+    .await;
     let pid = d.pid();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (idle_cpu, _) = measure(pid, Duration::from_secs(3)).await;
     let secs = if quick { "6" } else { "10" };
-    let viewer = view_spawn(&broker, "bench-audio", &["--frames", "1", "--audio-secs", secs, "--timeout", "60"]);
+    let viewer = view_spawn(
+        &broker,
+        "bench-audio",
+        &["--frames", "1", "--audio-secs", secs, "--timeout", "60"],
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let window = Duration::from_secs(if quick { 3 } else { 6 });
     let (cpu, rss) = measure(pid, window).await;

@@ -10,6 +10,7 @@ pub const BOARDS: &[(&str, &str)] = &[
     ("rpi4", include_str!("../board/rpi4.toml")),
     ("rpi5", include_str!("../board/rpi5.toml")),
     ("qemu-raspi3b", include_str!("../board/qemu-raspi3b.toml")),
+    ("qemu-raspi2b", include_str!("../board/qemu-raspi2b.toml")),
 ];
 
 /// The profile called `name`.

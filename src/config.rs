@@ -303,6 +303,11 @@ pub struct VideoConfig {
     pub fps: u32,
     /// Target bitrate, bits per second, 50_000..=50_000_000. Default 1_000_000.
     pub bitrate: u32,
+    /// Draw the frame stamp (PROTOCOL.md section 7: frame counter and
+    /// capture time in the top 16 rows) on camera frames too, for measuring
+    /// latency and loss end to end. The test source always stamps. Needs a
+    /// width of at least 256. Default `false`.
+    pub stamp: bool,
     /// Frames between periodic IDRs (>= 1). Default 60.
     pub keyframe_interval: u32,
 }
@@ -454,6 +459,7 @@ impl Default for VideoConfig {
             fps: 30,
             bitrate: 1_000_000,
             keyframe_interval: 60,
+            stamp: false,
         }
     }
 }

@@ -226,7 +226,11 @@ pub async fn run(
             _ = &mut shutdown => break,
             ev = link_rx.recv() => match ev {
                 Some(LinkEvent::Connected) => {
-                    supervisor.ready(&format!("online as {} on {}", config.device_id, target));
+                    let status = format!("online as {} on {}", config.device_id, target);
+                    if !supervisor.is_ready() {
+                        info!("{status}");
+                    }
+                    supervisor.ready(&status);
                     publish_presence(table.len());
                     presence_at = Instant::now();
                     presence_dirty = false;
@@ -353,19 +357,35 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
     }
     let v = &config.video;
     let (w, h, fps) = (v.width, v.height, v.fps);
-    let source = open_video_source(&spec, w, h, fps)?;
-    let f = source.format().clone();
-    info!(source = %spec, width = f.width, height = f.height, fps = f.fps, format = %f.pixel_format, "video source open");
     let settings = EncoderSettings {
-        width: f.width,
-        height: f.height,
-        fps: f.fps,
+        width: w,
+        height: h,
+        fps,
         bitrate: v.bitrate,
         keyframe_interval: v.keyframe_interval,
     };
     let reopen_spec = spec.clone();
     let reopen = Box::new(move || open_video_source(&reopen_spec, w, h, fps));
-    let pipeline = VideoPipeline::start_with_reopen(source, reopen, settings)?;
+    let pipeline = match open_video_source(&spec, w, h, fps) {
+        Ok(source) => {
+            let f = source.format().clone();
+            info!(source = %spec, width = f.width, height = f.height, fps = f.fps, format = %f.pixel_format, "video source open");
+            let settings = EncoderSettings {
+                width: f.width,
+                height: f.height,
+                fps: f.fps,
+                ..settings
+            };
+            VideoPipeline::start_with_reopen(source, reopen, settings)?
+        }
+        // A camera unplugged at boot may come later: keep trying, stay up.
+        Err(e) if matches!(spec, VideoSourceSpec::V4l2(_)) => {
+            warn!(source = %spec, "camera not available yet: {e}; retrying in the background");
+            VideoPipeline::start_without_source(reopen, settings)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    pipeline.set_stamp(v.stamp);
     Ok(Some(Arc::new(pipeline)))
 }
 

@@ -84,6 +84,11 @@ impl Supervisor {
         self.watchdog.map(|w| w / 2)
     }
 
+    /// Whether READY=1 was sent.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
     /// READY=1, once.
     pub fn ready(&mut self, status: &str) {
         if self.ready {

@@ -13,20 +13,36 @@ async fn a_60_second_broker_outage_never_stops_the_video() {
     let _d = Daemon::start(&broker, dev, &["--size", "320x240", "--fps", "15"]).await;
     // 15 fps for ~70 s of video: the session must outlive the outage.
     let viewer = view_spawn(&broker, dev, &["--frames", "1050", "--timeout", "100"]);
-    assert_eq!(wait_sessions(broker.port, dev, 1, Duration::from_secs(15)).await, Some(1));
+    assert_eq!(
+        wait_sessions(broker.port, dev, 1, Duration::from_secs(15)).await,
+        Some(1)
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.kill();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let back = Instant::now();
     broker.restart();
-    let online = wait_status(broker.port, "campeer", dev, |v| v["state"] == "online", Duration::from_secs(10)).await;
+    let online = wait_status(
+        broker.port,
+        "campeer",
+        dev,
+        |v| v["state"] == "online",
+        Duration::from_secs(10),
+    )
+    .await;
     let took = back.elapsed();
     assert!(online.is_some(), "the device did not come back online");
     assert!(took < Duration::from_secs(5), "back online after {took:?}");
-    println!("device online again {:.1} s after the broker returned", took.as_secs_f64());
+    println!(
+        "device online again {:.1} s after the broker returned",
+        took.as_secs_f64()
+    );
     let r = viewer.await.unwrap();
     assert!(r["error"].is_null(), "{r}");
-    assert!(r["frames"].as_u64() >= Some(1050), "video stopped during the outage: {r}");
+    assert!(
+        r["frames"].as_u64() >= Some(1050),
+        "video stopped during the outage: {r}"
+    );
     assert!(r["lost_frames"].as_u64() <= Some(15), "{r}");
     // And the next offer works.
     let r2 = view(&broker, dev, &["--frames", "20", "--timeout", "20"]).await;
@@ -39,15 +55,28 @@ async fn a_killed_daemon_is_reported_offline_by_its_last_will() {
     let dev = "cam-will";
     let d = Daemon::start(&broker, dev, &["--size", "320x240"]).await;
     let mut watch = RawClient::connect(broker.port, &[status_topic("campeer", dev)]).await;
-    let _ = watch.recv_on(&status_topic("campeer", dev), Duration::from_secs(2)).await; // retained online
-    // SAFETY: kill(2) on our own child: SIGKILL, no clean shutdown at all.
+    let _ = watch
+        .recv_on(&status_topic("campeer", dev), Duration::from_secs(2))
+        .await; // retained online
+                // SAFETY: kill(2) on our own child: SIGKILL, no clean shutdown at all.
     unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
     let off = watch
-        .wait_for(&status_topic("campeer", dev), Duration::from_secs(10), |v| v["state"] == "offline")
+        .wait_for(
+            &status_topic("campeer", dev),
+            Duration::from_secs(10),
+            |v| v["state"] == "offline",
+        )
         .await
         .expect("no last will");
     assert_eq!(off, serde_json::json!({"state": "offline", "device": dev}));
     // Retained: a newcomer sees it too.
-    let late = wait_status(broker.port, "campeer", dev, |v| v["state"] == "offline", Duration::from_secs(5)).await;
+    let late = wait_status(
+        broker.port,
+        "campeer",
+        dev,
+        |v| v["state"] == "offline",
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(late.is_some());
 }

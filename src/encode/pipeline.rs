@@ -254,6 +254,8 @@ struct Shared {
     debounce: Mutex<KeyframeDebounce>,
     format: Mutex<VideoFormat>,
     encoder_alive: AtomicBool,
+    /// Stamp frames before encoding.
+    stamp: AtomicBool,
 }
 
 impl Shared {
@@ -277,7 +279,8 @@ impl VideoPipeline {
         source: Box<dyn VideoSource>,
         settings: EncoderSettings,
     ) -> Result<Self, EncodeError> {
-        Self::spawn(source, None, settings)
+        let format = source.format().clone();
+        Self::spawn(Some(source), None, settings, format)
     }
 
     /// Like `start`, but after a source error the source is dropped and
@@ -287,13 +290,37 @@ impl VideoPipeline {
         reopen: Reopen,
         settings: EncoderSettings,
     ) -> Result<Self, EncodeError> {
-        Self::spawn(source, Some(reopen), settings)
+        let format = source.format().clone();
+        Self::spawn(Some(source), Some(reopen), settings, format)
+    }
+
+    /// Like `start_with_reopen` for a camera that could not be opened yet
+    /// (unplugged at boot): the capture thread keeps re-opening it with
+    /// backoff, and nothing is published until it succeeds.
+    pub fn start_without_source(
+        reopen: Reopen,
+        settings: EncoderSettings,
+    ) -> Result<Self, EncodeError> {
+        let format = VideoFormat {
+            width: settings.width,
+            height: settings.height,
+            fps: settings.fps,
+            pixel_format: "not open".into(),
+        };
+        Self::spawn(None, Some(reopen), settings, format)
+    }
+
+    /// Draw the frame stamp (PROTOCOL.md section 7) on every frame before
+    /// encoding, as the test source always does (the `video.stamp` key).
+    pub fn set_stamp(&self, on: bool) {
+        self.shared.stamp.store(on, Ordering::Relaxed);
     }
 
     fn spawn(
-        source: Box<dyn VideoSource>,
+        source: Option<Box<dyn VideoSource>>,
         reopen: Option<Reopen>,
         settings: EncoderSettings,
+        format: VideoFormat,
     ) -> Result<Self, EncodeError> {
         let encoder = H264Encoder::new(&settings)?;
         let (tx, _) = broadcast::channel((settings.fps as usize * 2).max(8));
@@ -302,8 +329,9 @@ impl VideoPipeline {
             queue: RawQueue::new(),
             counters: Counters::default(),
             debounce: Mutex::new(KeyframeDebounce::new(KEYFRAME_MIN_GAP_US)),
-            format: Mutex::new(source.format().clone()),
+            format: Mutex::new(format),
             encoder_alive: AtomicBool::new(true),
+            stamp: AtomicBool::new(false),
         });
 
         let enc_thread = {
@@ -403,10 +431,17 @@ fn jitter() -> f64 {
     rand::thread_rng().gen::<f64>()
 }
 
-fn capture_loop(initial: Box<dyn VideoSource>, mut reopen: Option<Reopen>, shared: Arc<Shared>) {
-    let mut source = Some(initial);
+fn capture_loop(
+    initial: Option<Box<dyn VideoSource>>,
+    mut reopen: Option<Reopen>,
+    shared: Arc<Shared>,
+) {
+    let mut source = initial;
     let mut backoff = media_backoff();
-    let mut name = source.as_ref().map(|s| s.describe()).unwrap_or_default();
+    let mut name = source
+        .as_ref()
+        .map(|s| s.describe())
+        .unwrap_or_else(|| "camera (not open yet)".into());
     while !shared.stop.is_stopped() {
         shared
             .counters
@@ -484,7 +519,7 @@ fn encode_loop(
 ) {
     let mut failures = 0u32;
     let mut idle = false;
-    while let Some(frame) = shared.queue.pop() {
+    while let Some(mut frame) = shared.queue.pop() {
         let now = clock::monotonic_us();
         if tx.receiver_count() == 0 {
             // Nobody is watching: capture goes on (the camera stays warm and
@@ -502,6 +537,10 @@ fn encode_loop(
         let ticket = shared.debounce().begin_frame(now);
         // The first frame after idling must be decodable on its own.
         let force_idr = ticket.force_idr || std::mem::take(&mut idle);
+        if shared.stamp.load(Ordering::Relaxed) {
+            let (seq, ms) = (frame.seq, clock::stamp_ms(frame.capture_us));
+            crate::media::stamp::write_stamp(&mut frame, seq, ms);
+        }
         let result = encoder.encode(&frame, force_idr);
         let took = clock::monotonic_us().saturating_sub(now);
         match result {
