@@ -86,14 +86,13 @@ async fn keyframe_requests_are_answered() {
     assert_eq!(u(&r, "pli_sent_at_frame"), 30, "{r}");
     let after = u(&r, "pli_to_keyframe_frames");
     assert!(
-        after <= 5,
+        (1..=5).contains(&after),
         "the keyframe came {after} frames after the PLI: {r}"
     );
-    assert_eq!(
-        u(&r, "keyframes"),
-        2,
-        "first IDR plus the one the PLI asked for: {r}"
-    );
+    // The first IDR, perhaps a second one for the join request racing the
+    // encoder's wake-up IDR, and the one the PLI asked for: never more.
+    let k = u(&r, "keyframes");
+    assert!((2..=3).contains(&k), "{k} keyframes: {r}");
     assert!(
         d.log_text().contains("keyframe requested by viewer"),
         "no PLI log line"

@@ -328,7 +328,9 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                         report.keyframes += 1;
                         if let Some(at) = report.pli_sent_at_frame {
                             if report.pli_to_keyframe_frames.is_none() {
-                                report.pli_to_keyframe_frames = Some(report.frames - at);
+                                // This frame is not counted yet: the next
+                                // frame after the PLI is 1.
+                                report.pli_to_keyframe_frames = Some(report.frames + 1 - at);
                             }
                         }
                     }
