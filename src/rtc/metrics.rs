@@ -1,5 +1,6 @@
 //! Counters and latency samples for the stats log line and the benchmark.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -11,7 +12,7 @@ const WINDOW: usize = 4096;
 pub struct Metrics {
     frames_sent: AtomicU64,
     keyframe_requests: AtomicU64,
-    send_us: Mutex<Vec<u64>>,
+    send_us: Mutex<VecDeque<u64>>,
 }
 
 /// A summary of recent capture-to-packet-sent times.
@@ -29,9 +30,9 @@ impl Metrics {
         self.frames_sent.fetch_add(1, Ordering::Relaxed);
         let mut v = self.send_us.lock().unwrap_or_else(|p| p.into_inner());
         if v.len() >= WINDOW {
-            v.remove(0);
+            v.pop_front();
         }
-        v.push(us);
+        v.push_back(us);
     }
 
     pub fn record_keyframe_request(&self) {
@@ -48,8 +49,8 @@ impl Metrics {
 
     /// Summarises and clears the window.
     pub fn take_send_latency(&self) -> LatencySummary {
-        let mut v = std::mem::take(&mut *self.send_us.lock().unwrap_or_else(|p| p.into_inner()));
-        summarize(&mut v)
+        let taken = std::mem::take(&mut *self.send_us.lock().unwrap_or_else(|p| p.into_inner()));
+        summarize(&mut Vec::from(taken))
     }
 }
 
