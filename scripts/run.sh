@@ -2,8 +2,9 @@
 # Runs campeer's main job on a fresh machine: installs what is missing,
 # builds the viewer page and the daemon, and runs the daemon with its
 # embedded MQTT broker and viewer page on the stamped test pattern (or
-# /dev/video0 when a camera is present) and a 440 Hz test tone (muted in the
-# page until you unmute). Open the printed URL. Ctrl-C stops it.
+# /dev/video0 when a camera is present), a 440 Hz test tone (muted in the
+# page until you unmute) and two simulated GPIO lines (examples/demo.toml).
+# Open the printed URL. Ctrl-C stops it.
 # Extra arguments go to `campeer run` (e.g. --size 1280x720).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,4 @@ echo
 echo "campeer: open http://localhost:$PORT/ (or http://$(hostname -I 2>/dev/null | awk '{print $1}'):$PORT/ from another machine)"
 echo "campeer: or watch from a shell: ./target/release/campeer view --device demo --frames 300"
 echo
-exec ./target/release/campeer run --device-id demo --video "$VIDEO" --audio tone:440 --http "$HTTP" "$@"
+exec ./target/release/campeer run --config examples/demo.toml --device-id demo --video "$VIDEO" --http "$HTTP" "$@"
