@@ -185,6 +185,17 @@ impl ViewReport {
                 a.dominant_hz.map(|f| format!("{f:.1} Hz")).unwrap_or_else(|| "-".into())
             );
         }
+        for c in &self.calls {
+            let reply = c
+                .response
+                .as_ref()
+                .map(|r| r.get("result").or(r.get("error")).unwrap_or(r).to_string())
+                .unwrap_or_else(|| "no reply".into());
+            s += &format!("\n  {} {} -> {reply}", c.method, c.params);
+        }
+        for n in &self.notifications {
+            s += &format!("\n  notification: {n}");
+        }
         if let Some(b) = &self.bye {
             s += &format!("\n  device ended the session: {b:?}");
         }
