@@ -618,6 +618,37 @@ impl Session {
     }
 }
 
+/// Turns encoded media into samples whose RTP time follows the capture
+/// clock (not the send time), the same way for audio and video, so browsers
+/// keep lips in sync and gaps in capture show as gaps in RTP time.
+#[derive(Default)]
+struct SampleTimer {
+    last_capture_us: Option<u64>,
+}
+
+impl SampleTimer {
+    /// The sample for media captured at `capture_us`; `nominal_us` is its
+    /// duration when there is no earlier capture to measure from.
+    fn sample(&mut self, data: bytes::Bytes, capture_us: u64, nominal_us: u64) -> Sample {
+        let duration_us = self.duration_us(capture_us, nominal_us);
+        let age = Duration::from_micros(monotonic_us().saturating_sub(capture_us));
+        Sample {
+            data,
+            duration: Duration::from_micros(duration_us),
+            ..Sample::new(Instant::now().checked_sub(age).unwrap_or_else(Instant::now))
+        }
+    }
+
+    fn duration_us(&mut self, capture_us: u64, nominal_us: u64) -> u64 {
+        let d = match self.last_capture_us {
+            Some(prev) if capture_us > prev => capture_us - prev,
+            _ => nominal_us,
+        };
+        self.last_capture_us = Some(capture_us);
+        d
+    }
+}
+
 /// Feeds one session's audio track from the shared Opus encoder. Audio has
 /// no keyframes: after falling behind it simply carries on.
 async fn write_audio(
@@ -625,7 +656,7 @@ async fn write_audio(
     out: TrackOut,
     mut packets: broadcast::Receiver<Arc<EncodedAudio>>,
 ) {
-    let mut last_capture_us: Option<u64> = None;
+    let mut timer = SampleTimer::default();
     loop {
         let packet = match packets.recv().await {
             Ok(p) => p,
@@ -635,18 +666,7 @@ async fn write_audio(
             }
             Err(broadcast::error::RecvError::Closed) => break,
         };
-        // RTP time follows the capture clock, like video (lip sync).
-        let duration_us = match last_capture_us {
-            Some(prev) if packet.capture_us > prev => packet.capture_us - prev,
-            _ => packet.duration_us,
-        };
-        last_capture_us = Some(packet.capture_us);
-        let age = Duration::from_micros(monotonic_us().saturating_sub(packet.capture_us));
-        let sample = Sample {
-            data: packet.data.clone(),
-            duration: Duration::from_micros(duration_us),
-            ..Sample::new(Instant::now().checked_sub(age).unwrap_or_else(Instant::now))
-        };
+        let sample = timer.sample(packet.data.clone(), packet.capture_us, packet.duration_us);
         if let Err(e) = out
             .track
             .sample_writer(out.ssrc, out.payload_type)
@@ -669,7 +689,7 @@ async fn write_video(
     metrics: Arc<Metrics>,
 ) {
     let mut need_keyframe = true;
-    let mut last_capture_us: Option<u64> = None;
+    let mut timer = SampleTimer::default();
     let mut sent = 0u64;
     loop {
         tokio::select! {
@@ -690,18 +710,7 @@ async fn write_video(
                     }
                     need_keyframe = false;
                 }
-                // RTP time advances by the capture interval (capture clock, not send time).
-                let duration_us = match last_capture_us {
-                    Some(prev) if frame.capture_us > prev => frame.capture_us - prev,
-                    _ => frame.duration_us,
-                };
-                last_capture_us = Some(frame.capture_us);
-                let age = Duration::from_micros(monotonic_us().saturating_sub(frame.capture_us));
-                let sample = Sample {
-                    data: frame.data.clone(),
-                    duration: Duration::from_micros(duration_us),
-                    ..Sample::new(Instant::now().checked_sub(age).unwrap_or_else(Instant::now))
-                };
+                let sample = timer.sample(frame.data.clone(), frame.capture_us, frame.duration_us);
                 if let Err(e) = out.track.sample_writer(out.ssrc, out.payload_type).write_sample(&sample).await {
                     debug!(%sid, "write_sample: {e}");
                     continue;
@@ -826,6 +835,17 @@ fn first_mid(sdp: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtp_time_follows_the_capture_clock() {
+        let mut t = SampleTimer::default();
+        assert_eq!(t.duration_us(1_000_000, 33_333), 33_333);
+        assert_eq!(t.duration_us(1_033_000, 33_333), 33_000);
+        // A capture gap (frames skipped) shows as a longer duration.
+        assert_eq!(t.duration_us(1_200_000, 33_333), 167_000);
+        // A clock that does not advance falls back to the nominal duration.
+        assert_eq!(t.duration_us(1_200_000, 33_333), 33_333);
+    }
 
     #[test]
     fn first_mid_is_found() {
