@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Debian packages: the test broker, the assembler openh264 uses on x86,
 # pkg-config with the ALSA and Opus headers the alsa and opus crates link,
 # and openssl (the TLS tests make their certificates with it).
-PKGS=(mosquitto nasm pkg-config libasound2-dev libopus-dev openssl ca-certificates)
+PKGS=(mosquitto nasm pkg-config libasound2-dev libopus-dev libclang-dev clang openssl ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
