@@ -23,6 +23,8 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::View(args) => crate::view::run(args).await,
+        Command::Pair(args) => crate::keys_cli::pair(&args),
+        Command::Keys { action, store } => crate::keys_cli::keys(&action, &store),
     }
 }
 

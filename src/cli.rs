@@ -45,6 +45,55 @@ pub enum Command {
     },
     /// Connect to a device as a viewer, receive video, and report.
     View(ViewArgs),
+    /// Print the pairing link (and QR code) of the admin key again.
+    Pair(StoreArgs),
+    /// Manage access keys in the state directory; a running daemon picks
+    /// changes up without a restart.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where the keys are: the daemon's configuration and state directory.
+#[derive(Debug, Args, Default, Clone, PartialEq)]
+pub struct StoreArgs {
+    /// The daemon's configuration file (for access.state_dir and the
+    /// page's address). Default: $CAMPEER_CONFIG, else
+    /// /etc/campeer/campeer.toml when it exists.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        env = "CAMPEER_CONFIG",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+    /// The state directory holding keys.toml (overrides the configuration).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `campeer keys ...`
+#[derive(Debug, Subcommand, Clone, PartialEq)]
+pub enum KeysAction {
+    /// Add a key with a generated secret and print its pairing link.
+    Add {
+        /// The key id: [a-z0-9][a-z0-9_-]{0,62}.
+        name: String,
+        /// The highest role the key may take.
+        #[arg(long, value_parser = ["view", "control"], default_value = "view")]
+        role: String,
+    },
+    /// List the keys (ids and roles; never secrets).
+    List,
+    /// Remove a key; its sessions end and it stops working at once.
+    Revoke {
+        /// The key id.
+        name: String,
+    },
 }
 
 /// `campeer run`: every flag overrides the key named in its help.
@@ -118,6 +167,13 @@ pub struct RunArgs {
     /// after the file's `webrtc.ice_servers`.
     #[arg(long, value_name = "URL")]
     pub stun: Vec<String>,
+    /// Open access: anyone who can reach the broker may watch and control
+    /// (`access.open = true`). Only for isolated networks and tests.
+    #[arg(long)]
+    pub open_access: bool,
+    /// Where generated keys live (`access.state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Seconds between stats log lines; 0 turns them off. Not a config key.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub stats_interval: u64,
@@ -157,6 +213,12 @@ impl RunArgs {
         }
         if let Some(v) = &self.broker_ws_listen {
             config.broker.ws_listen = v.clone();
+        }
+        if self.open_access {
+            config.access.open = true;
+        }
+        if let Some(v) = &self.state_dir {
+            config.access.state_dir = Some(v.clone());
         }
         if let Some(v) = &self.prefix {
             config.mqtt.prefix = v.clone();

@@ -6,6 +6,7 @@
 //! candidate expiry, presence, stats). Shutdown closes every session with
 //! `bye`, publishes offline presence and stops within about two seconds.
 
+use crate::access::AccessState;
 use crate::broker::EmbeddedBroker;
 use crate::config::{Config, MqttTarget};
 use crate::control::cdev;
@@ -19,9 +20,8 @@ use crate::media::audio::{open_audio_source, AudioSettings, AudioSourceSpec};
 use crate::media::{open_video_source, VideoSourceSpec};
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::rtc::metrics::Metrics;
-use crate::rtc::session::{Outbox, SessionContext, SessionEvent};
+use crate::rtc::session::{Outbox, SessionContext, SessionEvent, TaskSpawner};
 use crate::rtc::table::{SessionTable, TableLimits};
-use crate::signaling::auth::OfferAuthorizer;
 use crate::signaling::messages::ByeReason;
 use crate::signaling::mqtt::{LinkEvent, MqttLink};
 use crate::signaling::presence::{AudioInfo, AuthMode, Presence, VideoInfo};
@@ -90,18 +90,8 @@ pub async fn run(
         }
     });
 
-    let authz = OfferAuthorizer::from_config(&config.access).context("access keys")?;
-    let exposed = match &broker {
-        Some(_) => {
-            !config.broker.listen.starts_with("127.")
-                || !config.broker.ws_listen.is_empty()
-                    && !config.broker.ws_listen.starts_with("127.")
-        }
-        None => !is_loopback_host(&target.host),
-    };
-    if authz.is_open() && exposed {
-        warn!(broker = %target, "no access keys configured: anyone who can reach the broker may watch and control this device");
-    }
+    let (authz, mut access) =
+        AccessState::start(&config, crate::clock::monotonic_us()).context("access")?;
     let gpio = if config.gpio.is_empty() {
         GpioBank::empty()
     } else {
@@ -145,7 +135,7 @@ pub async fn run(
     )
     .context("MQTT connection")?;
 
-    let presence = |sessions: usize| {
+    let presence = |sessions: usize, nonce: Option<&str>| {
         Presence::online(
             &config.device_id,
             env!("CARGO_PKG_VERSION"),
@@ -156,9 +146,10 @@ pub async fn run(
             audio_info.clone(),
             controls.clone(),
         )
+        .with_nonce(nonce)
     };
     // device.info answers with the latest presence document.
-    let current = Arc::new(std::sync::Mutex::new(presence(0).to_json()));
+    let current = Arc::new(std::sync::Mutex::new(presence(0, authz.nonce()).to_json()));
     let presence_fn = {
         let current = current.clone();
         Arc::new(move || {
@@ -175,26 +166,28 @@ pub async fn run(
         })
     };
     let control = Arc::new(ControlContext::new(gpio.clone(), presence_fn, keyframe_fn));
-    let publish_presence = |sessions: usize| {
-        let text = presence(sessions).to_json();
+    let publish_presence = |table: &SessionTable| {
+        let text = presence(table.len(), table.authz().nonce()).to_json();
         *current.lock().unwrap_or_else(|p| p.into_inner()) = text.clone();
         link.publish_status(text.into_bytes());
     };
 
     let metrics = Arc::new(Metrics::default());
+    let outbox = Arc::new(link.clone()) as Arc<dyn Outbox>;
     let ctx = Arc::new(SessionContext {
         engine,
         audio: audio.clone(),
         control,
         video: video.clone(),
-        outbox: Arc::new(link.clone()) as Arc<dyn Outbox>,
+        outbox: outbox.clone(),
         connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_secs),
         disconnected_timeout: Duration::from_secs(config.webrtc.disconnected_timeout_secs),
         metrics: metrics.clone(),
     });
     let (ev_tx, mut ev_rx) = mpsc::channel(256);
     let mut table = SessionTable::new(
-        ctx,
+        Arc::new(TaskSpawner(ctx)),
+        outbox,
         authz,
         &config.device_id,
         TableLimits {
@@ -231,7 +224,7 @@ pub async fn run(
                         info!("{status}");
                     }
                     supervisor.ready(&status);
-                    publish_presence(table.len());
+                    publish_presence(&table);
                     presence_at = Instant::now();
                     presence_dirty = false;
                 }
@@ -255,7 +248,20 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                table.expire(crate::clock::monotonic_us());
+                let now_us = crate::clock::monotonic_us();
+                table.expire(now_us);
+                if table.rotate_nonce_if_due(now_us, crate::keystore::random_nonce) {
+                    presence_dirty = true;
+                }
+                if let Some(keys) = access.reload_if_changed() {
+                    let closed = table.set_keys(keys);
+                    if closed > 0 {
+                        info!(closed, "sessions of revoked keys closed");
+                    }
+                }
+                if table.key_used(crate::keystore::ADMIN_KEY) {
+                    access.admin_used();
+                }
                 if let Some(every) = supervisor.ping_every() {
                     if now.duration_since(pinged_at) >= every {
                         let verdict = video
@@ -272,7 +278,7 @@ pub async fn run(
                     }
                 }
                 if presence_dirty && now.duration_since(presence_at) >= PRESENCE_MIN_GAP {
-                    publish_presence(table.len());
+                    publish_presence(&table);
                     presence_at = now;
                     presence_dirty = false;
                 }
@@ -483,27 +489,4 @@ fn start_audio(config: &Config) -> anyhow::Result<Option<Arc<AudioPipeline>>> {
         }
     };
     Ok(Some(Arc::new(pipeline)))
-}
-
-/// Whether a broker host name is this machine (open mode is then safe enough).
-fn is_loopback_host(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_hosts() {
-        assert!(is_loopback_host("127.0.0.1"));
-        assert!(is_loopback_host("127.8.0.1"));
-        assert!(is_loopback_host("[::1]"));
-        assert!(is_loopback_host("localhost"));
-        assert!(!is_loopback_host("broker.lan"));
-        assert!(!is_loopback_host("10.0.0.2"));
-    }
 }

@@ -4,6 +4,7 @@
 //! answers WebRTC offers that arrive over MQTT (`signaling`, `rtc`). Every
 //! viewer gets the same encoded frames.
 
+pub mod access;
 pub mod app;
 pub mod backoff;
 pub mod board;
@@ -14,6 +15,8 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod encode;
+pub mod keys_cli;
+pub mod keystore;
 pub mod media;
 pub mod ratelimit;
 pub mod rtc;

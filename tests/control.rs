@@ -170,7 +170,7 @@ async fn signed_offers_roles_and_refusals() {
     let dir = TempDir::new("ctl-auth");
     let broker = Broker::start();
     let cfg = config(&dir, KEYS);
-    let d = Daemon::start(&broker, "cam-auth", &["--config", &cfg]).await;
+    let d = Daemon::start(&broker, "cam-auth", &["--signed", "--config", &cfg]).await;
     let status = wait_status(
         broker.port,
         "campeer",

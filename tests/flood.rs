@@ -28,7 +28,12 @@ async fn a_flood_of_offers_and_garbage_does_not_lock_out_an_honest_viewer() {
     std::fs::write(&secret, "flood-test-secret-0123456789").unwrap();
     let broker = Broker::start();
     let dev = "cam-flood";
-    let d = Daemon::start(&broker, dev, &["--config", cfg.to_str().unwrap()]).await;
+    let d = Daemon::start(
+        &broker,
+        dev,
+        &["--signed", "--config", cfg.to_str().unwrap()],
+    )
+    .await;
     let rss_before = rss_kib(d.pid());
 
     // Watch the session count the device publishes.

@@ -4,11 +4,11 @@
 //! for longer runs.
 
 use campeer::config::Config;
-use campeer::control::config::{AccessConfig, AccessKey, Role};
+use campeer::control::config::Role;
 use campeer::control::gpio::GpioBank;
 use campeer::control::rpc::{ControlContext, RpcSession};
 use campeer::rtc::offer::OfferSummary;
-use campeer::signaling::auth::{sign, OfferAuthFields, OfferAuthorizer};
+use campeer::signaling::auth::{sign, KeyEntry, OfferAuthFields, OfferAuthorizer};
 use campeer::signaling::messages::{parse_device_message, parse_viewer_message};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -69,22 +69,16 @@ proptest! {
 
     #[test]
     fn only_the_right_signature_authorizes(sid in "[A-Za-z0-9_-]{8,20}", sdp in ".{0,64}", sig in "[A-Za-z0-9_-]{0,50}", role in "(view|control|admin|)") {
-        let access = AccessConfig {
-            keys: vec![AccessKey {
-                id: "k".into(),
-                secret: Some("fuzz-secret-0123456789".into()),
-                secret_file: None,
-                role: Role::View,
-            }],
-        };
-        let authz = OfferAuthorizer::from_config(&access).unwrap();
-        let right = sign(b"fuzz-secret-0123456789", "cam", &sid, &role, &sdp);
-        let fields = OfferAuthFields { key: "k".into(), role: role.clone(), sig: sig.clone() };
+        let key = KeyEntry { id: "k".into(), secret: b"fuzz-secret-0123456789".to_vec(), role: Role::View };
+        let authz = OfferAuthorizer::signed(vec![key], [7; 16], 0);
+        let nonce = authz.nonce().unwrap().to_owned();
+        let right = sign(b"fuzz-secret-0123456789", "cam", &sid, &role, &nonce, &sdp);
+        let fields = OfferAuthFields { key: "k".into(), role: role.clone(), nonce: Some(nonce.clone()), sig: sig.clone() };
         let verdict = authz.authorize("cam", &sid, &sdp, Some(&fields));
         if sig != right {
             prop_assert!(verdict.is_err());
         }
-        let good = OfferAuthFields { key: "k".into(), role: role.clone(), sig: right };
+        let good = OfferAuthFields { key: "k".into(), role: role.clone(), nonce: Some(nonce), sig: right };
         prop_assert_eq!(authz.authorize("cam", &sid, &sdp, Some(&good)).is_ok(), role == "view");
     }
 }

@@ -1,6 +1,6 @@
 #![no_main]
-use campeer::control::config::{AccessConfig, AccessKey, Role};
-use campeer::signaling::auth::{OfferAuthFields, OfferAuthorizer};
+use campeer::control::config::Role;
+use campeer::signaling::auth::{KeyEntry, OfferAuthFields, OfferAuthorizer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,16 +12,14 @@ fuzz_target!(|data: &[u8]| {
         parts.next().unwrap_or(""),
         parts.next().unwrap_or(""),
     );
-    let access = AccessConfig {
-        keys: vec![AccessKey {
-            id: "k".into(),
-            secret: Some("fuzz-secret-0123456789".into()),
-            secret_file: None,
-            role: Role::Control,
-        }],
+    let key_entry = KeyEntry {
+        id: "k".into(),
+        secret: b"fuzz-secret-0123456789".to_vec(),
+        role: Role::Control,
     };
-    let authz = OfferAuthorizer::from_config(&access).expect("valid keys");
-    let fields = OfferAuthFields { key: key.into(), role: role.into(), sig: sig.into() };
+    let authz = OfferAuthorizer::signed(vec![key_entry], [0; 16], 0);
+    let nonce = authz.nonce().map(str::to_owned);
+    let fields = OfferAuthFields { key: key.into(), role: role.into(), nonce, sig: sig.into() };
     // A random signature must never pass.
     assert!(authz.authorize("cam", "sid-fuzz-1", sdp, Some(&fields)).is_err() || sig.len() == 43);
 });

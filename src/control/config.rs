@@ -160,19 +160,41 @@ impl FromStr for Role {
     }
 }
 
-/// Offer authorization, `[access]`. No keys: the device is `open`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+/// Offer authorization, `[access]` (PROTOCOL.md section 5). The device is
+/// `signed` unless `open = true`; with no key anywhere, the first start
+/// creates an admin key in the state directory.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessConfig {
+    /// Open access: anyone who can reach the broker may watch and control.
+    /// Only for isolated networks; the page shows a warning banner.
+    pub open: bool,
+    /// Where generated keys live (`keys.toml`). Default: systemd's
+    /// `$STATE_DIRECTORY`, else `$XDG_STATE_HOME/campeer`.
+    pub state_dir: Option<PathBuf>,
+    /// How long after start the page may claim the unclaimed admin key
+    /// (headless first boot), seconds; 0 turns claiming off.
+    pub claim_window_secs: u64,
     /// The keys viewers may sign offers with, `[[access.keys]]`.
     pub keys: Vec<AccessKey>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            open: false,
+            state_dir: None,
+            claim_window_secs: 600,
+            keys: Vec::new(),
+        }
+    }
 }
 
 /// One access key, `[[access.keys]]`.
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AccessKey {
-    /// The id viewers send as `auth.key`, `[a-z0-9_-]{1,32}`.
+    /// The id viewers send as `auth.key`, `[a-z0-9][a-z0-9_-]{0,62}`.
     pub id: String,
     /// The HMAC secret, at least 16 bytes of UTF-8 text. Exactly one of
     /// `secret` and `secret_file` is set.
@@ -276,7 +298,7 @@ pub enum ConfigError {
         MAX_DEBOUNCE_MS
     )]
     DebounceTooLong { name: String, debounce_ms: u64 },
-    #[error("access.keys[{index}]: id {id:?} must match [a-z0-9_-]{{1,32}}")]
+    #[error("access.keys[{index}]: id {id:?} must match [a-z0-9][a-z0-9_-]{{0,62}}")]
     BadKeyId { index: usize, id: String },
     #[error("access.keys: id {id:?} is used twice")]
     DuplicateKey { id: String },
@@ -292,6 +314,16 @@ pub fn is_valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Whether `id` is a valid access key id: `[a-z0-9][a-z0-9_-]{0,62}`
+/// (PROTOCOL.md section 5).
+pub fn is_valid_key_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    (1..=63).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
 /// Checks the `[[gpio]]` list; see the module invariants.
@@ -341,7 +373,7 @@ impl AccessConfig {
     /// Checks the keys; see the module invariants.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (index, key) in self.keys.iter().enumerate() {
-            if !is_valid_name(&key.id) {
+            if !is_valid_key_id(&key.id) {
                 return Err(ConfigError::BadKeyId {
                     index,
                     id: key.id.clone(),
@@ -363,9 +395,9 @@ impl AccessConfig {
         Ok(())
     }
 
-    /// No keys: every session may view and control.
+    /// Open access, set explicitly: every session may view and control.
     pub fn is_open(&self) -> bool {
-        self.keys.is_empty()
+        self.open
     }
 }
 
@@ -463,7 +495,7 @@ mod tests {
             secret = "0123456789abcdef"
             role = "admin""#;
         assert!(toml::from_str::<Doc>(bad_role).is_err());
-        let unknown_access = "[access]\nopen = true";
+        let unknown_access = "[access]\nwide_open = true";
         assert!(toml::from_str::<Doc>(unknown_access).is_err());
     }
 
@@ -548,9 +580,10 @@ mod tests {
                 key("phone", Some("0123456789abcdef"), None),
                 key("wall", None, Some("/k")),
             ],
+            ..AccessConfig::default()
         };
         assert!(ok.validate().is_ok());
-        assert!(AccessConfig::default().is_open());
+        assert!(!AccessConfig::default().is_open(), "signed unless set open");
         let cases = [
             (vec![key("phone", Some("short"), None)], "SecretTooShort"),
             (vec![key("phone", None, None)], "SecretSource"),
@@ -568,7 +601,12 @@ mod tests {
             ),
         ];
         for (keys, want) in cases {
-            let err = AccessConfig { keys }.validate().expect_err(want);
+            let err = AccessConfig {
+                keys,
+                ..AccessConfig::default()
+            }
+            .validate()
+            .expect_err(want);
             assert!(
                 format!("{err:?}").starts_with(want),
                 "{err:?} is not {want}"

@@ -18,6 +18,7 @@ use crate::rtc::engine::{self, RtcEngine};
 use crate::rtc::keyframe::is_keyframe_request;
 use crate::rtc::metrics::Metrics;
 use crate::rtc::offer::OfferSummary;
+use crate::signaling::auth::SessionKey;
 use crate::signaling::messages::{ByeReason, CandidateInit, DeviceMessage, ErrorCode};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -40,8 +41,9 @@ use webrtc::rtp_transceiver::RtpSender;
 
 /// Where a session's messages to its viewer go (the MQTT link in the daemon).
 pub trait Outbox: Send + Sync + 'static {
-    /// Queues `msg` for the viewer of `sid`. Never blocks.
-    fn send(&self, sid: &str, msg: DeviceMessage);
+    /// Queues `msg` (with its `mac` on a signed session) for the viewer of
+    /// `sid`. Never blocks.
+    fn send(&self, sid: &str, msg: DeviceMessage, mac: Option<String>);
 }
 
 /// What every session shares.
@@ -103,15 +105,27 @@ pub struct SessionHandle {
     /// Unique per session, so a late `Ended` never removes a successor.
     pub id: u64,
     pub sid: String,
-    /// The offer that opened the session, byte for byte.
-    pub opening_offer: String,
     /// The answer, once made; a repeated offer gets it again.
     pub answer: Arc<Mutex<Option<String>>>,
     inputs: mpsc::Sender<SessionInput>,
-    pub started: Instant,
 }
 
 impl SessionHandle {
+    /// A handle on a session fed through `inputs`.
+    pub fn new(
+        id: u64,
+        sid: String,
+        answer: Arc<Mutex<Option<String>>>,
+        inputs: mpsc::Sender<SessionInput>,
+    ) -> Self {
+        SessionHandle {
+            id,
+            sid,
+            answer,
+            inputs,
+        }
+    }
+
     /// Hands `input` to the session; false if its queue is full or it is gone.
     pub fn deliver(&self, input: SessionInput) -> bool {
         match self.inputs.try_send(input) {
@@ -143,8 +157,19 @@ pub struct SessionSpec {
     pub offer: String,
     pub summary: OfferSummary,
     pub access: Access,
+    /// The session key that macs every message (`None` on an open device).
+    pub key: Option<SessionKey>,
     /// Candidates that arrived before the offer, in order.
     pub early: Vec<Option<CandidateInit>>,
+}
+
+/// Starts real sessions (a task with a peer connection each).
+pub struct TaskSpawner(pub Arc<SessionContext>);
+
+impl crate::rtc::table::Spawn for TaskSpawner {
+    fn spawn(&self, spec: SessionSpec, events: mpsc::Sender<SessionEvent>) -> SessionHandle {
+        spawn(self.0.clone(), spec, events)
+    }
 }
 
 /// Starts a session task. The caller has already authorized the offer,
@@ -160,6 +185,7 @@ pub fn spawn(
         offer,
         summary,
         access,
+        key,
         early,
     } = spec;
     let (tx, rx) = mpsc::channel(128);
@@ -174,8 +200,9 @@ pub fn spawn(
         sid: sid.clone(),
         summary,
         access,
+        key,
         answer: answer.clone(),
-        events,
+        events: events.clone(),
         answered: false,
         pending_local: Vec::new(),
         mid: None,
@@ -185,15 +212,24 @@ pub fn spawn(
         audio_writer: None,
         channels: Vec::new(),
     };
-    tokio::spawn(task.run(offer.clone(), rx));
-    SessionHandle {
-        id,
-        sid,
-        opening_offer: offer,
-        answer,
-        inputs: tx,
-        started: Instant::now(),
-    }
+    let run = tokio::spawn(task.run(offer, rx));
+    // A session that panics (a bug) still frees its slot.
+    let watch_sid = sid.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run.await {
+            if e.is_panic() {
+                tracing::error!(sid = %watch_sid, id, "bug: the session task panicked; freeing its slot");
+                let _ = events
+                    .send(SessionEvent::Ended {
+                        id,
+                        sid: watch_sid,
+                        reason: Some(ByeReason::Closed),
+                    })
+                    .await;
+            }
+        }
+    });
+    SessionHandle::new(id, sid, answer, tx)
 }
 
 /// Peer-connection events, forwarded out of the driver's callbacks.
@@ -240,6 +276,7 @@ struct Session {
     sid: String,
     summary: OfferSummary,
     access: Access,
+    key: Option<SessionKey>,
     answer: Arc<Mutex<Option<String>>>,
     events: mpsc::Sender<SessionEvent>,
     answered: bool,
@@ -385,7 +422,8 @@ impl Session {
     }
 
     fn send(&self, msg: DeviceMessage) {
-        self.ctx.outbox.send(&self.sid, msg);
+        let mac = crate::rtc::table::seal(self.key.as_ref(), &msg);
+        self.ctx.outbox.send(&self.sid, msg, mac);
     }
 
     async fn ended(&self, reason: Option<ByeReason>) {

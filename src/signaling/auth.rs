@@ -1,27 +1,58 @@
-//! Offer authorization (PROTOCOL.md section 5): which offers may open a
-//! session, and with which role.
+//! Authorization, protocol version 2 (PROTOCOL.md section 5): which offers
+//! may open a session and with which role, the device nonce that makes a
+//! captured offer useless two minutes later, the session key, and the `mac`
+//! on every later message of a signed session.
 //!
-//! Invariants: the check is pure (no I/O after construction) and runs before
-//! any peer connection exists; signatures are compared in constant time
-//! (`Mac::verify_slice`); no error, log line or `Debug` output carries a
-//! secret. With no keys the device is `open` and every offer gets
-//! [`Role::Control`], whatever `auth` it carries.
+//! Invariants: everything here is pure (no I/O, no clock: `now` comes in);
+//! the offer check runs before any peer connection exists; signatures and
+//! macs are compared in constant time (`Mac::verify_slice`); no error, log
+//! line or `Debug` output carries a secret. An `open` device (set
+//! explicitly by its operator) grants [`Role::Control`] to every offer,
+//! whatever `auth` it carries, and its sessions have no key.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::control::config::{AccessConfig, ConfigError, Role, MIN_SECRET_LEN};
+use crate::control::config::Role;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The first line of every signed message; the version is in the name.
-pub const SIGNATURE_CONTEXT: &str = "campeer-offer-v1";
+/// First line of an offer signature; the version is in the name.
+pub const OFFER_CONTEXT: &str = "campeer-offer-v2";
+/// First line of the session key derivation.
+pub const SESSION_CONTEXT: &str = "campeer-session-v2";
+/// First line of every message `mac`.
+pub const MESSAGE_CONTEXT: &str = "campeer-msg-v2";
+/// First line of the device's own broker password.
+pub const MQTT_CONTEXT: &str = "campeer-mqtt-v2";
+/// How long one nonce is the current one.
+pub const NONCE_PERIOD: Duration = Duration::from_secs(60);
+/// Most sids remembered as used (bounded by the offer rate long before).
+pub const USED_SIDS_MAX: usize = 4096;
+
+/// One access key: its id, secret and highest role.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub id: String,
+    pub secret: Vec<u8>,
+    pub role: Role,
+}
+
+// Hand-written: the secret stays out of logs.
+impl fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The `auth` object of an offer, as the signaling layer parsed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +61,8 @@ pub struct OfferAuthFields {
     pub key: String,
     /// The claimed role (`auth.role`), exactly as sent: it is signed.
     pub role: String,
+    /// The device nonce signed over; `None` for a version-1 `auth`.
+    pub nonce: Option<String>,
     /// base64url (no padding) HMAC-SHA256 (`auth.sig`).
     pub sig: String,
 }
@@ -40,6 +73,8 @@ pub struct OfferAuthFields {
 pub enum AuthError {
     #[error("offer has no auth but the device requires signed offers")]
     Missing,
+    #[error("key {key:?}: auth has no nonce (a version-1 signature); sign over the device's nonce (protocol 2)")]
+    NoNonce { key: String },
     #[error("unknown access key {key:?}")]
     UnknownKey { key: String },
     #[error("key {key:?}: role {role:?} is neither \"view\" nor \"control\"")]
@@ -48,180 +83,362 @@ pub enum AuthError {
     MalformedSignature { key: String },
     #[error("key {key:?}: signature does not match")]
     BadSignature { key: String },
+    #[error("key {key:?}: the nonce is unknown or expired; sign over the nonce in the device's current status")]
+    StaleNonce { key: String },
     #[error("key {key:?}: role {role} is above the key's highest role {max}")]
     RoleNotAllowed { key: String, role: Role, max: Role },
 }
 
-/// Why the authorizer could not be built from the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthSetupError {
-    #[error("access: {0}")]
-    Config(#[from] ConfigError),
-    #[error("access key {key:?}: cannot read secret_file {}: {source}", path.display())]
-    SecretFile {
-        key: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "access key {key:?}: secret_file {} holds fewer than {} bytes",
-        path.display(),
-        MIN_SECRET_LEN
-    )]
-    SecretFileTooShort { key: String, path: PathBuf },
+/// What an authorized offer grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub role: Role,
+    /// The verified key (`None` on an open device).
+    pub key_id: Option<String>,
+    /// The session key (`None` on an open device).
+    pub session_key: Option<SessionKey>,
+    /// The nonce the offer was signed over (`None` on an open device).
+    pub nonce: Option<String>,
+    /// The offer's signature text (`None` on an open device).
+    pub sig: Option<String>,
 }
 
-struct Key {
-    secret: Vec<u8>,
-    max: Role,
+/// The device nonce: the current one and the one before it.
+#[derive(Clone, Debug)]
+pub struct Nonces {
+    current: String,
+    previous: Option<String>,
+    since_us: u64,
 }
 
-/// Decides whether an offer may open a session, and its role.
+impl Nonces {
+    /// Starts with a nonce made of `bytes` (16 random bytes) at `now_us`.
+    pub fn new(bytes: [u8; 16], now_us: u64) -> Self {
+        Nonces {
+            current: URL_SAFE_NO_PAD.encode(bytes),
+            previous: None,
+            since_us: now_us,
+        }
+    }
+
+    /// The nonce the status carries.
+    pub fn current(&self) -> &str {
+        &self.current
+    }
+
+    /// Whether an offer may be signed over `nonce`.
+    pub fn accepts(&self, nonce: &str) -> bool {
+        self.current == nonce || self.previous.as_deref() == Some(nonce)
+    }
+
+    /// Whether the current nonce has served its period at `now_us`.
+    pub fn due(&self, now_us: u64) -> bool {
+        now_us.saturating_sub(self.since_us) >= NONCE_PERIOD.as_micros() as u64
+    }
+
+    /// Makes `bytes` the current nonce; the current one becomes the previous.
+    pub fn rotate(&mut self, bytes: [u8; 16], now_us: u64) {
+        let next = URL_SAFE_NO_PAD.encode(bytes);
+        self.previous = Some(std::mem::replace(&mut self.current, next));
+        self.since_us = now_us;
+    }
+}
+
+/// Which way a message goes, as in the `mac` input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Viewer to device.
+    In,
+    /// Device to viewer.
+    Out,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// A session's key K (32 bytes); macs every message after the offer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionKey([u8; 32]);
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(<redacted>)")
+    }
+}
+
+impl SessionKey {
+    /// K = HMAC(secret, "campeer-session-v2\n" + sig).
+    pub fn derive(secret: &[u8], sig: &str) -> SessionKey {
+        let mut mac = hmac(secret);
+        mac.update(SESSION_CONTEXT.as_bytes());
+        mac.update(b"\n");
+        mac.update(sig.as_bytes());
+        SessionKey(mac.finalize().into_bytes().into())
+    }
+
+    fn hmac(&self, dir: Direction, kind: &str, body: &str) -> HmacSha256 {
+        let mut mac = hmac(&self.0);
+        for part in [MESSAGE_CONTEXT, dir.as_str(), kind] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        mac.update(body.as_bytes());
+        mac
+    }
+
+    /// The `mac` of a message of type `kind` with `body` going `dir`.
+    pub fn mac(&self, dir: Direction, kind: &str, body: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.hmac(dir, kind, body).finalize().into_bytes())
+    }
+
+    /// Whether `mac` is right for the message, in constant time.
+    pub fn verify(&self, dir: Direction, kind: &str, body: &str, mac: Option<&str>) -> bool {
+        let Some(bytes) = mac.and_then(decode_sig) else {
+            return false;
+        };
+        self.hmac(dir, kind, body).verify_slice(&bytes).is_ok()
+    }
+}
+
+/// Decides whether an offer may open a session, and its role; holds the
+/// device nonce and the sids already used.
 pub struct OfferAuthorizer {
-    keys: HashMap<String, Key>,
+    open: bool,
+    keys: HashMap<String, KeyEntry>,
+    nonces: Nonces,
+    /// sid -> nonce of the accepted offer that opened a session on it.
+    used: HashMap<String, String>,
 }
 
 // Hand-written: the secrets stay out of logs.
 impl fmt::Debug for OfferAuthorizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids: Vec<&String> = self.keys.keys().collect();
-        ids.sort();
         f.debug_struct("OfferAuthorizer")
             .field("mode", &self.mode())
-            .field("keys", &ids)
-            .finish()
+            .field("keys", &self.key_ids())
+            .finish_non_exhaustive()
     }
 }
 
 impl OfferAuthorizer {
     /// An authorizer that accepts every offer as `control`.
-    pub fn open() -> Self {
+    pub fn open(nonce: [u8; 16], now_us: u64) -> Self {
         OfferAuthorizer {
+            open: true,
             keys: HashMap::new(),
+            nonces: Nonces::new(nonce, now_us),
+            used: HashMap::new(),
         }
     }
 
-    /// Validates `access` and reads every `secret_file` (once, now). A file's
-    /// single trailing newline (`\n` or `\r\n`) is not part of the secret.
-    pub fn from_config(access: &AccessConfig) -> Result<Self, AuthSetupError> {
-        access.validate()?;
-        let mut keys = HashMap::with_capacity(access.keys.len());
-        for key in &access.keys {
-            let secret = match (&key.secret, &key.secret_file) {
-                (Some(secret), _) => secret.as_bytes().to_vec(),
-                (None, Some(path)) => {
-                    let mut bytes =
-                        std::fs::read(path).map_err(|source| AuthSetupError::SecretFile {
-                            key: key.id.clone(),
-                            path: path.clone(),
-                            source,
-                        })?;
-                    if bytes.ends_with(b"\n") {
-                        bytes.pop();
-                        if bytes.ends_with(b"\r") {
-                            bytes.pop();
-                        }
-                    }
-                    if bytes.len() < MIN_SECRET_LEN {
-                        return Err(AuthSetupError::SecretFileTooShort {
-                            key: key.id.clone(),
-                            path: path.clone(),
-                        });
-                    }
-                    bytes
-                }
-                // validate() guarantees exactly one source.
-                (None, None) => {
-                    return Err(ConfigError::SecretSource { id: key.id.clone() }.into());
-                }
-            };
-            keys.insert(
-                key.id.clone(),
-                Key {
-                    secret,
-                    max: key.role,
-                },
-            );
-        }
-        Ok(OfferAuthorizer { keys })
+    /// A signed device with `keys` (none: every offer is refused).
+    pub fn signed(keys: Vec<KeyEntry>, nonce: [u8; 16], now_us: u64) -> Self {
+        let mut a = OfferAuthorizer {
+            open: false,
+            keys: HashMap::new(),
+            nonces: Nonces::new(nonce, now_us),
+            used: HashMap::new(),
+        };
+        a.set_keys(keys);
+        a
+    }
+
+    /// Replaces the key set (keys added or revoked while running).
+    pub fn set_keys(&mut self, keys: Vec<KeyEntry>) {
+        self.keys = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+    }
+
+    /// The key ids, sorted.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.keys.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Whether key `id` exists now.
+    pub fn has_key(&self, id: &str) -> bool {
+        self.keys.contains_key(id)
     }
 
     /// `"open"` or `"signed"`, as in presence (`auth`).
     pub fn mode(&self) -> &'static str {
-        if self.is_open() {
+        if self.open {
             "open"
         } else {
             "signed"
         }
     }
 
-    /// No keys configured.
+    /// Open access: no auth, no macs.
     pub fn is_open(&self) -> bool {
-        self.keys.is_empty()
+        self.open
     }
 
-    /// The role of the session this offer opens, or why it may not.
+    /// The nonce for the status (`None` on an open device).
+    pub fn nonce(&self) -> Option<&str> {
+        (!self.open).then(|| self.nonces.current())
+    }
+
+    /// Whether the nonce should be replaced at `now_us`.
+    pub fn nonce_due(&self, now_us: u64) -> bool {
+        !self.open && self.nonces.due(now_us)
+    }
+
+    /// Replaces the nonce and forgets sids whose nonce is no longer accepted.
+    pub fn rotate_nonce(&mut self, bytes: [u8; 16], now_us: u64) {
+        self.nonces.rotate(bytes, now_us);
+        let nonces = &self.nonces;
+        self.used.retain(|_, n| nonces.accepts(n));
+    }
+
+    /// Whether an accepted offer already opened a session on `sid` (while
+    /// its nonce is still accepted): a new session there is a replay.
+    pub fn sid_used(&self, sid: &str) -> bool {
+        self.used.contains_key(sid)
+    }
+
+    /// Remembers that `grant` opened a session on `sid`. False when the
+    /// table of used sids is full (the caller refuses the session).
+    pub fn record_session(&mut self, sid: &str, grant: &Grant) -> bool {
+        let Some(nonce) = &grant.nonce else {
+            return true;
+        };
+        if self.used.len() >= USED_SIDS_MAX && !self.used.contains_key(sid) {
+            return false;
+        }
+        self.used.insert(sid.to_owned(), nonce.clone());
+        true
+    }
+
+    /// What this offer grants, or why it may not open a session.
     ///
-    /// Checks, in order: `auth` present, key known, signature well-formed
-    /// and matching (constant time), role known and within the key's
-    /// highest role. The key's limit is only revealed to a signer.
+    /// Checks, in order: `auth` present with a nonce, key known, signature
+    /// well-formed and matching (constant time), nonce current or
+    /// previous, role known and within the key's highest role.
     pub fn authorize(
         &self,
         device_id: &str,
         sid: &str,
         sdp: &str,
         auth: Option<&OfferAuthFields>,
-    ) -> Result<Role, AuthError> {
-        if self.is_open() {
-            return Ok(Role::Control);
+    ) -> Result<Grant, AuthError> {
+        if self.open {
+            return Ok(Grant {
+                role: Role::Control,
+                key_id: None,
+                session_key: None,
+                nonce: None,
+                sig: None,
+            });
         }
         let auth = auth.ok_or(AuthError::Missing)?;
+        let key_err = || auth.key.clone();
+        let nonce = auth
+            .nonce
+            .as_deref()
+            .ok_or_else(|| AuthError::NoNonce { key: key_err() })?;
         let key = self
             .keys
             .get(&auth.key)
-            .ok_or_else(|| AuthError::UnknownKey {
-                key: auth.key.clone(),
-            })?;
-        let sig = decode_sig(&auth.sig).ok_or_else(|| AuthError::MalformedSignature {
-            key: auth.key.clone(),
-        })?;
-        mac(&key.secret, device_id, sid, &auth.role, sdp)
+            .ok_or_else(|| AuthError::UnknownKey { key: key_err() })?;
+        let sig = decode_sig(&auth.sig)
+            .ok_or_else(|| AuthError::MalformedSignature { key: key_err() })?;
+        offer_mac(&key.secret, device_id, sid, &auth.role, nonce, sdp)
             .verify_slice(&sig)
-            .map_err(|_| AuthError::BadSignature {
-                key: auth.key.clone(),
-            })?;
+            .map_err(|_| AuthError::BadSignature { key: key_err() })?;
+        if !self.nonces.accepts(nonce) {
+            return Err(AuthError::StaleNonce { key: key_err() });
+        }
         let role: Role = auth.role.parse().map_err(|()| AuthError::BadRole {
-            key: auth.key.clone(),
+            key: key_err(),
             role: auth.role.clone(),
         })?;
-        if role > key.max {
+        if role > key.role {
             return Err(AuthError::RoleNotAllowed {
-                key: auth.key.clone(),
+                key: key_err(),
                 role,
-                max: key.max,
+                max: key.role,
             });
         }
-        Ok(role)
+        Ok(Grant {
+            role,
+            key_id: Some(auth.key.clone()),
+            session_key: Some(SessionKey::derive(&key.secret, &auth.sig)),
+            nonce: Some(nonce.to_owned()),
+            sig: Some(auth.sig.clone()),
+        })
+    }
+
+    /// Whether `password` is key `id`'s password for the device's own
+    /// broker (and the page's `ice.json`), in constant time.
+    pub fn check_password(&self, device_id: &str, id: &str, password: &str) -> bool {
+        let Some(key) = self.keys.get(id) else {
+            return false;
+        };
+        let Some(given) = decode_sig(password) else {
+            return false;
+        };
+        mqtt_mac(&key.secret, device_id)
+            .verify_slice(&given)
+            .is_ok()
     }
 }
 
-/// `sig` for an offer: base64url without padding of
-/// HMAC-SHA256(secret, "campeer-offer-v1\n" + device_id + "\n" + sid + "\n" + role + "\n" + sdp).
-pub fn sign(secret: &[u8], device_id: &str, sid: &str, role: &str, sdp: &str) -> String {
+/// `sig` for an offer: b64u(HMAC(secret, "campeer-offer-v2\n" + device_id +
+/// "\n" + sid + "\n" + role + "\n" + nonce + "\n" + sdp)).
+pub fn sign(
+    secret: &[u8],
+    device_id: &str,
+    sid: &str,
+    role: &str,
+    nonce: &str,
+    sdp: &str,
+) -> String {
     URL_SAFE_NO_PAD.encode(
-        mac(secret, device_id, sid, role, sdp)
+        offer_mac(secret, device_id, sid, role, nonce, sdp)
             .finalize()
             .into_bytes(),
     )
 }
 
-fn mac(secret: &[u8], device_id: &str, sid: &str, role: &str, sdp: &str) -> HmacSha256 {
+/// The device's own broker password for a key:
+/// b64u(HMAC(secret, "campeer-mqtt-v2\n" + device_id)).
+pub fn key_password(secret: &[u8], device_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(mqtt_mac(secret, device_id).finalize().into_bytes())
+}
+
+fn hmac(key: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
-    let mut mac = match HmacSha256::new_from_slice(secret) {
+    match HmacSha256::new_from_slice(key) {
         Ok(mac) => mac,
         Err(_) => unreachable!("HMAC accepts keys of every length"),
-    };
-    for part in [SIGNATURE_CONTEXT, device_id, sid, role] {
+    }
+}
+
+fn mqtt_mac(secret: &[u8], device_id: &str) -> HmacSha256 {
+    let mut mac = hmac(secret);
+    mac.update(MQTT_CONTEXT.as_bytes());
+    mac.update(b"\n");
+    mac.update(device_id.as_bytes());
+    mac
+}
+
+fn offer_mac(
+    secret: &[u8],
+    device_id: &str,
+    sid: &str,
+    role: &str,
+    nonce: &str,
+    sdp: &str,
+) -> HmacSha256 {
+    let mut mac = hmac(secret);
+    for part in [OFFER_CONTEXT, device_id, sid, role, nonce] {
         mac.update(part.as_bytes());
         mac.update(b"\n");
     }
@@ -239,226 +456,4 @@ fn decode_sig(sig: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::control::config::AccessKey;
-
-    const SECRET: &str = "test-secret-0123456789";
-    const SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n";
-    const SID: &str = "abcdEFGH1234";
-
-    // Computed independently with:
-    // printf 'campeer-offer-v1\ncam1\nabcdEFGH1234\ncontrol\nv=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n' \
-    //   | openssl dgst -sha256 -hmac 'test-secret-0123456789' -binary | base64 | tr '+/' '-_' | tr -d '='
-    const VECTOR_SIG: &str = "I366IcUgjPuLernFOOv1HONyR5al-_STRN0LDYgwzEw";
-
-    fn key(id: &str, secret: &str, role: Role) -> AccessKey {
-        AccessKey {
-            id: id.into(),
-            secret: Some(secret.into()),
-            secret_file: None,
-            role,
-        }
-    }
-
-    fn authorizer() -> OfferAuthorizer {
-        OfferAuthorizer::from_config(&AccessConfig {
-            keys: vec![
-                key("phone", SECRET, Role::Control),
-                key("wall", "another-secret-abcdef", Role::View),
-            ],
-        })
-        .expect("valid config")
-    }
-
-    fn fields(key: &str, role: &str, sig: &str) -> OfferAuthFields {
-        OfferAuthFields {
-            key: key.into(),
-            role: role.into(),
-            sig: sig.into(),
-        }
-    }
-
-    #[test]
-    fn sign_matches_openssl_vector() {
-        assert_eq!(
-            sign(SECRET.as_bytes(), "cam1", SID, "control", SDP),
-            VECTOR_SIG
-        );
-    }
-
-    #[test]
-    fn accepts_the_vector() {
-        let a = authorizer();
-        assert_eq!(a.mode(), "signed");
-        let auth = fields("phone", "control", VECTOR_SIG);
-        assert_eq!(
-            a.authorize("cam1", SID, SDP, Some(&auth)),
-            Ok(Role::Control)
-        );
-    }
-
-    #[test]
-    fn view_role_on_a_control_key() {
-        let a = authorizer();
-        let sig = sign(SECRET.as_bytes(), "cam1", SID, "view", SDP);
-        let auth = fields("phone", "view", &sig);
-        assert_eq!(a.authorize("cam1", SID, SDP, Some(&auth)), Ok(Role::View));
-    }
-
-    #[test]
-    fn every_signed_part_matters() {
-        let a = authorizer();
-        let auth = fields("phone", "control", VECTOR_SIG);
-        let bad = |r| matches!(r, Err(AuthError::BadSignature { .. }));
-        assert!(bad(a.authorize("cam2", SID, SDP, Some(&auth))));
-        assert!(bad(a.authorize("cam1", "abcdEFGH1235", SDP, Some(&auth))));
-        assert!(bad(a.authorize("cam1", SID, "v=0\r\n", Some(&auth))));
-        // Claiming another role than the one signed.
-        let other_role = fields("phone", "view", VECTOR_SIG);
-        assert!(bad(a.authorize("cam1", SID, SDP, Some(&other_role))));
-        // Same signature, other key.
-        let other_key = fields("wall", "control", VECTOR_SIG);
-        assert!(bad(a.authorize("cam1", SID, SDP, Some(&other_key))));
-    }
-
-    #[test]
-    fn refusals_are_distinct() {
-        let a = authorizer();
-        assert_eq!(a.authorize("cam1", SID, SDP, None), Err(AuthError::Missing));
-        assert_eq!(
-            a.authorize(
-                "cam1",
-                SID,
-                SDP,
-                Some(&fields("tablet", "view", VECTOR_SIG))
-            ),
-            Err(AuthError::UnknownKey {
-                key: "tablet".into()
-            })
-        );
-        for sig in [
-            "",
-            "abc",
-            &format!("{VECTOR_SIG}="),
-            &VECTOR_SIG.replace('I', "+"),
-        ] {
-            assert_eq!(
-                a.authorize("cam1", SID, SDP, Some(&fields("phone", "control", sig))),
-                Err(AuthError::MalformedSignature {
-                    key: "phone".into()
-                }),
-                "sig {sig:?}"
-            );
-        }
-        // A well-signed but unknown role.
-        let sig = sign(SECRET.as_bytes(), "cam1", SID, "admin", SDP);
-        assert!(matches!(
-            a.authorize("cam1", SID, SDP, Some(&fields("phone", "admin", &sig))),
-            Err(AuthError::BadRole { .. })
-        ));
-        // A view key claiming control, correctly signed.
-        let sig = sign(b"another-secret-abcdef", "cam1", SID, "control", SDP);
-        assert_eq!(
-            a.authorize("cam1", SID, SDP, Some(&fields("wall", "control", &sig))),
-            Err(AuthError::RoleNotAllowed {
-                key: "wall".into(),
-                role: Role::Control,
-                max: Role::View
-            })
-        );
-    }
-
-    #[test]
-    fn open_mode_grants_control() {
-        for a in [
-            OfferAuthorizer::open(),
-            OfferAuthorizer::from_config(&AccessConfig::default()).expect("empty is valid"),
-        ] {
-            assert_eq!(a.mode(), "open");
-            assert_eq!(a.authorize("cam1", SID, SDP, None), Ok(Role::Control));
-            let junk = fields("x", "view", "junk");
-            assert_eq!(
-                a.authorize("cam1", SID, SDP, Some(&junk)),
-                Ok(Role::Control)
-            );
-        }
-    }
-
-    #[test]
-    fn secret_file_is_read_and_trimmed() {
-        let dir = std::env::temp_dir().join(format!("campeer-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("phone.key");
-        std::fs::write(&path, format!("{SECRET}\r\n")).expect("write key");
-        let a = OfferAuthorizer::from_config(&AccessConfig {
-            keys: vec![AccessKey {
-                id: "phone".into(),
-                secret: None,
-                secret_file: Some(path.clone()),
-                role: Role::Control,
-            }],
-        })
-        .expect("readable key file");
-        let auth = fields("phone", "control", VECTOR_SIG);
-        assert_eq!(
-            a.authorize("cam1", SID, SDP, Some(&auth)),
-            Ok(Role::Control)
-        );
-
-        std::fs::write(&path, "short\n").expect("write key");
-        let err = OfferAuthorizer::from_config(&AccessConfig {
-            keys: vec![AccessKey {
-                id: "phone".into(),
-                secret: None,
-                secret_file: Some(path.clone()),
-                role: Role::Control,
-            }],
-        })
-        .expect_err("too short");
-        assert!(err.to_string().contains("phone.key"), "{err}");
-        assert!(!err.to_string().contains("short\n"));
-
-        let missing = dir.join("missing.key");
-        let err = OfferAuthorizer::from_config(&AccessConfig {
-            keys: vec![AccessKey {
-                id: "phone".into(),
-                secret: None,
-                secret_file: Some(missing),
-                role: Role::Control,
-            }],
-        })
-        .expect_err("missing file");
-        assert!(err.to_string().contains("missing.key"), "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn invalid_config_is_refused() {
-        let err = OfferAuthorizer::from_config(&AccessConfig {
-            keys: vec![key("phone", "short", Role::View)],
-        })
-        .expect_err("short secret");
-        assert!(matches!(
-            err,
-            AuthSetupError::Config(ConfigError::SecretTooShort { .. })
-        ));
-    }
-
-    #[test]
-    fn debug_and_errors_never_show_secrets() {
-        let a = authorizer();
-        let shown = format!("{a:?}");
-        assert!(!shown.contains(SECRET), "{shown}");
-        assert!(shown.contains("phone"));
-        let err = a
-            .authorize(
-                "cam1",
-                SID,
-                SDP,
-                Some(&fields("phone", "control", "A".repeat(43).as_str())),
-            )
-            .expect_err("wrong sig");
-        assert!(!err.to_string().contains(SECRET));
-    }
-}
+mod tests;

@@ -143,6 +143,10 @@ pub struct OfferAuth {
     /// The role asked for, exactly as sent (it is covered by the
     /// signature): `view` or `control` for a valid offer.
     pub role: String,
+    /// The device nonce the offer is signed over (version 2). A version-1
+    /// `auth` has none; it parses, and authorization refuses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// base64url (no padding) HMAC-SHA256 over the offer, see section 5.
     pub sig: String,
 }
@@ -237,6 +241,77 @@ impl ViewerMessage {
     }
 }
 
+impl DeviceMessage {
+    /// The message as JSON with `mac` added when there is one (PROTOCOL.md
+    /// section 5: every message of a signed session after the offer).
+    pub fn to_json_with_mac(&self, mac: Option<&str>) -> String {
+        with_mac(self, mac)
+    }
+
+    /// `type` and `body` of the message's `mac` (PROTOCOL.md section 5).
+    pub fn mac_input(&self) -> (&'static str, String) {
+        match self {
+            DeviceMessage::Answer { sdp } => ("answer", sdp.clone()),
+            DeviceMessage::Candidate { candidate } => {
+                ("candidate", candidate_body(candidate.as_ref()))
+            }
+            DeviceMessage::Bye { reason } => ("bye", reason.as_str().to_owned()),
+            DeviceMessage::Error { code, .. } => ("error", code.as_str().to_owned()),
+        }
+    }
+}
+
+impl ViewerMessage {
+    /// The message as JSON with `mac` added when there is one.
+    pub fn to_json_with_mac(&self, mac: Option<&str>) -> String {
+        with_mac(self, mac)
+    }
+
+    /// `type` and `body` of the message's `mac`; `None` for an offer, which
+    /// is signed instead (its `auth`).
+    pub fn mac_input(&self) -> Option<(&'static str, String)> {
+        match self {
+            ViewerMessage::Offer { .. } => None,
+            ViewerMessage::Candidate { candidate } => {
+                Some(("candidate", candidate_body(candidate.as_ref())))
+            }
+            ViewerMessage::Bye => Some(("bye", String::new())),
+        }
+    }
+}
+
+/// The `mac` body of a candidate: `candidate + "\n" + sdpMid + "\n" +
+/// sdpMLineIndex`, absent members as empty text; `end` for `null`.
+pub fn candidate_body(c: Option<&CandidateInit>) -> String {
+    match c {
+        None => "end".to_owned(),
+        Some(c) => format!(
+            "{}\n{}\n{}",
+            c.candidate,
+            c.sdp_mid.as_deref().unwrap_or(""),
+            c.sdp_mline_index.map(|i| i.to_string()).unwrap_or_default()
+        ),
+    }
+}
+
+fn with_mac<T: Serialize>(msg: &T, mac: Option<&str>) -> String {
+    let Some(mac) = mac else {
+        return to_json_or_internal(msg);
+    };
+    // Appended last, keeping the message's own field order.
+    let text = to_json_or_internal(msg);
+    match (text.strip_suffix('}'), serde_json::to_string(mac)) {
+        (Some(head), Ok(mac)) if head.len() > 1 => format!("{head},\"mac\":{mac}}}"),
+        _ => ENCODE_FAILED.to_owned(),
+    }
+}
+
+/// The `mac` member of a parsed message: a string, or `None` when it is
+/// missing or not a string (either way the message does not verify).
+fn mac_field(value: &Value) -> Option<String> {
+    value.get("mac").and_then(Value::as_str).map(str::to_owned)
+}
+
 fn to_json_or_internal<T: Serialize>(msg: &T) -> String {
     match serde_json::to_string(msg) {
         Ok(s) => s,
@@ -281,6 +356,24 @@ impl ProtocolError {
 /// has already checked the size against [`MAX_PAYLOAD`].
 pub fn parse_viewer_message(payload: &[u8]) -> Result<ViewerMessage, ProtocolError> {
     ViewerMessage::try_from(parse_json(payload)?)
+}
+
+/// Parses one viewer message and its `mac`, if any.
+pub fn parse_viewer_envelope(
+    payload: &[u8],
+) -> Result<(ViewerMessage, Option<String>), ProtocolError> {
+    let value = parse_json(payload)?;
+    let mac = mac_field(&value);
+    Ok((ViewerMessage::try_from(value)?, mac))
+}
+
+/// Parses one device message and its `mac`, if any.
+pub fn parse_device_envelope(
+    payload: &[u8],
+) -> Result<(DeviceMessage, Option<String>), ProtocolError> {
+    let value = parse_json(payload)?;
+    let mac = mac_field(&value);
+    Ok((DeviceMessage::try_from(value)?, mac))
 }
 
 /// Parses one device message (the payload of an `out` topic).
@@ -365,6 +458,7 @@ impl OfferAuth {
         Ok(OfferAuth {
             key: required_string(obj, "key", &prefix)?,
             role: required_string(obj, "role", &prefix)?,
+            nonce: optional_string(obj, "nonce", &prefix)?,
             sig: required_string(obj, "sig", &prefix)?,
         })
     }
@@ -564,6 +658,7 @@ mod tests {
                 auth: Some(OfferAuth {
                     key: "k1".into(),
                     role: "control".into(),
+                    nonce: None,
                     sig: "AbC_-".into()
                 })
             }
@@ -804,7 +899,7 @@ mod tests {
     fn mutated_messages_never_panic() {
         use rand::{Rng, SeedableRng};
         let seeds = [
-            r#"{"type":"offer","sdp":"v=0","auth":{"key":"k","role":"view","sig":"s"}}"#,
+            r#"{"type":"offer","sdp":"v=0","auth":{"key":"k","role":"view","nonce":"n","sig":"s"}}"#,
             r#"{"type":"candidate","candidate":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#,
             r#"{"type":"bye","reason":"closed"}"#,
             r#"{"type":"error","code":"busy","message":"m"}"#,
@@ -846,12 +941,13 @@ mod tests {
             auth: Some(OfferAuth {
                 key: "k".into(),
                 role: "view".into(),
+                nonce: Some("n".into()),
                 sig: "s".into(),
             }),
         };
         assert_eq!(
             offer.to_json(),
-            r#"{"type":"offer","sdp":"v=0","auth":{"key":"k","role":"view","sig":"s"}}"#
+            r#"{"type":"offer","sdp":"v=0","auth":{"key":"k","role":"view","nonce":"n","sig":"s"}}"#
         );
         assert_eq!(
             ViewerMessage::Candidate { candidate: None }.to_json(),
@@ -984,6 +1080,7 @@ mod tests {
                 auth: Some(OfferAuth {
                     key: "k".into(),
                     role: "control".into(),
+                    nonce: Some("n".into()),
                     sig: "s".into(),
                 }),
             },
@@ -1033,5 +1130,62 @@ mod tests {
     #[test]
     fn max_payload_is_64_kib() {
         assert_eq!(MAX_PAYLOAD, 64 * 1024);
+    }
+
+    #[test]
+    fn mac_bodies_follow_the_protocol_table() {
+        let c = CandidateInit {
+            candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            username_fragment: Some("u".into()),
+        };
+        assert_eq!(
+            candidate_body(Some(&c)),
+            "candidate:1 1 udp 1 127.0.0.1 5000 typ host\n0\n0"
+        );
+        let bare = CandidateInit {
+            sdp_mid: None,
+            sdp_mline_index: None,
+            ..c.clone()
+        };
+        assert_eq!(
+            candidate_body(Some(&bare)),
+            "candidate:1 1 udp 1 127.0.0.1 5000 typ host\n\n"
+        );
+        assert_eq!(candidate_body(None), "end");
+        assert_eq!(ViewerMessage::Bye.mac_input(), Some(("bye", String::new())));
+        let offer = ViewerMessage::Offer {
+            sdp: "v=0".into(),
+            auth: None,
+        };
+        assert_eq!(offer.mac_input(), None);
+        let err = DeviceMessage::Error {
+            code: ErrorCode::Unauthorized,
+            message: "no".into(),
+        };
+        assert_eq!(err.mac_input(), ("error", "unauthorized".to_owned()));
+        let bye = DeviceMessage::Bye {
+            reason: ByeReason::Timeout,
+        };
+        assert_eq!(bye.mac_input(), ("bye", "timeout".to_owned()));
+    }
+
+    #[test]
+    fn mac_travels_with_the_message() {
+        let bye = DeviceMessage::Bye {
+            reason: ByeReason::Closed,
+        };
+        let text = bye.to_json_with_mac(Some("M"));
+        assert_eq!(text, r#"{"type":"bye","reason":"closed","mac":"M"}"#);
+        assert_eq!(
+            parse_device_envelope(text.as_bytes()),
+            Ok((bye.clone(), Some("M".to_owned())))
+        );
+        assert_eq!(bye.to_json_with_mac(None), bye.to_json());
+        let (msg, mac) = parse_viewer_envelope(br#"{"type":"bye","mac":7}"#).expect("parses");
+        assert_eq!((msg, mac), (ViewerMessage::Bye, None));
+        let (_, mac) = parse_viewer_envelope(br#"{"type":"bye","mac":"x"}"#).expect("parses");
+        assert_eq!(mac.as_deref(), Some("x"));
     }
 }

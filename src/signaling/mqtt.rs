@@ -100,11 +100,12 @@ impl MqttLink {
 }
 
 impl Outbox for MqttLink {
-    fn send(&self, sid: &str, msg: DeviceMessage) {
+    fn send(&self, sid: &str, msg: DeviceMessage, mac: Option<String>) {
         let topic = self.topics.session_out(sid);
+        let payload = msg.to_json_with_mac(mac.as_deref());
         if let Err(e) = self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, false, msg.to_json())
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
         {
             warn!(%sid, "message to viewer dropped (broker unreachable, queue full): {e}");
         }

@@ -9,6 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The wire protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 2;
+
 /// Whether offers must be signed (PROTOCOL.md section 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,6 +90,12 @@ pub enum Presence {
         max_sessions: usize,
         /// Whether offers must be signed.
         auth: AuthMode,
+        /// The wire protocol version (2).
+        #[serde(default)]
+        protocol: u32,
+        /// The nonce offers are signed over (signed devices, section 5).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
         /// The video sent, or `null` when there is none.
         #[serde(default)]
         video: Option<VideoInfo>,
@@ -124,9 +133,27 @@ impl Presence {
             sessions,
             max_sessions,
             auth,
+            protocol: PROTOCOL_VERSION,
+            nonce: None,
             video,
             audio,
             controls,
+        }
+    }
+
+    /// The same document carrying `nonce` (online documents only).
+    pub fn with_nonce(mut self, value: Option<&str>) -> Presence {
+        if let Presence::Online { nonce, .. } = &mut self {
+            *nonce = value.map(str::to_owned);
+        }
+        self
+    }
+
+    /// The nonce of an online document.
+    pub fn nonce(&self) -> Option<&str> {
+        match self {
+            Presence::Online { nonce, .. } => nonce.as_deref(),
+            Presence::Offline { .. } => None,
         }
     }
 
@@ -206,15 +233,17 @@ mod tests {
                 },
             ],
         )
+        .with_nonce(Some("n0nce"))
     }
 
     #[test]
     fn online_matches_protocol_example_byte_for_byte() {
+        assert_eq!(example().nonce(), Some("n0nce"));
         assert_eq!(
             example().to_json(),
             concat!(
                 r#"{"state":"online","device":"cam1","version":"0.3.0","sessions":1,"#,
-                r#""max_sessions":4,"auth":"signed","#,
+                r#""max_sessions":4,"auth":"signed","protocol":2,"nonce":"n0nce","#,
                 r#""video":{"codec":"H264","width":1280,"height":720,"fps":30},"#,
                 r#""audio":{"codec":"opus","rate":48000,"channels":1},"#,
                 r#""controls":[{"name":"led","direction":"output"},"#,
@@ -230,7 +259,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"state": "online", "device": "cam1", "version": "0.1.0", "sessions": 0,
-                   "max_sessions": 4, "auth": "open", "video": null, "audio": null,
+                   "max_sessions": 4, "auth": "open", "protocol": 2, "video": null, "audio": null,
                    "controls": []})
         );
     }
@@ -263,7 +292,18 @@ mod tests {
         .unwrap();
         assert_eq!(
             p,
-            Presence::online("cam1", "9.0", 2, 8, AuthMode::Open, None, None, vec![])
+            Presence::Online {
+                device: "cam1".into(),
+                version: "9.0".into(),
+                sessions: 2,
+                max_sessions: 8,
+                auth: AuthMode::Open,
+                protocol: 0,
+                nonce: None,
+                video: None,
+                audio: None,
+                controls: vec![]
+            }
         );
         let p = Presence::from_json(br#"{"state":"offline","device":"cam1","at":5}"#).unwrap();
         assert_eq!(p, Presence::offline("cam1"));

@@ -19,6 +19,7 @@ use crate::encode::decode::H264Decoder;
 use crate::media::stamp::read_stamp;
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::signaling::auth::sign;
+use crate::signaling::auth::{key_password, SessionKey};
 use crate::signaling::messages::{CandidateInit, DeviceMessage, OfferAuth, ViewerMessage};
 use crate::signaling::topics::Topics;
 use anyhow::Context;
@@ -127,8 +128,28 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
 
-    let mut sig = signal::ViewerSignal::connect(args, &target, &topics, &sid).await?;
+    let secret = match (&args.key, &args.secret_file) {
+        (Some(key), Some(file)) => {
+            let bytes = std::fs::read(file)
+                .with_context(|| format!("reading the secret file {}", file.display()))?;
+            Some((key.clone(), strip_line_end(&bytes).to_vec()))
+        }
+        _ => None,
+    };
+    let login = secret.as_ref().map(|(key, s)| signal::KeyLogin {
+        username: key.clone(),
+        password: key_password(s, &args.device),
+    });
+    let mut sig = signal::ViewerSignal::connect(args, &target, &topics, &sid, login).await?;
     report.mqtt_ms = started.elapsed().as_secs_f64() * 1e3;
+    // A signed offer needs the device's current nonce, from its status.
+    let nonce = match &secret {
+        Some(_) => sig
+            .status(Duration::from_secs(5))
+            .await
+            .and_then(|p| p.nonce().map(str::to_owned)),
+        None => None,
+    };
 
     let webrtc_cfg = WebRtcConfig {
         include_loopback: true,
@@ -200,16 +221,20 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                 .context("no local description after set_local_description")?
         }
     };
-    let auth = match (&args.key, &args.secret_file) {
-        (Some(key), Some(file)) => {
-            let secret = std::fs::read(file)
-                .with_context(|| format!("reading the secret file {}", file.display()))?;
-            let secret = strip_line_end(&secret);
+    let auth = match (&secret, &nonce) {
+        (Some((key, secret)), Some(nonce)) => {
+            let signature = sign(secret, &args.device, &sid, &args.role, nonce, &offer_sdp);
+            sig.set_key(SessionKey::derive(secret, &signature));
             Some(OfferAuth {
                 key: key.clone(),
                 role: args.role.clone(),
-                sig: sign(secret, &args.device, &sid, &args.role, &offer_sdp),
+                nonce: Some(nonce.clone()),
+                sig: signature,
             })
+        }
+        (Some(_), None) => {
+            warn!("the device's status carries no nonce (offline, open, or protocol 1?): offering unsigned");
+            None
         }
         _ => None,
     };
@@ -247,7 +272,18 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                 break Ok(());
             }
             msg = sig.next() => {
-                let Some(msg) = msg else { break Err(anyhow::anyhow!("MQTT connection ended")); };
+                let Some((msg, mac)) = msg else { break Err(anyhow::anyhow!("MQTT connection ended")); };
+                if !sig.verifies(&msg, mac.as_deref()) {
+                    // An error refusing the offer cannot carry a mac; anything
+                    // else that does not verify is someone else's forgery.
+                    let refusal = matches!(msg, DeviceMessage::Error { .. }) && !have_answer;
+                    if !refusal {
+                        report.unverified += 1;
+                        warn!(?msg, "ignored a message from the device topic whose mac does not verify");
+                        continue;
+                    }
+                    report.unverified_error = true;
+                }
                 match msg {
                     DeviceMessage::Answer { sdp } => {
                         answers += 1;
@@ -280,6 +316,12 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                     DeviceMessage::Bye { reason } => {
                         report.bye = Some(reason);
                         break Ok(());
+                    }
+                    DeviceMessage::Error { code, message } if have_answer => {
+                        // A refused renegotiation or candidate: the session
+                        // itself goes on (someone may be forging them).
+                        warn!(?code, "the device refused a message: {message}");
+                        report.late_errors += 1;
                     }
                     DeviceMessage::Error { code, message } => {
                         report.error_code = Some(code);

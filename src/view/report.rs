@@ -69,6 +69,13 @@ pub struct ViewReport {
     pub bye: Option<ByeReason>,
     pub error_code: Option<ErrorCode>,
     pub error: Option<String>,
+    /// The `error` above carried no valid mac (a refused offer cannot).
+    pub unverified_error: bool,
+    /// Messages on the session's topic ignored because their mac did not
+    /// verify (someone else's forgeries).
+    pub unverified: u32,
+    /// Errors on the live session (a refused renegotiation or candidate).
+    pub late_errors: u32,
     #[serde(skip)]
     pub answer_sdp: Option<String>,
     /// The answer's media sections as `kind:port:direction`, e.g.

@@ -2,8 +2,10 @@
 
 use crate::cli::ViewArgs;
 use crate::config::{MqttConfig, MqttTarget};
-use crate::signaling::messages::{parse_device_message, DeviceMessage, ViewerMessage};
+use crate::signaling::auth::{Direction, SessionKey};
+use crate::signaling::messages::{parse_device_envelope, DeviceMessage, ViewerMessage};
 use crate::signaling::mqtt_options::mqtt_options;
+use crate::signaling::presence::Presence;
 use crate::signaling::topics::Topics;
 use anyhow::{anyhow, bail, Context};
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
@@ -11,10 +13,19 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+/// MQTT login for the device's own broker: the key id and its password.
+pub struct KeyLogin {
+    pub username: String,
+    pub password: String,
+}
+
 pub struct ViewerSignal {
     client: AsyncClient,
     in_topic: String,
-    rx: mpsc::Receiver<DeviceMessage>,
+    rx: mpsc::Receiver<(DeviceMessage, Option<String>)>,
+    status: tokio::sync::watch::Receiver<Option<Presence>>,
+    /// Set once the offer is signed: macs go out and are checked coming in.
+    key: Option<SessionKey>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -25,6 +36,7 @@ impl ViewerSignal {
         target: &MqttTarget,
         topics: &Topics,
         sid: &str,
+        login: Option<KeyLogin>,
     ) -> anyhow::Result<Self> {
         let cfg = MqttConfig {
             keepalive_secs: 15,
@@ -34,18 +46,38 @@ impl ViewerSignal {
             client_key: args.client_key.clone(),
             ..MqttConfig::default()
         };
-        let opts = mqtt_options(&cfg, target, &format!("campeer-view-{sid}"))
+        let mut opts = mqtt_options(&cfg, target, &format!("campeer-view-{sid}"))
             .map_err(|e| anyhow!("{}: {}", e.setting.flag(), e.message))?;
+        // Without credentials of its own, log in with the key (the
+        // device's own broker admits key holders only).
+        if let (Some(l), None, None) = (login, &target.username, &args.password_file) {
+            opts.set_credentials(l.username, l.password);
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
         let out_topic = topics.session_out(sid);
+        let status_topic = topics.status();
         client
             .subscribe(out_topic.clone(), QoS::AtLeastOnce)
             .await?;
-        // Wait for the subscription before offering, so no answer is missed.
+        client
+            .subscribe(status_topic.clone(), QoS::AtLeastOnce)
+            .await?;
+        // Wait for both subscriptions before offering, so no answer is missed.
         let connect = async {
+            let mut acks = 0;
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Incoming::SubAck(_))) => return Ok(()),
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        acks += 1;
+                        if acks == 2 {
+                            return Ok(());
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::ConnAck(c)))
+                        if c.code != rumqttc::ConnectReturnCode::Success =>
+                    {
+                        bail!("the broker at {target} refused the login: {:?} (wrong or revoked key?)", c.code)
+                    }
                     Ok(_) => {}
                     Err(e) => bail!("cannot reach the broker at {target}: {e}"),
                 }
@@ -55,17 +87,26 @@ impl ViewerSignal {
             .await
             .context("timed out connecting to the broker")??;
         let (tx, rx) = mpsc::channel(256);
+        let (status_tx, status) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Incoming::Publish(p))) if p.topic == out_topic => {
-                        match parse_device_message(&p.payload) {
+                        match parse_device_envelope(&p.payload) {
                             Ok(m) => {
                                 if tx.send(m).await.is_err() {
                                     return;
                                 }
                             }
                             Err(e) => warn!("unparsable message from the device: {e}"),
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) if p.topic == status_topic => {
+                        match Presence::from_json(&p.payload) {
+                            Ok(presence) => {
+                                let _ = status_tx.send(Some(presence));
+                            }
+                            Err(e) => warn!("unparsable device status: {e}"),
                         }
                     }
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
@@ -81,19 +122,53 @@ impl ViewerSignal {
             client,
             in_topic: topics.session_in(sid),
             rx,
+            status,
+            key: None,
             task,
         })
     }
 
-    /// Publishes one message to the device (QoS 1).
-    pub fn publish(&self, msg: &ViewerMessage) {
-        let payload = match serde_json::to_vec(msg) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!("cannot encode {msg:?}: {e}");
-                return;
+    /// The device's status once one arrives (it is retained), or `None`
+    /// after `wait`.
+    pub async fn status(&mut self, wait: Duration) -> Option<Presence> {
+        let mut status = self.status.clone();
+        let got = tokio::time::timeout(wait, status.wait_for(|s| s.is_some())).await;
+        match got {
+            Ok(Ok(s)) => s.clone(),
+            _ => None,
+        }
+    }
+
+    /// From now on, macs go out with every message and are checked on
+    /// every message that comes in.
+    pub fn set_key(&mut self, key: SessionKey) {
+        self.key = Some(key);
+    }
+
+    /// Whether a device message verifies under the session key (always
+    /// true without one: an open device).
+    pub fn verifies(&self, msg: &DeviceMessage, mac: Option<&str>) -> bool {
+        match &self.key {
+            None => true,
+            Some(k) => {
+                let (kind, body) = msg.mac_input();
+                k.verify(Direction::Out, kind, &body, mac)
             }
+        }
+    }
+
+    /// Publishes one message to the device (QoS 1), with its mac when the
+    /// session is signed.
+    pub fn publish(&self, msg: &ViewerMessage) {
+        let mac = match (&self.key, msg.mac_input()) {
+            (Some(k), Some((kind, body))) => Some(k.mac(Direction::In, kind, &body)),
+            _ => None,
         };
+        self.publish_raw(msg.to_json_with_mac(mac.as_deref()).into_bytes());
+    }
+
+    /// Publishes `payload` as is (tests use it to send forged messages).
+    pub fn publish_raw(&self, payload: Vec<u8>) {
         if let Err(e) =
             self.client
                 .try_publish(self.in_topic.clone(), QoS::AtLeastOnce, false, payload)
@@ -102,8 +177,8 @@ impl ViewerSignal {
         }
     }
 
-    /// The next message from the device.
-    pub async fn next(&mut self) -> Option<DeviceMessage> {
+    /// The next message from the device, with its `mac`.
+    pub async fn next(&mut self) -> Option<(DeviceMessage, Option<String>)> {
         self.rx.recv().await
     }
 

@@ -152,11 +152,17 @@ impl Daemon {
         d
     }
 
-    /// Starts the daemon without waiting for it.
+    /// Starts the daemon without waiting for it. Tests that are not about
+    /// authorization run it open (`--open-access`); `--signed` among
+    /// `extra` (taken out) keeps it signed. Generated keys go to the
+    /// daemon's own temp dir (`state_dir()`).
     pub fn spawn(broker: &Broker, device: &str, extra: &[&str]) -> Daemon {
         let dir = TempDir::new("daemon");
         let log = dir.0.join("daemon.log");
         let logf = std::fs::File::create(&log).expect("create log");
+        let signed = extra.contains(&"--signed");
+        let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != "--signed").collect();
+        let state = dir.0.join("state");
         let mut cmd = Command::new(BIN);
         cmd.args([
             "--log",
@@ -166,8 +172,15 @@ impl Daemon {
             &broker.url(),
             "--device-id",
             device,
+            "--state-dir",
+            &state.to_string_lossy(),
         ])
-        .args(extra)
+        .args(if signed {
+            &[][..]
+        } else {
+            &["--open-access"][..]
+        })
+        .args(&extra)
         .stdout(Stdio::null())
         .stderr(logf);
         let child = cmd.spawn().expect("start campeer");
@@ -182,6 +195,11 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's state directory (keys.toml lives there).
+    pub fn state_dir(&self) -> PathBuf {
+        self._dir.0.join("state")
     }
 
     pub fn pid(&self) -> u32 {

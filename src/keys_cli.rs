@@ -1,0 +1,91 @@
+//! `campeer pair` and `campeer keys`: the key store from a shell.
+
+use crate::access::{page_base_url, print_pairing};
+use crate::cli::{KeysAction, StoreArgs};
+use crate::config::Config;
+use crate::control::config::Role;
+use crate::keystore::{self, KeyStore, ADMIN_KEY};
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The packaged configuration, used when no other is named.
+const PACKAGED_CONFIG: &str = "/etc/campeer/campeer.toml";
+
+fn resolve(args: &StoreArgs) -> anyhow::Result<(Config, KeyStore)> {
+    let file = args.config.clone().or_else(|| {
+        let p = PathBuf::from(PACKAGED_CONFIG);
+        p.exists().then_some(p)
+    });
+    let config = match &file {
+        Some(f) => Config::load(f).with_context(|| format!("reading {}", f.display()))?,
+        None => Config::default(),
+    };
+    let dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => keystore::state_dir(config.access.state_dir.as_deref())?,
+    };
+    Ok((config, KeyStore::new(dir)))
+}
+
+/// `campeer pair`: the admin key's pairing link and QR code.
+pub fn pair(args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let (config, store) = resolve(args)?;
+    if config.access.open {
+        bail!("this device is configured open (access.open = true): there is nothing to pair");
+    }
+    let file = store.load()?;
+    let Some(admin) = file.keys.iter().find(|k| k.id == ADMIN_KEY) else {
+        bail!(
+            "no admin key in {} (the daemon makes one at its first start when no key is configured); \
+             make another with `campeer keys add NAME --role control`",
+            store.path().display()
+        );
+    };
+    print_pairing(&page_base_url(&config), admin);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `campeer keys add|list|revoke`.
+pub fn keys(action: &KeysAction, args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let (config, store) = resolve(args)?;
+    match action {
+        KeysAction::Add { name, role } => {
+            let role: Role = role
+                .parse()
+                .map_err(|()| anyhow::anyhow!("role must be view or control"))?;
+            let key = store.add(name, role)?;
+            eprintln!(
+                "campeer: added key {:?} ({}) to {}",
+                key.id,
+                role.as_str(),
+                store.path().display()
+            );
+            print_pairing(&page_base_url(&config), &key);
+        }
+        KeysAction::List => {
+            let file = store.load()?;
+            for k in &config.access.keys {
+                println!("{}\t{}\tconfig file", k.id, k.role.as_str());
+            }
+            for k in &file.keys {
+                println!("{}\t{}\t{}", k.id, k.role.as_str(), store.path().display());
+            }
+            if file.keys.is_empty() && config.access.keys.is_empty() {
+                eprintln!(
+                    "campeer: no keys yet (the daemon makes an admin key at its first start)"
+                );
+            }
+        }
+        KeysAction::Revoke { name } => {
+            if !store.revoke(name)? {
+                if config.access.keys.iter().any(|k| &k.id == name) {
+                    bail!("key {name:?} is in the configuration file; remove it there");
+                }
+                bail!("no key {name:?} in {}", store.path().display());
+            }
+            eprintln!("campeer: revoked {name:?}; a running daemon drops it within a second");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

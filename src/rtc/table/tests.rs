@@ -1,0 +1,470 @@
+//! The table's decisions in simulated time: no broker, no DTLS, no clock.
+
+use super::*;
+use crate::control::config::Role;
+use crate::signaling::auth::{sign, KeyEntry};
+use std::sync::Mutex;
+
+const DEVICE: &str = "cam1";
+const SECRET: &[u8] = b"table-secret-0123456789";
+const SID: &str = "sessionA1";
+const SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=recvonly\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+const SEC: u64 = 1_000_000;
+
+#[derive(Default)]
+struct Recorder {
+    sent: Mutex<Vec<(String, DeviceMessage, Option<String>)>>,
+    spawned: Mutex<Vec<(SessionSpec, mpsc::Receiver<SessionInput>)>>,
+}
+
+struct Fakes(Arc<Recorder>);
+
+impl Outbox for Fakes {
+    fn send(&self, sid: &str, msg: DeviceMessage, mac: Option<String>) {
+        self.0.sent.lock().unwrap().push((sid.to_owned(), msg, mac));
+    }
+}
+
+impl Spawn for Fakes {
+    fn spawn(&self, spec: SessionSpec, _events: mpsc::Sender<SessionEvent>) -> SessionHandle {
+        let (tx, rx) = mpsc::channel(256);
+        let handle = SessionHandle::new(spec.id, spec.sid.clone(), Arc::new(Mutex::new(None)), tx);
+        self.0.spawned.lock().unwrap().push((spec, rx));
+        handle
+    }
+}
+
+struct Bench {
+    rec: Arc<Recorder>,
+    table: SessionTable,
+    _events: mpsc::Receiver<SessionEvent>,
+}
+
+fn keys() -> Vec<KeyEntry> {
+    vec![
+        KeyEntry {
+            id: "phone".into(),
+            secret: SECRET.to_vec(),
+            role: Role::Control,
+        },
+        KeyEntry {
+            id: "wall".into(),
+            secret: b"wall-secret-0123456789".to_vec(),
+            role: Role::View,
+        },
+    ]
+}
+
+fn bench_with(authz: OfferAuthorizer, max_sessions: usize) -> Bench {
+    let rec = Arc::new(Recorder::default());
+    let (tx, rx) = mpsc::channel(16);
+    let limits = TableLimits {
+        max_sessions,
+        max_pending: 8,
+        max_payload: MAX_PAYLOAD,
+        offer_rate: 5,
+        offer_burst: 10,
+    };
+    let table = SessionTable::new(
+        Arc::new(Fakes(rec.clone())),
+        Arc::new(Fakes(rec.clone())),
+        authz,
+        DEVICE,
+        limits,
+        tx,
+    );
+    Bench {
+        rec,
+        table,
+        _events: rx,
+    }
+}
+
+fn bench() -> Bench {
+    bench_with(OfferAuthorizer::signed(keys(), [0; 16], 0), 4)
+}
+
+impl Bench {
+    fn nonce(&self) -> String {
+        self.table.authz().nonce().expect("signed").to_owned()
+    }
+
+    fn offer(
+        &self,
+        sid: &str,
+        key: &str,
+        secret: &[u8],
+        role: &str,
+        sdp: &str,
+    ) -> (String, String) {
+        let nonce = self.nonce();
+        let sig = sign(secret, DEVICE, sid, role, &nonce, sdp);
+        let json = serde_json::json!({"type": "offer", "sdp": sdp,
+            "auth": {"key": key, "role": role, "nonce": nonce, "sig": sig}});
+        (json.to_string(), sig)
+    }
+
+    fn send(&mut self, sid: &str, payload: &str, now: u64) {
+        self.table.handle_message(sid, payload.as_bytes(), now);
+    }
+
+    fn sent(&self) -> Vec<(String, DeviceMessage, Option<String>)> {
+        std::mem::take(&mut *self.rec.sent.lock().unwrap())
+    }
+
+    fn spawned(&self) -> usize {
+        self.rec.spawned.lock().unwrap().len()
+    }
+
+    /// Inputs delivered to session number `i` so far.
+    fn inputs(&self, i: usize) -> Vec<SessionInput> {
+        let mut spawned = self.rec.spawned.lock().unwrap();
+        let rx = &mut spawned[i].1;
+        let mut out = Vec::new();
+        while let Ok(x) = rx.try_recv() {
+            out.push(x);
+        }
+        out
+    }
+
+    fn key_of(&self, i: usize) -> SessionKey {
+        self.rec.spawned.lock().unwrap()[i]
+            .0
+            .key
+            .clone()
+            .expect("signed session")
+    }
+
+    /// Opens a signed session on SID; returns its key.
+    fn open(&mut self) -> SessionKey {
+        let (offer, _) = self.offer(SID, "phone", SECRET, "control", SDP);
+        self.send(SID, &offer, SEC);
+        assert_eq!(self.spawned(), 1, "{:?}", self.sent());
+        self.key_of(0)
+    }
+}
+
+fn candidate_json(c: &str, mac: Option<&str>) -> String {
+    let mut v = serde_json::json!({"type": "candidate",
+        "candidate": {"candidate": c, "sdpMid": "0", "sdpMLineIndex": 0}});
+    if let Some(m) = mac {
+        v["mac"] = m.into();
+    }
+    v.to_string()
+}
+
+fn cand_mac(k: &SessionKey, c: &str) -> String {
+    k.mac(Direction::In, "candidate", &format!("{c}\n0\n0"))
+}
+
+fn error_code(m: &DeviceMessage) -> Option<ErrorCode> {
+    match m {
+        DeviceMessage::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+const CAND: &str = "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host";
+
+#[test]
+fn a_signed_offer_opens_a_session_with_the_derived_key() {
+    let mut b = bench();
+    let k = b.open();
+    let (_, sig) = b.offer(SID, "phone", SECRET, "control", SDP);
+    assert_eq!(k, SessionKey::derive(SECRET, &sig));
+    assert!(b.sent().is_empty());
+    assert!(b.table.key_used("phone"));
+}
+
+#[test]
+fn forged_bye_and_candidates_are_ignored_without_reply() {
+    let mut b = bench();
+    let k = b.open();
+    b.send(SID, r#"{"type":"bye"}"#, 2 * SEC);
+    b.send(
+        SID,
+        r#"{"type":"bye","mac":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+        2 * SEC,
+    );
+    for i in 0..50 {
+        let forged = format!("candidate:{i} 1 udp 1 203.0.113.{i} 9 typ host");
+        b.send(SID, &candidate_json(&forged, None), 2 * SEC);
+        b.send(
+            SID,
+            &candidate_json(&forged, Some(&cand_mac(&k, CAND))),
+            2 * SEC,
+        );
+    }
+    b.send(SID, "not json", 2 * SEC);
+    assert!(b.inputs(0).is_empty(), "nothing forged reaches the session");
+    assert!(b.sent().is_empty(), "no reply to forgeries");
+    assert_eq!(b.table.bad_macs(), 103);
+    // The viewer's own, mac'd messages still work.
+    b.send(
+        SID,
+        &candidate_json(CAND, Some(&cand_mac(&k, CAND))),
+        3 * SEC,
+    );
+    let bye_mac = k.mac(Direction::In, "bye", "");
+    b.send(
+        SID,
+        &format!(r#"{{"type":"bye","mac":"{bye_mac}"}}"#),
+        3 * SEC,
+    );
+    let inputs = b.inputs(0);
+    assert!(
+        matches!(inputs[0], SessionInput::Candidate(Some(_))),
+        "{inputs:?}"
+    );
+    assert!(matches!(inputs[1], SessionInput::Bye), "{inputs:?}");
+}
+
+#[test]
+fn a_replayed_offer_cannot_open_a_second_session() {
+    let mut b = bench();
+    b.open();
+    let (offer, _) = b.offer(SID, "phone", SECRET, "control", SDP);
+    // The session ends; the captured offer is replayed on the same sid.
+    b.table.handle_event(SessionEvent::Ended {
+        id: 1,
+        sid: SID.into(),
+        reason: None,
+    });
+    b.send(SID, &offer, 5 * SEC);
+    assert_eq!(b.spawned(), 1);
+    let sent = b.sent();
+    assert_eq!(error_code(&sent[0].1), Some(ErrorCode::Unauthorized));
+    assert_eq!(sent[0].2, None, "no session key: no mac");
+    // Two nonce periods later the nonce itself has expired.
+    let period = crate::signaling::auth::NONCE_PERIOD.as_micros() as u64;
+    assert!(b.table.rotate_nonce_if_due(period + 1, || [1; 16]));
+    assert!(
+        !b.table.rotate_nonce_if_due(period + 2, || [9; 16]),
+        "not due yet"
+    );
+    assert!(b.table.rotate_nonce_if_due(2 * period + 2, || [2; 16]));
+    b.send(SID, &offer, 2 * period + 3);
+    assert_eq!(b.spawned(), 1);
+    let sent = b.sent();
+    let DeviceMessage::Error { code, message } = &sent[0].1 else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(*code, ErrorCode::Unauthorized);
+    assert!(message.contains("nonce"), "{message}");
+}
+
+#[test]
+fn a_repeated_offer_gets_the_same_answer_with_its_mac() {
+    let mut b = bench();
+    let k = b.open();
+    // Still negotiating: the session is asked to answer again.
+    let (offer, _) = b.offer(SID, "phone", SECRET, "control", SDP);
+    b.send(SID, &offer, 2 * SEC);
+    assert!(matches!(b.inputs(0)[..], [SessionInput::RepeatAnswer]));
+    // Answered: the table repeats it, mac'd.
+    let answer = b.table.sessions[SID].handle.answer.clone();
+    *answer.lock().unwrap() = Some("v=0 answer".into());
+    b.send(SID, &offer, 3 * SEC);
+    let sent = b.sent();
+    assert_eq!(sent.len(), 1);
+    let mac = sent[0].2.clone();
+    assert!(k.verify(Direction::Out, "answer", "v=0 answer", mac.as_deref()));
+    assert_eq!(b.spawned(), 1);
+}
+
+#[test]
+fn renegotiation_rules() {
+    let mut b = bench();
+    let k = b.open();
+    let sdp2 = format!("{SDP}a=ice-restart:1\r\n");
+    // A view-role offer on the control session: refused with a mac'd error.
+    let (other_role, _) = b.offer(SID, "phone", SECRET, "view", &sdp2);
+    b.send(SID, &other_role, 2 * SEC);
+    // Another key (the wall key, correctly signed): refused.
+    let (other_key, _) = b.offer(SID, "wall", b"wall-secret-0123456789", "view", &sdp2);
+    b.send(SID, &other_key, 2 * SEC);
+    // A forged renegotiation (bad signature): refused.
+    let forged = serde_json::json!({"type":"offer","sdp": sdp2,
+        "auth":{"key":"phone","role":"control","nonce": b.nonce(),"sig":"A".repeat(43)}})
+    .to_string();
+    b.send(SID, &forged, 2 * SEC);
+    let sent = b.sent();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    for (_, m, mac) in &sent {
+        assert_eq!(error_code(m), Some(ErrorCode::Unauthorized));
+        assert!(k.verify(Direction::Out, "error", "unauthorized", mac.as_deref()));
+    }
+    assert!(b.inputs(0).is_empty(), "the session is left as it was");
+    // A newly signed offer with the same key and role renegotiates.
+    let (good, _) = b.offer(SID, "phone", SECRET, "control", &sdp2);
+    b.send(SID, &good, 3 * SEC);
+    assert!(matches!(&b.inputs(0)[..], [SessionInput::Offer(s)] if *s == sdp2));
+    // The first offer again: it was accepted before and is not the latest.
+    let (first, _) = b.offer(SID, "phone", SECRET, "control", SDP);
+    b.send(SID, &first, 4 * SEC);
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::Unauthorized));
+    assert!(b.inputs(0).is_empty());
+}
+
+#[test]
+fn early_candidates_are_checked_once_the_offer_arrives() {
+    let mut b = bench();
+    let (offer, sig) = b.offer(SID, "phone", SECRET, "control", SDP);
+    let k = SessionKey::derive(SECRET, &sig);
+    b.send(SID, &candidate_json(CAND, Some(&cand_mac(&k, CAND))), SEC);
+    b.send(
+        SID,
+        &candidate_json("candidate:2 1 udp 1 203.0.113.9 9 typ host", None),
+        SEC,
+    );
+    b.send(SID, r#"{"type":"bye"}"#, SEC);
+    assert_eq!(
+        b.table.early_sids(),
+        1,
+        "an unverifiable bye does not drop them"
+    );
+    b.send(SID, &offer, 2 * SEC);
+    let spawned = b.rec.spawned.lock().unwrap();
+    let early = &spawned[0].0.early;
+    assert_eq!(early.len(), 1);
+    assert_eq!(early[0].as_ref().map(|c| c.candidate.as_str()), Some(CAND));
+    drop(spawned);
+    assert_eq!(b.table.early_bytes(), 0);
+    assert_eq!(b.table.bad_macs(), 1);
+}
+
+#[test]
+fn early_candidates_are_bounded_and_expire() {
+    let mut b = bench();
+    for i in 0..(EARLY_CANDIDATES_MAX + 5) {
+        b.send(
+            SID,
+            &candidate_json(&format!("candidate:{i} 1 udp 1 127.0.0.1 9 typ host"), None),
+            SEC,
+        );
+    }
+    assert!(b.table.early_bytes() > 0);
+    let held = b.table.early_bytes();
+    b.table
+        .expire(SEC + EARLY_CANDIDATES_TTL.as_micros() as u64 + 1);
+    assert_eq!(b.table.early_sids(), 0);
+    assert_eq!(b.table.early_bytes(), 0, "{held} bytes freed");
+    // Bytes across sids are capped.
+    let big = format!(
+        "candidate:1 1 udp 1 127.0.0.1 9 typ host {}",
+        "x".repeat(960)
+    );
+    for i in 0..EARLY_SIDS_MAX {
+        b.send(&format!("sid{i:06}"), &candidate_json(&big, None), 20 * SEC);
+    }
+    assert!(b.table.early_bytes() <= EARLY_BYTES_MAX);
+    assert!(b.table.early_sids() < EARLY_SIDS_MAX);
+}
+
+#[test]
+fn long_candidates_and_too_many_candidates_are_refused() {
+    let mut b = bench();
+    let k = b.open();
+    let long = format!(
+        "candidate:1 1 udp 1 127.0.0.1 9 typ host {}",
+        "x".repeat(CANDIDATE_MAX_LEN)
+    );
+    b.send(
+        SID,
+        &candidate_json(&long, Some(&cand_mac(&k, &long))),
+        2 * SEC,
+    );
+    let sent = b.sent();
+    assert_eq!(error_code(&sent[0].1), Some(ErrorCode::BadRequest));
+    assert!(
+        sent[0].2.is_some(),
+        "errors on a live signed session carry a mac"
+    );
+    for i in 0..(REMOTE_CANDIDATES_MAX + 10) {
+        let c = format!("candidate:{i} 1 udp 1 127.0.0.1 9 typ host");
+        b.send(SID, &candidate_json(&c, Some(&cand_mac(&k, &c))), 2 * SEC);
+    }
+    assert_eq!(b.inputs(0).len(), REMOTE_CANDIDATES_MAX);
+}
+
+#[test]
+fn refusals_before_any_session() {
+    let mut b = bench();
+    let nonce = b.nonce();
+    let cases = [
+        // No auth.
+        (
+            serde_json::json!({"type":"offer","sdp":SDP}),
+            ErrorCode::Unauthorized,
+        ),
+        // A version-1 signature (no nonce).
+        (
+            serde_json::json!({"type":"offer","sdp":SDP,"auth":{"key":"phone","role":"control",
+            "sig": crate::signaling::auth::sign(SECRET, DEVICE, SID, "control", "", SDP)}}),
+            ErrorCode::Unauthorized,
+        ),
+        // A made-up nonce, well signed.
+        (
+            serde_json::json!({"type":"offer","sdp":SDP,"auth":{"key":"phone","role":"control","nonce":"bWFkZS11cA",
+            "sig": sign(SECRET, DEVICE, SID, "control", "bWFkZS11cA", SDP)}}),
+            ErrorCode::Unauthorized,
+        ),
+        // A view key asking for control.
+        (
+            serde_json::json!({"type":"offer","sdp":SDP,"auth":{"key":"wall","role":"control","nonce":nonce,
+            "sig": sign(b"wall-secret-0123456789", DEVICE, SID, "control", &nonce, SDP)}}),
+            ErrorCode::Unauthorized,
+        ),
+        (serde_json::json!({"type":"offer"}), ErrorCode::BadRequest),
+    ];
+    for (msg, want) in cases {
+        b.send(SID, &msg.to_string(), SEC);
+        let sent = b.sent();
+        assert_eq!(error_code(&sent[0].1), Some(want), "{msg}");
+        assert_eq!(sent[0].2, None);
+    }
+    assert_eq!(b.spawned(), 0);
+    b.send(SID, &"x".repeat(MAX_PAYLOAD + 1), SEC);
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::TooLarge));
+}
+
+#[test]
+fn the_session_limit_comes_before_any_peer_connection() {
+    let mut b = bench_with(OfferAuthorizer::signed(keys(), [0; 16], 0), 1);
+    b.open();
+    let (offer, _) = b.offer("sessionB2", "phone", SECRET, "control", SDP);
+    b.send("sessionB2", &offer, 2 * SEC);
+    assert_eq!(b.spawned(), 1);
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::Busy));
+}
+
+#[test]
+fn revoking_a_key_closes_its_sessions() {
+    let mut b = bench();
+    b.open();
+    let closed = b.table.set_keys(vec![keys().remove(1)]);
+    assert_eq!(closed, 1);
+    assert!(matches!(
+        b.inputs(0)[..],
+        [SessionInput::Close(ByeReason::Closed)]
+    ));
+    let (offer, _) = b.offer("sessionC3", "phone", SECRET, "control", SDP);
+    b.send("sessionC3", &offer, 2 * SEC);
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::Unauthorized));
+}
+
+#[test]
+fn open_devices_take_unsigned_messages() {
+    let mut b = bench_with(OfferAuthorizer::open([0; 16], 0), 4);
+    b.send(
+        SID,
+        &serde_json::json!({"type":"offer","sdp":SDP}).to_string(),
+        SEC,
+    );
+    assert_eq!(b.spawned(), 1);
+    assert!(b.rec.spawned.lock().unwrap()[0].0.key.is_none());
+    b.send(SID, &candidate_json(CAND, None), SEC);
+    b.send(SID, r#"{"type":"bye"}"#, SEC);
+    let inputs = b.inputs(0);
+    assert_eq!(inputs.len(), 2, "{inputs:?}");
+}
