@@ -49,6 +49,8 @@ fn offer_sdp() -> String {
 /// Publishes `msg` on `sid`'s in topic and returns the device's reply, if any.
 async fn ask(attacker: &mut RawClient, sid: &str, msg: &Value) -> Option<Value> {
     let out = out_topic(DEV, sid);
+    // Forget what the topic carried before (the victim's own session).
+    while attacker.recv_on(&out, Duration::from_millis(200)).await.is_some() {}
     attacker.publish(&in_topic(DEV, sid), msg.to_string()).await;
     attacker.recv_on(&out, Duration::from_secs(3)).await
 }
