@@ -262,6 +262,7 @@ export class Ui {
     const showNote = v.claimLink !== null && !this.claimNoteDismissed;
     this.pairCard.hidden = !(signed && (v.needPairing || showNote));
     this.pairPrompt.hidden = !v.needPairing;
+    el("pair-title").textContent = v.needPairing ? "Pair this browser" : "Your pairing link";
     this.claimBox.hidden = !(v.needPairing && v.claimable);
     this.claimNote.hidden = !showNote;
     if (v.claimLink !== null && this.claimLinkEl.value !== v.claimLink) this.claimLinkEl.value = v.claimLink;
