@@ -5,22 +5,41 @@
 // Recovery: a dropped broker connection, an ICE failure, a device `bye`, a
 // stalled picture or the device coming back online each lead to a new
 // session, after a backoff that grows with each failure in a row and resets
-// once a session plays.
+// once a session plays. A refused key never leads to a retry: it needs the
+// user (pair again).
+//
+// Authorization (PROTOCOL.md section 5): a pairing link (`#pair=id.secret`)
+// gives the page a key, kept per device in localStorage. On a signed device
+// the page logs in to the device's own broker with it, fetches its ICE
+// servers with it, and signs each offer over the device's latest nonce,
+// trying role `control` first and `view` once if that is refused.
 
 import mqtt from "mqtt";
 import type { MqttClient } from "mqtt";
 import { ClockMap, median } from "./clock";
-import { AccessKey, PageConfig, Presence, Role, Topics, brokerUrl, parseOut, parsePresence } from "./protocol";
+import { AccessKey, Role, RoleLadder, mqttPassword } from "./auth";
+import { StoredKey, fragmentWithoutPair, keyFromFragment, pairValueOfFragment, pairingLink, parsePairingInput, parseStoredKey } from "./pairing";
+import {
+  PageConfig,
+  Presence,
+  Topics,
+  brokerUrl,
+  effectiveAuth,
+  parseIceServers,
+  parseOut,
+  parsePresence,
+} from "./protocol";
 import { Rpc, RpcError } from "./rpc";
 import { EndReason, Session, SessionState, Signaling, errText } from "./session";
 import { Stamp, diffMod32, readStamp } from "./stamp";
-import { Ui, fmtBitrate, fmtMs } from "./ui";
+import { MqttState, Ui, fmtBitrate, fmtMs } from "./ui";
 
 type ViewerState =
   | "loading"
   | "broker"
   | "offline"
   | "need-key"
+  | "no-nonce"
   | "signaling"
   | "connecting"
   | "connected"
@@ -38,11 +57,22 @@ interface ControlState {
 /** Everything the page knows, on `window.campeer` for tests and curious users. */
 interface Exposed {
   state: ViewerState;
-  mqtt: "connecting" | "connected" | "disconnected";
+  mqtt: MqttState;
   brokerUrl: string | null;
   device: Presence | null;
   auth: "open" | "signed";
+  /** The id of the key the page holds for this device. */
+  keyId: string | null;
+  /** Why the device refused the key, when it did. */
+  keyRefused: string | null;
+  /** The role of the running (or last) session. */
   role: Role | null;
+  /** Device messages ignored because their mac did not verify. */
+  unverified: number;
+  /** Where the ICE servers came from: `ice.json`, `config.json` (fallback) or null (not yet). */
+  iceSource: "ice.json" | "config.json" | null;
+  /** The pairing link a claim produced. */
+  claimLink: string | null;
   sid: string | null;
   sessions: number;
   videoWidth: number;
@@ -80,6 +110,10 @@ const STALL_RESTART_MS = 8_000;
 const PING_EVERY_MS = 2_000;
 const STATS_EVERY_MS = 1_000;
 const LATENCY_WINDOW = 30;
+/** ICE servers from ice.json are fetched again for a session after this long (TURN credentials may expire). */
+const ICE_FRESH_MS = 5 * 60_000;
+/** At most one log line about unverified messages per this long. */
+const UNVERIFIED_LOG_EVERY_MS = 5_000;
 
 class Viewer {
   private readonly ui = new Ui();
@@ -88,8 +122,13 @@ class Viewer {
     mqtt: "connecting",
     brokerUrl: null,
     device: null,
-    auth: "open",
+    auth: "signed",
+    keyId: null,
+    keyRefused: null,
     role: null,
+    unverified: 0,
+    iceSource: null,
+    claimLink: null,
     sid: null,
     sessions: 0,
     videoWidth: 0,
@@ -119,7 +158,19 @@ class Viewer {
   private failedConnects = 0;
   private session: Session | null = null;
   private rpc: Rpc | null = null;
-  private key: AccessKey | null = null;
+  private key: StoredKey | null = null;
+  private ladder: RoleLadder | null = null;
+  /** A key from the page's URL fragment, until config.json says which device it is for. */
+  private fragmentKey: AccessKey | null = null;
+  /** The device's latest offer nonce (from its status). */
+  private nonce: string | null = null;
+  private iceServers: RTCIceServer[] | null = null;
+  private iceFreshUntil = 0;
+  /** Bumped whenever the key changes: answers to requests made with an older key are dropped. */
+  private keyGeneration = 0;
+  private iceLoading = -1;
+  private lastUnverifiedLog = -Infinity;
+  private mqttRetry: ReturnType<typeof setTimeout> | null = null;
   /** Set when retrying cannot help until the user acts. */
   private halted: "unauthorized" | "unsupported" | "replaced" | null = null;
   private attempt = 0;
@@ -141,10 +192,14 @@ class Viewer {
   }
 
   async start(): Promise<void> {
+    // Before anything else: take a pairing key out of the address bar, so
+    // that it is neither bookmarked, shared nor kept in the history.
+    this.takeFragmentKey();
     this.mark("script");
     this.ui.onUnmute = () => this.ui.toggleMute();
     this.ui.onReconnect = () => this.manualReconnect();
-    this.ui.onKey = (k) => this.useKey(k);
+    this.ui.onPair = (text) => this.pairFromInput(text);
+    this.ui.onClaim = () => void this.claim();
     this.ui.onForgetKey = () => this.forgetKey();
     this.ui.onToggle = (name) => void this.toggle(name);
     this.render();
@@ -153,11 +208,23 @@ class Viewer {
     this.mark("config");
     this.st.state = "broker";
     this.topics = new Topics(this.cfg.prefix, this.cfg.device_id);
-    this.st.auth = this.cfg.auth === "signed" ? "signed" : "open";
-    this.key = this.loadKey();
+    this.st.auth = effectiveAuth(this.cfg.auth, undefined);
+    if (this.fragmentKey) {
+      this.setKey({ ...this.fragmentKey, role: null });
+      this.log(`paired with key "${this.fragmentKey.id}" from the link`, "ok");
+      this.fragmentKey = null;
+    } else {
+      this.setKey(this.loadKey(), false);
+    }
     this.ui.setDeviceName(this.cfg.device_id);
     document.title = `${this.cfg.device_id} · campeer`;
-    this.connectBroker();
+    this.loadIce();
+    if (this.needsKeyForBroker() && !this.key) {
+      this.st.mqtt = "off";
+      this.log("not paired: the camera's broker admits paired browsers only");
+    } else {
+      this.connectBroker();
+    }
 
     this.frameLoop();
     setInterval(() => void this.stats(), STATS_EVERY_MS);
@@ -187,16 +254,52 @@ class Viewer {
     }
   }
 
-  private loadKey(): AccessKey | null {
+  private takeFragmentKey(): void {
+    const hash = window.location.hash;
+    if (pairValueOfFragment(hash) === null) return;
+    this.fragmentKey = keyFromFragment(hash);
+    const { pathname, search } = window.location;
     try {
-      const raw = localStorage.getItem(this.keyStorageName());
-      if (!raw) return null;
-      const k = JSON.parse(raw) as AccessKey;
-      if (typeof k.id === "string" && typeof k.secret === "string" && (k.role === "view" || k.role === "control")) return k;
+      history.replaceState(history.state, "", `${pathname}${search}${fragmentWithoutPair(hash)}`);
     } catch {
-      /* storage disabled or garbage: no key */
+      window.location.hash = fragmentWithoutPair(hash);
     }
-    return null;
+    if (!this.fragmentKey) this.ui.pairMessage("The pairing link in the address was malformed: ask for a new one.", true);
+  }
+
+  private loadKey(): StoredKey | null {
+    try {
+      return parseStoredKey(localStorage.getItem(this.keyStorageName()));
+    } catch {
+      return null; // storage disabled
+    }
+  }
+
+  /** Makes `k` the page's key (null: none), and stores it unless told not to. */
+  private setKey(k: StoredKey | null, store = true): void {
+    this.key = k;
+    this.keyGeneration++;
+    this.ladder = k ? new RoleLadder(k.role) : null;
+    this.st.keyId = k?.id ?? null;
+    this.st.keyRefused = null;
+    if (!store) return;
+    try {
+      if (k) localStorage.setItem(this.keyStorageName(), JSON.stringify(k));
+      else localStorage.removeItem(this.keyStorageName());
+    } catch {
+      /* private mode: the key lasts for this page only */
+    }
+  }
+
+  /** Whether this page must hold a key before it may talk to the broker at all. */
+  private needsKeyForBroker(): boolean {
+    return this.cfg.own_broker === true && this.st.auth === "signed";
+  }
+
+  /** The credentials for the device's own broker, and for ice.json. */
+  private brokerLogin(): { username: string; password: string } | null {
+    if (!this.key) return null;
+    return { username: this.key.id, password: mqttPassword(this.key.secret, this.cfg.device_id) };
   }
 
   private keyStorageName(): string {
@@ -206,6 +309,8 @@ class Viewer {
   // ---- MQTT ---------------------------------------------------------------
 
   private connectBroker(): void {
+    this.clearMqttRetry();
+    this.st.mqtt = "connecting";
     const raw = brokerUrl(this.cfg, window.location);
     let url = raw;
     let username: string | undefined;
@@ -221,6 +326,20 @@ class Viewer {
       }
     } catch {
       /* mqtt.js reports a bad URL itself */
+    }
+    // The device's own broker admits key holders only; an open device's
+    // broker, anyone.
+    const keyLogin = this.needsKeyForBroker();
+    if (keyLogin) {
+      const login = this.brokerLogin();
+      if (!login) {
+        this.st.mqtt = "off";
+        return;
+      }
+      ({ username, password } = login);
+    } else if (this.cfg.own_broker) {
+      username = undefined;
+      password = undefined;
     }
     this.st.brokerUrl = url;
     this.log(`broker ${url}`);
@@ -268,11 +387,47 @@ class Viewer {
       if (this.failedConnects % 5 === 0) void this.recheckConfig();
     });
     client.on("error", (e) => {
-      if (this.client === client) this.error("mqtt", errText(e));
+      if (this.client !== client) return;
+      this.error("mqtt", errText(e));
+      // A refused CONNECT: mqtt.js does not retry by itself.
+      const code = (e as { code?: unknown }).code;
+      if (typeof code !== "number" || !/^Connection refused/.test(e.message)) return;
+      this.client = null;
+      client.end(true);
+      if (code === 4 || code === 5) {
+        // Bad user name or password / not authorized: retrying cannot help.
+        this.st.mqtt = "refused";
+        if (keyLogin) this.keyRefused("the camera's broker refused this key");
+        else this.error("mqtt", "the broker refused the login in the broker URL");
+        this.render();
+        return;
+      }
+      this.st.mqtt = "disconnected";
+      this.failedConnects++;
+      const delay = Math.min(10_000, 1000 * 2 ** Math.min(this.failedConnects, 4)) * (0.8 + 0.4 * Math.random());
+      this.mqttRetry = setTimeout(() => {
+        this.mqttRetry = null;
+        if (!this.client) this.connectBroker();
+      }, delay);
+      this.render();
     });
     client.on("message", (topic, payload) => {
       if (this.client === client) this.onMessage(topic, payload);
     });
+  }
+
+  private clearMqttRetry(): void {
+    if (this.mqttRetry) clearTimeout(this.mqttRetry);
+    this.mqttRetry = null;
+  }
+
+  private disconnectBroker(): void {
+    this.clearMqttRetry();
+    const old = this.client;
+    this.client = null;
+    old?.end(true);
+    this.st.mqtt = "off";
+    this.st.device = null;
   }
 
   private async recheckConfig(): Promise<void> {
@@ -280,6 +435,18 @@ class Viewer {
       const r = await fetch("config.json", { cache: "no-store" });
       if (!r.ok) return;
       const c = (await r.json()) as PageConfig;
+      if (typeof c.device_id !== "string" || typeof c.prefix !== "string") return;
+      if (c.device_id !== this.cfg.device_id || c.prefix !== this.cfg.prefix || c.auth !== this.cfg.auth || !!c.own_broker !== !!this.cfg.own_broker) {
+        // Another device, or its access changed: start from scratch (the
+        // key stays stored).
+        this.log("the camera's configuration changed: reloading");
+        window.location.reload();
+        return;
+      }
+      if (!!c.claimable !== !!this.cfg.claimable) {
+        this.cfg = { ...this.cfg, claimable: c.claimable };
+        this.render();
+      }
       if (brokerUrl(c, window.location) !== brokerUrl(this.cfg, window.location)) {
         this.log("broker address changed");
         this.cfg = c;
@@ -325,7 +492,21 @@ class Viewer {
   private onPresence(p: Presence): void {
     const was = this.st.device?.state;
     this.st.device = p;
-    if (p.auth === "signed" || p.auth === "open") this.st.auth = p.auth;
+    this.nonce = p.state === "online" && typeof p.nonce === "string" ? p.nonce : null;
+    if ((p.auth === "signed" || p.auth === "open") && p.auth !== this.cfg.auth) {
+      // The status disagrees with config.json: the device may have been
+      // reconfigured (then config.json changed too), or someone else is
+      // publishing on a shared broker (then only the stricter one counts).
+      void this.recheckConfig();
+    }
+    const auth = effectiveAuth(this.cfg.auth, p.auth);
+    if (auth !== this.st.auth) {
+      this.log(`the camera is ${auth === "open" ? "open" : "signed"}`);
+      this.st.auth = auth;
+      if (this.session) this.endSession(true);
+      this.iceServers = null;
+      this.loadIce();
+    }
     if (p.state === "offline") {
       if (was !== "offline") this.log("camera offline", "bad");
       if (this.session) this.endSession(false);
@@ -367,8 +548,19 @@ class Viewer {
   private ensureSession(): void {
     if (this.session || this.restartTimer || this.halted) return;
     if (this.st.mqtt !== "connected" || this.st.device?.state !== "online") return;
-    if (this.st.auth === "signed" && !this.key) {
+    const signed = this.st.auth === "signed";
+    if (signed && !this.key) {
       this.render();
+      return;
+    }
+    // A signed offer needs the device's nonce; a v2 device's status always
+    // has one (a status without it is from an older device).
+    if (signed && !this.nonce) {
+      this.render();
+      return;
+    }
+    if (this.iceServers === null || performance.now() > this.iceFreshUntil) {
+      this.loadIce(); // calls back here when done
       return;
     }
     this.startSession();
@@ -376,12 +568,14 @@ class Viewer {
 
   private startSession(): void {
     const key = this.st.auth === "signed" ? this.key : null;
+    const role: Role = key && this.ladder ? this.ladder.current : "control";
+    const auth = key ? { key, role, nonce: () => this.nonce } : null;
     const s: Session = new Session(
       {
         topics: this.topics,
         deviceId: this.cfg.device_id,
-        iceServers: this.cfg.ice_servers ?? [],
-        key,
+        iceServers: this.iceServers ?? [],
+        auth,
       },
       this.signaling,
       {
@@ -398,10 +592,16 @@ class Viewer {
         ended: (why) => {
           if (this.session === s) this.onEnded(why);
         },
+        unverified: (type) => {
+          if (this.session === s) this.onUnverified(type);
+        },
+        notice: (code, message) => {
+          if (this.session === s) this.log(`the camera refused a request (${code}: ${message}); the session goes on`, "bad");
+        },
       },
     );
     this.session = s;
-    this.st.role = key ? key.role : "control";
+    this.st.role = role;
     this.st.sid = s.sid;
     this.st.sessions++;
     this.st.sessionFrames = 0;
@@ -412,7 +612,7 @@ class Viewer {
     this.stampMisses = 0;
     this.st.lastStamp = null;
     this.prevBytes = null;
-    this.log(`calling the camera (session ${s.sid.slice(0, 6)}…)`);
+    this.log(`calling the camera (session ${s.sid.slice(0, 6)}…${key ? `, key "${key.id}" as ${role}` : ""})`);
     this.clearTimer("connectTimer");
     this.connectTimer = setTimeout(() => {
       if (this.session === s && s.state !== "connected") this.fail(`no connection within ${CONNECT_DEADLINE_MS / 1000} s`);
@@ -431,7 +631,8 @@ class Viewer {
       if (s.offerMadeAt !== null) this.mark("offer-made", s.offerMadeAt);
       if (s.offerSentAt !== null) this.mark("offer", s.offerSentAt);
       this.st.state = "connecting";
-      this.log("answer received, connecting");
+      this.log(s.signed ? "verified answer received, connecting" : "answer received, connecting");
+      this.roleAccepted();
     } else if (state === "connected") {
       this.mark("connected");
       this.clearTimer("connectTimer");
@@ -464,11 +665,10 @@ class Viewer {
         this.scheduleRestart();
       }
     } else if (why.kind === "error") {
-      this.error(why.code, why.message);
+      // An offer refusal on a signed device carries no mac: say so.
+      this.error(why.code, `${why.message || why.code}${why.verified ? "" : " (unverified)"}`);
       if (why.code === "unauthorized") {
-        this.halted = "unauthorized";
-        this.st.state = "unauthorized";
-        this.ui.keyStatus(`Refused: ${why.message || "wrong key, secret or role"}`, true);
+        this.onUnauthorized();
       } else if (why.code === "unsupported") {
         this.halted = "unsupported";
         this.st.state = "unsupported";
@@ -531,6 +731,13 @@ class Viewer {
 
   private manualReconnect(): void {
     this.log("reconnect requested");
+    if (this.halted === "unauthorized" && this.key) {
+      // One more try with the refused key, from its stored role.
+      this.ladder = new RoleLadder(this.key.role);
+      this.st.keyRefused = null;
+      if (this.needsKeyForBroker() && !this.client) this.connectBroker();
+      if (this.iceServers === null) this.loadIce();
+    }
     this.halted = null;
     this.attempt = 0;
     this.cancelRestart();
@@ -539,26 +746,184 @@ class Viewer {
     this.render();
   }
 
-  private useKey(k: AccessKey): void {
-    this.key = k;
-    try {
-      localStorage.setItem(this.keyStorageName(), JSON.stringify(k));
-    } catch {
-      /* private mode: the key lasts for this page only */
+  /** The device refused an offer `unauthorized`: another role, or the key is refused. */
+  private onUnauthorized(): void {
+    const role = this.st.role;
+    if (this.st.auth !== "signed" || !this.key || !this.ladder) {
+      // An open device (per config.json) that wants a key: its
+      // configuration changed under the page.
+      this.halted = "unauthorized";
+      this.st.state = "unauthorized";
+      void this.recheckConfig();
+      return;
     }
-    this.ui.keyStatus(`Using key "${k.id}" as ${k.role}`, false);
-    this.manualReconnect();
+    if (this.ladder.refused() === "retry") {
+      this.log(`the camera refused role ${role} for this key: trying ${this.ladder.current}`);
+      this.ensureSession();
+      return;
+    }
+    this.keyRefused("the camera refused every role for this key");
+  }
+
+  /** A verified answer: the device accepted the key with this role, which is kept for it. */
+  private roleAccepted(): void {
+    if (!this.key || !this.ladder || !this.session?.signed) return;
+    const role = this.ladder.accepted();
+    if (this.key.role !== role) {
+      this.key = { ...this.key, role };
+      try {
+        localStorage.setItem(this.keyStorageName(), JSON.stringify(this.key));
+      } catch {
+        /* not stored: the page asks the device again next time */
+      }
+      if (role === "view") this.log("this key may only watch: the switches are disabled");
+    }
+  }
+
+  /** The device refused the key itself: stop everything that uses it, and ask for another. */
+  private keyRefused(why: string): void {
+    this.error("unauthorized", why);
+    this.st.keyRefused = "This key was refused by the device (revoked or wrong).";
+    this.halted = "unauthorized";
+    this.st.state = "unauthorized";
+    this.cancelRestart();
+    this.endSession(true);
+    if (this.needsKeyForBroker()) {
+      this.disconnectBroker();
+      this.st.mqtt = "refused";
+    }
+    this.render();
+  }
+
+  private pairFromInput(text: string): void {
+    const k = parsePairingInput(text);
+    if (!k) {
+      this.ui.pairMessage("That is not a pairing link: it looks like http://…/#pair=id.secret, or id.secret.", true);
+      return;
+    }
+    this.ui.clearPairInput();
+    this.ui.pairMessage("", false);
+    this.useKey(k);
+  }
+
+  /** Starts over with a new key (from the pairing field or a claim). */
+  private useKey(k: AccessKey): void {
+    this.endSession(true);
+    this.setKey({ id: k.id, secret: k.secret, role: null });
+    this.log(`paired with key "${k.id}"`, "ok");
+    this.ui.keyStatus("", false);
+    this.halted = null;
+    this.attempt = 0;
+    this.cancelRestart();
+    this.iceServers = null;
+    this.loadIce();
+    if (this.needsKeyForBroker() || !this.client) {
+      // The broker login is the key's: log in again with the new one.
+      this.disconnectBroker();
+      this.connectBroker();
+    }
+    this.ensureSession();
+    this.render();
   }
 
   private forgetKey(): void {
-    this.key = null;
-    try {
-      localStorage.removeItem(this.keyStorageName());
-    } catch {
-      /* nothing stored */
-    }
-    this.ui.keyStatus("Key forgotten", false);
     this.endSession(true);
+    this.setKey(null);
+    this.halted = null;
+    this.cancelRestart();
+    this.iceServers = null;
+    if (this.needsKeyForBroker()) this.disconnectBroker();
+    this.log("key forgotten");
+    this.ui.pairMessage("Key forgotten.", false);
+    this.render();
+  }
+
+  // ---- claim and ICE servers ----------------------------------------------
+
+  /** Claims an unclaimed device (its first-boot claim window): it answers with the first key. */
+  private async claim(): Promise<void> {
+    this.ui.setClaimBusy(true);
+    try {
+      const r = await fetch("claim", { method: "POST", headers: { "Content-Type": "application/json" }, body: "", cache: "no-store" });
+      if (r.status === 403 || r.status === 409) {
+        this.ui.pairMessage("This camera was already claimed: ask its owner for a pairing link.", true);
+        this.cfg = { ...this.cfg, claimable: false };
+        return;
+      }
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      const body = (await r.json()) as { pair?: unknown };
+      const k = typeof body?.pair === "string" ? parsePairingInput(body.pair) : null;
+      if (!k) throw new Error("the reply has no usable pairing key");
+      this.cfg = { ...this.cfg, claimable: false };
+      this.st.claimLink = pairingLink(window.location.href, k);
+      this.ui.pairMessage("", false);
+      this.log("claimed the camera", "ok");
+      this.useKey(k);
+    } catch (e) {
+      this.ui.pairMessage(`The claim failed: ${errText(e)}`, true);
+      this.error("claim", errText(e));
+    } finally {
+      this.ui.setClaimBusy(false);
+      this.render();
+    }
+  }
+
+  /**
+   * Fetches the ICE servers: `ice.json`, with the key on a signed device.
+   * A device without ice.json (404) or one that cannot be reached leaves
+   * config.json's list; a refused key (401) stops the page.
+   */
+  private loadIce(): void {
+    const signed = this.st.auth === "signed";
+    if (signed && !this.key) return;
+    const generation = this.keyGeneration;
+    if (this.iceLoading === generation) return;
+    this.iceLoading = generation;
+    const headers: Record<string, string> = {};
+    const login = signed ? this.brokerLogin() : null;
+    if (login) headers.Authorization = `Bearer ${login.username}:${login.password}`;
+    const done = (servers: RTCIceServer[], source: "ice.json" | "config.json", freshMs: number) => {
+      if (this.keyGeneration !== generation) return;
+      this.iceServers = servers;
+      this.st.iceSource = source;
+      this.iceFreshUntil = performance.now() + freshMs;
+      this.ensureSession();
+      this.render();
+    };
+    const fallback = this.cfg.ice_servers ?? [];
+    void (async () => {
+      try {
+        const r = await fetch("ice.json", { cache: "no-store", headers });
+        if (this.keyGeneration !== generation) return;
+        if (r.status === 401 || r.status === 403) {
+          this.keyRefused("the camera refused this key (ice.json)");
+          return;
+        }
+        if (r.status === 404) {
+          done(fallback, "config.json", ICE_FRESH_MS);
+          return;
+        }
+        if (!r.ok) throw new Error(`HTTP ${r.status}`);
+        const servers = parseIceServers(await r.json());
+        if (!servers) throw new Error("malformed reply");
+        done(servers, "ice.json", ICE_FRESH_MS);
+      } catch (e) {
+        // The daemon may be restarting: use the fallback now, ask again next session.
+        this.log(`ice.json: ${errText(e)}; using config.json's ICE servers`, "bad");
+        done(fallback, "config.json", 10_000);
+      } finally {
+        if (this.iceLoading === generation) this.iceLoading = -1;
+      }
+    })();
+  }
+
+  private onUnverified(type: string): void {
+    this.st.unverified++;
+    const now = performance.now();
+    if (now - this.lastUnverifiedLog >= UNVERIFIED_LOG_EVERY_MS) {
+      this.lastUnverifiedLog = now;
+      this.log(`ignored an unverified ${type} (${this.st.unverified} so far)`, "bad");
+    }
     this.render();
   }
 
@@ -833,17 +1198,24 @@ class Viewer {
     const st = this.st;
     // Derived states that no event sets by itself.
     if (!this.session && !this.restartTimer && !this.halted && st.state !== "loading") {
-      if (st.mqtt !== "connected") st.state = "broker";
+      if (st.auth === "signed" && !this.key) st.state = "need-key";
+      else if (st.mqtt !== "connected") st.state = "broker";
       else if (st.device?.state !== "online") st.state = "offline";
-      else if (st.auth === "signed" && !this.key) st.state = "need-key";
+      else if (st.auth === "signed" && !this.nonce) st.state = "no-nonce";
     }
+    const signed = st.auth === "signed";
     this.ui.render({
       state: st.state,
       mqtt: st.mqtt,
       device: st.device,
       deviceId: this.cfg?.device_id ?? "",
       auth: st.auth,
-      key: this.key,
+      key: this.key ? { id: this.key.id, role: this.key.role } : null,
+      keyRefused: st.keyRefused,
+      needPairing: signed && this.cfg !== undefined && (!this.key || st.keyRefused !== null),
+      claimable: this.cfg?.claimable === true,
+      claimLink: st.claimLink,
+      unverified: st.unverified,
       role: st.role,
       sid: st.sid,
       hasRpc: this.rpc !== null,

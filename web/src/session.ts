@@ -1,16 +1,11 @@
 // One viewing session: an RTCPeerConnection offered to the device over MQTT
 // (PROTOCOL.md section 3), with trickle ICE both ways and the `control`
-// data channel.
+// data channel. On a signed device the offer is signed over the device's
+// nonce, and every later message is mac'd with the session key both ways
+// (PROTOCOL.md section 5): the page acts only on device messages that verify.
 
-import {
-  AccessKey,
-  OutMessage,
-  Topics,
-  byeMessage,
-  candidateMessage,
-  newSid,
-  offerMessage,
-} from "./protocol";
+import { AccessKey, Role, WireCandidate, judge, sessionKey } from "./auth";
+import { OutMessage, Topics, byeMessage, candidateMessage, newSid, offerMessage } from "./protocol";
 import { Rpc } from "./rpc";
 
 /** What a session needs from the MQTT connection. */
@@ -24,8 +19,16 @@ export type SessionState = "signaling" | "connecting" | "connected" | "disconnec
 
 export type EndReason =
   | { kind: "bye"; reason: string }
-  | { kind: "error"; code: string; message: string }
+  /** `verified`: false for an error without a valid mac (an offer refusal on a signed device). */
+  | { kind: "error"; code: string; message: string; verified: boolean }
   | { kind: "failed"; message: string };
+
+/**
+ * How long an unverified `error` waits before it ends an attempt that has no
+ * verified answer yet: a forged refusal racing the device's real answer
+ * loses to it.
+ */
+const UNVERIFIED_ERROR_GRACE_MS = 1500;
 
 export interface SessionEvents {
   state(s: SessionState): void;
@@ -34,13 +37,25 @@ export interface SessionEvents {
   notification(method: string, params: unknown): void;
   /** The session is over (not called after close()). */
   ended(why: EndReason): void;
+  /** A device message that failed its mac check was ignored. */
+  unverified(type: string): void;
+  /** A verified error on a live session (e.g. a refused renegotiation), which leaves it as it was. */
+  notice(code: string, message: string): void;
+}
+
+/** How a session on a signed device signs: the key, its role, and the device's latest nonce. */
+export interface SessionAuth {
+  key: AccessKey;
+  role: Role;
+  nonce: () => string | null;
 }
 
 export interface SessionOptions {
   topics: Topics;
   deviceId: string;
   iceServers: RTCIceServer[];
-  key: AccessKey | null;
+  /** null on an open device: no signature, no macs. */
+  auth: SessionAuth | null;
 }
 
 export class Session {
@@ -55,10 +70,13 @@ export class Session {
   private readonly pc: RTCPeerConnection;
   private readonly stream = new MediaStream();
   private remoteSet = false;
-  private remoteQueue: (RTCIceCandidateInit | null)[] = [];
+  private remoteQueue: (WireCandidate | null)[] = [];
   private offerSent = false;
-  private localQueue: (RTCIceCandidateInit | null)[] = [];
+  private localQueue: (WireCandidate | null)[] = [];
   private done = false;
+  /** The session key, once the signed offer exists; null on an open device. */
+  private k: Uint8Array | null = null;
+  private pendingError: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly opts: SessionOptions,
@@ -77,7 +95,7 @@ export class Session {
       // An empty candidate string is Chrome's per-generation end marker; the
       // null candidate is the one end-of-candidates the protocol knows.
       if (e.candidate && !e.candidate.candidate) return;
-      this.sendCandidate(e.candidate ? e.candidate.toJSON() : null);
+      this.sendCandidate(e.candidate ? toWire(e.candidate.toJSON()) : null);
     });
     this.pc.addEventListener("track", (e) => {
       if (!this.stream.getTracks().includes(e.track)) this.stream.addTrack(e.track);
@@ -111,15 +129,45 @@ export class Session {
     // The signature covers this exact text: send createOffer's SDP, which
     // is what was applied locally, with candidates following by trickle.
     const sdp = offer.sdp ?? "";
-    await this.sig.publish(this.topicIn, offerMessage(sdp, this.opts.deviceId, this.sid, this.opts.key));
+    const a = this.opts.auth;
+    let signing = null;
+    if (a) {
+      // The latest nonce the device announced: it accepts its current and
+      // its previous one.
+      const nonce = a.nonce();
+      if (!nonce) throw new Error("the device has not announced a nonce");
+      signing = { key: a.key, role: a.role, nonce };
+    }
+    const { json, sig } = offerMessage(sdp, this.opts.deviceId, this.sid, signing);
+    if (a && sig) this.k = sessionKey(a.key.secret, sig);
+    await this.sig.publish(this.topicIn, json);
     this.offerSentAt = performance.now();
     this.offerSent = true;
     for (const c of this.localQueue.splice(0)) this.sendCandidate(c);
   }
 
+  /** Whether the session is signed (its device is not open). */
+  get signed(): boolean {
+    return this.opts.auth !== null;
+  }
+
   /** A message from this session's `out` topic. */
   async handle(msg: OutMessage): Promise<void> {
     if (this.done) return;
+    const verdict = judge(msg, { signed: this.signed, k: this.k, answered: this.remoteSet });
+    if (verdict === "ignore") {
+      this.ev.unverified(msg.type);
+      return;
+    }
+    if (verdict === "unverified-error") {
+      if (msg.type !== "error" || this.pendingError) return;
+      const { code, message } = msg;
+      this.pendingError = setTimeout(() => {
+        this.pendingError = null;
+        if (!this.remoteSet) this.end({ kind: "error", code, message, verified: false });
+      }, UNVERIFIED_ERROR_GRACE_MS);
+      return;
+    }
     switch (msg.type) {
       case "answer":
         if (this.remoteSet) return; // the same answer again (QoS 1 may repeat)
@@ -130,6 +178,7 @@ export class Session {
           return;
         }
         this.remoteSet = true;
+        this.clearPendingError();
         this.answeredAt = performance.now();
         this.setState("connecting");
         for (const c of this.remoteQueue.splice(0)) await this.addRemote(c);
@@ -139,10 +188,14 @@ export class Session {
         else if (this.remoteQueue.length < 64) this.remoteQueue.push(msg.candidate);
         return;
       case "bye":
-        this.end({ kind: "bye", reason: msg.reason });
+        this.end({ kind: "bye", reason: msg.reason ?? "closed" });
         return;
       case "error":
-        this.end({ kind: "error", code: msg.code, message: msg.message });
+        // A verified error on a session that has its answer refuses a
+        // renegotiation, which leaves the session as it was (this page
+        // does not renegotiate, but says so if it ever happens).
+        if (this.remoteSet && this.signed) this.ev.notice(msg.code, msg.message);
+        else this.end({ kind: "error", code: msg.code, message: msg.message, verified: this.signed });
         return;
     }
   }
@@ -151,7 +204,8 @@ export class Session {
   close(bye: boolean): void {
     if (this.done) return;
     this.done = true;
-    if (bye) void this.sig.publish(this.topicIn, byeMessage()).catch(() => {});
+    // No offer out, no session at the device: nothing to end there.
+    if (bye && this.offerSent) void this.sig.publish(this.topicIn, byeMessage(this.k)).catch(() => {});
     this.teardown();
   }
 
@@ -162,7 +216,13 @@ export class Session {
     this.ev.ended(why);
   }
 
+  private clearPendingError(): void {
+    if (this.pendingError) clearTimeout(this.pendingError);
+    this.pendingError = null;
+  }
+
   private teardown(): void {
+    this.clearPendingError();
     this.sig.unsubscribe(this.topicOut);
     for (const t of this.stream.getTracks()) t.stop();
     try {
@@ -173,16 +233,16 @@ export class Session {
     this.state = "closed";
   }
 
-  private sendCandidate(c: RTCIceCandidateInit | null): void {
+  private sendCandidate(c: WireCandidate | null): void {
     if (this.done) return;
     if (!this.offerSent) {
       this.localQueue.push(c);
       return;
     }
-    void this.sig.publish(this.topicIn, candidateMessage(c)).catch(() => {});
+    void this.sig.publish(this.topicIn, candidateMessage(c, this.k)).catch(() => {});
   }
 
-  private async addRemote(c: RTCIceCandidateInit | null): Promise<void> {
+  private async addRemote(c: WireCandidate | null): Promise<void> {
     try {
       if (c === null) await this.pc.addIceCandidate();
       else await this.pc.addIceCandidate(c);
@@ -206,6 +266,13 @@ export class Session {
     this.state = s;
     this.ev.state(s);
   }
+}
+
+/** A browser candidate as the protocol sends it (the text is required there). */
+function toWire(c: RTCIceCandidateInit): WireCandidate {
+  const w: WireCandidate = { candidate: c.candidate ?? "", sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null };
+  if (c.usernameFragment) w.usernameFragment = c.usernameFragment;
+  return w;
 }
 
 export function errText(e: unknown): string {

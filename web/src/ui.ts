@@ -1,15 +1,27 @@
 // The page's DOM: finds the elements of index.html once and redraws them
 // from a plain description of the state. No framework.
 
-import type { AccessKey, Presence, Role } from "./protocol";
+import type { Role } from "./auth";
+import type { Presence } from "./protocol";
+
+export type MqttState = "off" | "connecting" | "connected" | "disconnected" | "refused";
 
 export interface View {
   state: string;
-  mqtt: "connecting" | "connected" | "disconnected";
+  mqtt: MqttState;
   device: Presence | null;
   deviceId: string;
   auth: "open" | "signed";
-  key: AccessKey | null;
+  /** The key this page holds for the device (id only), and the role the device last accepted. */
+  key: { id: string; role: Role | null } | null;
+  /** Why the key is no good, when the device refused it. */
+  keyRefused: string | null;
+  /** Show the pairing prompt. */
+  needPairing: boolean;
+  claimable: boolean;
+  /** The pairing link to save after a claim. */
+  claimLink: string | null;
+  unverified: number;
   role: Role | null;
   sid: string | null;
   hasRpc: boolean;
@@ -37,12 +49,13 @@ const OVERLAY: Record<string, string> = {
   loading: "Loading…",
   broker: "Connecting to the broker…",
   offline: "Waiting for the camera to come online…",
-  "need-key": "This camera needs an access key: enter it in the Access key panel.",
+  "need-key": "This camera shows its picture only to paired browsers: pair this one below.",
+  "no-nonce": "The camera sends no nonce: it runs an older campeer than this page. Update it.",
   signaling: "Calling the camera…",
   connecting: "Connecting…",
   connected: "Connected, waiting for the picture…",
   reconnecting: "Reconnecting…",
-  unauthorized: "The camera refused this key.",
+  unauthorized: "This key was refused by the device (revoked or wrong).",
   unsupported: "This browser and the camera have no video format in common.",
   replaced: "Another viewer took this session over. Press Reconnect.",
 };
@@ -56,19 +69,28 @@ export class Ui {
   private readonly controlsList = el<HTMLUListElement>("controls");
   private readonly controlsEmpty = el<HTMLParagraphElement>("controls-empty");
   private readonly keyCard = el<HTMLElement>("card-key");
-  private readonly keyId = el<HTMLInputElement>("key-id");
-  private readonly keySecret = el<HTMLInputElement>("key-secret");
-  private readonly keyRole = el<HTMLSelectElement>("key-role");
+  private readonly keyInfo = el<HTMLParagraphElement>("key-info");
   private readonly keyStatusEl = el<HTMLParagraphElement>("key-status");
+  private readonly pairCard = el<HTMLElement>("card-pair");
+  private readonly pairStatus = el<HTMLParagraphElement>("pair-status");
+  private readonly pairPrompt = el<HTMLDivElement>("pair-prompt");
+  private readonly pairInput = el<HTMLInputElement>("pair-input");
+  private readonly claimBox = el<HTMLDivElement>("claim-box");
+  private readonly claimButton = el<HTMLButtonElement>("claim");
+  private readonly claimNote = el<HTMLDivElement>("claim-note");
+  private readonly claimLinkEl = el<HTMLInputElement>("claim-link");
+  private readonly banner = el<HTMLDivElement>("open-banner");
   private readonly logList = el<HTMLOListElement>("log");
   private readonly pending = new Set<string>();
   private retryAt = 0;
   private hasAudio = false;
-  private keyFilled = false;
+  private claimNoteDismissed = false;
 
   onUnmute: () => void = () => {};
   onReconnect: () => void = () => {};
-  onKey: (k: AccessKey) => void = () => {};
+  /** Text pasted into the pairing field. */
+  onPair: (text: string) => void = () => {};
+  onClaim: () => void = () => {};
   onForgetKey: () => void = () => {};
   onToggle: (name: string) => void = () => {};
 
@@ -81,17 +103,18 @@ export class Ui {
       else if (screen?.requestFullscreen) void screen.requestFullscreen().catch(() => {});
       else (this.video as HTMLVideoElement & { webkitEnterFullscreen?: () => void }).webkitEnterFullscreen?.();
     });
-    el<HTMLFormElement>("key-form").addEventListener("submit", (e) => {
+    el<HTMLFormElement>("pair-form").addEventListener("submit", (e) => {
       e.preventDefault();
-      const id = this.keyId.value.trim();
-      const secret = this.keySecret.value;
-      if (!id || !secret) return;
-      this.onKey({ id, secret, role: this.keyRole.value === "view" ? "view" : "control" });
+      const text = this.pairInput.value;
+      if (text.trim()) this.onPair(text);
     });
-    el("key-forget").addEventListener("click", () => {
-      this.keySecret.value = "";
-      this.onForgetKey();
+    this.claimButton.addEventListener("click", () => this.onClaim());
+    el("claim-copy").addEventListener("click", () => void this.copyClaimLink());
+    el("claim-done").addEventListener("click", () => {
+      this.claimNoteDismissed = true;
+      this.claimNote.hidden = true;
     });
+    el("key-forget").addEventListener("click", () => this.onForgetKey());
     this.controlsList.addEventListener("click", (e) => {
       const b = (e.target as HTMLElement).closest("button[data-control]");
       if (b instanceof HTMLButtonElement && !b.disabled) this.onToggle(b.dataset.control ?? "");
@@ -147,6 +170,46 @@ export class Ui {
     this.keyStatusEl.dataset.tone = bad ? "bad" : "";
   }
 
+  /** A line under the pairing field (a malformed link, a claim's outcome). */
+  pairMessage(text: string, bad: boolean): void {
+    this.pairStatus.textContent = text;
+    this.pairStatus.dataset.tone = bad ? "bad" : "";
+  }
+
+  clearPairInput(): void {
+    this.pairInput.value = "";
+  }
+
+  setClaimBusy(busy: boolean): void {
+    this.claimButton.disabled = busy;
+  }
+
+  private async copyClaimLink(): Promise<void> {
+    const text = this.claimLinkEl.value;
+    const button = el<HTMLButtonElement>("claim-copy");
+    let ok = false;
+    try {
+      // The Clipboard API exists only on secure pages (https:, localhost).
+      if (navigator.clipboard && window.isSecureContext) {
+        await navigator.clipboard.writeText(text);
+        ok = true;
+      }
+    } catch {
+      /* fall back below */
+    }
+    if (!ok) {
+      this.claimLinkEl.focus();
+      this.claimLinkEl.select();
+      try {
+        ok = document.execCommand("copy");
+      } catch {
+        ok = false;
+      }
+    }
+    button.textContent = ok ? "Copied" : "Select and copy it";
+    setTimeout(() => (button.textContent = "Copy"), 2000);
+  }
+
   log(text: string, tone?: "ok" | "bad"): void {
     const li = document.createElement("li");
     const t = document.createElement("time");
@@ -159,7 +222,9 @@ export class Ui {
   }
 
   render(v: View): void {
-    this.pill("pill-broker", v.mqtt === "connected" ? "ok" : v.mqtt === "connecting" ? "wait" : "bad", v.mqtt);
+    const mqttText = v.mqtt === "off" ? "needs key" : v.mqtt === "refused" ? "key refused" : v.mqtt;
+    const mqttLevel = v.mqtt === "connected" ? "ok" : v.mqtt === "connecting" ? "wait" : v.mqtt === "off" ? "idle" : "bad";
+    this.pill("pill-broker", mqttLevel, mqttText);
     const dev = v.device?.state;
     this.pill("pill-device", dev === "online" ? "ok" : dev === "offline" ? "bad" : "wait", dev ?? "unknown");
     const sLevel =
@@ -170,7 +235,7 @@ export class Ui {
           : ["signaling", "connecting", "reconnecting"].includes(v.state)
             ? "wait"
             : "idle";
-    this.pill("pill-session", sLevel, v.state === "need-key" ? "needs key" : v.state);
+    this.pill("pill-session", sLevel, v.state === "need-key" ? "not paired" : v.state === "unauthorized" ? "key refused" : v.state);
 
     // Overlay over the picture.
     const playing = v.state === "playing";
@@ -181,23 +246,35 @@ export class Ui {
     if (v.state === "connected" && v.device && !v.device.video) text = "This camera has no video source.";
     this.overlay.hidden = playing;
     this.overlayText.textContent = text;
-    const bad = v.state === "unauthorized" || v.state === "unsupported";
+    const bad = ["unauthorized", "unsupported", "no-nonce"].includes(v.state);
     this.overlay.dataset.tone = bad ? "bad" : "";
-    this.spinner.hidden = bad || v.state === "need-key" || v.state === "replaced" || v.state === "offline";
+    this.spinner.hidden = bad || ["need-key", "no-nonce", "replaced", "offline"].includes(v.state);
 
     for (const [k, val] of Object.entries(v.figures)) el(`fig-${k}`).textContent = val;
     // A device without a microphone still gets an (empty) audio track.
     this.unmute.disabled = !this.hasAudio || !v.device?.audio;
 
-    // Access key card.
-    this.keyCard.hidden = v.auth !== "signed";
-    if (v.key && !this.keyFilled) {
-      this.keyId.value = v.key.id;
-      this.keySecret.value = v.key.secret;
-      this.keyRole.value = v.key.role;
-      this.keyFilled = true;
+    // The open-device warning: plain and always visible.
+    this.banner.hidden = v.auth !== "open";
+
+    // Pairing, claim and the key.
+    const signed = v.auth === "signed";
+    const showNote = v.claimLink !== null && !this.claimNoteDismissed;
+    this.pairCard.hidden = !(signed && (v.needPairing || showNote));
+    this.pairPrompt.hidden = !v.needPairing;
+    el("pair-title").textContent = v.needPairing ? "Pair this browser" : "Your pairing link";
+    this.claimBox.hidden = !(v.needPairing && v.claimable);
+    this.claimNote.hidden = !showNote;
+    if (v.claimLink !== null && this.claimLinkEl.value !== v.claimLink) this.claimLinkEl.value = v.claimLink;
+    if (v.needPairing && v.keyRefused) this.pairMessage(`${v.keyRefused} Pair again:`, true);
+    this.keyCard.hidden = !(signed && v.key);
+    if (v.key) {
+      const role = v.key.role ? ` · role ${v.key.role}` : "";
+      this.keyInfo.textContent = `Paired with key "${v.key.id}"${role}`;
     }
-    if (v.auth === "signed" && !v.key && !this.keyStatusEl.textContent) this.keyStatus("Enter the key id and secret the camera's owner gave you.", false);
+    const unverified = el("unverified");
+    unverified.hidden = v.unverified === 0;
+    unverified.textContent = `Ignored ${v.unverified} unverified message${v.unverified === 1 ? "" : "s"} from the broker.`;
 
     this.renderControls(v);
 
@@ -211,7 +288,7 @@ export class Ui {
     if (d?.audio) parts.push(`${d.audio.codec} ${d.audio.rate / 1000} kHz`);
     else if (d && d.audio === null) parts.push("no microphone");
     if (d?.sessions !== undefined) parts.push(`${d.sessions}/${d.max_sessions ?? "?"} viewers`);
-    parts.push(v.auth === "signed" ? "signed offers" : "open access");
+    parts.push(v.auth === "signed" ? "paired access" : "open access");
     el("footer").textContent = parts.join(" · ");
   }
 
@@ -247,6 +324,7 @@ export class Ui {
       );
     }
     const canControl = v.hasRpc && v.role !== "view";
+    el("controls-view-only").hidden = !(v.role === "view" && names.some((n) => v.controls[n].direction === "output"));
     for (const li of Array.from(this.controlsList.children) as HTMLElement[]) {
       const name = li.dataset.name ?? "";
       const c = v.controls[name];

@@ -2,7 +2,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  signOffer,
   offerMessage,
   newSid,
   isValidSid,
@@ -15,15 +14,6 @@ import {
   ClockMap,
   median,
 } from "../.test-build/lib.mjs";
-
-test("the offer signature matches the daemon's test vector (PROTOCOL.md 5)", () => {
-  // The same vector as src/signaling/auth.rs, computed there with openssl.
-  const sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n";
-  assert.equal(signOffer("test-secret-0123456789", "cam1", "abcdEFGH1234", "control", sdp), "I366IcUgjPuLernFOOv1HONyR5al-_STRN0LDYgwzEw");
-  const m = JSON.parse(offerMessage(sdp, "cam1", "abcdEFGH1234", { id: "phone", secret: "test-secret-0123456789", role: "control" }));
-  assert.deepEqual(m, { type: "offer", sdp, auth: { key: "phone", role: "control", sig: "I366IcUgjPuLernFOOv1HONyR5al-_STRN0LDYgwzEw" } });
-  assert.deepEqual(JSON.parse(offerMessage(sdp, "cam1", "x", null)), { type: "offer", sdp });
-});
 
 test("session ids are valid and distinct", () => {
   const seen = new Set();
@@ -44,18 +34,40 @@ test("topics follow PROTOCOL.md 2", () => {
   assert.equal(t.out("abcdEFGH1234"), "home/cams/cam1/session/abcdEFGH1234/out");
 });
 
-test("out messages are parsed strictly", () => {
-  assert.deepEqual(parseOut('{"type":"answer","sdp":"v=0"}'), { type: "answer", sdp: "v=0" });
-  assert.deepEqual(parseOut('{"type":"candidate","candidate":null}'), { type: "candidate", candidate: null });
+test("out messages are parsed strictly, with their mac", () => {
+  assert.deepEqual(parseOut('{"type":"answer","sdp":"v=0"}'), { type: "answer", sdp: "v=0", mac: null });
+  assert.deepEqual(parseOut('{"type":"answer","sdp":"v=0","mac":"abc"}'), { type: "answer", sdp: "v=0", mac: "abc" });
+  assert.deepEqual(parseOut('{"type":"candidate","candidate":null}'), { type: "candidate", candidate: null, mac: null });
   const c = { candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdpMid: "0", sdpMLineIndex: 0 };
-  assert.deepEqual(parseOut(JSON.stringify({ type: "candidate", candidate: c })), { type: "candidate", candidate: c });
-  assert.deepEqual(parseOut('{"type":"bye","reason":"timeout"}'), { type: "bye", reason: "timeout" });
-  assert.deepEqual(parseOut('{"type":"error","code":"unauthorized","message":"no"}'), { type: "error", code: "unauthorized", message: "no" });
-  assert.deepEqual(parseOut(new TextEncoder().encode('{"type":"answer","sdp":"x","extra":1}')), { type: "answer", sdp: "x" });
-  for (const bad of ["", "{", "null", "[]", "42", '{"type":"answer"}', '{"type":"answer","sdp":1}', '{"type":"candidate"}', '{"type":"candidate","candidate":{"sdpMid":"0"}}', '{"type":"x"}']) {
+  assert.deepEqual(parseOut(JSON.stringify({ type: "candidate", candidate: c })), { type: "candidate", candidate: c, mac: null });
+  assert.deepEqual(parseOut('{"type":"bye","reason":"timeout"}'), { type: "bye", reason: "timeout", mac: null });
+  assert.deepEqual(parseOut('{"type":"bye"}'), { type: "bye", reason: null, mac: null });
+  assert.deepEqual(parseOut('{"type":"error","code":"unauthorized","message":"no"}'), { type: "error", code: "unauthorized", message: "no", mac: null });
+  assert.deepEqual(parseOut(new TextEncoder().encode('{"type":"answer","sdp":"x","extra":1}')), { type: "answer", sdp: "x", mac: null });
+  for (const bad of [
+    "",
+    "{",
+    "null",
+    "[]",
+    "42",
+    '{"type":"answer"}',
+    '{"type":"answer","sdp":1}',
+    '{"type":"answer","sdp":"x","mac":5}',
+    '{"type":"candidate"}',
+    '{"type":"candidate","candidate":{"sdpMid":"0"}}',
+    '{"type":"candidate","candidate":{"candidate":"c","sdpMLineIndex":"0"}}',
+    '{"type":"candidate","candidate":{"candidate":"c","sdpMLineIndex":1.5}}',
+    '{"type":"candidate","candidate":{"candidate":"c","sdpMid":0}}',
+    '{"type":"bye","reason":7}',
+    '{"type":"error","message":"no code"}',
+    '{"type":"x"}',
+  ]) {
     assert.equal(parseOut(bad), null, bad);
   }
   assert.equal(parsePresence('{"state":"online","device":"cam1"}').state, "online");
+  assert.equal(parsePresence('{"state":"online","device":"cam1","protocol":2,"nonce":"AAECAwQFBgcICQoLDA0ODw"}').nonce, "AAECAwQFBgcICQoLDA0ODw");
+  assert.equal(parsePresence('{"state":"online","device":"cam1","nonce":5}').nonce, undefined);
+  assert.equal(parsePresence('{"state":"online","device":"cam1","nonce":"a b"}').nonce, undefined);
   assert.equal(parsePresence('{"state":"maybe"}'), null);
   assert.equal(parsePresence("garbage"), null);
 });
