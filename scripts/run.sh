@@ -20,6 +20,9 @@ PORT="${HTTP##*:}"
 
 echo
 echo "campeer: open http://localhost:$PORT/ (or http://$(hostname -I 2>/dev/null | awk '{print $1}'):$PORT/ from another machine)"
-echo "campeer: or watch from a shell: ./target/release/campeer view --device demo --frames 300"
+echo "campeer: the device is paired by default: open the pairing link it prints below"
+echo "campeer: (already paired browsers just open the page; ./target/release/campeer pair prints the link again)"
 echo
+# Pairing links name this machine as the browser here reaches it.
+export CAMPEER_PAIR_HOST="${CAMPEER_PAIR_HOST:-localhost}"
 exec ./target/release/campeer run --config examples/demo.toml --device-id demo --video "$VIDEO" --http "$HTTP" "$@"
