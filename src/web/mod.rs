@@ -10,6 +10,7 @@
 //! here touches the file system.
 
 pub mod assets;
+pub mod ws_bridge;
 
 use axum::body::Body;
 use axum::extract::State;
