@@ -394,11 +394,9 @@ fn start_broker(config: &Config) -> anyhow::Result<Option<EmbeddedBroker>> {
         return Ok(None);
     }
     let tcp: SocketAddr = config.broker.listen.parse().context("broker.listen")?;
-    let ws: Option<SocketAddr> = match config.broker.ws_listen.as_str() {
-        "" => None,
-        a => Some(a.parse().context("broker.ws_listen")?),
-    };
-    Ok(Some(EmbeddedBroker::start(tcp, ws)?))
+    // broker.ws_listen is served by the page server (start_http), under
+    // its guards.
+    Ok(Some(EmbeddedBroker::start(tcp, None)?))
 }
 
 /// Serves the viewer page; a port that cannot be bound is logged, and the
@@ -420,11 +418,13 @@ async fn start_http(
         }
     };
     let addr = listener.local_addr().ok()?;
+    // The page reaches the broker at /mqtt on its own server.
+    let mqtt = broker.map(|b| b.tcp_addr());
     let page = PageConfig {
         device_id: config.device_id.clone(),
         prefix: config.mqtt.prefix.clone(),
         ws_url: config.http.ws_url.clone(),
-        ws_port: broker.and_then(|b| b.ws_addr()).map(|a| a.port()),
+        ws_port: None,
         auth: auth.to_owned(),
         ice_servers: config
             .webrtc
@@ -432,12 +432,22 @@ async fn start_http(
             .iter()
             .map(PageIceServer::from)
             .collect(),
+        own_broker: broker.is_some(),
         ..PageConfig::default()
     };
-    if page.ws_url.is_none() && page.ws_port.is_none() {
+    if page.ws_url.is_none() && mqtt.is_none() {
         warn!(
             "the viewer page has no MQTT WebSocket to use: set http.ws_url for an external broker"
         );
+    }
+    let mut hooks = crate::web::Hooks::default().with_config(&config.http);
+    if broker.is_some() && !config.broker.ws_listen.is_empty() {
+        match tokio::net::TcpListener::bind(&config.broker.ws_listen).await {
+            Ok(l) => hooks.ws_listener = Some(l),
+            Err(e) => {
+                warn!(listen = %config.broker.ws_listen, "MQTT over WebSocket not served there: cannot listen: {e}")
+            }
+        }
     }
     let host = if addr.ip().is_unspecified() {
         crate::config::default_device_id()
@@ -449,7 +459,7 @@ async fn start_http(
         let _ = stop.changed().await;
     };
     Some(tokio::spawn(async move {
-        if let Err(e) = crate::web::serve(listener, page, shutdown).await {
+        if let Err(e) = crate::web::serve(listener, page, mqtt, hooks, shutdown).await {
             warn!("viewer page server stopped: {e}");
         }
     }))

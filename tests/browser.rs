@@ -551,7 +551,7 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
         device_id: DEVICE.into(),
         prefix: "campeer".into(),
         ws_url: None,
-        ws_port: Some(ws),
+        ws_port: None,
         ws_path: "/mqtt".into(),
         auth: if config.contains("[[access.keys]]") {
             "signed"
@@ -560,14 +560,23 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
         }
         .into(),
         ice_servers: Vec::new(),
+        own_broker: true,
+        claimable: false,
     };
     let listener = tokio::net::TcpListener::bind(lo(http))
         .await
         .expect("bind http");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(campeer::web::serve(listener, page, async move {
-        let _ = rx.await;
-    }));
+    let hooks = campeer::web::Hooks::default();
+    tokio::spawn(campeer::web::serve(
+        listener,
+        page,
+        Some(broker.tcp_addr()),
+        hooks,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     (
         mqtt,
         ws,
