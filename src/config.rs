@@ -1977,10 +1977,15 @@ mod tests {
 
     #[test]
     fn http_guard_settings_are_validated() {
-        let mut c = Config::default();
-        c.device_id = "cam1".into();
-        c.http.allowed_origins = vec!["https://HA.example:8123".into()];
-        c.http.hosts = vec!["cam.example.org".into()];
+        let c = Config {
+            device_id: "cam1".into(),
+            http: HttpConfig {
+                allowed_origins: vec!["https://HA.example:8123".into()],
+                hosts: vec!["cam.example.org".into()],
+                ..HttpConfig::default()
+            },
+            ..Config::default()
+        };
         c.validate().unwrap();
         for (origin, key) in [
             ("ha.example", "http.allowed_origins[1]"),

@@ -67,7 +67,7 @@ impl HostPolicy {
         let Some((name, _port)) = split_host(raw) else {
             return Err(format!("malformed Host header {:?}", clip(raw)));
         };
-        if is_ip_literal(&name) || self.names.iter().any(|n| *n == name) {
+        if is_ip_literal(&name) || self.names.contains(&name) {
             Ok(())
         } else {
             Err(format!(
@@ -194,7 +194,7 @@ pub fn check_origin(
     let Ok(norm) = normalize_origin(origin.trim()) else {
         return Err(refused());
     };
-    if allowed.iter().any(|a| *a == norm) {
+    if allowed.contains(&norm) {
         return Ok(());
     }
     // norm parses: it came out of Url::origin.
