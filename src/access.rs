@@ -16,6 +16,8 @@ use tracing::{info, warn};
 pub struct AccessState {
     store: Option<KeyStore>,
     configured: Vec<KeyEntry>,
+    /// Every key in force now (configured and stored).
+    keys: Vec<KeyEntry>,
     fingerprint: Fingerprint,
     claim: ClaimWindow,
 }
@@ -30,6 +32,7 @@ impl AccessState {
             let state = AccessState {
                 store: None,
                 configured: Vec::new(),
+                keys: Vec::new(),
                 fingerprint: Fingerprint::default(),
                 claim: ClaimWindow::new(now_us, Duration::ZERO, false),
             };
@@ -62,12 +65,13 @@ impl AccessState {
             claimable,
         );
         let fingerprint = store.fingerprint();
-        let authz = OfferAuthorizer::signed(keys, keystore::random_nonce(), now_us);
+        let authz = OfferAuthorizer::signed(keys.clone(), keystore::random_nonce(), now_us);
         Ok((
             authz,
             AccessState {
                 store: Some(store),
                 configured,
+                keys,
                 fingerprint,
                 claim,
             },
@@ -90,6 +94,7 @@ impl AccessState {
                 }
                 let keys = keystore::merged_keys(self.configured.clone(), &file);
                 info!(keys = keys.len(), "access keys changed; reloaded");
+                self.keys = keys.clone();
                 Some(keys)
             }
             Err(e) => {
@@ -97,6 +102,19 @@ impl AccessState {
                 None
             }
         }
+    }
+
+    /// Every key in force now.
+    pub fn keys(&self) -> &[KeyEntry] {
+        &self.keys
+    }
+
+    /// Whether `password` is key `id`'s broker password (the page's
+    /// `ice.json` bearer), in constant time.
+    pub fn check_password(&self, device_id: &str, id: &str, password: &str) -> bool {
+        self.keys.iter().find(|k| k.id == id).is_some_and(|k| {
+            crate::signaling::auth::password_matches(&k.secret, device_id, password)
+        })
     }
 
     /// The owner used the admin key: the claim window closes for good.

@@ -22,18 +22,12 @@
 //! costs a few KiB); the embedded broker suits a device with a handful of
 //! viewers, and a busy site should run Mosquitto instead.
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
 use rumqttd::protocol::v4::V4;
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -43,8 +37,6 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 pub const MAX_CONNECTIONS: usize = 256;
 /// How long the broker may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a WebSocket bridge may take to reach the TCP listener.
-const BRIDGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -325,7 +317,7 @@ fn run_servers(
         }
         let ws_server = async move {
             match ws {
-                Some(l) => serve_websocket(l, bridge_target).await,
+                Some(l) => crate::web::ws_bridge::serve_websocket(l, bridge_target).await,
                 None => std::future::pending().await,
             }
         };
@@ -339,83 +331,12 @@ fn run_servers(
     // Dropping the runtime here cancels every connection task.
 }
 
-async fn serve_websocket(listener: tokio::net::TcpListener, target: SocketAddr) -> io::Result<()> {
-    let app = axum::Router::new().fallback(upgrade).with_state(target);
-    axum::serve(listener, app).await
-}
-
-async fn upgrade(State(target): State<SocketAddr>, ws: WebSocketUpgrade) -> Response {
-    ws.protocols(["mqtt", "mqttv3.1"])
-        .max_message_size(MAX_PAYLOAD + 1024)
-        .max_frame_size(MAX_PAYLOAD + 1024)
-        .on_upgrade(move |socket| bridge(socket, target))
-}
-
-/// Pipes one WebSocket to a fresh TCP connection to the broker, both ways,
-/// until either side closes.
-async fn bridge(socket: WebSocket, target: SocketAddr) {
-    let tcp = match tokio::time::timeout(BRIDGE_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            warn!(%target, "embedded MQTT broker: WebSocket bridge cannot reach the TCP listener: {e}");
-            return;
-        }
-        Err(_) => {
-            warn!(%target, "embedded MQTT broker: WebSocket bridge timed out reaching the TCP listener");
-            return;
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    let (mut tcp_rx, mut tcp_tx) = tcp.into_split();
-    let (mut ws_tx, mut ws_rx) = socket.split();
-
-    let up = async {
-        while let Some(msg) = ws_rx.next().await {
-            match msg {
-                Ok(Message::Binary(data)) => {
-                    if tcp_tx.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
-                // MQTT over WebSocket is binary only (MQTT 3.1.1, 6.0).
-                Ok(Message::Text(_)) => {
-                    debug!("embedded MQTT broker: text frame on an MQTT WebSocket, closing");
-                    break;
-                }
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            }
-        }
-        let _ = tcp_tx.shutdown().await;
-    };
-    let down = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match tcp_rx.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if ws_tx
-                        .send(Message::Binary(buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = ws_tx.send(Message::Close(None)).await;
-    };
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
     use tokio::sync::mpsc;
 
     const T: Duration = Duration::from_secs(10);
@@ -613,7 +534,7 @@ mod tests {
 
         let mut s = TcpStream::connect(ws).await.expect("connect");
         s.write_all(
-            b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
               Sec-WebSocket-Protocol: mqtt\r\n\r\n",
         )
@@ -670,7 +591,7 @@ mod tests {
     async fn ws_handshake(ws: SocketAddr) -> TcpStream {
         let mut s = TcpStream::connect(ws).await.expect("connect");
         s.write_all(
-            b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
               Sec-WebSocket-Protocol: mqtt\r\n\r\n",
         )
@@ -718,7 +639,7 @@ mod tests {
         let _stalled = TcpStream::connect(ws).await.expect("connect");
         let mut s = TcpStream::connect(ws).await.expect("connect");
         s.write_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         )
         .await

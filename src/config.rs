@@ -159,7 +159,7 @@ impl Default for BrokerConfig {
     }
 }
 
-/// The viewer page.
+/// The viewer page and its HTTP server.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -168,8 +168,22 @@ pub struct HttpConfig {
     pub listen: String,
     /// With an external broker: its MQTT-over-WebSocket URL as browsers
     /// must use it, e.g. `ws://broker.lan:9001`. Default none (with the
-    /// embedded broker the page uses `broker.ws_listen` on its own host).
+    /// device's own broker the page uses `/mqtt` on its own server).
     pub ws_url: Option<String>,
+    /// Most open connections to the page server, WebSockets included
+    /// (1 to 4096). Default 128.
+    pub max_connections: usize,
+    /// Most open connections from one address (1 to `max_connections`).
+    /// Default 16.
+    pub max_connections_per_ip: usize,
+    /// Origins besides the page's own that may open the MQTT WebSocket and
+    /// claim the device, exactly as browsers send them, e.g.
+    /// `https://ha.example:8123`. Default none.
+    pub allowed_origins: Vec<String>,
+    /// Host names the page server answers to besides its own (host name,
+    /// device id, each with `.local`, `localhost`, IP addresses), e.g. a
+    /// name in your DNS or a reverse proxy's. Default none.
+    pub hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -177,7 +191,57 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "0.0.0.0:8080".into(),
             ws_url: None,
+            max_connections: 128,
+            max_connections_per_ip: 16,
+            allowed_origins: Vec::new(),
+            hosts: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        validate_listen("http.listen", &self.listen, true)?;
+        if let Some(u) = &self.ws_url {
+            if !(u.starts_with("ws://") || u.starts_with("wss://")) {
+                return Err(invalid(
+                    "http.ws_url",
+                    format!("{u:?} must start with ws:// or wss://"),
+                ));
+            }
+        }
+        if !(1..=4096).contains(&self.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                format!("{} is not between 1 and 4096", self.max_connections),
+            ));
+        }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_ip) {
+            return Err(invalid(
+                "http.max_connections_per_ip",
+                format!(
+                    "{} is not between 1 and http.max_connections ({})",
+                    self.max_connections_per_ip, self.max_connections
+                ),
+            ));
+        }
+        for (i, o) in self.allowed_origins.iter().enumerate() {
+            crate::web::guard::normalize_origin(o)
+                .map_err(|e| invalid(format!("http.allowed_origins[{i}]"), e))?;
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            let ok = h.len() <= 253
+                && !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            if !ok {
+                return Err(invalid(
+                    format!("http.hosts[{i}]"),
+                    format!("{h:?} is not a host name (letters, digits, `-`, `_` and `.`)"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -593,15 +657,7 @@ impl Config {
         self.audio.validate()?;
         validate_listen("broker.listen", &self.broker.listen, false)?;
         validate_listen("broker.ws_listen", &self.broker.ws_listen, true)?;
-        validate_listen("http.listen", &self.http.listen, true)?;
-        if let Some(u) = &self.http.ws_url {
-            if !(u.starts_with("ws://") || u.starts_with("wss://")) {
-                return Err(invalid(
-                    "http.ws_url",
-                    format!("{u:?} must start with ws:// or wss://"),
-                ));
-            }
-        }
+        self.http.validate()?;
         self.webrtc.validate()?;
         validate_gpio(&self.gpio).map_err(ConfigError::Control)?;
         self.access.validate().map_err(ConfigError::Control)
@@ -911,7 +967,8 @@ pub fn sanitize_device_id(raw: &str) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
 
-fn read_host_name() -> Option<String> {
+/// The machine's host name, if it has one.
+pub(crate) fn read_host_name() -> Option<String> {
     if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         if !s.trim().is_empty() {
             return Some(s.trim().to_owned());
@@ -1796,6 +1853,8 @@ mod tests {
             board = "rpi4"
             [http]
             ws_url = "ws://b:9001"
+            allowed_origins = ["https://ha.example:8123"]
+            hosts = ["cam.example.org"]
             [mqtt]
             client_id = "x"
             username = "cam1"
@@ -1914,6 +1973,47 @@ mod tests {
         let back = Config::from_toml_str(&text, "out").unwrap();
         assert_eq!(back.access.keys[0].secret.as_deref(), Some(REDACTED));
         assert_eq!(back.gpio, c.gpio);
+    }
+
+    #[test]
+    fn http_guard_settings_are_validated() {
+        let c = Config {
+            device_id: "cam1".into(),
+            http: HttpConfig {
+                allowed_origins: vec!["https://HA.example:8123".into()],
+                hosts: vec!["cam.example.org".into()],
+                ..HttpConfig::default()
+            },
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        for (origin, key) in [
+            ("ha.example", "http.allowed_origins[1]"),
+            ("https://ha.example/app", "http.allowed_origins[1]"),
+        ] {
+            let mut bad = c.clone();
+            bad.http.allowed_origins.push(origin.into());
+            let msg = bad.validate().unwrap_err().to_string();
+            assert!(msg.contains(key), "{msg}");
+        }
+        let mut bad = c.clone();
+        bad.http.hosts.push("evil example".into());
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("http.hosts[1]"));
+        let mut bad = c.clone();
+        bad.http.max_connections = 0;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("http.max_connections"));
+        let mut bad = c.clone();
+        bad.http.max_connections_per_ip = 129;
+        let msg = bad.validate().unwrap_err().to_string();
+        assert!(msg.contains("http.max_connections_per_ip: 129"), "{msg}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::control::rpc::ControlContext;
 use crate::encode::audio_pipeline::AudioPipeline;
 use crate::encode::h264::EncoderSettings;
 use crate::encode::pipeline::VideoPipeline;
+use crate::keystore::ClaimDecision;
 use crate::media::audio::{open_audio_source, AudioSettings, AudioSourceSpec};
 use crate::media::{open_video_source, VideoSourceSpec};
 use crate::rtc::engine::{Role, RtcEngine};
@@ -28,6 +29,7 @@ use crate::signaling::presence::{AudioInfo, AuthMode, Presence, VideoInfo};
 use crate::signaling::presence::{ControlDirection, ControlInfo};
 use crate::signaling::topics::Topics;
 use crate::supervisor::{Health, MediaHealth, Supervisor};
+use crate::web::ClaimOutcome;
 use crate::web::{PageConfig, PageIceServer};
 use anyhow::Context;
 use std::future::Future;
@@ -90,8 +92,9 @@ pub async fn run(
         }
     });
 
-    let (authz, mut access) =
+    let (authz, access) =
         AccessState::start(&config, crate::clock::monotonic_us()).context("access")?;
+    let access = Arc::new(std::sync::Mutex::new(access));
     let gpio = if config.gpio.is_empty() {
         GpioBank::empty()
     } else {
@@ -123,7 +126,14 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let http_task = start_http(&config, broker.as_ref(), authz.mode(), stop_rx.clone()).await;
+    let http_task = start_http(
+        &config,
+        broker.as_ref(),
+        authz.mode(),
+        access.clone(),
+        stop_rx.clone(),
+    )
+    .await;
     let offline = Presence::offline(&config.device_id).to_json().into_bytes();
     let (link, mut link_rx, link_task) = MqttLink::start(
         &config.mqtt,
@@ -253,14 +263,15 @@ pub async fn run(
                 if table.rotate_nonce_if_due(now_us, crate::keystore::random_nonce) {
                     presence_dirty = true;
                 }
-                if let Some(keys) = access.reload_if_changed() {
+                let reloaded = lock(&access).reload_if_changed();
+                if let Some(keys) = reloaded {
                     let closed = table.set_keys(keys);
                     if closed > 0 {
                         info!(closed, "sessions of revoked keys closed");
                     }
                 }
                 if table.key_used(crate::keystore::ADMIN_KEY) {
-                    access.admin_used();
+                    lock(&access).admin_used();
                 }
                 if let Some(every) = supervisor.ping_every() {
                     if now.duration_since(pinged_at) >= every {
@@ -400,11 +411,18 @@ fn start_broker(config: &Config) -> anyhow::Result<Option<EmbeddedBroker>> {
         return Ok(None);
     }
     let tcp: SocketAddr = config.broker.listen.parse().context("broker.listen")?;
-    let ws: Option<SocketAddr> = match config.broker.ws_listen.as_str() {
-        "" => None,
-        a => Some(a.parse().context("broker.ws_listen")?),
-    };
-    Ok(Some(EmbeddedBroker::start(tcp, ws)?))
+    // broker.ws_listen is served by the page server (start_http), under
+    // its guards.
+    Ok(Some(EmbeddedBroker::start(tcp, None)?))
+}
+
+/// The access state, shared by the daemon loop and the page server.
+type SharedAccess = Arc<std::sync::Mutex<AccessState>>;
+
+/// The access state; a poisoned lock only means a panic mid-update of
+/// plain data, which stays usable.
+fn lock(a: &SharedAccess) -> std::sync::MutexGuard<'_, AccessState> {
+    a.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Serves the viewer page; a port that cannot be bound is logged, and the
@@ -413,6 +431,7 @@ async fn start_http(
     config: &Config,
     broker: Option<&EmbeddedBroker>,
     auth: &str,
+    access: SharedAccess,
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if config.http.listen.is_empty() {
@@ -426,11 +445,13 @@ async fn start_http(
         }
     };
     let addr = listener.local_addr().ok()?;
+    // The page reaches the broker at /mqtt on its own server.
+    let mqtt = broker.map(|b| b.tcp_addr());
     let page = PageConfig {
         device_id: config.device_id.clone(),
         prefix: config.mqtt.prefix.clone(),
         ws_url: config.http.ws_url.clone(),
-        ws_port: broker.and_then(|b| b.ws_addr()).map(|a| a.port()),
+        ws_port: None,
         auth: auth.to_owned(),
         ice_servers: config
             .webrtc
@@ -438,12 +459,36 @@ async fn start_http(
             .iter()
             .map(PageIceServer::from)
             .collect(),
+        own_broker: broker.is_some(),
         ..PageConfig::default()
     };
-    if page.ws_url.is_none() && page.ws_port.is_none() {
+    if page.ws_url.is_none() && mqtt.is_none() {
         warn!(
             "the viewer page has no MQTT WebSocket to use: set http.ws_url for an external broker"
         );
+    }
+    let mut hooks = crate::web::Hooks::default().with_config(&config.http);
+    let device_id = config.device_id.clone();
+    let a = access.clone();
+    hooks.check_key =
+        Arc::new(move |id, password| lock(&a).check_password(&device_id, id, password));
+    let a = access.clone();
+    hooks.claimable = Arc::new(move || lock(&a).claimable(crate::clock::monotonic_us()));
+    hooks.claim =
+        Arc::new(
+            move |from| match lock(&access).claim(crate::clock::monotonic_us(), from) {
+                (ClaimDecision::Grant, Some(pair)) => ClaimOutcome::Claimed { pair },
+                (ClaimDecision::Refused, _) => ClaimOutcome::Refused,
+                _ => ClaimOutcome::Closed,
+            },
+        );
+    if broker.is_some() && !config.broker.ws_listen.is_empty() {
+        match tokio::net::TcpListener::bind(&config.broker.ws_listen).await {
+            Ok(l) => hooks.ws_listener = Some(l),
+            Err(e) => {
+                warn!(listen = %config.broker.ws_listen, "MQTT over WebSocket not served there: cannot listen: {e}")
+            }
+        }
     }
     let host = if addr.ip().is_unspecified() {
         crate::config::default_device_id()
@@ -455,7 +500,7 @@ async fn start_http(
         let _ = stop.changed().await;
     };
     Some(tokio::spawn(async move {
-        if let Err(e) = crate::web::serve(listener, page, shutdown).await {
+        if let Err(e) = crate::web::serve(listener, page, mqtt, hooks, shutdown).await {
             warn!("viewer page server stopped: {e}");
         }
     }))

@@ -50,7 +50,11 @@ fn offer_sdp() -> String {
 async fn ask(attacker: &mut RawClient, sid: &str, msg: &Value) -> Option<Value> {
     let out = out_topic(DEV, sid);
     // Forget what the topic carried before (the victim's own session).
-    while attacker.recv_on(&out, Duration::from_millis(200)).await.is_some() {}
+    while attacker
+        .recv_on(&out, Duration::from_millis(200))
+        .await
+        .is_some()
+    {}
     attacker.publish(&in_topic(DEV, sid), msg.to_string()).await;
     attacker.recv_on(&out, Duration::from_secs(3)).await
 }

@@ -342,7 +342,8 @@ impl Drop for InProc {
 struct Stack {
     http: u16,
     mqtt: u16,
-    ws: u16,
+    /// The extra WebSocket port (`--broker-ws-listen`); the page uses /mqtt.
+    _ws: u16,
     args: Vec<String>,
     child: Option<std::process::Child>,
     log: PathBuf,
@@ -406,7 +407,7 @@ impl Stack {
         let mut s = Stack {
             http,
             mqtt,
-            ws,
+            _ws: ws,
             args,
             child: None,
             log,
@@ -551,7 +552,7 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
         device_id: DEVICE.into(),
         prefix: "campeer".into(),
         ws_url: None,
-        ws_port: Some(ws),
+        ws_port: None,
         ws_path: "/mqtt".into(),
         auth: if config.contains("[[access.keys]]") {
             "signed"
@@ -560,14 +561,23 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
         }
         .into(),
         ice_servers: Vec::new(),
+        own_broker: true,
+        claimable: false,
     };
     let listener = tokio::net::TcpListener::bind(lo(http))
         .await
         .expect("bind http");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(campeer::web::serve(listener, page, async move {
-        let _ = rx.await;
-    }));
+    let hooks = campeer::web::Hooks::default();
+    tokio::spawn(campeer::web::serve(
+        listener,
+        page,
+        Some(broker.tcp_addr()),
+        hooks,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     (
         mqtt,
         ws,
@@ -697,7 +707,9 @@ async fn page_plays_live_video_through_the_embedded_broker() {
     assert_eq!(cfg["device_id"], DEVICE, "{cfg}");
     assert_eq!(cfg["prefix"], "campeer", "{cfg}");
     assert_eq!(cfg["auth"], "open", "{cfg}");
-    assert_eq!(cfg["ws_port"], json!(stack.ws), "{cfg}");
+    // MQTT over WebSocket at /mqtt on the page's own port.
+    assert_eq!(cfg["ws_port"], Value::Null, "{cfg}");
+    assert_eq!(cfg["own_broker"], true, "{cfg}");
     assert_eq!(cfg["ws_url"], Value::Null, "{cfg}");
 
     let mut b = Browser::launch().await;

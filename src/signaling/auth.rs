@@ -413,6 +413,13 @@ pub fn key_password(secret: &[u8], device_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(mqtt_mac(secret, device_id).finalize().into_bytes())
 }
 
+/// Whether `password` is the broker password of the key with `secret`, in
+/// constant time.
+pub fn password_matches(secret: &[u8], device_id: &str, password: &str) -> bool {
+    decode_sig(password)
+        .is_some_and(|given| mqtt_mac(secret, device_id).verify_slice(&given).is_ok())
+}
+
 fn hmac(key: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
     match HmacSha256::new_from_slice(key) {

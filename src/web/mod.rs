@@ -1,24 +1,41 @@
 //! The HTTP server for the viewer page.
 //!
 //! It serves the page's files, embedded in the binary (see `assets`), the
-//! page's configuration as `GET /config.json`, and `GET /healthz`. The page
-//! does everything else itself in the browser: it speaks MQTT over
-//! WebSocket to the broker and WebRTC to the device (PROTOCOL.md), so this
-//! server holds no state and sees no media.
+//! page's configuration as `GET /config.json`, `GET /healthz`, the STUN/TURN
+//! servers with their credentials as `GET /ice.json` (to key holders),
+//! `POST /claim` (pairing a new device), and MQTT over WebSocket at
+//! `/mqtt`, bridged to the broker's TCP port (`ws_bridge`). The page does
+//! everything else itself in the browser: it speaks MQTT and WebRTC to the
+//! device (PROTOCOL.md), so this server holds no state and sees no media.
 //!
-//! Every other path is 404, every method but GET and HEAD is 405. Nothing
-//! here touches the file system.
+//! What it accepts (docs/viewer.md, "What the page server accepts"):
+//! connections under the caps and deadlines of `server`; requests whose
+//! `Host` names this device (`guard::HostPolicy`, against DNS rebinding);
+//! WebSocket upgrades and claims from the page's own origin or a
+//! configured one (`guard::check_origin`). Every other path is 404, a
+//! method a path does not take is 405. Nothing here touches the file system.
 
 pub mod assets;
+pub mod guard;
+mod server;
+pub mod ws_bridge;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::Response;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use guard::{check_origin, normalize_origin, split_host, ConnLimiter, HostPolicy};
 use serde::{Deserialize, Serialize};
+use server::{Deadlines, Listener, Peer, RefusalLog};
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use tracing::debug;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+use ws_bridge::WsTimeouts;
 
 /// What the page needs to know, served as `/config.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,9 +57,19 @@ pub struct PageConfig {
     /// for an access key. The device's presence has the last word.
     pub auth: String,
     /// STUN/TURN servers for the page's RTCPeerConnection, shaped like the
-    /// browser's RTCIceServer. Anyone who can load the page reads these.
+    /// browser's RTCIceServer. Given to [`serve`] whole; `/config.json`
+    /// carries only those without a user name or credential (anyone who
+    /// can load the page reads it), `/ice.json` all of them.
     #[serde(default)]
     pub ice_servers: Vec<PageIceServer>,
+    /// Whether the device serves MQTT itself (its own broker), so the page
+    /// knows the broker asks for a key.
+    #[serde(default)]
+    pub own_broker: bool,
+    /// Whether `POST /claim` would hand out a key now. Set per request
+    /// from [`Hooks::claimable`]; the value given to [`serve`] is ignored.
+    #[serde(default)]
+    pub claimable: bool,
 }
 
 /// One STUN or TURN server, as the browser's `RTCIceServer`.
@@ -78,7 +105,122 @@ impl Default for PageConfig {
             ws_path: "/mqtt".into(),
             auth: "open".into(),
             ice_servers: Vec::new(),
+            own_broker: false,
+            claimable: false,
         }
+    }
+}
+
+/// What `POST /claim` got from [`Hooks::claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// A key was made for the claimant: `pair` is `<id>.<secret>`, as in a
+    /// pairing link. Answered 200 `{"pair": ...}`.
+    Claimed {
+        /// `<id>.<secret>`.
+        pair: String,
+    },
+    /// The device cannot be claimed (any more). Answered 409.
+    Closed,
+    /// This claimant may not claim it (e.g. its address). Answered 403.
+    Refused,
+}
+
+/// Checks an access key: `(key_id, password)` from
+/// `Authorization: Bearer <key_id>:<password>`.
+pub type KeyCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+/// Claims the device for the client at this address.
+pub type ClaimHandler = Arc<dyn Fn(IpAddr) -> ClaimOutcome + Send + Sync>;
+/// Whether the device can be claimed now.
+pub type ClaimableCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Connection caps and deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most open connections, WebSockets included (`http.max_connections`).
+    pub max_connections: usize,
+    /// Most open connections from one address
+    /// (`http.max_connections_per_ip`).
+    pub max_connections_per_ip: usize,
+    /// Time for a request head, and for the next one on a kept-alive
+    /// connection. Default 10 s.
+    pub header_timeout: Duration,
+    /// A connection that moves no byte this long is closed (before any
+    /// WebSocket upgrade). Default 30 s.
+    pub idle_timeout: Duration,
+    /// WebSocket keep-alive.
+    pub ws: WsTimeouts,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 128,
+            max_connections_per_ip: 16,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            ws: WsTimeouts::default(),
+        }
+    }
+}
+
+/// The daemon's side of the page server: callbacks and options, so that
+/// [`serve`] keeps a short signature. [`Hooks::default`] accepts no key,
+/// is never claimable, and has the default limits: right for tests.
+pub struct Hooks {
+    /// Checks the bearer of `GET /ice.json` (not asked when the device is
+    /// `open`).
+    pub check_key: KeyCheck,
+    /// Runs `POST /claim` (on a blocking thread: it may write files).
+    pub claim: ClaimHandler,
+    /// Evaluated for every `/config.json`, as its `claimable`.
+    pub claimable: ClaimableCheck,
+    /// Caps and deadlines.
+    pub limits: Limits,
+    /// Origins, besides the page's own, that may open the WebSocket and
+    /// claim (`http.allowed_origins`); normalized by [`serve`], bad ones
+    /// are logged and left out.
+    pub allowed_origins: Vec<String>,
+    /// Names the device answers to besides its own (`http.hosts`).
+    pub hosts: Vec<String>,
+    /// An extra listener serving only the WebSocket bridge, on any path
+    /// (`broker.ws_listen`), under the same guards and caps.
+    pub ws_listener: Option<TcpListener>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            check_key: Arc::new(|_, _| false),
+            claim: Arc::new(|_| ClaimOutcome::Closed),
+            claimable: Arc::new(|| false),
+            limits: Limits::default(),
+            allowed_origins: Vec::new(),
+            hosts: Vec::new(),
+            ws_listener: None,
+        }
+    }
+}
+
+impl Hooks {
+    /// Takes the caps, allowed origins and host names from `[http]`.
+    pub fn with_config(mut self, http: &crate::config::HttpConfig) -> Self {
+        self.limits.max_connections = http.max_connections;
+        self.limits.max_connections_per_ip = http.max_connections_per_ip;
+        self.allowed_origins = http.allowed_origins.clone();
+        self.hosts = http.hosts.clone();
+        self
+    }
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("limits", &self.limits)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("hosts", &self.hosts)
+            .field("ws_listener", &self.ws_listener)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,23 +230,123 @@ pub fn page_built() -> bool {
     assets::page_built()
 }
 
+/// Longest `POST /claim` body read (and ignored), bytes.
+const MAX_CLAIM_BODY: usize = 1024;
+/// Longest key id or password looked at in a bearer token.
+const MAX_BEARER_PART: usize = 256;
+
 struct Site {
-    config_json: Vec<u8>,
+    /// `/config.json`, without credentialed ICE servers.
+    page: PageConfig,
+    /// `/ice.json`.
+    ice_json: Vec<u8>,
+    mqtt: Option<SocketAddr>,
+    hosts: HostPolicy,
+    origins: Vec<String>,
+    /// The page listener's port, for the extra WebSocket listener's
+    /// same-origin check.
+    page_port: Option<u16>,
+    check_key: KeyCheck,
+    claim: ClaimHandler,
+    claimable: ClaimableCheck,
+    ws: WsTimeouts,
+    stop: watch::Receiver<bool>,
 }
 
-/// Serves the page on `listener` until `shutdown` resolves, then stops
-/// accepting and lets open requests finish.
+#[derive(Serialize)]
+struct IceJson<'a> {
+    ice_servers: &'a [PageIceServer],
+}
+
+/// Serves the page on `listener` (and the WebSocket bridge on
+/// `hooks.ws_listener`, if any) until `shutdown` resolves; then stops
+/// accepting and lets open requests finish. `mqtt` is the broker's TCP
+/// address for the bridge (a wildcard address means loopback); `None`:
+/// `/mqtt` answers 503 (the page then uses `page.ws_url`).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     page: PageConfig,
+    mqtt: Option<SocketAddr>,
+    mut hooks: Hooks,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let config_json = serde_json::to_vec(&page).map_err(std::io::Error::other)?;
-    let site = Arc::new(Site { config_json });
+    let ws = hooks.ws_listener.take();
+    serve_listeners(Some(listener), ws, page, mqtt, hooks, shutdown).await
+}
+
+async fn serve_listeners(
+    page_listener: Option<TcpListener>,
+    ws_listener: Option<TcpListener>,
+    mut page: PageConfig,
+    mqtt: Option<SocketAddr>,
+    hooks: Hooks,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ice_json = serde_json::to_vec(&IceJson {
+        ice_servers: &page.ice_servers,
+    })
+    .map_err(std::io::Error::other)?;
+    page.ice_servers
+        .retain(|s| s.username.is_none() && s.credential.is_none());
+    let mut origins = Vec::new();
+    for o in &hooks.allowed_origins {
+        match normalize_origin(o) {
+            Ok(n) => origins.push(n),
+            Err(e) => warn!("http.allowed_origins: {e}; left out"),
+        }
+    }
+    let machine = crate::config::read_host_name().unwrap_or_default();
+    let page_port = match &page_listener {
+        Some(l) => Some(l.local_addr()?.port()),
+        None => None,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let site = Arc::new(Site {
+        hosts: HostPolicy::new(&page.device_id, &machine, &hooks.hosts),
+        page,
+        ice_json,
+        mqtt,
+        origins,
+        page_port,
+        check_key: hooks.check_key,
+        claim: hooks.claim,
+        claimable: hooks.claimable,
+        ws: hooks.limits.ws,
+        stop: stop_rx.clone(),
+    });
     let app = axum::Router::new().fallback(handle).with_state(site);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let l = hooks.limits;
+    let limiter = ConnLimiter::new(l.max_connections.max(1), l.max_connections_per_ip.max(1));
+    let log = Arc::new(RefusalLog::new());
+    let deadlines = Deadlines {
+        header: l.header_timeout,
+        idle: l.idle_timeout,
+    };
+    let run = |listener: Option<TcpListener>, kind| {
+        let (app, limiter, log, stop) =
+            (app.clone(), limiter.clone(), log.clone(), stop_rx.clone());
+        async move {
+            match listener {
+                Some(listener) => {
+                    server::accept_loop(listener, kind, app, limiter, log, deadlines, stop).await
+                }
+                None => Ok(()),
+            }
+        }
+    };
+    let loops = futures_util::future::try_join(
+        run(page_listener, Listener::Page),
+        run(ws_listener, Listener::Bridge),
+    );
+    tokio::select! {
+        r = loops => r.map(|_| ()),
+        _ = shutdown => {
+            // Connections finish their request in flight; bridged
+            // WebSockets close.
+            let _ = stop_tx.send(true);
+            Ok(())
+        }
+    }
 }
 
 // The page's scripts, styles and media come from the device itself; the
@@ -114,24 +356,176 @@ const CSP: &str =
                    media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; \
                    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-async fn handle(
-    State(site): State<Arc<Site>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let r = respond(&site, &method, uri.path(), &headers);
-    debug!(%method, path = uri.path(), status = r.status().as_u16(), "http");
+async fn handle(State(site): State<Arc<Site>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let peer = req.extensions().get::<Peer>().copied();
+    let r = route(&site, peer, req).await;
+    debug!(%method, path = %path, peer = ?peer.map(|p| p.addr), status = r.status().as_u16(), "http");
     r
 }
 
-fn respond(site: &Site, method: &Method, path: &str, headers: &HeaderMap) -> Response {
-    if method != Method::GET && method != Method::HEAD {
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
+    let host = header_str(req.headers(), header::HOST);
+    if let Err(why) = site.hosts.check(host) {
+        let status = if host.and_then(split_host).is_some() {
+            StatusCode::MISDIRECTED_REQUEST
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return plain_text(status, format!("{why}\n"));
+    }
+    if peer.is_some_and(|p| p.listener == Listener::Bridge) {
+        // The extra listener's page is on the page server's port.
+        return websocket(site, site.page_port, req).await;
+    }
+    let method = req.method().clone();
+    match req.uri().path() {
+        "/mqtt" if method == Method::GET => websocket(site, None, req).await,
+        "/claim" if method == Method::POST => {
+            let ip = peer.map(|p| p.addr.ip());
+            claim(site, ip, req).await
+        }
+        "/claim" => not_allowed("POST"),
+        _ if method != Method::GET && method != Method::HEAD => not_allowed("GET, HEAD"),
+        path => respond(site, path, req.headers()),
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// A WebSocket upgrade to the MQTT bridge. `page_port`: see
+/// [`check_origin`].
+async fn websocket(site: &Arc<Site>, page_port: Option<u16>, req: Request) -> Response {
+    let h = req.headers();
+    let origin = header_str(h, header::ORIGIN);
+    if let Err(why) = check_origin(
+        origin,
+        header_str(h, header::HOST),
+        page_port,
+        &site.origins,
+    ) {
+        return plain_text(StatusCode::FORBIDDEN, format!("{why}\n"));
+    }
+    let Some(target) = site.mqtt else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this device bridges no MQTT broker here; the page uses http.ws_url\n",
+        );
+    };
+    let (mut parts, _body) = req.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws_bridge::upgrade(ws, target, site.ws, site.stop.clone()),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// `POST /claim`: JSON only (a cross-site form cannot send it without a
+/// CORS preflight, which is never granted), from an allowed origin; the
+/// body is read up to [`MAX_CLAIM_BODY`] and ignored.
+async fn claim(site: &Arc<Site>, ip: Option<IpAddr>, req: Request) -> Response {
+    let h = req.headers();
+    let json = header_str(h, header::CONTENT_TYPE).is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "POST /claim takes Content-Type: application/json\n",
+        );
+    }
+    let origin = header_str(h, header::ORIGIN);
+    if let Err(why) = check_origin(origin, header_str(h, header::HOST), None, &site.origins) {
+        return plain_text(StatusCode::FORBIDDEN, format!("{why}\n"));
+    }
+    let Some(ip) = ip else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "no peer address\n");
+    };
+    let body = axum::body::to_bytes(req.into_body(), MAX_CLAIM_BODY);
+    match tokio::time::timeout(Duration::from_secs(10), body).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+        Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "body too slow\n"),
+    }
+    let f = site.claim.clone();
+    let outcome = match tokio::task::spawn_blocking(move || f(ip)).await {
+        Ok(o) => o,
+        Err(e) => {
+            warn!("claim handler failed: {e}");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "claim failed\n");
+        }
+    };
+    match outcome {
+        ClaimOutcome::Claimed { pair } => {
+            let body = serde_json::json!({ "pair": pair }).to_string();
+            json_response(body.into_bytes())
+        }
+        ClaimOutcome::Closed => plain(StatusCode::CONFLICT, "this device cannot be claimed\n"),
+        ClaimOutcome::Refused => plain(
+            StatusCode::FORBIDDEN,
+            "this address may not claim the device\n",
+        ),
+    }
+}
+
+/// `GET /ice.json`: every ICE server, credentials included, to a key
+/// holder (`Authorization: Bearer <key_id>:<password>`), or to anyone when
+/// the device is open.
+fn ice(site: &Site, headers: &HeaderMap) -> Response {
+    let open = site.page.auth == "open";
+    let authorized = open
+        || header_str(headers, header::AUTHORIZATION)
+            .and_then(bearer)
+            .is_some_and(|(id, password)| (site.check_key)(id, password));
+    if !authorized {
+        let mut r = plain(
+            StatusCode::UNAUTHORIZED,
+            "GET /ice.json needs Authorization: Bearer <key_id>:<password>\n",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"campeer\""),
+        );
         return r;
     }
+    json_response(site.ice_json.clone())
+}
+
+/// `(key_id, password)` out of `Bearer <key_id>:<password>`; `None` for
+/// anything else or anything oversized.
+fn bearer(value: &str) -> Option<(&str, &str)> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let (id, password) = token.trim().split_once(':')?;
+    let ok = |s: &str| !s.is_empty() && s.len() <= MAX_BEARER_PART;
+    (ok(id) && ok(password)).then_some((id, password))
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    no_store(&mut r);
+    common_headers(&mut r);
+    r
+}
+
+fn respond(site: &Site, path: &str, headers: &HeaderMap) -> Response {
     // HEAD: hyper sends GET's headers, Content-Length included, and no body.
     match path {
         "/healthz" => {
@@ -140,15 +534,14 @@ fn respond(site: &Site, method: &Method, path: &str, headers: &HeaderMap) -> Res
             r
         }
         "/config.json" => {
-            let mut r = Response::new(Body::from(site.config_json.clone()));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            no_store(&mut r);
-            common_headers(&mut r);
-            r
+            let mut page = site.page.clone();
+            page.claimable = (site.claimable)();
+            match serde_json::to_vec(&page) {
+                Ok(body) => json_response(body),
+                Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "config.json\n"),
+            }
         }
+        "/ice.json" => ice(site, headers),
         _ => {
             let name = match path {
                 "/" => "index.html",
@@ -195,6 +588,17 @@ fn asset(a: &'static assets::Asset, headers: &HeaderMap) -> Response {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    common_headers(&mut r);
+    r
+}
+
+fn plain_text(status: StatusCode, text: String) -> Response {
     let mut r = Response::new(Body::from(text));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -54,7 +54,7 @@ async fn request(addr: std::net::SocketAddr, raw: &str) -> Reply {
 async fn get(addr: std::net::SocketAddr, path: &str) -> Reply {
     request(
         addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
     )
     .await
 }
@@ -67,15 +67,36 @@ fn page() -> PageConfig {
         ws_port: Some(9001),
         ws_path: "/mqtt".into(),
         auth: "signed".into(),
-        ice_servers: vec![PageIceServer {
-            urls: vec!["stun:stun.example.org:3478".into()],
-            username: None,
-            credential: None,
-        }],
+        ice_servers: vec![
+            PageIceServer {
+                urls: vec!["stun:stun.example.org:3478".into()],
+                username: None,
+                credential: None,
+            },
+            PageIceServer {
+                urls: vec!["turn:turn.example.org:3478".into()],
+                username: Some("turnuser".into()),
+                credential: Some("turnsecret".into()),
+            },
+        ],
+        own_broker: true,
+        claimable: false,
     }
 }
 
 async fn start() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    start_with(page(), None, Hooks::default()).await
+}
+
+async fn start_with(
+    page: PageConfig,
+    mqtt: Option<SocketAddr>,
+    hooks: Hooks,
+) -> (
     std::net::SocketAddr,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
@@ -85,7 +106,7 @@ async fn start() -> (
         .expect("bind");
     let addr = l.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(l, page(), async move {
+    let task = tokio::spawn(serve(l, page, mqtt, hooks, async move {
         let _ = rx.await;
     }));
     (addr, tx, task)
@@ -108,7 +129,7 @@ async fn serves_the_page_config_and_health() {
     // Same ETag: 304, no body.
     let r = request(
         addr,
-        &format!("GET /index.html HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"),
+        &format!("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"),
     )
     .await;
     assert_eq!(r.status, 304);
@@ -119,11 +140,20 @@ async fn serves_the_page_config_and_health() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("cache-control"), Some("no-store"));
     let back: PageConfig = serde_json::from_slice(&r.body).expect("config.json parses");
-    assert_eq!(back, page());
+    let mut want = page();
+    want.ice_servers.truncate(1);
+    assert_eq!(back, want);
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
     assert_eq!(v["ws_url"], serde_json::Value::Null);
     assert_eq!(v["ice_servers"][0]["urls"][0], "stun:stun.example.org:3478");
-    assert!(v["ice_servers"][0].get("username").is_none());
+    assert_eq!(v["ice_servers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["own_broker"], true);
+    assert_eq!(v["claimable"], false);
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(
+        !text.contains("turnsecret") && !text.contains("turnuser") && !text.contains("turn:"),
+        "{text}"
+    );
 
     let r = get(addr, "/healthz").await;
     assert_eq!(r.status, 200);
@@ -163,15 +193,18 @@ async fn bad_requests_get_errors_not_files() {
     }
     let r = request(
         addr,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    let r = get(addr, "/claim").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
 
     let r = request(
         addr,
-        "HEAD /config.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "HEAD /config.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(r.status, 200);
@@ -194,4 +227,391 @@ fn defaults_point_at_the_embedded_broker() {
     assert_eq!(d.ws_path, "/mqtt");
     assert_eq!(d.auth, "open");
     assert!(d.ws_url.is_none());
+}
+
+#[tokio::test]
+async fn only_the_device_names_are_served() {
+    let (addr, _stop, _task) = start().await;
+    for host in [
+        "127.0.0.1",
+        "localhost:8080",
+        "cam1",
+        "cam1.local",
+        "[::1]:80",
+        "10.9.8.7",
+    ] {
+        let r = request(
+            addr,
+            &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{host}");
+    }
+    let r = request(
+        addr,
+        "GET /config.json HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 421);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(
+        text.contains("evil.example") && text.contains("http.hosts"),
+        "{text}"
+    );
+    let r = request(addr, "GET /config.json HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn configured_host_names_are_served() {
+    let hooks = Hooks {
+        hosts: vec!["cam.example.org".into()],
+        ..Hooks::default()
+    };
+    let (addr, _stop, _task) = start_with(page(), None, hooks).await;
+    let r = request(
+        addr,
+        "GET /healthz HTTP/1.1\r\nHost: CAM.example.org\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+fn get_with(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n")
+}
+
+#[tokio::test]
+async fn ice_json_needs_a_key_unless_open() {
+    let hooks = Hooks {
+        check_key: Arc::new(|id, pw| id == "phone" && pw == "right"),
+        ..Hooks::default()
+    };
+    let (addr, _stop, _task) = start_with(page(), None, hooks).await;
+    for auth in [
+        "",
+        "Authorization: Bearer phone:wrong\r\n",
+        "Authorization: Bearer phone\r\n",
+        "Authorization: Basic cGhvbmU6cmlnaHQ=\r\n",
+        "Authorization: Bearer other:right\r\n",
+    ] {
+        let r = request(addr, &get_with("/ice.json", auth)).await;
+        assert_eq!(r.status, 401, "{auth}");
+        assert!(r.header("www-authenticate").is_some());
+        assert!(!String::from_utf8_lossy(&r.body).contains("turnsecret"));
+    }
+    let r = request(
+        addr,
+        &get_with("/ice.json", "Authorization: Bearer phone:right\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["ice_servers"][1]["username"], "turnuser");
+    assert_eq!(v["ice_servers"][1]["credential"], "turnsecret");
+    assert_eq!(v["ice_servers"][0]["urls"][0], "stun:stun.example.org:3478");
+
+    // An open device gives them to anyone who can load the page.
+    let mut open = page();
+    open.auth = "open".into();
+    let (addr, _stop, _task) = start_with(open, None, Hooks::default()).await;
+    let r = get(addr, "/ice.json").await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("turnsecret"));
+}
+
+fn post_claim(content_type: &str, origin: &str, body: &str) -> String {
+    format!(
+        "POST /claim HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{content_type}{origin}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn claim_answers_json_only_from_allowed_origins() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let open = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let hooks = Hooks {
+        claim: {
+            let (open, calls) = (open.clone(), calls.clone());
+            Arc::new(move |ip: IpAddr| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                if !ip.is_loopback() {
+                    ClaimOutcome::Refused
+                } else if open.swap(false, Ordering::SeqCst) {
+                    ClaimOutcome::Claimed {
+                        pair: "owner.s3cret".into(),
+                    }
+                } else {
+                    ClaimOutcome::Closed
+                }
+            })
+        },
+        claimable: {
+            let open = open.clone();
+            Arc::new(move || open.load(Ordering::SeqCst))
+        },
+        allowed_origins: vec!["https://ha.example:8123".into()],
+        ..Hooks::default()
+    };
+    let (addr, _stop, _task) = start_with(page(), None, hooks).await;
+    let json = "Content-Type: application/json\r\n";
+    let claimable = |r: Reply| {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        v["claimable"].as_bool().expect("a bool")
+    };
+    assert!(claimable(get(addr, "/config.json").await));
+
+    // Refused before the callback: not JSON, a foreign or null origin, a big body.
+    let r = request(addr, &post_claim("Content-Type: text/plain\r\n", "", "{}")).await;
+    assert_eq!(r.status, 415);
+    let r = request(addr, &post_claim("", "", "")).await;
+    assert_eq!(r.status, 415);
+    for origin in ["http://evil.example", "null", "http://127.0.0.1:9999"] {
+        let r = request(
+            addr,
+            &post_claim(json, &format!("Origin: {origin}\r\n"), "{}"),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{origin}");
+    }
+    let r = request(addr, &post_claim(json, "", &"x".repeat(5000))).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // The page's own origin claims it once.
+    let r = request(
+        addr,
+        &post_claim(json, "Origin: http://127.0.0.1:8080\r\n", "{}"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v, serde_json::json!({"pair": "owner.s3cret"}));
+    assert!(!claimable(get(addr, "/config.json").await));
+
+    // Then it is closed, for a listed origin as for any.
+    let r = request(
+        addr,
+        &post_claim(
+            "Content-Type: application/json; charset=utf-8\r\n",
+            "Origin: https://ha.example:8123\r\n",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A stand-in broker: echoes every byte back.
+async fn echo_server() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a WebSocket handshake for `path`; returns the status code and the
+/// stream (positioned after the response head).
+async fn ws_open(addr: SocketAddr, path: &str, host: &str, extra: &str) -> (u16, TcpStream) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: mqtt\r\n{extra}\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("handshake");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut c = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut c))
+            .await
+            .expect("in time")
+            .expect("read");
+        head.push(c[0]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, s)
+}
+
+fn ws_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x82, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).await.expect("frame header");
+    let len = usize::from(h[1] & 0x7f);
+    assert!(len < 126, "short frames only here");
+    let mut p = vec![0u8; len];
+    s.read_exact(&mut p).await.expect("frame payload");
+    (h[0] & 0x0f, p)
+}
+
+#[tokio::test]
+async fn mqtt_websocket_only_from_allowed_origins() {
+    let broker = echo_server().await;
+    let (addr, _stop, _task) = start_with(page(), Some(broker), Hooks::default()).await;
+    let host = format!("127.0.0.1:{}", addr.port());
+
+    let (status, _) = ws_open(addr, "/mqtt", &host, "Origin: http://evil.example\r\n").await;
+    assert_eq!(status, 403);
+    let (status, _) = ws_open(addr, "/mqtt", &host, "Origin: http://127.0.0.1:1\r\n").await;
+    assert_eq!(status, 403);
+    let (status, _) = ws_open(addr, "/mqtt", "evil.example", "").await;
+    assert_eq!(status, 421);
+    let (status, _) = ws_open(addr, "/other", &host, "").await;
+    assert_eq!(status, 404);
+
+    let own = format!("Origin: http://{host}\r\n");
+    let (status, mut s) = ws_open(addr, "/mqtt", &host, &own).await;
+    assert_eq!(status, 101);
+    s.write_all(&ws_frame(b"\x10hello")).await.expect("send");
+    let (op, p) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut s))
+        .await
+        .expect("echo in time");
+    assert_eq!((op, &p[..]), (2, &b"\x10hello"[..]));
+
+    // No Origin: a program, not a browser.
+    let (status, _) = ws_open(addr, "/mqtt", &host, "").await;
+    assert_eq!(status, 101);
+
+    // Without a broker to bridge to, a clear 503.
+    let (addr, _stop, _task) = start_with(page(), None, Hooks::default()).await;
+    let (status, _) = ws_open(addr, "/mqtt", "127.0.0.1", "").await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn the_extra_websocket_listener_takes_the_page_origin() {
+    let broker = echo_server().await;
+    let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let ws_addr = ws.local_addr().expect("addr");
+    let hooks = Hooks {
+        ws_listener: Some(ws),
+        ..Hooks::default()
+    };
+    let (addr, _stop, _task) = start_with(page(), Some(broker), hooks).await;
+    let host = format!("127.0.0.1:{}", ws_addr.port());
+    let page_origin = format!("Origin: http://127.0.0.1:{}\r\n", addr.port());
+    let (status, _) = ws_open(ws_addr, "/", &host, &page_origin).await;
+    assert_eq!(status, 101);
+    let (status, _) = ws_open(ws_addr, "/", &host, &format!("Origin: http://{host}\r\n")).await;
+    assert_eq!(status, 403);
+    let (status, _) = ws_open(ws_addr, "/", "evil.example", "").await;
+    assert_eq!(status, 421);
+}
+
+/// Whether the server closes `s` within `within` (EOF or reset).
+async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_over_the_caps_are_closed_at_once() {
+    let hooks = Hooks {
+        limits: Limits {
+            max_connections: 3,
+            max_connections_per_ip: 2,
+            ..Limits::default()
+        },
+        ..Hooks::default()
+    };
+    let (addr, _stop, _task) = start_with(page(), None, hooks).await;
+    let a1 = TcpStream::connect(addr).await.expect("connect");
+    let _a2 = TcpStream::connect(addr).await.expect("connect");
+    let mut a3 = TcpStream::connect(addr).await.expect("connect");
+    assert!(closed_by_server(&mut a3, Duration::from_secs(5)).await);
+    // Another address still gets in (127.0.0.2 is loopback too).
+    let from = |ip: &str| {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind(format!("{ip}:0").parse().expect("addr"))
+            .expect("bind");
+        sock.connect(addr)
+    };
+    let mut b = from("127.0.0.2").await.expect("connect");
+    b.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut reply = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), b.read_exact(&mut reply))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(&reply, b"HTTP/1.1 200");
+    // Three are open (b is kept alive): the total cap closes a third address.
+    let mut c = from("127.0.0.3").await.expect("connect");
+    assert!(closed_by_server(&mut c, Duration::from_secs(5)).await);
+    drop(b);
+    // A place freed is a place again.
+    drop(a1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn slow_heads_and_silent_websockets_are_dropped() {
+    let broker = echo_server().await;
+    let hooks = Hooks {
+        limits: Limits {
+            header_timeout: Duration::from_millis(300),
+            ws: WsTimeouts {
+                ping_after: Duration::from_millis(100),
+                close_after: Duration::from_millis(500),
+            },
+            ..Limits::default()
+        },
+        ..Hooks::default()
+    };
+    let (addr, _stop, _task) = start_with(page(), Some(broker), hooks).await;
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\r\n")
+        .await
+        .expect("write");
+    assert!(closed_by_server(&mut slow, Duration::from_secs(5)).await);
+
+    // A WebSocket that never answers pings: pinged, then closed.
+    let (status, mut s) = ws_open(addr, "/mqtt", "127.0.0.1", "").await;
+    assert_eq!(status, 101);
+    let (op, _) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut s))
+        .await
+        .expect("a ping in time");
+    assert_eq!(op, 9, "a ping");
+    assert!(closed_by_server(&mut s, Duration::from_secs(5)).await);
 }
