@@ -63,6 +63,13 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Outputs first, before the broker, the page or the camera: each goes to
+    // its safe value, then to its initial one.
+    let gpio = if config.gpio.is_empty() {
+        GpioBank::empty()
+    } else {
+        cdev::open_bank(&config.gpio).context("gpio")?
+    };
     let broker = start_broker(&config)?;
     let url = match &broker {
         Some(b) => b.local_url(),
@@ -102,11 +109,6 @@ pub async fn run(
     if authz.is_open() && exposed {
         warn!(broker = %target, "no access keys configured: anyone who can reach the broker may watch and control this device");
     }
-    let gpio = if config.gpio.is_empty() {
-        GpioBank::empty()
-    } else {
-        cdev::open_bank(&config.gpio).context("gpio")?
-    };
     let _input_watcher = gpio.spawn_input_watcher().context("gpio inputs")?;
     let controls: Vec<ControlInfo> = gpio
         .controls()
