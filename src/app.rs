@@ -23,6 +23,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::View(args) => crate::view::run(args).await,
+        Command::GpioSafe(args) => Ok(crate::control::cdev::gpio_safe_command(
+            &args.resolve()?.gpio,
+        )),
     }
 }
 
