@@ -348,7 +348,7 @@ mod tests {
         g.pulse(250, false, None, 0);
         // 200 ms later, a 250 ms pulse would keep it on 450 ms in all.
         let plan = g.pulse(250, true, None, 200 * MS);
-        assert_eq!(plan.value, true);
+        assert!(plan.value);
         assert_eq!(plan.until_us, 300 * MS);
         assert_eq!(plan.capped_ms, Some(100));
         assert_eq!(g.due(300 * MS).map(|d| d.value), Some(false));
@@ -359,7 +359,7 @@ mod tests {
         let mut g = guard(Some(1_000), false);
         g.command(true, None, 0);
         let plan = g.pulse(100, true, None, 500 * MS);
-        assert_eq!(plan.value, false);
+        assert!(!plan.value);
         assert_eq!(plan.capped_ms, None);
         assert_eq!(g.deadline(), Some(600 * MS));
         assert_eq!(g.due(600 * MS).map(|d| d.value), Some(true));
