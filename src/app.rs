@@ -25,6 +25,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::View(args) => crate::view::run(args).await,
         Command::Pair(args) => crate::keys_cli::pair(&args),
         Command::Keys { action, store } => crate::keys_cli::keys(&action, &store),
+        Command::GpioSafe(args) => Ok(crate::control::cdev::gpio_safe_command(
+            &args.resolve()?.gpio,
+        )),
     }
 }
 

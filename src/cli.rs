@@ -1,5 +1,5 @@
-//! Command-line interface: `campeer run`, `campeer check-config FILE` and
-//! `campeer view`.
+//! Command-line interface: `campeer run`, `campeer check-config FILE`,
+//! `campeer view` and `campeer gpio-safe`.
 //!
 //! Flags of `run` lay over the configuration file key by key (see
 //! [`RunArgs::resolve`]); the result is validated once, after the overlay, so
@@ -55,6 +55,32 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Drive every configured GPIO output to its safe value and exit (the
+    /// service's stop step; the daemon must not be running).
+    GpioSafe(GpioSafeArgs),
+}
+
+/// `campeer gpio-safe`: the configuration is resolved as for `campeer run`.
+#[derive(Debug, Args, Default, Clone, PartialEq)]
+pub struct GpioSafeArgs {
+    /// Configuration file (TOML), as given to `campeer run`.
+    #[arg(long, short = 'c', value_name = "FILE", env = "CAMPEER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Board profile, as given to `campeer run`.
+    #[arg(long, value_name = "NAME")]
+    pub board: Option<String>,
+}
+
+impl GpioSafeArgs {
+    /// The configuration `campeer run` would use with these two flags.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        RunArgs {
+            config: self.config.clone(),
+            board: self.board.clone(),
+            ..RunArgs::default()
+        }
+        .resolve()
+    }
 }
 
 /// Where the keys are: the daemon's configuration and state directory.
@@ -643,6 +669,34 @@ mod tests {
         assert!(cli(&["run", "--fps", "fast"]).is_err());
         assert!(cli(&["run", "--max-sessions", "-1"]).is_err());
         assert!(cli(&[]).is_err());
+    }
+
+    #[test]
+    fn gpio_safe_resolves_like_run() {
+        let file = temp_file(
+            "gpio-safe.toml",
+            "[[gpio]]\nname = \"strike\"\nline = \"mock:strike\"\ndirection = \"output\"\nmax_on_ms = 3000\n",
+        );
+        let path = file.to_str().expect("utf-8 path");
+        let args = match cli(&["gpio-safe", "--config", path, "--board", "rpi4"]) {
+            Ok(Cli {
+                command: Command::GpioSafe(a),
+                ..
+            }) => a,
+            other => panic!("not gpio-safe: {other:?}"),
+        };
+        assert_eq!(args.board.as_deref(), Some("rpi4"));
+        let config = args.resolve().expect("valid");
+        let run = run_args(&["--config", path, "--board", "rpi4"])
+            .resolve()
+            .expect("valid");
+        assert_eq!(config.gpio, run.gpio);
+        assert_eq!(config.gpio[0].max_on_ms, Some(3000));
+        let bad = GpioSafeArgs {
+            board: Some("no-such-board".into()),
+            ..GpioSafeArgs::default()
+        };
+        assert!(bad.resolve().is_err());
     }
 
     #[test]

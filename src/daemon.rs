@@ -65,6 +65,13 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Outputs first, before the broker, the page or the camera: each goes to
+    // its safe value, then to its initial one.
+    let gpio = if config.gpio.is_empty() {
+        GpioBank::empty()
+    } else {
+        cdev::open_bank(&config.gpio).context("gpio")?
+    };
     let broker = start_broker(&config)?;
     let url = match &broker {
         Some(b) => b.local_url(),
@@ -95,11 +102,6 @@ pub async fn run(
     let (authz, access) =
         AccessState::start(&config, crate::clock::monotonic_us()).context("access")?;
     let access = Arc::new(std::sync::Mutex::new(access));
-    let gpio = if config.gpio.is_empty() {
-        GpioBank::empty()
-    } else {
-        cdev::open_bank(&config.gpio).context("gpio")?
-    };
     let _input_watcher = gpio.spawn_input_watcher().context("gpio inputs")?;
     let controls: Vec<ControlInfo> = gpio
         .controls()

@@ -46,6 +46,8 @@ fn config(name: &str, line: &str, direction: Direction) -> GpioConfig {
         bias: Bias::AsIs,
         edge: Edge::Both,
         debounce_ms: 20,
+        max_on_ms: None,
+        revert_on_end: false,
     }
 }
 

@@ -43,6 +43,7 @@ const CHECKS: &[&str] = &[
     "survived",
     "resumed",
     "video-after",
+    "gpio-safe",
 ];
 
 /// From qemu's start to the guest's result line, at most.
@@ -268,6 +269,8 @@ fn run_guest(target: &str, machine: &str, model: &str, tools: &[&str]) {
         } else if line.starts_with("CAMPEER-QEMU")
             || line.starts_with("VIEW")
             || line.starts_with("DAEMON-LOG")
+            || line.starts_with("GPIO-SAFE")
+            || line.starts_with("TRACE")
         {
             say(&format!(
                 "{machine} [{:6.1}s] {line}",

@@ -8,8 +8,13 @@
 //! Invariants: lines are requested *without* the kernel's ACTIVE_LOW flag,
 //! so pins speak electrical levels and `GpioBank` alone applies
 //! `active_low` (linux-embedded-hal would otherwise invert a second time);
-//! outputs are requested with their initial level, so they never glitch;
-//! inputs get the configured bias (v1 uAPI flags, Linux 5.5 and later).
+//! outputs are requested at their *safe* level, so the first thing a line
+//! does at start-up is go safe (the bank then drives `initial` when it
+//! differs); inputs get the configured bias (v1 uAPI flags, Linux 5.5 and
+//! later).
+//!
+//! [`drive_safe`] is `campeer gpio-safe`: the stop step that puts every
+//! output at its safe level after the daemon is gone, however it ended.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -288,7 +293,7 @@ pub fn open_line(config: &GpioConfig) -> Result<Pin, LineError> {
     })?;
     if let LineSpec::Mock(_) = spec {
         tracing::warn!(line = %config.line, "simulated GPIO line: no hardware is driven");
-        let high = config.initial != config.active_low;
+        let high = config.safe != config.active_low;
         let pin = super::gpio::SimPin::new(high && config.direction == Direction::Output);
         return Ok(match config.direction {
             Direction::Output => Pin::Output(Box::new(pin)),
@@ -315,10 +320,13 @@ pub fn request(config: &GpioConfig, found: &FoundLine) -> Result<Pin, LineError>
         });
     }
     let flags = request_flags(config);
-    let high = config.initial != config.active_low;
+    let high = config.safe != config.active_low;
     let what = match (config.direction, config.bias) {
         (Direction::Output, _) => {
-            format!("output, initially {}", if high { "high" } else { "low" })
+            format!(
+                "output, at its safe level {}",
+                if high { "high" } else { "low" }
+            )
         }
         (Direction::Input, Bias::AsIs) => "input".to_owned(),
         (Direction::Input, bias) => format!("input with bias {bias:?} (needs Linux 5.5)"),
@@ -342,7 +350,8 @@ pub fn request(config: &GpioConfig, found: &FoundLine) -> Result<Pin, LineError>
 }
 
 /// Opens every configured control and builds the bank (outputs at their
-/// initial values). Lines opened before a failure are released.
+/// safe values, then at their initial values). Lines opened before a
+/// failure are released.
 pub fn open_bank(configs: &[GpioConfig]) -> Result<GpioBank, CdevError> {
     validate_gpio(configs)?;
     let mut controls = Vec::with_capacity(configs.len());
@@ -357,9 +366,145 @@ pub fn open_bank(configs: &[GpioConfig]) -> Result<GpioBank, CdevError> {
     Ok(GpioBank::new(controls)?)
 }
 
+/// What [`drive_safe`] did with one output.
+#[derive(Debug)]
+pub struct SafeOutcome {
+    /// The control's name.
+    pub control: String,
+    /// Where its line is and what it was driven to, or why it could not be.
+    pub result: Result<String, CdevError>,
+}
+
+/// `campeer gpio-safe`: requests every configured output at its safe level
+/// and releases it again; inputs are left alone. Tries every output, in
+/// configuration order, and reports each. Meant for after the daemon has
+/// stopped (systemd's `ExecStopPost=`): while it runs, its lines are busy.
+///
+/// What a released line does next is the driver's: on Raspberry Pi OS
+/// kernels (`pinctrl_bcm2835.persist_gpio_outputs=y`) it keeps the level;
+/// kernels without that return it to an input, and the board's pull
+/// resistors decide (see docs/raspberry-pi.md).
+pub fn drive_safe(configs: &[GpioConfig]) -> Result<Vec<SafeOutcome>, ConfigError> {
+    validate_gpio(configs)?;
+    Ok(configs
+        .iter()
+        .filter(|c| c.direction == Direction::Output)
+        .map(|config| {
+            let level = if config.safe != config.active_low {
+                "high"
+            } else {
+                "low"
+            };
+            let result = match LineSpec::parse(&config.line) {
+                Some(LineSpec::Mock(_)) => {
+                    Ok(format!("{}: simulated, nothing to drive", config.line))
+                }
+                spec => spec
+                    .ok_or_else(|| LineError::NotFound {
+                        line: config.line.clone(),
+                        searched: "nothing (not a line name nor chip:offset)".into(),
+                    })
+                    .and_then(|spec| find_line(&spec))
+                    .and_then(|found| {
+                        // Requested at the safe level; dropped (released) at once.
+                        request(config, &found)?;
+                        Ok(format!(
+                            "{} ({}:{}) driven {level} (safe = {})",
+                            config.line, found.chip, found.offset, config.safe
+                        ))
+                    })
+                    .map_err(|source| CdevError::Line {
+                        control: config.name.clone(),
+                        source: Box::new(source),
+                    }),
+            };
+            SafeOutcome {
+                control: config.name.clone(),
+                result,
+            }
+        })
+        .collect())
+}
+
+/// Runs [`drive_safe`] and prints one line per output (failures to
+/// stderr). Exit status 0 only when every output was driven.
+pub fn gpio_safe_command(configs: &[GpioConfig]) -> std::process::ExitCode {
+    let outcomes = match drive_safe(configs) {
+        Ok(o) => o,
+        Err(err) => {
+            eprintln!("campeer gpio-safe: gpio configuration: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut failed = 0;
+    for o in &outcomes {
+        match &o.result {
+            Ok(what) => println!("gpio-safe: {}: {what}", o.control),
+            Err(err) => {
+                failed += 1;
+                eprintln!(
+                    "campeer gpio-safe: {}: NOT driven to its safe value: {err}",
+                    o.control
+                );
+            }
+        }
+    }
+    if outcomes.is_empty() {
+        println!("gpio-safe: no outputs configured");
+    }
+    if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "campeer gpio-safe: {failed} of {} outputs could not be driven to their safe value",
+            outcomes.len()
+        );
+        std::process::ExitCode::FAILURE
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drive_safe_reports_every_output_and_skips_inputs() {
+        let mut out = GpioConfig {
+            name: "sim".into(),
+            line: "mock:sim".into(),
+            direction: Direction::Output,
+            initial: true,
+            active_low: false,
+            safe: false,
+            bias: Bias::AsIs,
+            edge: Default::default(),
+            debounce_ms: 20,
+            max_on_ms: None,
+            revert_on_end: false,
+        };
+        let mut missing = out.clone();
+        missing.name = "missing".into();
+        missing.line = "NO_SUCH_LINE_ANYWHERE".into();
+        let mut input = out.clone();
+        input.name = "door".into();
+        input.line = "mock:door".into();
+        input.direction = Direction::Input;
+        out.max_on_ms = Some(10);
+        let got = drive_safe(&[out, missing, input]).expect("valid configuration");
+        assert_eq!(got.len(), 2, "inputs are not touched: {got:?}");
+        assert_eq!(got[0].control, "sim");
+        assert!(
+            got[0]
+                .result
+                .as_ref()
+                .is_ok_and(|w| w.contains("simulated")),
+            "{got:?}"
+        );
+        assert_eq!(got[1].control, "missing");
+        let err = got[1].result.as_ref().expect_err("no such line");
+        // No chips here, or chips without that line: either way, named.
+        assert!(err.to_string().contains("\"missing\""), "{err}");
+    }
 
     #[test]
     fn chip_paths_sort_numerically_and_ignore_others() {
@@ -401,6 +546,8 @@ mod tests {
             bias: Bias::PullUp,
             edge: Default::default(),
             debounce_ms: 20,
+            max_on_ms: None,
+            revert_on_end: false,
         };
         let bits = |c: &GpioConfig| request_flags(c).bits();
         assert_eq!(bits(&config), 1 | (1 << 5));

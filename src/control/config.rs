@@ -22,6 +22,9 @@ pub const MAX_NAME_LEN: usize = 32;
 /// Longest accepted debounce time, milliseconds.
 pub const MAX_DEBOUNCE_MS: u64 = 10_000;
 
+/// Accepted `max_on_ms`: 1 ms to 24 hours.
+pub const MAX_ON_MS: std::ops::RangeInclusive<u64> = 1..=86_400_000;
+
 /// One named GPIO control, `[[gpio]]` in the configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +56,15 @@ pub struct GpioConfig {
     /// Inputs: a new level counts once it has been stable this long.
     #[serde(default = "default_debounce_ms")]
     pub debounce_ms: u64,
+    /// Outputs: the longest time the output may stay away from `safe`,
+    /// whoever drove it; then it returns to `safe`. Pulses are cut to it.
+    /// Unset: no limit.
+    #[serde(default)]
+    pub max_on_ms: Option<u64>,
+    /// Outputs: when the session that last drove the output ends (bye,
+    /// failure, timeout, shutdown), the output returns to `safe`.
+    #[serde(default)]
+    pub revert_on_end: bool,
 }
 
 fn default_debounce_ms() -> u64 {
@@ -298,6 +310,14 @@ pub enum ConfigError {
         MAX_DEBOUNCE_MS
     )]
     DebounceTooLong { name: String, debounce_ms: u64 },
+    #[error(
+        "gpio {name:?}: max_on_ms {max_on_ms} is outside {}..={}",
+        MAX_ON_MS.start(),
+        MAX_ON_MS.end()
+    )]
+    BadMaxOn { name: String, max_on_ms: u64 },
+    #[error("gpio {name:?}: {key} applies to outputs only")]
+    OutputOnly { name: String, key: &'static str },
     #[error("access.keys[{index}]: id {id:?} must match [a-z0-9][a-z0-9_-]{{0,62}}")]
     BadKeyId { index: usize, id: String },
     #[error("access.keys: id {id:?} is used twice")]
@@ -347,6 +367,29 @@ pub fn validate_gpio(gpio: &[GpioConfig]) -> Result<(), ConfigError> {
                 name: control.name.clone(),
                 debounce_ms: control.debounce_ms,
             });
+        }
+        if let Some(max_on_ms) = control.max_on_ms {
+            if !MAX_ON_MS.contains(&max_on_ms) {
+                return Err(ConfigError::BadMaxOn {
+                    name: control.name.clone(),
+                    max_on_ms,
+                });
+            }
+        }
+        if control.direction == Direction::Input {
+            let key = if control.max_on_ms.is_some() {
+                Some("max_on_ms")
+            } else if control.revert_on_end {
+                Some("revert_on_end")
+            } else {
+                None
+            };
+            if let Some(key) = key {
+                return Err(ConfigError::OutputOnly {
+                    name: control.name.clone(),
+                    key,
+                });
+            }
         }
         for (other, other_spec) in &seen {
             if *other == control.name {
@@ -424,6 +467,8 @@ mod tests {
             bias: Bias::AsIs,
             edge: Edge::Both,
             debounce_ms: 20,
+            max_on_ms: None,
+            revert_on_end: false,
         }
     }
 
@@ -571,6 +616,43 @@ mod tests {
             validate_gpio(&[slow]),
             Err(ConfigError::DebounceTooLong { .. })
         ));
+    }
+
+    #[test]
+    fn max_on_and_revert_on_end() {
+        let doc: Doc = toml::from_str(
+            r#"
+            [[gpio]]
+            name = "strike"
+            line = "GPIO22"
+            direction = "output"
+            max_on_ms = 5000
+            revert_on_end = true
+            "#,
+        )
+        .expect("valid document");
+        assert_eq!(doc.gpio[0].max_on_ms, Some(5000));
+        assert!(doc.gpio[0].revert_on_end);
+        validate_gpio(&doc.gpio).expect("valid gpio");
+        let defaults = output("a", "GPIO1");
+        assert_eq!((defaults.max_on_ms, defaults.revert_on_end), (None, false));
+        for bad in [0, MAX_ON_MS.end() + 1] {
+            let mut c = output("a", "GPIO1");
+            c.max_on_ms = Some(bad);
+            assert!(matches!(
+                validate_gpio(&[c]),
+                Err(ConfigError::BadMaxOn { .. })
+            ));
+        }
+        let mut input = output("b", "GPIO2");
+        input.direction = Direction::Input;
+        input.revert_on_end = true;
+        let err = validate_gpio(&[input.clone()]).expect_err("input");
+        assert!(err.to_string().contains("revert_on_end"), "{err}");
+        input.revert_on_end = false;
+        input.max_on_ms = Some(10);
+        let err = validate_gpio(&[input]).expect_err("input");
+        assert!(err.to_string().contains("max_on_ms"), "{err}");
     }
 
     #[test]

@@ -12,13 +12,21 @@
 //!   shutdown), and every debounced input edge allowed by `edge` is sent
 //!   once on the bank's broadcast channel, in the order it happened (sent
 //!   under the bank's lock).
+//! - At start-up every output is driven to its `safe` value first, then to
+//!   `initial` when that differs.
 //! - At most one pulse per output is pending. A second pulse replaces the
 //!   first and keeps the value from before the first; `set`/`toggle` cancel
-//!   a pending pulse (the latest explicit command wins). A pulse's restore
-//!   runs on a tokio task owned by the bank, so it outlives the session that
-//!   started it.
+//!   a pending pulse (the latest explicit command wins).
+//! - The fail-safe rules (`max_on_ms`, `revert_on_end`) and pulse timing
+//!   are decided by each output's [`OutputGuard`] (pure, `control::safety`);
+//!   the bank drives what it decides and keeps at most one timer per output,
+//!   a tokio task owned by the bank, set to the guard's next deadline, so a
+//!   pulse's restore or an auto-off outlives the session that caused it.
+//!   Every state-changing call names its owner (a session id, or `None` for
+//!   the device itself); [`GpioBank::session_ended`] reverts what an ended
+//!   session owned.
 //! - After [`GpioBank::safe_all`] every output is at its `safe` value, no
-//!   pulse is pending, and state-changing calls fail with
+//!   timer is pending, and state-changing calls fail with
 //!   [`GpioError::ShutDown`].
 //!
 //! Inputs are sampled every [`POLL_INTERVAL`] by one task
@@ -43,6 +51,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::config::{validate_gpio, ConfigError, Direction, Edge, GpioConfig};
+use super::safety::{OutputGuard, Reason, Rules};
 
 /// How often inputs are sampled.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -221,6 +230,8 @@ pub enum GpioError {
     Hardware { name: String, source: HwError },
     #[error("outputs are in their safe state for shutdown")]
     ShutDown,
+    #[error("the session has ended")]
+    SessionEnded,
     #[error("no tokio runtime to run timers on")]
     NoRuntime,
     #[error("gpio configuration: {0}")]
@@ -285,24 +296,39 @@ impl Debouncer {
     }
 }
 
+/// What a pulse did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PulseOutcome {
+    /// The value driven now.
+    pub value: bool,
+    /// How long the pulse lasts, ms: the asked `ms`, or less when the
+    /// output's `max_on_ms` cut it.
+    pub ms: u64,
+    /// Whether `max_on_ms` cut it.
+    pub capped: bool,
+}
+
 struct Control {
     name: String,
     direction: Direction,
     active_low: bool,
     safe: bool,
+    initial: bool,
     edge: Edge,
 }
 
-struct Pulse {
+/// The one pending timer of an output: fires at the guard's deadline.
+struct Timer {
     id: u64,
-    restore: bool,
+    at_us: u64,
     task: JoinHandle<()>,
 }
 
 enum LineState {
     Output {
         pin: Box<dyn OutputLine>,
-        pulse: Option<Pulse>,
+        guard: OutputGuard,
+        timer: Option<Timer>,
     },
     Input {
         pin: Box<dyn InputLine>,
@@ -311,10 +337,24 @@ enum LineState {
     },
 }
 
+/// Ended sessions remembered, so a call racing its session's end cannot
+/// take an output over after [`GpioBank::session_ended`].
+const ENDED_SESSIONS: usize = 64;
+
 struct State {
     closed: bool,
-    next_pulse: u64,
+    next_timer: u64,
     lines: Vec<LineState>,
+    ended: std::collections::VecDeque<u64>,
+}
+
+impl State {
+    fn refuse_ended(&self, owner: Option<u64>) -> Result<(), GpioError> {
+        match owner {
+            Some(id) if self.ended.contains(&id) => Err(GpioError::SessionEnded),
+            _ => Ok(()),
+        }
+    }
 }
 
 struct Inner {
@@ -322,6 +362,11 @@ struct Inner {
     by_name: HashMap<String, usize>,
     state: Mutex<State>,
     changes: broadcast::Sender<GpioChange>,
+    /// The guards' clock: µs since this instant (tokio's clock, so tests
+    /// can run it paused).
+    epoch: tokio::time::Instant,
+    /// Itself, for the timer tasks (which must not keep the bank alive).
+    me: Weak<Inner>,
 }
 
 /// The configured controls. Cheap to clone; clones share everything.
@@ -349,7 +394,8 @@ impl GpioBank {
     }
 
     /// Takes the controls in configuration order and drives every output to
-    /// its `initial` value.
+    /// its `safe` value, then each whose `initial` differs to `initial`
+    /// (which needs a tokio runtime when `max_on_ms` then applies).
     pub fn new(controls: Vec<(GpioConfig, Pin)>) -> Result<Self, GpioError> {
         let configs: Vec<GpioConfig> = controls.iter().map(|(c, _)| c.clone()).collect();
         validate_gpio(&configs)?;
@@ -366,12 +412,21 @@ impl GpioBank {
             }
             let line = match pin {
                 Pin::Output(mut pin) => {
-                    pin.drive(config.initial != config.active_low)
+                    pin.drive(config.safe != config.active_low)
                         .map_err(|source| GpioError::Hardware {
                             name: config.name.clone(),
                             source,
                         })?;
-                    LineState::Output { pin, pulse: None }
+                    let guard = OutputGuard::new(Rules {
+                        safe: config.safe,
+                        max_on_us: config.max_on_ms.map(|ms| ms.saturating_mul(1000)),
+                        revert_on_end: config.revert_on_end,
+                    });
+                    LineState::Output {
+                        pin,
+                        guard,
+                        timer: None,
+                    }
                 }
                 Pin::Input(pin) => LineState::Input {
                     pin,
@@ -386,22 +441,32 @@ impl GpioBank {
                 direction: config.direction,
                 active_low: config.active_low,
                 safe: config.safe,
+                initial: config.initial,
                 edge: config.edge,
             });
         }
         let (changes, _) = broadcast::channel(CHANGE_CAPACITY);
-        Ok(GpioBank {
-            inner: Arc::new(Inner {
+        let bank = GpioBank {
+            inner: Arc::new_cyclic(|me| Inner {
                 controls: infos,
                 by_name,
                 state: Mutex::new(State {
                     closed: false,
-                    next_pulse: 0,
+                    next_timer: 0,
                     lines,
+                    ended: std::collections::VecDeque::with_capacity(ENDED_SESSIONS),
                 }),
                 changes,
+                epoch: tokio::time::Instant::now(),
+                me: me.clone(),
             }),
-        })
+        };
+        for (index, control) in bank.inner.controls.iter().enumerate() {
+            if control.direction == Direction::Output && control.initial != control.safe {
+                bank.inner.start_initial(index, control.initial)?;
+            }
+        }
+        Ok(bank)
     }
 
     /// A receiver of every change from now on. A slow receiver gets
@@ -451,65 +516,115 @@ impl GpioBank {
         self.inner.read(&mut state, index)
     }
 
-    /// Drives output `name` to logical `value`; cancels a pending pulse.
-    /// Returns the new value.
+    /// Drives output `name` to logical `value` for the device itself (no
+    /// session); see [`GpioBank::set_by`].
     pub fn set(&self, name: &str, value: bool) -> Result<bool, GpioError> {
-        let index = self.inner.output_index(name)?;
-        let mut state = self.inner.lock_open()?;
-        self.inner.cancel_pulse(&mut state, index);
-        let prior = self.inner.driven(&mut state, index).ok();
-        self.inner.drive(&mut state, index, value, prior)?;
-        Ok(value)
+        self.set_by(None, name, value)
     }
 
-    /// Inverts output `name`; cancels a pending pulse. Returns the new value.
+    /// Drives output `name` to logical `value` for `owner` (a session id);
+    /// cancels a pending pulse. Returns the new value. A non-safe value on
+    /// an output with `max_on_ms` needs a tokio runtime for its timer.
+    pub fn set_by(&self, owner: Option<u64>, name: &str, value: bool) -> Result<bool, GpioError> {
+        let index = self.inner.output_index(name)?;
+        self.inner.command(owner, index, Some(value))
+    }
+
+    /// Inverts output `name` for the device itself; see
+    /// [`GpioBank::toggle_by`].
     pub fn toggle(&self, name: &str) -> Result<bool, GpioError> {
-        let index = self.inner.output_index(name)?;
-        let mut state = self.inner.lock_open()?;
-        self.inner.cancel_pulse(&mut state, index);
-        let prior = self.inner.driven(&mut state, index)?;
-        self.inner.drive(&mut state, index, !prior, Some(prior))?;
-        Ok(!prior)
+        self.toggle_by(None, name)
     }
 
-    /// Drives output `name` to the inverse of its value for `ms`, then back.
-    /// A pulse while one is pending restarts the timer and keeps the value
-    /// from before the first. Returns the value driven now. Must be called
-    /// within a tokio runtime.
+    /// Inverts output `name` for `owner`; cancels a pending pulse. Returns
+    /// the new value.
+    pub fn toggle_by(&self, owner: Option<u64>, name: &str) -> Result<bool, GpioError> {
+        let index = self.inner.output_index(name)?;
+        self.inner.command(owner, index, None)
+    }
+
+    /// A pulse for the device itself; returns the value driven now. See
+    /// [`GpioBank::pulse_by`].
     pub fn pulse(&self, name: &str, ms: u64) -> Result<bool, GpioError> {
+        self.pulse_by(None, name, ms).map(|p| p.value)
+    }
+
+    /// Drives output `name` to the inverse of its value for `ms`, then back,
+    /// for `owner`. A pulse while one is pending restarts the timer and
+    /// keeps the value from before the first. A pulse to the non-safe value
+    /// lasts at most what is left of the output's `max_on_ms` (the outcome
+    /// says so, and it is logged). Must be called within a tokio runtime.
+    pub fn pulse_by(
+        &self,
+        owner: Option<u64>,
+        name: &str,
+        ms: u64,
+    ) -> Result<PulseOutcome, GpioError> {
         let index = self.inner.output_index(name)?;
         if !PULSE_MS.contains(&ms) {
             return Err(GpioError::BadPulse { ms });
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| GpioError::NoRuntime)?;
-        let mut state = self.inner.lock_open()?;
-        let (restore, prior) = match self.inner.cancel_pulse(&mut state, index) {
-            Some(restore) => (restore, self.inner.driven(&mut state, index).ok()),
-            None => {
-                let now = self.inner.driven(&mut state, index)?;
-                (now, Some(now))
-            }
+        let inner = &self.inner;
+        let mut state = inner.lock_open()?;
+        state.refuse_ended(owner)?;
+        let pending = inner.guard(&mut state, index)?.pulse_pending();
+        let prior = if pending {
+            inner.driven(&mut state, index).ok()
+        } else {
+            Some(inner.driven(&mut state, index)?)
         };
-        // On a hardware error the pending pulse (if any) is already
-        // cancelled: the line is in an unknown state and no timer should
-        // fight whatever a viewer does next.
-        self.inner.drive(&mut state, index, !restore, prior)?;
-        let id = state.next_pulse;
-        state.next_pulse = state.next_pulse.wrapping_add(1);
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let task = runtime.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            if let Some(inner) = weak.upgrade() {
-                inner.end_pulse(index, id);
-            }
-        });
-        if let Some(LineState::Output { pulse, .. }) = state.lines.get_mut(index) {
-            *pulse = Some(Pulse { id, restore, task });
+        let now_us = inner.now_us();
+        let guard = inner.guard(&mut state, index)?;
+        let current = prior.unwrap_or(guard.value());
+        let plan = guard.pulse(ms, current, owner, now_us);
+        let driven = inner.drive(&mut state, index, plan.value, prior);
+        if driven.is_err() {
+            // The line is in an unknown state: no restore should fight
+            // whatever comes next (a max_on_ms auto-off still applies).
+            inner.guard(&mut state, index)?.cancel_pulse();
         }
-        Ok(!restore)
+        inner.reschedule(&mut state, index, Some(&runtime));
+        driven?;
+        if let Some(capped) = plan.capped_ms {
+            tracing::warn!(control = %inner.name(index), asked_ms = ms, capped_ms = capped, "pulse cut to max_on_ms");
+        }
+        Ok(PulseOutcome {
+            value: plan.value,
+            ms: plan.capped_ms.unwrap_or(ms),
+            capped: plan.capped_ms.is_some(),
+        })
     }
 
-    /// Shutdown: cancels every pulse, drives every output to its `safe`
+    /// Session `session` ended: every output with `revert_on_end` that it
+    /// drove last goes back to its `safe` value (a pending pulse of it is
+    /// dropped). Errors are logged; nothing is returned to a session that
+    /// is gone.
+    pub fn session_ended(&self, session: u64) {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        if state.closed {
+            return;
+        }
+        if state.ended.len() >= ENDED_SESSIONS {
+            state.ended.pop_front();
+        }
+        state.ended.push_back(session);
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let now_us = inner.now_us();
+        for index in 0..inner.controls.len() {
+            let Ok(guard) = inner.guard(&mut state, index) else {
+                continue;
+            };
+            let action = guard.session_ended(session, now_us);
+            if let Some(drive) = action {
+                inner.apply(&mut state, index, drive.value, drive.reason);
+            }
+            inner.reschedule(&mut state, index, runtime.as_ref());
+        }
+    }
+
+    /// Shutdown: cancels every timer, drives every output to its `safe`
     /// value, and refuses further changes. Tries every output; returns the
     /// first error.
     pub fn safe_all(&self) -> Result<(), GpioError> {
@@ -520,7 +635,10 @@ impl GpioBank {
             if control.direction != Direction::Output {
                 continue;
             }
-            self.inner.cancel_pulse(&mut state, index);
+            self.inner.stop_timer(&mut state, index);
+            if let Ok(guard) = self.inner.guard(&mut state, index) {
+                guard.reset_safe();
+            }
             let prior = self.inner.driven(&mut state, index).ok();
             if let Err(err) = self.inner.drive(&mut state, index, control.safe, prior) {
                 tracing::error!(control = %control.name, error = %err, "cannot drive output to its safe value");
@@ -658,6 +776,163 @@ impl Inner {
         Ok(())
     }
 
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn guard<'a>(
+        &self,
+        state: &'a mut State,
+        index: usize,
+    ) -> Result<&'a mut OutputGuard, GpioError> {
+        match state.lines.get_mut(index) {
+            Some(LineState::Output { guard, .. }) => Ok(guard),
+            _ => Err(GpioError::NotAnOutput {
+                name: self.name(index).to_owned(),
+            }),
+        }
+    }
+
+    /// A set (`Some(value)`) or toggle (`None`) of output `index` for
+    /// `owner`. Returns the value driven.
+    fn command(
+        &self,
+        owner: Option<u64>,
+        index: usize,
+        value: Option<bool>,
+    ) -> Result<bool, GpioError> {
+        let mut state = self.lock_open()?;
+        state.refuse_ended(owner)?;
+        let (value, prior) = match value {
+            Some(value) => (value, self.driven(&mut state, index).ok()),
+            None => {
+                let prior = self.driven(&mut state, index)?;
+                (!prior, Some(prior))
+            }
+        };
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let guard = self.guard(&mut state, index)?;
+        if guard.needs_timer(value) && runtime.is_none() {
+            // Never leave an output unsafe with nothing to bring it back.
+            return Err(GpioError::NoRuntime);
+        }
+        guard.command(value, owner, self.now_us());
+        let driven = self.drive(&mut state, index, value, prior);
+        self.reschedule(&mut state, index, runtime.as_ref());
+        driven.map(|()| value)
+    }
+
+    /// Start-up: output `index`, at its safe value, goes to `initial`.
+    fn start_initial(&self, index: usize, initial: bool) -> Result<(), GpioError> {
+        let mut state = self.lock();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let guard = self.guard(&mut state, index)?;
+        if guard.needs_timer(initial) && runtime.is_none() {
+            return Err(GpioError::NoRuntime);
+        }
+        guard.command(initial, None, self.now_us());
+        // Nobody is subscribed yet: no notification.
+        self.drive(&mut state, index, initial, Some(initial))?;
+        self.reschedule(&mut state, index, runtime.as_ref());
+        Ok(())
+    }
+
+    /// Drives what a guard decided on its own (a timer, a session's end),
+    /// logging instead of returning errors.
+    fn apply(&self, state: &mut State, index: usize, value: bool, reason: Reason) {
+        let prior = self.driven(state, index).ok();
+        match self.drive(state, index, value, prior) {
+            Ok(()) => match reason {
+                Reason::PulseEnd => {}
+                Reason::MaxOn => {
+                    tracing::info!(control = %self.name(index), value, "max_on_ms ran out: output back to its safe value")
+                }
+                Reason::SessionEnded => {
+                    tracing::info!(control = %self.name(index), value, "its session ended: output back to its safe value")
+                }
+            },
+            Err(err) => {
+                tracing::warn!(control = %self.name(index), error = %err, ?reason, "cannot drive output")
+            }
+        }
+    }
+
+    fn stop_timer(&self, state: &mut State, index: usize) {
+        if let Some(LineState::Output { timer, .. }) = state.lines.get_mut(index) {
+            if let Some(t) = timer.take() {
+                t.task.abort();
+            }
+        }
+    }
+
+    /// Sets output `index`'s timer to its guard's deadline (none, the same,
+    /// or a new one).
+    fn reschedule(
+        &self,
+        state: &mut State,
+        index: usize,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) {
+        let id = state.next_timer;
+        let Some(LineState::Output { guard, timer, .. }) = state.lines.get_mut(index) else {
+            return;
+        };
+        let deadline = guard.deadline();
+        if deadline == timer.as_ref().map(|t| t.at_us) {
+            return;
+        }
+        if let Some(t) = timer.take() {
+            t.task.abort();
+        }
+        let Some(at_us) = deadline else { return };
+        let Some(runtime) = runtime else {
+            // Callers that can create a deadline check for a runtime first.
+            tracing::error!(control = %self.name(index), "no runtime for an output timer");
+            return;
+        };
+        let weak = self.me.clone();
+        let wake = self.epoch + Duration::from_micros(at_us);
+        let task = runtime.spawn(async move {
+            tokio::time::sleep_until(wake).await;
+            if let Some(inner) = weak.upgrade() {
+                inner.on_timer(index, id);
+            }
+        });
+        *timer = Some(Timer { id, at_us, task });
+        state.next_timer = state.next_timer.wrapping_add(1);
+    }
+
+    /// An output's timer fired: do what its guard says is due, unless the
+    /// timer was replaced or the bank shut down.
+    fn on_timer(&self, index: usize, id: u64) {
+        let mut state = self.lock();
+        match state.lines.get_mut(index) {
+            Some(LineState::Output { timer, .. }) if timer.as_ref().is_some_and(|t| t.id == id) => {
+                *timer = None;
+            }
+            _ => return,
+        }
+        if state.closed {
+            return;
+        }
+        let now_us = self.now_us();
+        // At most two actions (a pulse's end, then max_on_ms); bounded anyway.
+        for _ in 0..4 {
+            let Ok(guard) = self.guard(&mut state, index) else {
+                return;
+            };
+            let Some(drive) = guard.due(now_us) else {
+                break;
+            };
+            self.apply(&mut state, index, drive.value, drive.reason);
+        }
+        self.reschedule(
+            &mut state,
+            index,
+            tokio::runtime::Handle::try_current().ok().as_ref(),
+        );
+    }
+
     fn notify(&self, index: usize, value: bool) {
         // No receivers is not an error: nobody is watching.
         let _ = self.changes.send(GpioChange {
@@ -665,36 +940,6 @@ impl Inner {
             value,
             ts_us: crate::clock::monotonic_us(),
         });
-    }
-
-    /// Cancels a pending pulse; returns the value it would have restored.
-    fn cancel_pulse(&self, state: &mut State, index: usize) -> Option<bool> {
-        match state.lines.get_mut(index) {
-            Some(LineState::Output { pulse, .. }) => pulse.take().map(|p| {
-                p.task.abort();
-                p.restore
-            }),
-            _ => None,
-        }
-    }
-
-    /// A pulse's timer fired: restore, unless it was cancelled or replaced.
-    fn end_pulse(&self, index: usize, id: u64) {
-        let mut state = self.lock();
-        let restore = match state.lines.get_mut(index) {
-            Some(LineState::Output { pulse, .. }) if pulse.as_ref().is_some_and(|p| p.id == id) => {
-                pulse.take().map(|p| p.restore)
-            }
-            _ => None,
-        };
-        let Some(restore) = restore else { return };
-        if state.closed {
-            return;
-        }
-        let prior = self.driven(&mut state, index).ok();
-        if let Err(err) = self.drive(&mut state, index, restore, prior) {
-            tracing::warn!(control = %self.name(index), error = %err, "cannot end pulse");
-        }
     }
 
     fn sample_inputs(&self, now_us: u64) -> bool {
@@ -744,11 +989,11 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Pulse tasks hold only a Weak; abort them so none lingers.
+        // Timer tasks hold only a Weak; abort them so none lingers.
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         for line in &mut state.lines {
-            if let LineState::Output { pulse: Some(p), .. } = line {
-                p.task.abort();
+            if let LineState::Output { timer: Some(t), .. } = line {
+                t.task.abort();
             }
         }
     }

@@ -189,6 +189,9 @@ pub struct RpcSession {
     sid: String,
     key_id: Option<String>,
     limiter: TokenBucket,
+    /// The session (its table id) that owns what this channel drives, for
+    /// `revert_on_end`; `None` drives as the device itself.
+    owner: Option<u64>,
 }
 
 impl RpcSession {
@@ -204,7 +207,16 @@ impl RpcSession {
             sid: sid.into(),
             key_id,
             limiter: TokenBucket::new(limits.rate_per_sec, limits.burst),
+            owner: None,
         }
+    }
+
+    /// Outputs this channel drives belong to session `id` (its unique table
+    /// id): [`GpioBank::session_ended`](super::gpio::GpioBank::session_ended)
+    /// with it reverts those with `revert_on_end`.
+    pub fn for_session(mut self, id: u64) -> Self {
+        self.owner = Some(id);
+        self
     }
 
     /// The session's role.
@@ -322,12 +334,14 @@ impl RpcSession {
             }
             Method::GpioSet => {
                 let p: SetParams = object_params(params)?;
-                let value = gpio.set(&p.name, p.value).map_err(gpio_error)?;
+                let value = gpio
+                    .set_by(self.owner, &p.name, p.value)
+                    .map_err(gpio_error)?;
                 Ok(json!({"name": p.name, "value": value}))
             }
             Method::GpioToggle => {
                 let p: NameParams = object_params(params)?;
-                let value = gpio.toggle(&p.name).map_err(gpio_error)?;
+                let value = gpio.toggle_by(self.owner, &p.name).map_err(gpio_error)?;
                 Ok(json!({"name": p.name, "value": value}))
             }
             Method::GpioPulse => {
@@ -339,8 +353,15 @@ impl RpcSession {
                         PULSE_MS.end()
                     )));
                 }
-                let value = gpio.pulse(&p.name, p.ms).map_err(gpio_error)?;
-                Ok(json!({"name": p.name, "value": value}))
+                let outcome = gpio
+                    .pulse_by(self.owner, &p.name, p.ms)
+                    .map_err(gpio_error)?;
+                let mut result = json!({"name": p.name, "value": outcome.value});
+                if outcome.capped {
+                    // The output's max_on_ms cut the pulse to this.
+                    result["capped_ms"] = json!(outcome.ms);
+                }
+                Ok(result)
             }
         }
     }
@@ -460,6 +481,7 @@ fn gpio_error(err: GpioError) -> RpcError {
             )
         }
         GpioError::ShutDown
+        | GpioError::SessionEnded
         | GpioError::NoRuntime
         | GpioError::Config(_)
         | GpioError::DirectionMismatch { .. } => {

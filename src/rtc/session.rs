@@ -366,6 +366,7 @@ impl Session {
                             let _ = dc.close().await;
                         } else {
                             self.channels.push(tokio::spawn(serve_control(
+                                self.id,
                                 self.sid.clone(),
                                 dc,
                                 self.ctx.control.clone(),
@@ -427,6 +428,8 @@ impl Session {
     }
 
     async fn ended(&self, reason: Option<ByeReason>) {
+        // Outputs this session drove last and that have revert_on_end go safe.
+        self.ctx.control.gpio.session_ended(self.id);
         // The table always outlives sessions; if it is gone the daemon is exiting anyway.
         let _ = self
             .events
@@ -780,6 +783,7 @@ const MAX_DATA_CHANNELS: usize = 4;
 /// Serves JSON-RPC on a `control` channel (PROTOCOL.md section 6) and sends
 /// `gpio.changed` notifications; any other label is closed.
 async fn serve_control(
+    id: u64,
     sid: String,
     dc: Arc<dyn DataChannel>,
     ctx: Arc<ControlContext>,
@@ -792,7 +796,8 @@ async fn serve_control(
         return;
     }
     debug!(%sid, role = access.role.as_str(), "control channel");
-    let mut rpc = RpcSession::new(sid.clone(), access.key_id, access.role, &ctx.limits);
+    let mut rpc =
+        RpcSession::new(sid.clone(), access.key_id, access.role, &ctx.limits).for_session(id);
     let mut changes = ctx.gpio.subscribe();
     loop {
         tokio::select! {

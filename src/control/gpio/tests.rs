@@ -22,6 +22,8 @@ fn config(name: &str, direction: Direction) -> GpioConfig {
         bias: Bias::AsIs,
         edge: Edge::Both,
         debounce_ms: 20,
+        max_on_ms: None,
+        revert_on_end: false,
     }
 }
 
@@ -33,14 +35,20 @@ fn input(name: &str) -> GpioConfig {
     config(name, Direction::Input)
 }
 
-/// A bank of one output whose mock expects `script` after the initial set.
+/// A bank of one output whose mock expects `script` after the start-up
+/// sets (safe, then initial when it differs).
 fn one_output(cfg: GpioConfig, script: &[T]) -> (GpioBank, Mock) {
-    let initial = if cfg.initial != cfg.active_low {
-        State::High
-    } else {
-        State::Low
+    let level = |logical: bool| {
+        if logical != cfg.active_low {
+            State::High
+        } else {
+            State::Low
+        }
     };
-    let mut all = vec![T::set(initial)];
+    let mut all = vec![T::set(level(cfg.safe))];
+    if cfg.initial != cfg.safe {
+        all.push(T::set(level(cfg.initial)));
+    }
     all.extend_from_slice(script);
     let mock = Mock::new(&all);
     let bank = GpioBank::new(vec![(cfg, Pin::Output(Box::new(mock.clone())))]).expect("valid bank");
@@ -94,8 +102,9 @@ fn new_drives_initial_values_through_active_low() {
     let (_, mut mock) = one_output(cfg.clone(), &[]);
     mock.done();
     cfg.active_low = true;
-    // Logical true on an active-low line is electrically low.
-    let mock = Mock::new(&[T::set(State::Low)]);
+    // Logical true on an active-low line is electrically low; safe (false)
+    // comes first.
+    let mock = Mock::new(&[T::set(State::High), T::set(State::Low)]);
     GpioBank::new(vec![(cfg, Pin::Output(Box::new(mock.clone())))]).expect("valid bank");
     let mut mock = mock;
     mock.done();
@@ -368,6 +377,8 @@ async fn safe_all_cancels_pulses_drives_safe_values_and_refuses_changes() {
         T::set(State::Low),
     ]);
     let lamp_mock = Mock::new(&[
+        // Start-up: safe (true, active-low: low), then initial (false).
+        T::set(State::Low),
         T::set(State::High),
         // safe_all: logical true on active-low is electrically low.
         T::get_state(State::High),
@@ -412,6 +423,7 @@ fn safe_all_tries_every_output_despite_errors() {
     let mut second_cfg = output("second");
     second_cfg.safe = true;
     let second = Mock::new(&[
+        T::set(State::High),
         T::set(State::Low),
         T::get_state(State::Low),
         T::set(State::High),
@@ -594,4 +606,211 @@ async fn cancelled_pulses_never_restore() {
     sim.force(false);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!sim.is_high_now(), "no restore after shutdown");
+}
+
+// --- fail-safe rules: max_on_ms, revert_on_end (simulated time) -----------
+
+fn guarded(max_on_ms: Option<u64>, revert_on_end: bool) -> (GpioBank, SimPin) {
+    let sim = SimPin::new(false);
+    let mut cfg = output("strike");
+    cfg.max_on_ms = max_on_ms;
+    cfg.revert_on_end = revert_on_end;
+    let bank = GpioBank::new(vec![(cfg, Pin::Output(Box::new(sim.clone())))]).expect("valid bank");
+    (bank, sim)
+}
+
+#[test]
+fn start_up_drives_safe_before_initial() {
+    let mut cfg = output("gate");
+    cfg.safe = true;
+    cfg.initial = false;
+    let mock = Mock::new(&[T::set(State::High), T::set(State::Low)]);
+    GpioBank::new(vec![(cfg.clone(), Pin::Output(Box::new(mock.clone())))]).expect("valid bank");
+    let mut mock = mock;
+    mock.done();
+    // Same values: driven once.
+    cfg.initial = true;
+    let mock = Mock::new(&[T::set(State::High)]);
+    GpioBank::new(vec![(cfg, Pin::Output(Box::new(mock.clone())))]).expect("valid bank");
+    let mut mock = mock;
+    mock.done();
+}
+
+#[test]
+fn an_unbounded_unsafe_value_needs_a_runtime() {
+    let (bank, sim) = guarded(Some(100), false);
+    // No timer could bring it back: refused, line untouched.
+    assert_eq!(bank.set("strike", true), Err(GpioError::NoRuntime));
+    assert!(!sim.is_high_now());
+    // Going safe needs no timer.
+    assert_eq!(bank.set("strike", false), Ok(false));
+    let mut cfg = output("gate");
+    cfg.initial = true;
+    cfg.max_on_ms = Some(100);
+    let err = GpioBank::new(vec![(cfg, Pin::Output(Box::new(SimPin::new(false))))])
+        .expect_err("initial needs a timer");
+    assert_eq!(err, GpioError::NoRuntime);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_on_returns_a_set_output_to_safe() {
+    let (bank, sim) = guarded(Some(500), false);
+    let mut rx = bank.subscribe();
+    assert_eq!(bank.set_by(Some(1), "strike", true), Ok(true));
+    tokio::time::sleep(Duration::from_millis(499)).await;
+    assert!(sim.is_high_now(), "not yet");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert!(!sim.is_high_now(), "back to safe after max_on_ms");
+    assert_eq!(
+        changes(&mut rx),
+        [("strike".into(), true), ("strike".into(), false)]
+    );
+    // Setting it again while on does not extend the period.
+    assert_eq!(bank.set("strike", true), Ok(true));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bank.set("strike", true), Ok(true));
+    tokio::time::sleep(Duration::from_millis(201)).await;
+    assert!(!sim.is_high_now(), "500 ms after it first left safe");
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_on_applies_to_toggle_and_initial() {
+    let (bank, sim) = guarded(Some(200), false);
+    assert_eq!(bank.toggle("strike"), Ok(true));
+    tokio::time::sleep(Duration::from_millis(201)).await;
+    assert!(!sim.is_high_now());
+
+    let sim = SimPin::new(false);
+    let mut cfg = output("lamp");
+    cfg.initial = true;
+    cfg.max_on_ms = Some(1000);
+    let bank = GpioBank::new(vec![(cfg, Pin::Output(Box::new(sim.clone())))]).expect("valid");
+    assert!(sim.is_high_now(), "initial");
+    tokio::time::sleep(Duration::from_millis(1001)).await;
+    assert!(!sim.is_high_now(), "initial is bounded too");
+    assert_eq!(bank.get("lamp"), Ok(false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pulses_longer_than_max_on_are_capped() {
+    let (bank, sim) = guarded(Some(300), false);
+    let outcome = bank.pulse_by(Some(4), "strike", 5000).expect("pulse");
+    assert_eq!(
+        outcome,
+        PulseOutcome {
+            value: true,
+            ms: 300,
+            capped: true
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(299)).await;
+    assert!(sim.is_high_now());
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert!(!sim.is_high_now(), "cut at max_on_ms");
+    let short = bank.pulse_by(None, "strike", 100).expect("pulse");
+    assert_eq!((short.ms, short.capped), (100, false));
+    tokio::time::sleep(Duration::from_millis(101)).await;
+    assert!(!sim.is_high_now());
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_on_with_mock_lines_drives_exactly_once() {
+    let mut cfg = output("gate");
+    cfg.max_on_ms = Some(1000);
+    let (bank, mut mock) = one_output(
+        cfg,
+        &[
+            // set true
+            T::get_state(State::Low),
+            T::set(State::High),
+            // max_on_ms: back to low, once.
+            T::get_state(State::High),
+            T::set(State::Low),
+        ],
+    );
+    assert_eq!(bank.set("gate", true), Ok(true));
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    mock.done();
+}
+
+#[tokio::test(start_paused = true)]
+async fn revert_on_end_reverts_what_the_ended_session_drove_last() {
+    let (bank, sim) = guarded(None, true);
+    let mut rx = bank.subscribe();
+    assert_eq!(bank.set_by(Some(1), "strike", true), Ok(true));
+    bank.session_ended(2);
+    assert!(sim.is_high_now(), "another session's end changes nothing");
+    bank.session_ended(1);
+    assert!(!sim.is_high_now(), "reverted");
+    assert_eq!(
+        changes(&mut rx),
+        [("strike".into(), true), ("strike".into(), false)]
+    );
+    // A call racing its session's end cannot take the output over.
+    assert_eq!(
+        bank.set_by(Some(1), "strike", true),
+        Err(GpioError::SessionEnded)
+    );
+    assert!(!sim.is_high_now());
+    // Taken over by session 3: session 4's end (it drove it first) leaves it.
+    assert_eq!(bank.set_by(Some(4), "strike", true), Ok(true));
+    assert_eq!(bank.toggle_by(Some(3), "strike"), Ok(false));
+    assert_eq!(bank.toggle_by(Some(3), "strike"), Ok(true));
+    bank.session_ended(4);
+    assert!(sim.is_high_now());
+    bank.session_ended(3);
+    assert!(!sim.is_high_now());
+}
+
+#[tokio::test(start_paused = true)]
+async fn revert_on_end_drops_a_pending_pulse() {
+    let (bank, sim) = guarded(None, true);
+    assert_eq!(bank.set_by(Some(7), "strike", true), Ok(true));
+    // The pulse drives safe now and would restore "on" in 1 s.
+    assert_eq!(
+        bank.pulse_by(Some(7), "strike", 1000).map(|p| p.value),
+        Ok(false)
+    );
+    bank.session_ended(7);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        !sim.is_high_now(),
+        "the pulse did not restore after the session ended"
+    );
+    // A pulse to "on" by a session that then ends: safe at once.
+    assert_eq!(
+        bank.pulse_by(Some(8), "strike", 1000).map(|p| p.value),
+        Ok(true)
+    );
+    bank.session_ended(8);
+    assert!(!sim.is_high_now());
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!sim.is_high_now());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_revert_on_end_a_session_end_changes_nothing() {
+    let (bank, sim) = guarded(None, false);
+    assert_eq!(bank.set_by(Some(1), "strike", true), Ok(true));
+    bank.session_ended(1);
+    assert!(sim.is_high_now());
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_on_and_revert_on_end_together_and_shutdown() {
+    let (bank, sim) = guarded(Some(1000), true);
+    assert_eq!(bank.set_by(Some(1), "strike", true), Ok(true));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    bank.session_ended(1);
+    assert!(!sim.is_high_now(), "session end first");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!sim.is_high_now());
+    assert_eq!(bank.set_by(Some(2), "strike", true), Ok(true));
+    bank.safe_all().expect("safe");
+    assert!(!sim.is_high_now());
+    sim.force(true);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(sim.is_high_now(), "no timer acts after shutdown");
+    bank.session_ended(2);
+    assert!(sim.is_high_now(), "nor a session's end");
 }

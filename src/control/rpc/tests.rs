@@ -26,6 +26,8 @@ fn cfg(name: &str, direction: Direction) -> GpioConfig {
         bias: Bias::AsIs,
         edge: Edge::Both,
         debounce_ms: 20,
+        max_on_ms: None,
+        revert_on_end: false,
     }
 }
 
@@ -614,4 +616,43 @@ fn state_changing_calls_are_audited() {
         lines[1]
     );
     rig.done();
+}
+
+/// A context whose one output `strike` (a SimPin) has `max_on_ms` and
+/// `revert_on_end`.
+fn guarded_context() -> (ControlContext, crate::control::gpio::SimPin) {
+    let sim = crate::control::gpio::SimPin::new(false);
+    let mut strike = cfg("strike", Direction::Output);
+    strike.max_on_ms = Some(250);
+    strike.revert_on_end = true;
+    let bank = GpioBank::new(vec![(strike, Pin::Output(Box::new(sim.clone())))]).expect("bank");
+    let ctx = ControlContext::new(bank, Arc::new(|| json!({})), Arc::new(|| {}));
+    (ctx, sim)
+}
+
+#[tokio::test(start_paused = true)]
+async fn capped_pulses_say_so_and_sessions_own_what_they_drive() {
+    let (ctx, sim) = guarded_context();
+    let mut s = RpcSession::new("sidABCDEFGH", None, Role::Control, &ctx.limits).for_session(11);
+    let text = request("gpio.pulse", json!({"name": "strike", "ms": 1000}));
+    let reply: Value = serde_json::from_str(&s.handle_at(&text, &ctx, T0).expect("reply")).unwrap();
+    assert_eq!(
+        reply["result"],
+        json!({"name": "strike", "value": true, "capped_ms": 250})
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(251)).await;
+    assert!(!sim.is_high_now(), "cut at max_on_ms");
+    // An uncapped pulse has no capped_ms.
+    let text = request("gpio.pulse", json!({"name": "strike", "ms": 100}));
+    let reply: Value = serde_json::from_str(&s.handle_at(&text, &ctx, T0).expect("reply")).unwrap();
+    assert_eq!(reply["result"], json!({"name": "strike", "value": true}));
+    tokio::time::sleep(std::time::Duration::from_millis(101)).await;
+    // The session's set belongs to session 11: its end reverts it.
+    let text = request("gpio.set", json!({"name": "strike", "value": true}));
+    s.handle_at(&text, &ctx, T0).expect("reply");
+    assert!(sim.is_high_now());
+    ctx.gpio.session_ended(12);
+    assert!(sim.is_high_now());
+    ctx.gpio.session_ended(11);
+    assert!(!sim.is_high_now(), "reverted when its session ended");
 }
