@@ -62,7 +62,8 @@ impl MqttLink {
         // if one changed since.
         let mut opts = mqtt_options(cfg, target, client_id)?;
         opts.set_last_will(LastWill::new(topics.status(), will, QoS::AtLeastOnce, true));
-        let (client, eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
+        let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_QUEUE);
+        crate::signaling::mqtt_options::send_without_delay(&mut eventloop);
         let (tx, rx) = mpsc::channel(1024);
         let link = MqttLink {
             client: client.clone(),

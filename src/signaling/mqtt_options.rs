@@ -696,6 +696,15 @@ impl ResolvesClientCert for ClientIdentity {
     }
 }
 
+/// Signaling is a few small messages whose every millisecond counts
+/// (offer to first frame): send them at once instead of letting Nagle's
+/// algorithm hold a segment for the peer's delayed ACK (~40 ms on Linux).
+pub fn send_without_delay(eventloop: &mut rumqttc::EventLoop) {
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

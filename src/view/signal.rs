@@ -54,6 +54,7 @@ impl ViewerSignal {
             opts.set_credentials(l.username, l.password);
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        crate::signaling::mqtt_options::send_without_delay(&mut eventloop);
         let out_topic = topics.session_out(sid);
         let status_topic = topics.status();
         client
