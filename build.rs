@@ -1,18 +1,40 @@
 //! Embeds the viewer page (web/dist) in the binary.
 //!
-//! web/dist is built by npm from web/src (scripts/build-web.sh). When it is
-//! missing and npm is on the PATH, this script builds it (once: npm ci, then
-//! npm run build); without npm, or when the build fails, a placeholder page
-//! that says how to build the real one is embedded instead, so `cargo build`
-//! never fails for lack of Node.js. Set CAMPEER_SKIP_WEB_BUILD=1 to never
-//! run npm from here.
+//! web/dist is produced by scripts/build-web.sh (npm, esbuild), never by this
+//! script: building the page is a build step of its own. build-web.sh writes
+//! web/dist/.inputs.sha256, a hash of the page's inputs (web/src/**,
+//! package.json, package-lock.json, build.mjs, tsconfig.json); this script
+//! hashes the inputs the same way and compares:
+//!
+//! - release builds (cargo's PROFILE "release": `--release`, cross builds, the
+//!   .deb) fail when the page is missing or stale, so a binary never ships a
+//!   placeholder or an old page by accident;
+//! - other builds (debug, `cargo test`) embed a placeholder page (missing) or
+//!   the stale page, with a cargo warning.
+//!
+//! CAMPEER_ALLOW_PLACEHOLDER_PAGE=1 lets a release build go on as a debug
+//! build would (benchmarks, fuzzing, builds without Node.js).
+//!
+//! Rerun rules: the inputs and web/dist only, so an unchanged page (which
+//! build-web.sh leaves untouched) never reruns this script or relinks.
 //!
 //! Output: $OUT_DIR/web_assets.rs, a table of (path, content type, ETag,
 //! bytes) included by src/web/assets.rs.
 
+use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+/// The page's inputs besides everything under web/src.
+const INPUT_FILES: [&str; 4] = [
+    "package.json",
+    "package-lock.json",
+    "build.mjs",
+    "tsconfig.json",
+];
+/// Written by scripts/build-web.sh into web/dist.
+const STAMP: &str = ".inputs.sha256";
+const ALLOW_ENV: &str = "CAMPEER_ALLOW_PLACEHOLDER_PAGE";
 
 fn main() {
     let root = PathBuf::from(
@@ -22,41 +44,49 @@ fn main() {
     let web = root.join("web");
     let dist = web.join("dist");
 
-    for p in [
-        "web/src",
-        "web/package.json",
-        "web/package-lock.json",
-        "web/build.mjs",
-        "web/tsconfig.json",
-        "web/dist",
-    ] {
-        println!("cargo:rerun-if-changed={p}");
+    println!("cargo:rerun-if-env-changed={ALLOW_ENV}");
+    println!("cargo:rerun-if-changed=web/src");
+    for f in INPUT_FILES {
+        println!("cargo:rerun-if-changed=web/{f}");
     }
-    println!("cargo:rerun-if-env-changed=CAMPEER_SKIP_WEB_BUILD");
+    if dist.is_dir() {
+        println!("cargo:rerun-if-changed=web/dist");
+    } else {
+        // A path that does not exist would rerun this script on every
+        // build; watch web/ instead to see dist appear.
+        println!("cargo:rerun-if-changed=web");
+    }
 
-    if !dist.join("index.html").is_file() && web.join("package.json").is_file() {
-        if std::env::var_os("CAMPEER_SKIP_WEB_BUILD").is_some() {
-            println!("cargo:warning=web/dist is missing and CAMPEER_SKIP_WEB_BUILD is set: embedding a placeholder viewer page");
-        } else if npm_available() {
-            println!("cargo:warning=web/dist is missing: building the viewer page with npm (scripts/build-web.sh does the same)");
-            if let Err(e) = npm_build(&web) {
-                println!("cargo:warning=viewer page build failed, embedding a placeholder: {e}");
-            }
-        } else {
-            println!("cargo:warning=npm not found: embedding a placeholder viewer page; install Node.js and run scripts/build-web.sh, then rebuild");
+    let release = std::env::var("PROFILE").as_deref() == Ok("release");
+    let allow = std::env::var_os(ALLOW_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let state = page_state(&web, &dist);
+    if let Some(problem) = state.problem() {
+        if release && !allow {
+            eprintln!("error: the viewer page in web/dist is {problem}.");
+            eprintln!("  A release build embeds the page and refuses to ship a placeholder or an old page.");
+            eprintln!("  Build it first:   scripts/build-web.sh   (needs Node.js 18+ and npm; scripts/install-deps.sh installs them)");
+            eprintln!("  or, to build without it on purpose: {ALLOW_ENV}=1 cargo build --release");
+            std::process::exit(1);
         }
+        let what = if state == PageState::Missing {
+            "embedding a placeholder page"
+        } else {
+            "embedding it anyway"
+        };
+        println!("cargo:warning=the viewer page in web/dist is {problem}: {what}; run scripts/build-web.sh, then rebuild");
     }
 
     let mut files = Vec::new();
-    let placeholder = if dist.join("index.html").is_file() {
-        collect(&dist, &dist, &mut files);
-        files.sort();
-        false
-    } else {
+    let placeholder = if state == PageState::Missing {
         let page = out.join("placeholder.html");
         std::fs::write(&page, PLACEHOLDER).expect("write the placeholder page");
         files.push(("index.html".to_owned(), page));
         true
+    } else {
+        collect(&dist, &dist, &mut files);
+        files.retain(|(rel, _)| rel != STAMP);
+        files.sort();
+        false
     };
 
     let mut code = String::new();
@@ -77,35 +107,65 @@ fn main() {
     std::fs::write(out.join("web_assets.rs"), code).expect("write web_assets.rs");
 }
 
-fn npm_available() -> bool {
-    Command::new("npm")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+#[derive(Debug, PartialEq)]
+enum PageState {
+    Fresh,
+    Missing,
+    /// Built, but from other inputs than the ones in the tree now (or with
+    /// no stamp at all: built by hand, or by an older build-web.sh).
+    Stale,
 }
 
-fn npm_build(web: &Path) -> Result<(), String> {
-    if !web.join("node_modules").is_dir() {
-        run(Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(web))?;
+impl PageState {
+    fn problem(&self) -> Option<&'static str> {
+        match self {
+            PageState::Fresh => None,
+            PageState::Missing => Some("missing"),
+            PageState::Stale => {
+                Some("stale (web/src or the npm files changed since scripts/build-web.sh built it)")
+            }
+        }
     }
-    run(Command::new("npm").args(["run", "build"]).current_dir(web))
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let o = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if o.status.success() {
-        return Ok(());
+fn page_state(web: &Path, dist: &Path) -> PageState {
+    if !dist.join("index.html").is_file() {
+        return PageState::Missing;
     }
-    let err = String::from_utf8_lossy(&o.stderr);
-    let tail: Vec<&str> = err.lines().rev().take(5).collect();
-    Err(format!(
-        "{cmd:?} exited with {}: {}",
-        o.status,
-        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-    ))
+    let stamp = std::fs::read_to_string(dist.join(STAMP)).unwrap_or_default();
+    match inputs_hash(web) {
+        Ok(h) if h == stamp.trim() => PageState::Fresh,
+        Ok(_) => PageState::Stale,
+        Err(e) => {
+            println!("cargo:warning=cannot hash the viewer page's inputs: {e}");
+            PageState::Stale
+        }
+    }
+}
+
+/// The hash scripts/build-web.sh writes: sha256 over the lines
+/// "<sha256 hex of file>  <path from web/>\n" of every input file, sorted by
+/// path bytes (`LC_ALL=C sort`).
+fn inputs_hash(web: &Path) -> Result<String, String> {
+    let mut paths = Vec::new();
+    let mut src = Vec::new();
+    collect(web, &web.join("src"), &mut src);
+    paths.extend(src.into_iter().map(|(rel, _)| rel));
+    paths.extend(INPUT_FILES.iter().map(|f| (*f).to_owned()));
+    paths.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let mut listing = String::new();
+    for rel in &paths {
+        let bytes = std::fs::read(web.join(rel)).map_err(|e| format!("web/{rel}: {e}"))?;
+        let _ = writeln!(listing, "{}  {rel}", hex(&Sha256::digest(&bytes)));
+    }
+    Ok(hex(&Sha256::digest(listing.as_bytes())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Every regular file under `dir`, as (path relative to `base` with `/`, path).
@@ -164,9 +224,8 @@ const PLACEHOLDER: &str = r#"<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 3em auto; line-height: 1.5">
 <h1>The viewer page was not built</h1>
-<p>This campeer binary was built without its viewer page (Node.js and npm were
-not available, or the page's build failed). The daemon itself works; only this
-page is missing.</p>
+<p>This campeer binary was built without its viewer page (web/dist was not
+built when cargo ran). The daemon itself works; only this page is missing.</p>
 <p>To include it, install Node.js 18 or later with npm, then in the source tree run</p>
 <pre>scripts/build-web.sh
 cargo build --release</pre>

@@ -43,6 +43,10 @@ if [ -z "${CAMPEER_BIN:-}" ]; then
     bash scripts/cross-build.sh "$short"
 fi
 [ -x "$bin" ] || { echo "build-deb: $bin is missing" >&2; exit 1; }
+if grep -q campeer-placeholder "$bin"; then
+    echo "build-deb: $bin embeds the placeholder viewer page, not the real one: run scripts/build-web.sh and rebuild" >&2
+    exit 1
+fi
 
 out=target/deb
 stage="$out/stage-$arch"

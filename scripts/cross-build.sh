@@ -64,6 +64,10 @@ if command -v rustup >/dev/null 2>&1 && ! grep -qx "$triple" <<<"$(rustup target
     exit 1
 fi
 
+# The viewer page is embedded: build it first (a no-op when web/dist is up
+# to date); build.rs refuses a release build with a missing or stale page.
+bash scripts/build-web.sh
+
 target_dir="${CARGO_TARGET_DIR:-target}"
 echo "cross-build: cargo build --release --locked --target $triple $*"
 start=$(date +%s)
@@ -77,6 +81,11 @@ case "$desc" in
     *"$expect"*) ;;
     *) echo "cross-build: $bin is not an $expect binary" >&2; exit 1 ;;
 esac
+if grep -q campeer-placeholder "$bin"; then
+    echo "cross-build: $bin embeds the placeholder viewer page, not the real one (CAMPEER_ALLOW_PLACEHOLDER_PAGE set?)" >&2
+    exit 1
+fi
+echo "cross-build: the viewer page is embedded"
 # Under qemu-user with the target's Debian libraries (multiarch, as on the
 # Pi): --version loads every library; check-config also starts the tokio
 # runtime (threads, TLS) and parses a board profile.

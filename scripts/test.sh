@@ -10,6 +10,13 @@ bash scripts/install-deps.sh
 bash scripts/install-web-deps.sh
 if [ -f scripts/install-cross-deps.sh ]; then bash scripts/install-cross-deps.sh; fi
 bash scripts/build-web.sh
+# tests/fresh_machine.rs makes a fresh Debian root with mmdebstrap.
+if ! command -v mmdebstrap >/dev/null; then
+    echo "test: installing mmdebstrap"
+    SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mmdebstrap
+fi
 
 # Browser tests fail (rather than skip) when Chromium is missing.
 export CAMPEER_REQUIRE_BROWSER=1

@@ -768,7 +768,15 @@ async fn page_plays_live_video_through_the_embedded_broker() {
         Duration::from_secs(10),
     )
     .await;
-    b.screenshot(page, &root().join("docs/viewer.png")).await;
+    // Into the target dir, so the test leaves the work tree clean; the
+    // README's copy is refreshed only on request (scripts/screenshot.sh).
+    let shot = if std::env::var_os("CAMPEER_WRITE_SCREENSHOT").is_some_and(|v| v == "1") {
+        root().join("docs/viewer.png")
+    } else {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("viewer.png")
+    };
+    b.screenshot(page, &shot).await;
+    println!("screenshot: {}", shot.display());
     b.quit().await;
 }
 
