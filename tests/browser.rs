@@ -370,6 +370,8 @@ impl Stack {
             DEVICE.into(),
             "--size".into(),
             "640x480".into(),
+            "--state-dir".into(),
+            dir.0.join("state").to_string_lossy().into_owned(),
         ];
         let inproc_mode = std::env::var_os("CAMPEER_BROWSER_INPROC").is_some();
         let (mqtt, ws, inproc) = match kind {
@@ -482,6 +484,35 @@ impl Stack {
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.http)
+    }
+
+    /// The state directory (keys.toml).
+    fn state_dir(&self) -> PathBuf {
+        self.dir.0.join("state")
+    }
+
+    /// `id.secret` of a stored key.
+    fn stored_key(&self, id: &str) -> String {
+        let text = std::fs::read_to_string(self.state_dir().join("keys.toml")).expect("keys.toml");
+        let doc: toml::Value = toml::from_str(&text).expect("keys.toml parses");
+        let key = doc["keys"]
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["id"].as_str() == Some(id)))
+            .unwrap_or_else(|| panic!("no key {id} in keys.toml"));
+        format!("{id}.{}", key["secret"].as_str().expect("secret"))
+    }
+
+    /// Runs `campeer keys ...` against this daemon's state directory.
+    fn keys(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(BIN)
+            .arg("keys")
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .output()
+            .expect("campeer keys");
+        assert!(out.status.success(), "campeer keys {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// Stops the daemon: SIGTERM (a clean shutdown) or SIGKILL (a crash).
@@ -616,6 +647,11 @@ line = "mock:0"
 direction = "output"
 "#;
 
+/// LED_CONFIG on an open device (tests that are not about pairing).
+fn open_config() -> String {
+    format!("{LED_CONFIG}\n[access]\nopen = true\n")
+}
+
 fn signed_config() -> String {
     format!(
         "{LED_CONFIG}\n[[access.keys]]\nid = \"phone\"\nsecret = \"{SECRET}\"\nrole = \"control\"\n\n\
@@ -696,6 +732,7 @@ async fn page_plays_live_video_through_the_embedded_broker() {
     let Some(_serial) = prerequisites().await else {
         return;
     };
+    // A signed device with its generated admin key (paired by default).
     let stack = Stack::start(BrokerKind::Embedded, None, LED_CONFIG).await;
 
     // What the page is told.
@@ -706,15 +743,23 @@ async fn page_plays_live_video_through_the_embedded_broker() {
     let cfg: Value = serde_json::from_str(&body).expect("config.json is JSON");
     assert_eq!(cfg["device_id"], DEVICE, "{cfg}");
     assert_eq!(cfg["prefix"], "campeer", "{cfg}");
-    assert_eq!(cfg["auth"], "open", "{cfg}");
+    assert_eq!(cfg["auth"], "signed", "{cfg}");
     // MQTT over WebSocket at /mqtt on the page's own port.
     assert_eq!(cfg["ws_port"], Value::Null, "{cfg}");
     assert_eq!(cfg["own_broker"], true, "{cfg}");
     assert_eq!(cfg["ws_url"], Value::Null, "{cfg}");
 
     let mut b = Browser::launch().await;
-    let page = b.open(&stack.url()).await;
+    // The pairing link the daemon printed.
+    let pair = stack.stored_key("admin");
+    assert!(stack.log_text().contains(&format!("#pair={pair}")), "the pairing link is printed");
+    let page = b.open(&format!("{}#pair={pair}", stack.url())).await;
     let st = assert_plays(&mut b, page, "embedded broker").await;
+    assert_eq!(
+        b.eval(page, "location.hash").await,
+        json!(""),
+        "the page removes the key from the address bar"
+    );
 
     // The latency figure needs a ping for the clock mapping (every 2 s).
     let latency = b.wait(page, "window.campeer.latencyMs !== null && window.campeer.bitrateKbps !== null && window.campeer.latencyMs", Duration::from_secs(15)).await;
@@ -785,12 +830,14 @@ async fn an_output_switched_on_one_page_follows_on_every_page() {
     let Some(_serial) = prerequisites().await else {
         return;
     };
-    let stack = Stack::start(BrokerKind::Embedded, None, LED_CONFIG).await;
+    let stack = Stack::start(BrokerKind::Embedded, None, &open_config()).await;
     let mut b = Browser::launch().await;
     let a = b.open(&stack.url()).await;
     let other = b.open(&stack.url()).await;
     for p in [a, other] {
         b.wait(p, "window.campeer.state === 'playing'", T).await;
+        // An open device says so, plainly.
+        b.wait(p, "!document.getElementById('open-banner').hidden", T).await;
         b.wait(
             p,
             "window.campeer.controls.led && window.campeer.controls.led.value === false",
@@ -828,7 +875,7 @@ async fn page_recovers_when_the_daemon_restarts_or_crashes() {
     let Some(_serial) = prerequisites().await else {
         return;
     };
-    let mut stack = Stack::start(BrokerKind::Embedded, None, LED_CONFIG).await;
+    let mut stack = Stack::start(BrokerKind::Embedded, None, &open_config()).await;
     let mut b = Browser::launch().await;
     let page = b.open(&stack.url()).await;
     assert_plays(&mut b, page, "before the restart").await;
@@ -876,7 +923,7 @@ async fn page_plays_through_an_external_mosquitto_over_websocket() {
         return;
     }
     let mut mosq = WsMosquitto::start();
-    let stack = Stack::start(BrokerKind::Mosquitto, Some(&mosq), LED_CONFIG).await;
+    let stack = Stack::start(BrokerKind::Mosquitto, Some(&mosq), &open_config()).await;
     let (_, body) = http_get(stack.http, "/config.json")
         .await
         .expect("config.json");
@@ -940,7 +987,7 @@ async fn page_plays_through_an_external_mosquitto_over_websocket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_device_refuses_a_wrong_key_and_plays_with_the_right_one() {
+async fn unpaired_pages_get_no_video_and_a_revoked_key_stops_at_once() {
     let Some(_serial) = prerequisites().await else {
         return;
     };
@@ -948,114 +995,55 @@ async fn signed_device_refuses_a_wrong_key_and_plays_with_the_right_one() {
     let mut b = Browser::launch().await;
     let page = b.open(&stack.url()).await;
 
-    // No key yet: the page asks for one and offers nothing.
+    // No key: the pairing prompt, no MQTT login, no session, no video.
     b.wait(
         page,
-        "window.campeer.state === 'need-key' && !document.getElementById('card-key').hidden",
+        "window.campeer.state === 'need-key' && !document.getElementById('card-pair').hidden",
         T,
     )
     .await;
-    assert_eq!(b.eval(page, "window.campeer.sessions").await, json!(0));
-
-    // A wrong secret: refused, no video.
-    b.fill(page, "#key-id", "phone").await;
-    b.fill(page, "#key-secret", "not-the-secret-at-all").await;
-    b.select(page, "#key-role", "control").await;
-    b.click(page, "#key-connect").await;
-    b.wait(page, "window.campeer.state === 'unauthorized'", T)
-        .await;
-    let errors = b.eval(page, "window.campeer.errors.map(e => e.code)").await;
-    assert!(
-        errors
-            .as_array()
-            .is_some_and(|a| a.contains(&json!("unauthorized"))),
-        "errors: {errors}"
-    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.eval(page, "window.campeer.sessions").await, json!(0));
+    assert_eq!(b.eval(page, "window.campeer.framesSeen").await, json!(0));
     assert_eq!(
-        b.eval(page, "window.campeer.framesSeen").await,
+        b.eval(page, "document.getElementById('video').videoWidth").await,
         json!(0),
-        "video despite a wrong key"
+        "video without a key"
     );
-    assert_eq!(
-        b.eval(page, "document.getElementById('video').videoWidth")
-            .await,
-        json!(0)
-    );
-    assert_eq!(
-        b.eval(page, "window.campeer.state").await,
-        json!("unauthorized"),
-        "the page must not retry a refused key"
-    );
-    let shown = b
-        .eval(page, "document.getElementById('key-status').textContent")
+
+    // A wrong secret pasted: refused, and not retried in a loop.
+    b.fill(page, "#pair-input", "phone.not-the-secret-at-all-0123").await;
+    b.click(page, "#pair-submit").await;
+    b.wait(page, "window.campeer.keyRefused !== null", T).await;
+    assert_eq!(b.eval(page, "window.campeer.framesSeen").await, json!(0));
+
+    // The view key by its pairing link: plays, switches disabled.
+    let view_page = b
+        .open(&format!("{}#pair=wall.{VIEW_SECRET}", stack.url()))
         .await;
-    assert!(
-        shown.as_str().is_some_and(|s| s.contains("Refused")),
-        "key status: {shown}"
-    );
+    assert_plays(&mut b, view_page, "view key").await;
+    b.wait(view_page, "window.campeer.role === 'view'", T).await;
 
-    // A view-only key asking for control: refused too.
-    b.fill(page, "#key-id", "wall").await;
-    b.fill(page, "#key-secret", VIEW_SECRET).await;
-    b.click(page, "#key-connect").await;
-    b.wait(
-        page,
-        "window.campeer.state === 'unauthorized' && window.campeer.errors.length >= 2",
-        T,
-    )
-    .await;
+    // A key made with `campeer keys add` while the daemon runs: plays.
+    let out = stack.keys(&["add", "tablet", "--role", "control"]);
+    assert!(out.contains("#pair=tablet."), "{out}");
+    let pair = stack.stored_key("tablet");
+    let tablet = b.open(&format!("{}#pair={pair}", stack.url())).await;
+    assert_plays(&mut b, tablet, "a key added while running").await;
+    b.wait(tablet, "window.campeer.role === 'control'", T).await;
+    // A second visit without the fragment still plays (the page kept the key).
+    b.must(json!({"cmd": "reload", "page": tablet}), Duration::from_secs(30))
+        .await;
+    assert_plays(&mut b, tablet, "a second visit").await;
 
-    // The same key as a viewer: plays, but may not switch.
-    b.select(page, "#key-role", "view").await;
-    b.click(page, "#key-connect").await;
-    assert_plays(&mut b, page, "view key").await;
-    b.wait(
-        page,
-        "window.campeer.controls.led && window.campeer.controls.led.value !== null",
-        Duration::from_secs(10),
-    )
-    .await;
-    assert_eq!(
-        b.eval(
-            page,
-            "document.querySelector('button[data-control=\"led\"]').disabled"
-        )
-        .await,
-        json!(true)
-    );
-
-    // The right control key: plays, and the key is remembered across a reload.
-    b.fill(page, "#key-id", "phone").await;
-    b.fill(page, "#key-secret", SECRET).await;
-    b.select(page, "#key-role", "control").await;
-    b.click(page, "#key-connect").await;
-    b.wait(page, "window.campeer.role === 'control'", T).await;
-    assert_plays(&mut b, page, "control key").await;
-    b.must(
-        json!({"cmd": "reload", "page": page}),
-        Duration::from_secs(30),
-    )
-    .await;
-    let st = assert_plays(&mut b, page, "remembered key").await;
-    assert_eq!(st["role"], "control");
-    assert_eq!(
-        st["sessions"],
-        json!(1),
-        "the remembered key should play at the first try"
-    );
-    b.wait(
-        page,
-        "!document.querySelector('button[data-control=\"led\"]').disabled",
-        Duration::from_secs(10),
-    )
-    .await;
-    b.click(page, "button[data-control=\"led\"]").await;
-    b.wait(
-        page,
-        "window.campeer.controls.led.value === true",
-        Duration::from_secs(10),
-    )
-    .await;
+    // Revoked: its session ends and the page is refused, without a restart.
+    let pid = stack.child.as_ref().map(|c| c.id());
+    stack.keys(&["revoke", "tablet"]);
+    b.wait(tablet, "window.campeer.keyRefused !== null", T).await;
+    assert_eq!(stack.child.as_ref().map(|c| c.id()), pid, "no restart");
+    let log = stack.log_text();
+    assert!(log.contains("access keys changed; reloaded"), "{log}");
+    // The view key's page played on all along.
+    assert_plays(&mut b, view_page, "the other key").await;
     b.quit().await;
 }
