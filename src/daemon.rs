@@ -6,8 +6,8 @@
 //! candidate expiry, presence, stats). Shutdown closes every session with
 //! `bye`, publishes offline presence and stops within about two seconds.
 
-use crate::broker::EmbeddedBroker;
-use crate::config::{Config, MqttTarget};
+use crate::broker::{BrokerKey, BrokerSettings, ManagedBroker};
+use crate::config::{Config, MqttConfig, MqttTarget};
 use crate::control::cdev;
 use crate::control::config::Direction;
 use crate::control::gpio::GpioBank;
@@ -64,11 +64,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let broker = start_broker(&config)?;
-    let url = match &broker {
-        Some(b) => b.local_url(),
-        None => config.mqtt.url.clone(),
+    let (mqtt_config, target, client_id) = match &broker {
+        Some(b) => own_broker_link(&config.mqtt, b)?,
+        None => (
+            config.mqtt.clone(),
+            MqttTarget::parse(&config.mqtt.url).context("mqtt url")?,
+            config.effective_client_id(),
+        ),
     };
-    let target = MqttTarget::parse(&url).context("mqtt url")?;
     let topics = Topics::new(&config.mqtt.prefix, &config.device_id);
     info!(device = %config.device_id, broker = %target, prefix = %config.mqtt.prefix,
           video = %config.video.source, max_sessions = config.webrtc.max_sessions, "campeer starting");
@@ -93,7 +96,7 @@ pub async fn run(
     let authz = OfferAuthorizer::from_config(&config.access).context("access keys")?;
     let exposed = match &broker {
         Some(_) => {
-            !config.broker.listen.starts_with("127.")
+            !config.broker.listen.is_empty() && !config.broker.listen.starts_with("127.")
                 || !config.broker.ws_listen.is_empty()
                     && !config.broker.ws_listen.starts_with("127.")
         }
@@ -136,9 +139,9 @@ pub async fn run(
     let http_task = start_http(&config, broker.as_ref(), authz.mode(), stop_rx.clone()).await;
     let offline = Presence::offline(&config.device_id).to_json().into_bytes();
     let (link, mut link_rx, link_task) = MqttLink::start(
-        &config.mqtt,
+        &mqtt_config,
         &target,
-        &config.effective_client_id(),
+        &client_id,
         topics.clone(),
         offline.clone(),
         stop_rx,
@@ -323,7 +326,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_millis(300), t).await;
     }
     if let Some(b) = broker {
-        // Blocking join of the broker's thread; it stops at once.
+        // Blocking: SIGTERM to Mosquitto and a wait for it (bounded).
         let _ = tokio::task::spawn_blocking(move || b.stop()).await;
     }
     // Sessions are gone; dropping the table drops the last other references
@@ -389,23 +392,84 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
     Ok(Some(Arc::new(pipeline)))
 }
 
-fn start_broker(config: &Config) -> anyhow::Result<Option<EmbeddedBroker>> {
+fn start_broker(config: &Config) -> anyhow::Result<Option<ManagedBroker>> {
     if !config.broker.embedded {
         return Ok(None);
     }
-    let tcp: SocketAddr = config.broker.listen.parse().context("broker.listen")?;
+    let listen: Option<SocketAddr> = match config.broker.listen.as_str() {
+        "" => None,
+        a => Some(a.parse().context("broker.listen")?),
+    };
     let ws: Option<SocketAddr> = match config.broker.ws_listen.as_str() {
         "" => None,
         a => Some(a.parse().context("broker.ws_listen")?),
     };
-    Ok(Some(EmbeddedBroker::start(tcp, ws)?))
+    let settings = BrokerSettings {
+        device_id: config.device_id.clone(),
+        prefix: config.mqtt.prefix.clone(),
+        listen,
+        ws_listen: ws,
+        mosquitto: config.broker.mosquitto.clone(),
+        open: config.access.is_open(),
+    };
+    let keys = broker_keys(&config.access)?;
+    Ok(Some(ManagedBroker::start(settings, &keys)?))
+}
+
+/// The configured access keys with their secrets, for the broker's
+/// password file (read the same way as the offer authorizer reads them).
+fn broker_keys(access: &crate::control::config::AccessConfig) -> anyhow::Result<Vec<BrokerKey>> {
+    let mut keys = Vec::with_capacity(access.keys.len());
+    for k in &access.keys {
+        let secret = match (&k.secret, &k.secret_file) {
+            (Some(s), _) => s.as_bytes().to_vec(),
+            (None, Some(path)) => {
+                let mut b = std::fs::read(path).with_context(|| {
+                    format!("access key {:?}: secret_file {}", k.id, path.display())
+                })?;
+                if b.ends_with(b"\n") {
+                    b.pop();
+                    if b.ends_with(b"\r") {
+                        b.pop();
+                    }
+                }
+                b
+            }
+            (None, None) => anyhow::bail!("access key {:?} has no secret", k.id),
+        };
+        keys.push(BrokerKey {
+            id: k.id.clone(),
+            secret,
+        });
+    }
+    Ok(keys)
+}
+
+/// The device's link to its own broker: the loopback listener, with the
+/// broker's random device login replacing whatever `[mqtt]` says about an
+/// external broker's credentials and TLS.
+fn own_broker_link(
+    mqtt: &MqttConfig,
+    broker: &ManagedBroker,
+) -> anyhow::Result<(MqttConfig, MqttTarget, String)> {
+    let (client_id, user, password) = broker.device_login();
+    let mut target = MqttTarget::parse(&broker.local_url()).context("own broker URL")?;
+    target.username = Some(user);
+    target.password = Some(password);
+    let mut cfg = mqtt.clone();
+    cfg.username = None;
+    cfg.password_file = None;
+    cfg.ca_file = None;
+    cfg.client_cert = None;
+    cfg.client_key = None;
+    Ok((cfg, target, client_id))
 }
 
 /// Serves the viewer page; a port that cannot be bound is logged, and the
 /// daemon streams on without the page.
 async fn start_http(
     config: &Config,
-    broker: Option<&EmbeddedBroker>,
+    broker: Option<&ManagedBroker>,
     auth: &str,
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {

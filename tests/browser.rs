@@ -326,7 +326,7 @@ fn wait_port(port: u16) {
 
 /// What the test process hosts itself in CAMPEER_BROWSER_INPROC mode.
 struct InProc {
-    broker: Option<campeer::broker::EmbeddedBroker>,
+    broker: Option<campeer::broker::ManagedBroker>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -386,7 +386,8 @@ impl Stack {
             }
             BrokerKind::Embedded if inproc_mode => {
                 let (mqtt, ws, inproc) = host_in_process(http, config).await;
-                args.extend(["--mqtt".into(), format!("mqtt://127.0.0.1:{mqtt}")]);
+                let b = inproc.broker.as_ref().expect("a broker");
+                args.extend(["--mqtt".into(), inproc_mqtt_url(b)]);
                 (mqtt, ws, Some(inproc))
             }
             BrokerKind::Embedded => {
@@ -514,10 +515,12 @@ impl Stack {
             let old = inproc.broker.take().expect("a broker");
             let (tcp, ws) = (old.tcp_addr(), old.ws_addr());
             drop(old);
-            inproc.broker = Some(
-                campeer::broker::EmbeddedBroker::start(tcp, ws)
-                    .expect("the embedded broker again, on the same ports"),
-            );
+            let b = campeer::broker::ManagedBroker::start(inproc_settings(tcp, ws), &[])
+                .expect("the embedded broker again, on the same ports");
+            if let Some(i) = self.args.iter().position(|a| a == "--mqtt") {
+                self.args[i + 1] = inproc_mqtt_url(&b);
+            }
+            inproc.broker = Some(b);
         }
         self.spawn();
         self.ready().await;
@@ -541,10 +544,10 @@ impl Drop for Stack {
 async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
     use std::net::{Ipv4Addr, SocketAddr};
     let lo = |p| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
-    let broker =
-        campeer::broker::EmbeddedBroker::start(lo(0), Some(lo(0))).expect("embedded broker");
+    let broker = campeer::broker::ManagedBroker::start(inproc_settings(Some(lo(0)), Some(lo(0))), &[])
+        .expect("embedded broker");
     let (mqtt, ws) = (
-        broker.tcp_addr().port(),
+        broker.tcp_addr().expect("tcp").port(),
         broker.ws_addr().expect("ws").port(),
     );
     let page = campeer::web::PageConfig {
@@ -576,6 +579,29 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
             stop: Some(tx),
         },
     )
+}
+
+/// CAMPEER_BROWSER_INPROC: an open own broker (anonymous clients are viewers).
+fn inproc_settings(
+    listen: Option<std::net::SocketAddr>,
+    ws: Option<std::net::SocketAddr>,
+) -> campeer::broker::BrokerSettings {
+    campeer::broker::BrokerSettings {
+        device_id: DEVICE.into(),
+        prefix: "campeer".into(),
+        listen,
+        ws_listen: ws,
+        mosquitto: None,
+        open: true,
+    }
+}
+
+/// The daemon's `--mqtt` in CAMPEER_BROWSER_INPROC mode: the broker's
+/// device login on its LAN listener.
+fn inproc_mqtt_url(b: &campeer::broker::ManagedBroker) -> String {
+    let (_, user, password) = b.device_login();
+    let port = b.tcp_addr().expect("tcp").port();
+    format!("mqtt://{user}:{password}@127.0.0.1:{port}")
 }
 
 /// A plain HTTP/1.1 GET on loopback: (status, body).
