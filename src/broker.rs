@@ -18,9 +18,11 @@
 //! read line by line into this process's log, each line prefixed
 //! `mosquitto:`; errors and warnings at `warn`, the rest at `debug`.
 //!
-//! When the daemon runs as root, Mosquitto drops to its `mosquitto` user
-//! (`nobody` where that does not exist), so the runtime directory and its
-//! files are handed to that user; under the systemd unit the daemon and its
+//! When the daemon runs as root, the child is started as the `mosquitto`
+//! user (`nobody` where that does not exist) and the runtime directory and
+//! its files are handed to that user. The switch is made here, before
+//! exec, rather than by Mosquitto itself: a process that changes its user
+//! loses its parent-death signal. Under the systemd unit the daemon and its
 //! broker both run as `campeer`.
 //!
 //! # Listeners
@@ -336,7 +338,8 @@ fn viewer_rules(base: &str) -> String {
 /// The ACL file: the anonymous section (open mode only), the device user,
 /// then one block per key.
 fn acl_text(base: &str, open: bool, key_ids: &[&str]) -> String {
-    let mut s = String::from("# Written by campeer for its own broker; rewritten when keys change.\n");
+    let mut s =
+        String::from("# Written by campeer for its own broker; rewritten when keys change.\n");
     if open {
         s.push_str("# Open access: anonymous clients are viewers.\n");
         s.push_str(&viewer_rules(base));
@@ -355,7 +358,7 @@ struct Layout {
     conf: PathBuf,
     passwd: PathBuf,
     acl: PathBuf,
-    /// Mosquitto's user when we are root (it drops to it): (name, uid, gid).
+    /// The user Mosquitto runs as when we are root: (name, uid, gid).
     owner: Option<(String, u32, u32)>,
 }
 
@@ -598,7 +601,12 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
     probe.local_addr().map_err(fail)
 }
 
-fn conf_text(layout: &Layout, open: bool, listen: Option<SocketAddr>, bridge: SocketAddr) -> String {
+fn conf_text(
+    layout: &Layout,
+    open: bool,
+    listen: Option<SocketAddr>,
+    bridge: SocketAddr,
+) -> String {
     let mut s = format!(
         "# Written by campeer for its own broker; rewritten at every start.\n\
          per_listener_settings false\n\
@@ -621,9 +629,6 @@ fn conf_text(layout: &Layout, open: bool, listen: Option<SocketAddr>, bridge: So
         layout.passwd.display(),
         layout.acl.display(),
     );
-    if let Some((name, _, _)) = &layout.owner {
-        s.push_str(&format!("user {name}\n"));
-    }
     // The loopback listener comes last: once it accepts, Mosquitto has
     // bound every listener before it.
     for addr in listen.into_iter().chain([bridge]) {
@@ -641,7 +646,10 @@ impl ManagedBroker {
     /// listens. Blocks for that long (typically tens of milliseconds; at
     /// most about ten seconds), so call it before the async work starts or
     /// from a blocking context.
-    pub fn start(settings: BrokerSettings, keys: &[BrokerKey]) -> Result<ManagedBroker, BrokerError> {
+    pub fn start(
+        settings: BrokerSettings,
+        keys: &[BrokerKey],
+    ) -> Result<ManagedBroker, BrokerError> {
         let base = format!("{}/{}", settings.prefix, settings.device_id);
         if settings.prefix.is_empty()
             || settings.device_id.is_empty()
@@ -693,12 +701,14 @@ impl ManagedBroker {
             e
         };
         if let Some((_, uid, gid)) = &shared.layout.owner {
-            std::os::unix::fs::chown(&shared.layout.dir, Some(*uid), Some(*gid)).map_err(|source| {
-                cleanup(BrokerError::RuntimeDir {
-                    path: shared.layout.dir.clone(),
-                    source,
-                })
-            })?;
+            std::os::unix::fs::chown(&shared.layout.dir, Some(*uid), Some(*gid)).map_err(
+                |source| {
+                    cleanup(BrokerError::RuntimeDir {
+                        path: shared.layout.dir.clone(),
+                        source,
+                    })
+                },
+            )?;
         }
         let n = shared.write_keys(keys).map_err(cleanup)?;
         shared
@@ -720,7 +730,11 @@ impl ManagedBroker {
             let events_tx = events_tx.clone();
             std::thread::Builder::new()
                 .name("mosquitto".into())
-                .spawn(move || supervise(exe, shared, bridge, listeners, events_tx, events_rx, ready_tx))
+                .spawn(move || {
+                    supervise(
+                        exe, shared, bridge, listeners, events_tx, events_rx, ready_tx,
+                    )
+                })
                 .map_err(|e| cleanup(BrokerError::Start(e)))?
         };
         match ready_rx.recv() {
@@ -808,7 +822,9 @@ impl ManagedBroker {
 
     /// How many times Mosquitto was started (1 + restarts).
     pub fn starts(&self) -> u64 {
-        self.shared.starts.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .starts
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Replaces the keys that may log in: rewrites the password and ACL
@@ -822,7 +838,10 @@ impl ManagedBroker {
             .shared
             .current()
             .is_some_and(|c| c.signal(libc::SIGHUP));
-        info!(keys = n, reloaded, "the device's own MQTT broker: access keys updated");
+        info!(
+            keys = n,
+            reloaded, "the device's own MQTT broker: access keys updated"
+        );
         Ok(())
     }
 
@@ -868,6 +887,10 @@ fn spawn_child(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    if let Some((_, uid, gid)) = &shared.layout.owner {
+        // std drops the supplementary groups too when it switches from root.
+        cmd.uid(*uid).gid(*gid);
+    }
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
     // fork and exec.
     unsafe {
@@ -1036,7 +1059,9 @@ fn wait_listening(
                 });
             }
             Ok(Event::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(BrokerError::Start(io::Error::other("stopped while starting")));
+                return Err(BrokerError::Start(io::Error::other(
+                    "stopped while starting",
+                )));
             }
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}
         }
@@ -1117,14 +1142,12 @@ fn supervise(
         } else {
             info!(pid = child.pid, "mosquitto restarted");
         }
-        let status = loop {
-            match events.recv() {
-                Ok(Event::Exited(status)) => break status,
-                Ok(Event::Stop) | Err(_) => {
-                    terminate(&child, &events);
-                    *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                    return;
-                }
+        let status = match events.recv() {
+            Ok(Event::Exited(status)) => status,
+            Ok(Event::Stop) | Err(_) => {
+                terminate(&child, &events);
+                *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return;
             }
         };
         *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = None;

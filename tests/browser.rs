@@ -544,8 +544,9 @@ impl Drop for Stack {
 async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
     use std::net::{Ipv4Addr, SocketAddr};
     let lo = |p| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
-    let broker = campeer::broker::ManagedBroker::start(inproc_settings(Some(lo(0)), Some(lo(0))), &[])
-        .expect("embedded broker");
+    let broker =
+        campeer::broker::ManagedBroker::start(inproc_settings(Some(lo(0)), Some(lo(0))), &[])
+            .expect("embedded broker");
     let (mqtt, ws) = (
         broker.tcp_addr().expect("tcp").port(),
         broker.ws_addr().expect("ws").port(),

@@ -116,14 +116,24 @@ async fn connect(o: MqttOptions) -> Result<Client, String> {
 
 async fn key_client(addr: SocketAddr, key: &BrokerKey, client_id: &str) -> Result<Client, String> {
     let pw = key_password(&key.secret, DEVICE);
-    connect(options(addr, client_id, Some((key.id.as_str(), pw.as_str())))).await
+    connect(options(
+        addr,
+        client_id,
+        Some((key.id.as_str(), pw.as_str())),
+    ))
+    .await
 }
 
 /// The device's own connection (the broker's device login), with its will.
 async fn device_client(b: &ManagedBroker) -> Client {
     let (cid, user, pw) = b.device_login();
     let mut o = options(b.bridge_addr(), &cid, Some((user.as_str(), pw.as_str())));
-    o.set_last_will(LastWill::new(format!("{B}/status"), "offline", QoS::AtLeastOnce, true));
+    o.set_last_will(LastWill::new(
+        format!("{B}/status"),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
     connect(o).await.expect("the device logs in")
 }
 
@@ -200,7 +210,9 @@ async fn an_unpaired_client_cannot_connect() {
         assert!(e.is_err(), "device user with a guessed password accepted");
     }
     // The right key does connect: the refusals above are about credentials.
-    key_client(lan(&b), &alice(), "alice-1").await.expect("alice logs in");
+    key_client(lan(&b), &alice(), "alice-1")
+        .await
+        .expect("alice logs in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,41 +222,79 @@ async fn a_viewer_reads_status_and_out_writes_in_and_nothing_else() {
     dev.sub(&format!("{B}/session/+/in")).await;
     dev.publish(&format!("{B}/status"), "online", true).await;
 
-    let mut viewer = key_client(lan(&b), &alice(), "alice-1").await.expect("alice");
+    let mut viewer = key_client(lan(&b), &alice(), "alice-1")
+        .await
+        .expect("alice");
     viewer.sub(&format!("{B}/status")).await;
     let (t, p, retained) = viewer.next_msg(T).await.expect("retained status");
-    assert_eq!((t.as_str(), &p[..], retained), (&*format!("{B}/status"), &b"online"[..], true));
+    assert_eq!(
+        (t.as_str(), &p[..], retained),
+        (&*format!("{B}/status"), &b"online"[..], true)
+    );
     viewer.sub(&format!("{B}/session/s1234567/out")).await;
 
     // in: viewer -> device.
-    viewer.publish(&format!("{B}/session/s1234567/in"), "offer", false).await;
-    let (t, p, _) = dev.next_msg(T).await.expect("the device gets the viewer's in");
-    assert_eq!((t.as_str(), &p[..]), (&*format!("{B}/session/s1234567/in"), &b"offer"[..]));
+    viewer
+        .publish(&format!("{B}/session/s1234567/in"), "offer", false)
+        .await;
+    let (t, p, _) = dev
+        .next_msg(T)
+        .await
+        .expect("the device gets the viewer's in");
+    assert_eq!(
+        (t.as_str(), &p[..]),
+        (&*format!("{B}/session/s1234567/in"), &b"offer"[..])
+    );
     // out: device -> viewer.
-    dev.publish(&format!("{B}/session/s1234567/out"), "answer", false).await;
+    dev.publish(&format!("{B}/session/s1234567/out"), "answer", false)
+        .await;
     let (t, p, _) = viewer.next_msg(T).await.expect("the viewer gets out");
-    assert_eq!((t.as_str(), &p[..]), (&*format!("{B}/session/s1234567/out"), &b"answer"[..]));
+    assert_eq!(
+        (t.as_str(), &p[..]),
+        (&*format!("{B}/session/s1234567/out"), &b"answer"[..])
+    );
 
     // A second viewer (another key) watches everything it can.
     let mut other = key_client(lan(&b), &bob(), "bob-1").await.expect("bob");
     other.sub(&format!("{B}/session/+/out")).await;
     other.sub(&format!("{B}/status")).await;
-    assert!(other.next_msg(T).await.is_some(), "bob sees the retained status");
+    assert!(
+        other.next_msg(T).await.is_some(),
+        "bob sees the retained status"
+    );
     // Its subscription to other sids' `in` (and to everything) gets nothing.
     other.sub(&format!("{B}/session/+/in")).await;
     other.sub("#").await;
+    // `#` matches the retained status again, which bob may read.
+    let (t, _, retained) = other
+        .next_msg(T)
+        .await
+        .expect("the status again, through #");
+    assert_eq!((t.as_str(), retained), (&*format!("{B}/status"), true));
+    assert!(
+        other.next_msg(QUIET).await.is_none(),
+        "bob got more than the status"
+    );
 
     // The viewer forges the device's status and another session's answer:
     // nobody receives either, and the retained status is unchanged.
     viewer.publish(&format!("{B}/status"), "forged", true).await;
-    viewer.publish(&format!("{B}/session/s7654321/out"), "forged", false).await;
+    viewer
+        .publish(&format!("{B}/session/s7654321/out"), "forged", false)
+        .await;
     viewer.publish("elsewhere/topic", "x", false).await;
     // And a real `in` from alice that bob must not see.
-    viewer.publish(&format!("{B}/session/s7654321/in"), "secret offer", false).await;
-    let (t, _, _) = dev.next_msg(T).await.expect("the device gets the second in");
+    viewer
+        .publish(&format!("{B}/session/s7654321/in"), "secret offer", false)
+        .await;
+    let (t, _, _) = dev
+        .next_msg(T)
+        .await
+        .expect("the device gets the second in");
     assert_eq!(t, format!("{B}/session/s7654321/in"));
     // A marker from the device proves bob's connection delivers.
-    dev.publish(&format!("{B}/session/s7654321/out"), "marker", false).await;
+    dev.publish(&format!("{B}/session/s7654321/out"), "marker", false)
+        .await;
     let mut got = Vec::new();
     while let Some((t, p, _)) = other.next_msg(QUIET).await {
         got.push((t, String::from_utf8_lossy(&p).into_owned()));
@@ -254,8 +304,13 @@ async fn a_viewer_reads_status_and_out_writes_in_and_nothing_else() {
         [(format!("{B}/session/s7654321/out"), "marker".to_owned())],
         "bob saw more than the device's out"
     );
-    assert!(dev.next_msg(QUIET).await.is_none(), "the device got a forged message");
-    let mut late = key_client(lan(&b), &bob(), "bob-2").await.expect("bob again");
+    assert!(
+        dev.next_msg(QUIET).await.is_none(),
+        "the device got a forged message"
+    );
+    let mut late = key_client(lan(&b), &bob(), "bob-2")
+        .await
+        .expect("bob again");
     late.sub(&format!("{B}/status")).await;
     let (_, p, _) = late.next_msg(T).await.expect("retained status");
     assert_eq!(&p[..], b"online", "the retained status was overwritten");
@@ -294,8 +349,17 @@ async fn nobody_takes_over_the_devices_connection() {
 
     // The client id is what protects it: the same id would take over.
     let (_, user, pw) = b.device_login();
-    let _thief = connect(options(b.bridge_addr(), &cid, Some((user.as_str(), pw.as_str())))).await.expect("same login");
-    assert!(dev.closed(T).await.is_some(), "a takeover with the real id did not happen");
+    let _thief = connect(options(
+        b.bridge_addr(),
+        &cid,
+        Some((user.as_str(), pw.as_str())),
+    ))
+    .await
+    .expect("same login");
+    assert!(
+        dev.closed(T).await.is_some(),
+        "a takeover with the real id did not happen"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +367,9 @@ async fn payloads_over_64_kib_are_refused() {
     let b = start(false, &[alice()]);
     let mut dev = device_client(&b).await;
     dev.sub(&format!("{B}/session/+/in")).await;
-    let viewer = key_client(lan(&b), &alice(), "alice-1").await.expect("alice");
+    let viewer = key_client(lan(&b), &alice(), "alice-1")
+        .await
+        .expect("alice");
 
     let topic = format!("{B}/session/s1234567/in");
     viewer.publish(&topic, vec![b'a'; 60 * 1024], false).await;
@@ -311,11 +377,18 @@ async fn payloads_over_64_kib_are_refused() {
     assert_eq!(p.len(), 60 * 1024);
 
     // Just over the limit: dropped (the connection may stay).
-    viewer.publish(&topic, vec![b'b'; 64 * 1024 + 1], false).await;
+    viewer
+        .publish(&topic, vec![b'b'; 64 * 1024 + 1], false)
+        .await;
     // 1 MiB: dropped, and the connection closed.
-    let mut big = key_client(lan(&b), &alice(), "alice-2").await.expect("alice");
+    let mut big = key_client(lan(&b), &alice(), "alice-2")
+        .await
+        .expect("alice");
     big.publish(&topic, vec![b'c'; 1 << 20], false).await;
-    assert!(big.closed(T).await.is_some(), "a 1 MiB packet did not close its connection");
+    assert!(
+        big.closed(T).await.is_some(),
+        "a 1 MiB packet did not close its connection"
+    );
     viewer.publish(&topic, "small", false).await;
     let (_, p, _) = dev.next_msg(T).await.expect("the small one");
     assert_eq!(&p[..], b"small", "an oversized payload was delivered");
@@ -325,19 +398,36 @@ async fn payloads_over_64_kib_are_refused() {
 async fn keys_change_while_running() {
     let b = start(false, &[alice()]);
     let mut dev = device_client(&b).await;
-    assert!(key_client(lan(&b), &bob(), "bob-0").await.is_err(), "bob before his key");
-    let mut a = key_client(lan(&b), &alice(), "alice-1").await.expect("alice");
+    assert!(
+        key_client(lan(&b), &bob(), "bob-0").await.is_err(),
+        "bob before his key"
+    );
+    let mut a = key_client(lan(&b), &alice(), "alice-1")
+        .await
+        .expect("alice");
 
     b.update_keys(&[bob()]).expect("update keys");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut bb = key_client(lan(&b), &bob(), "bob-1").await.expect("bob's new key works");
+    let mut bb = key_client(lan(&b), &bob(), "bob-1")
+        .await
+        .expect("bob's new key works");
     bb.sub(&format!("{B}/session/+/out")).await;
-    assert!(key_client(lan(&b), &alice(), "alice-2").await.is_err(), "a removed key still connects");
+    assert!(
+        key_client(lan(&b), &alice(), "alice-2").await.is_err(),
+        "a removed key still connects"
+    );
     // Mosquitto closes the removed key's open connection on reload.
-    assert!(a.closed(T).await.is_some(), "alice's old connection survived her key's removal");
+    assert!(
+        a.closed(T).await.is_some(),
+        "alice's old connection survived her key's removal"
+    );
     // The device's own connection stays up.
-    assert!(dev.closed(Duration::from_millis(10)).await.is_none(), "the device was dropped");
-    dev.publish(&format!("{B}/session/s1234567/out"), "hi", false).await;
+    assert!(
+        dev.closed(Duration::from_millis(10)).await.is_none(),
+        "the device was dropped"
+    );
+    dev.publish(&format!("{B}/session/s1234567/out"), "hi", false)
+        .await;
     let (_, p, _) = bb.next_msg(T).await.expect("bob receives");
     assert_eq!(&p[..], b"hi");
 }
@@ -361,9 +451,17 @@ async fn mosquitto_is_restarted_after_kill_9_and_gone_after_stop() {
     };
     assert_eq!(b.starts(), 2);
     assert!(!mosquitto_alive(first));
-    println!("mosquitto back {} ms after kill -9", t.elapsed().as_millis());
-    tokio::task::spawn_blocking(move || b.stop()).await.expect("stop");
-    assert!(!mosquitto_alive(second), "mosquitto {second} left after stop");
+    println!(
+        "mosquitto back {} ms after kill -9",
+        t.elapsed().as_millis()
+    );
+    tokio::task::spawn_blocking(move || b.stop())
+        .await
+        .expect("stop");
+    assert!(
+        !mosquitto_alive(second),
+        "mosquitto {second} left after stop"
+    );
 }
 
 /// Mosquitto children of `pid` (by their parent pid).
@@ -376,9 +474,14 @@ fn mosquitto_children(pid: u32) -> Vec<u32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
             continue;
         };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let name = &stat[stat.find('(').map_or(0, |i| i + 1)..close];
-        let ppid = stat[close + 2..].split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok());
+        let ppid = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u32>().ok());
         if name == "mosquitto" && ppid == Some(pid) {
             out.push(p);
         }
@@ -405,7 +508,12 @@ fn run_daemon(conf: &std::path::Path, port: u16, log: &std::path::Path) -> std::
         .args(["--log", "info,campeer=debug", "run", "--config"])
         .arg(conf)
         .args(["--device-id", DEVICE, "--video", "none", "--http", ""])
-        .args(["--broker-listen", &format!("127.0.0.1:{port}"), "--broker-ws-listen", ""])
+        .args([
+            "--broker-listen",
+            &format!("127.0.0.1:{port}"),
+            "--broker-ws-listen",
+            "",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"))
         .spawn()
@@ -445,14 +553,22 @@ async fn the_daemon_runs_its_broker_and_keeps_its_connection() {
     // Anonymous clients are refused by the daemon's broker.
     assert!(connect(options(addr, "anon", None)).await.is_err());
     // Takeover attempts with every id one might guess.
-    for g in ["campeer-cam1", "cam1", DEVICE_USER, "campeer.device.cam1", ""] {
+    for g in [
+        "campeer-cam1",
+        "cam1",
+        DEVICE_USER,
+        "campeer.device.cam1",
+        "",
+    ] {
         let _ = key_client(addr, &alice(), g).await;
     }
     tokio::time::sleep(QUIET).await;
     // An offer from alice still gets the device's answer (here: refused,
     // unsigned), so the device is still subscribed and connected.
     let sid = sid();
-    let mut v = key_client(addr, &alice(), "alice-offer").await.expect("alice");
+    let mut v = key_client(addr, &alice(), "alice-offer")
+        .await
+        .expect("alice");
     v.sub(&format!("{B}/session/{sid}/out")).await;
     v.publish(
         &format!("{B}/session/{sid}/in"),
@@ -464,11 +580,18 @@ async fn the_daemon_runs_its_broker_and_keeps_its_connection() {
     let text = String::from_utf8_lossy(&p);
     assert!(text.contains("unauthorized"), "{text}");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(log_text.matches("connected to broker").count(), 1, "{log_text}");
+    assert_eq!(
+        log_text.matches("connected to broker").count(),
+        1,
+        "{log_text}"
+    );
     assert!(!log_text.contains("lost the broker"), "{log_text}");
     // Nothing but online status was published meanwhile.
     while let Some((_, p, _)) = watch.next_msg(Duration::from_millis(100)).await {
-        assert!(!String::from_utf8_lossy(&p).contains("offline"), "went offline");
+        assert!(
+            !String::from_utf8_lossy(&p).contains("offline"),
+            "went offline"
+        );
     }
 
     // SIGKILL the daemon: its Mosquitto goes too.
@@ -492,5 +615,8 @@ async fn the_daemon_runs_its_broker_and_keeps_its_connection() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().expect("wait");
     assert!(st.success(), "{st}");
-    assert!(!mosquitto_alive(kids[0]), "mosquitto left after a clean stop");
+    assert!(
+        !mosquitto_alive(kids[0]),
+        "mosquitto left after a clean stop"
+    );
 }

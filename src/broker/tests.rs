@@ -46,7 +46,10 @@ fn password_entries_are_mosquitto_sha512() {
     let mut h = Sha512::new();
     h.update(b"pw");
     h.update(salt);
-    assert_eq!(STANDARD.decode(parts[3]).expect("hash b64"), h.finalize().to_vec());
+    assert_eq!(
+        STANDARD.decode(parts[3]).expect("hash b64"),
+        h.finalize().to_vec()
+    );
 }
 
 #[test]
@@ -76,8 +79,14 @@ fn acl_gives_viewers_status_out_and_in_only() {
     assert!(closed.contains("\nuser bob\n"), "{closed}");
     assert!(closed.contains("\nuser campeer.device\ntopic readwrite campeer/cam1/#\n"));
     // Nothing before the first user line: anonymous clients get no rights.
-    let first_rule = closed.lines().position(|l| l.starts_with("topic")).expect("rules");
-    let first_user = closed.lines().position(|l| l.starts_with("user")).expect("users");
+    let first_rule = closed
+        .lines()
+        .position(|l| l.starts_with("topic"))
+        .expect("rules");
+    let first_user = closed
+        .lines()
+        .position(|l| l.starts_with("user"))
+        .expect("users");
     assert!(first_user < first_rule, "{closed}");
 
     let open = acl_text("campeer/cam1", true, &[]);
@@ -124,7 +133,9 @@ fn conf_lists_limits_and_the_loopback_listener_last() {
         assert!(text.contains(want), "{want:?} missing from\n{text}");
     }
     let lan = text.find("listener 1883 0.0.0.0").expect("LAN listener");
-    let lo = text.find("listener 40000 127.0.0.1").expect("loopback listener");
+    let lo = text
+        .find("listener 40000 127.0.0.1")
+        .expect("loopback listener");
     assert!(lan < lo);
     assert_eq!(text.matches("max_connections 64\n").count(), 2);
     assert_eq!(text.matches("max_qos 1\n").count(), 2);
@@ -135,8 +146,14 @@ fn conf_lists_limits_and_the_loopback_listener_last() {
 fn restarts_back_off_and_reset_after_a_stable_run() {
     let mut p = RestartPolicy::new();
     assert_eq!(p.after_exit(Duration::from_millis(10), 1.0), RESTART_MIN);
-    assert_eq!(p.after_exit(Duration::from_millis(10), 1.0), RESTART_MIN * 2);
-    assert_eq!(p.after_exit(Duration::from_millis(10), 0.0), RESTART_MIN * 2);
+    assert_eq!(
+        p.after_exit(Duration::from_millis(10), 1.0),
+        RESTART_MIN * 2
+    );
+    assert_eq!(
+        p.after_exit(Duration::from_millis(10), 0.0),
+        RESTART_MIN * 2
+    );
     for _ in 0..20 {
         p.after_exit(Duration::from_secs(1), 1.0);
     }
@@ -162,7 +179,10 @@ fn log_lines_are_bounded_and_lose_their_timestamp() {
         strip_timestamp("1795888683: Note: It is recommended"),
         "Note: It is recommended"
     );
-    assert_eq!(strip_timestamp("Error: Address in use"), "Error: Address in use");
+    assert_eq!(
+        strip_timestamp("Error: Address in use"),
+        "Error: Address in use"
+    );
     assert_eq!(strip_timestamp("Client x: y"), "Client x: y");
 }
 
@@ -199,7 +219,12 @@ fn options(id: &str, addr: SocketAddr, login: Option<(&str, &str)>) -> MqttOptio
 }
 
 /// Polls `el` in a task; publishes, SUBACKs and CONNACKs come out.
-fn drive(mut el: EventLoop) -> (mpsc::UnboundedReceiver<Incoming>, tokio::task::JoinHandle<()>) {
+fn drive(
+    mut el: EventLoop,
+) -> (
+    mpsc::UnboundedReceiver<Incoming>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         loop {
@@ -248,14 +273,22 @@ async fn device_login_retained_status_will_and_stop() {
     assert_eq!(b.local_url(), format!("mqtt://{}", b.bridge_addr()));
     let dir = b.shared.layout.dir.clone();
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&dir).expect("runtime dir").permissions().mode();
+    let mode = std::fs::metadata(&dir)
+        .expect("runtime dir")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o700, "runtime dir mode");
 
     let (cid, user, pass) = b.device_login();
     assert_eq!(user, DEVICE_USER);
     assert!(cid.len() > 30, "{cid}");
     let mut o = options(&cid, b.bridge_addr(), Some((user.as_str(), pass.as_str())));
-    o.set_last_will(LastWill::new("campeer/cam1/status", "offline", QoS::AtLeastOnce, true));
+    o.set_last_will(LastWill::new(
+        "campeer/cam1/status",
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
     let (dev, el) = AsyncClient::new(o, 16);
     let (_dev_rx, dev_task) = drive(el);
     dev.publish("campeer/cam1/status", QoS::AtLeastOnce, true, "online")
@@ -264,7 +297,10 @@ async fn device_login_retained_status_will_and_stop() {
 
     // The device itself, through the LAN listener, sees its retained status.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (watcher, el) = AsyncClient::new(options("watch", lan, Some((user.as_str(), pass.as_str()))), 16);
+    let (watcher, el) = AsyncClient::new(
+        options("watch", lan, Some((user.as_str(), pass.as_str()))),
+        16,
+    );
     let (mut rx, _t) = drive(el);
     watcher
         .subscribe("campeer/cam1/#", QoS::AtLeastOnce)
@@ -272,31 +308,50 @@ async fn device_login_retained_status_will_and_stop() {
         .expect("subscribe");
     suback(&mut rx).await;
     let p = next_publish(&mut rx).await;
-    assert_eq!((p.topic.as_str(), &p.payload[..], p.retain), ("campeer/cam1/status", &b"online"[..], true));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..], p.retain),
+        ("campeer/cam1/status", &b"online"[..], true)
+    );
 
     dev_task.abort();
     drop(dev);
     let p = next_publish(&mut rx).await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("campeer/cam1/status", &b"offline"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("campeer/cam1/status", &b"offline"[..])
+    );
 
     let pid = b.mosquitto_pid().expect("a running mosquitto");
     let bridge = b.bridge_addr();
-    tokio::task::spawn_blocking(move || b.stop()).await.expect("stop");
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "mosquitto {pid} still runs");
+    tokio::task::spawn_blocking(move || b.stop())
+        .await
+        .expect("stop");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "mosquitto {pid} still runs"
+    );
     assert!(!dir.exists(), "runtime dir left behind");
-    assert!(tokio::net::TcpStream::connect(bridge).await.is_err(), "still listening");
+    assert!(
+        tokio::net::TcpStream::connect(bridge).await.is_err(),
+        "still listening"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_address_is_a_clear_error() {
     let taken = std::net::TcpListener::bind(loopback(0)).expect("bind");
     let addr = taken.local_addr().expect("addr");
-    let e = ManagedBroker::start(settings(true, Some(addr), None), &[]).expect_err("the port is taken");
+    let e =
+        ManagedBroker::start(settings(true, Some(addr), None), &[]).expect_err("the port is taken");
     let text = e.to_string();
     assert!(matches!(e, BrokerError::Exited { .. }), "{e:?}");
-    assert!(text.contains(&addr.to_string()) && text.contains("Address already in use"), "{text}");
+    assert!(
+        text.contains(&addr.to_string()) && text.contains("Address already in use"),
+        "{text}"
+    );
 
-    let e = ManagedBroker::start(settings(true, None, Some(addr)), &[]).expect_err("the ws port is taken");
+    let e = ManagedBroker::start(settings(true, None, Some(addr)), &[])
+        .expect_err("the ws port is taken");
     assert!(
         e.to_string().contains(&addr.to_string()) && e.to_string().contains("WebSocket"),
         "{e}"
@@ -385,41 +440,67 @@ async fn mqtt_over_websocket_needs_a_key_and_reaches_tcp_clients() {
         id: "alice".into(),
         secret: b"0123456789abcdef".to_vec(),
     };
-    let b = ManagedBroker::start(settings(false, None, Some(loopback(0))), std::slice::from_ref(&key))
-        .expect("broker starts");
+    let b = ManagedBroker::start(
+        settings(false, None, Some(loopback(0))),
+        std::slice::from_ref(&key),
+    )
+    .expect("broker starts");
     let ws = b.ws_addr().expect("a ws listener");
     assert_ne!(ws.port(), 0);
 
     // No key: CONNACK "not authorised" (5).
     let mut s = ws_handshake(ws).await;
-    s.write_all(&ws_frame(&connect_packet(None))).await.expect("send connect");
-    let (op, p) = tokio::time::timeout(T, read_frame(&mut s)).await.expect("connack in time");
+    s.write_all(&ws_frame(&connect_packet(None)))
+        .await
+        .expect("send connect");
+    let (op, p) = tokio::time::timeout(T, read_frame(&mut s))
+        .await
+        .expect("connack in time");
     assert_eq!((op, &p[..]), (2, &[0x20, 2, 0, 5][..]), "CONNACK refused");
 
     let password = key_password(&key.secret, "cam1");
     let mut s = ws_handshake(ws).await;
-    s.write_all(&ws_frame(&connect_packet(Some(("alice", password.as_str())))))
+    s.write_all(&ws_frame(&connect_packet(Some((
+        "alice",
+        password.as_str(),
+    )))))
+    .await
+    .expect("send connect");
+    let (op, p) = tokio::time::timeout(T, read_frame(&mut s))
         .await
-        .expect("send connect");
-    let (op, p) = tokio::time::timeout(T, read_frame(&mut s)).await.expect("connack in time");
+        .expect("connack in time");
     assert_eq!((op, &p[..]), (2, &[0x20, 2, 0, 0][..]), "CONNACK accepted");
     // SUBSCRIBE packet id 1 to "campeer/cam1/status" at QoS 0.
     let topic = b"campeer/cam1/status";
-    let mut sub = vec![0x82, (2 + 2 + topic.len() + 1) as u8, 0, 1, 0, topic.len() as u8];
+    let mut sub = vec![
+        0x82,
+        (2 + 2 + topic.len() + 1) as u8,
+        0,
+        1,
+        0,
+        topic.len() as u8,
+    ];
     sub.extend_from_slice(topic);
     sub.push(0);
     s.write_all(&ws_frame(&sub)).await.expect("send subscribe");
-    let (_, p) = tokio::time::timeout(T, read_frame(&mut s)).await.expect("suback in time");
+    let (_, p) = tokio::time::timeout(T, read_frame(&mut s))
+        .await
+        .expect("suback in time");
     assert_eq!(&p[..], &[0x90, 3, 0, 1, 0], "SUBACK");
 
     // The device publishes; the browser-side socket receives it.
     let (cid, user, pass) = b.device_login();
-    let (c, el) = AsyncClient::new(options(&cid, b.bridge_addr(), Some((user.as_str(), pass.as_str()))), 16);
+    let (c, el) = AsyncClient::new(
+        options(&cid, b.bridge_addr(), Some((user.as_str(), pass.as_str()))),
+        16,
+    );
     let (_rx, _task) = drive(el);
     c.publish("campeer/cam1/status", QoS::AtMostOnce, false, "hello")
         .await
         .expect("publish");
-    let (_, p) = tokio::time::timeout(T, read_frame(&mut s)).await.expect("publish in time");
+    let (_, p) = tokio::time::timeout(T, read_frame(&mut s))
+        .await
+        .expect("publish in time");
     let mut want = vec![0x30, (2 + topic.len() + 5) as u8, 0, topic.len() as u8];
     want.extend_from_slice(topic);
     want.extend_from_slice(b"hello");
@@ -428,7 +509,8 @@ async fn mqtt_over_websocket_needs_a_key_and_reaches_tcp_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_websocket_client_blocks_no_one() {
-    let b = ManagedBroker::start(settings(true, None, Some(loopback(0))), &[]).expect("broker starts");
+    let b =
+        ManagedBroker::start(settings(true, None, Some(loopback(0))), &[]).expect("broker starts");
     let ws = b.ws_addr().expect("ws");
     // Opens a socket and never says anything.
     let _stalled = TcpStream::connect(ws).await.expect("connect");
