@@ -47,7 +47,15 @@ async fn main() {
     // session's teardown is not counted against the next one.
     let open_args = ["--frames", "3", "--timeout", "20", "--no-audio"];
     let signed_args = [
-        "--frames", "3", "--timeout", "20", "--no-audio", "--key", "bench", "--secret-file", key,
+        "--frames",
+        "3",
+        "--timeout",
+        "20",
+        "--no-audio",
+        "--key",
+        "bench",
+        "--secret-file",
+        key,
     ];
     for i in 0..runs {
         for which in [i % 2, 1 - i % 2] {
@@ -77,7 +85,14 @@ async fn main() {
     }
     for (i, name) in ["open", "signed (v2)"].iter().enumerate() {
         let [a, c] = &mut phases[i];
-        println!("  {name:12} answer p50 {:6.1}  connected p50 {:6.1}", pct(a, 0.5), pct(c, 0.5));
+        println!(
+            "  {name:12} answer p50 {:6.1}  connected p50 {:6.1}",
+            pct(a, 0.5),
+            pct(c, 0.5)
+        );
     }
-    println!("  difference of medians: {:+.1} ms", pct(&mut signed, 0.5) - pct(&mut open, 0.5));
+    println!(
+        "  difference of medians: {:+.1} ms",
+        pct(&mut signed, 0.5) - pct(&mut open, 0.5)
+    );
 }

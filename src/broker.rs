@@ -1,48 +1,217 @@
-//! The embedded MQTT broker: `campeer run` without an external broker still
-//! gives viewers, the page included, something to talk to.
+//! The device's own MQTT broker: Debian's Mosquitto, run as a child process
+//! that the daemon configures, supervises and stops (PROTOCOL.md section 5,
+//! "The device's own broker").
 //!
-//! MQTT 3.1.1 over TCP is served by rumqttd's own server. MQTT over
-//! WebSocket (what a browser speaks) is served here: each WebSocket is
-//! bridged, byte for byte, to the TCP listener. rumqttd has a WebSocket
-//! listener of its own, but it performs every handshake inline in its accept
-//! loop with no time limit, so one client that opens a socket and stalls
-//! (a phone going to sleep mid-handshake) blocks every other browser. Here
-//! each handshake runs in its own task with a deadline, and a
-//! `Sec-WebSocket-Protocol: mqtt` header is answered only when asked for.
+//! # What runs
 //!
-//! Limits: payloads up to [`MAX_PAYLOAD`]; retained messages, last will and
-//! QoS 0/1 work as MQTT 3.1.1 says (QoS 2 is accepted by rumqttd too).
+//! [`ManagedBroker::start`] writes three files into a private runtime
+//! directory (mode 0700, removed on stop): `mosquitto.conf`, `passwd` and
+//! `acl`. The directory is a fresh subdirectory of `$RUNTIME_DIRECTORY`
+//! (systemd's `RuntimeDirectory=`), else of `$XDG_RUNTIME_DIR`, else of the
+//! temporary directory. It then runs `mosquitto -c mosquitto.conf` on a
+//! supervisor thread (`mosquitto`), which restarts it with backoff and
+//! jitter if it dies (the daemon's MQTT link reconnects by itself), and on
+//! [`ManagedBroker::stop`] sends SIGTERM, then SIGKILL after
+//! [`STOP_GRACE`]. The child gets `PR_SET_PDEATHSIG(SIGKILL)`, tied to the
+//! supervisor thread, which lives as long as the broker: a daemon killed
+//! with SIGKILL leaves no Mosquitto behind. Mosquitto's log (stderr) is
+//! read line by line into this process's log, each line prefixed
+//! `mosquitto:`; errors and warnings at `warn`, the rest at `debug`.
 //!
-//! Threads: the servers run on one OS thread (`mqtt-broker`) with its own
-//! tokio runtime; rumqttd's router runs on another (`router-0`). Dropping
-//! the [`EmbeddedBroker`] stops the servers and closes every connection.
-//! rumqttd gives no way to stop its router thread: it stays parked, idle,
-//! until the process exits. rumqttd also keeps one in-memory log per topic
-//! filter ever used, for the life of the broker (each session's `out` topic
-//! costs a few KiB); the embedded broker suits a device with a handful of
-//! viewers, and a busy site should run Mosquitto instead.
+//! When the daemon runs as root, the child is started as the `mosquitto`
+//! user (`nobody` where that does not exist) and the runtime directory and
+//! its files are handed to that user. The switch is made here, before
+//! exec, rather than by Mosquitto itself: a process that changes its user
+//! loses its parent-death signal. Under the systemd unit the daemon and its
+//! broker both run as `campeer`.
+//!
+//! # Listeners
+//!
+//! `broker.listen` (TCP, for the LAN; may be absent) and one loopback
+//! listener on 127.0.0.1 with a free port, [`ManagedBroker::bridge_addr`],
+//! used by the daemon's own connection and by the page's WebSocket bridge.
+//! The loopback port is chosen once per start and kept across restarts of
+//! the child. Every listener takes at most [`MAX_CONNECTIONS`] clients and
+//! QoS 0/1 (a QoS 2 publish closes the connection).
+//!
+//! # Who may connect
+//!
+//! Anonymous clients are refused unless `open` is set (the device's access
+//! mode is `open`), in which case they get a viewer's rights. Clients
+//! holding an access key log in with user name = key id and password =
+//! [`key_password`]; the password file holds Mosquitto's `$6$` hashes
+//! (salted SHA-512), written here rather than by `mosquitto_passwd` so no
+//! secret ever appears on a command line. Mosquitto 2.0 also reads `$7$`
+//! (PBKDF2); its iterations add nothing for a password that is itself 256
+//! bits of HMAC output, and `$6$` keeps each connection cheap on a Pi Zero.
+//!
+//! The daemon's own connection logs in as [`DEVICE_USER`], a name no key id
+//! can have (key ids never contain `.`), with a random password and a
+//! random client id, both new at every start ([`ManagedBroker::device_login`]).
+//! MQTT lets any client take over a connection by connecting with the same
+//! client id, and Mosquitto cannot reserve a client id for one user (its
+//! `use_username_as_clientid` would also make two viewers sharing a key
+//! throw each other off), so the device's client id is a 128-bit secret:
+//! no ACL grants `$SYS`, the status carries no client id, and the only place
+//! it appears is this process's own log.
+//!
+//! # What each one may do (the ACL)
+//!
+//! With `B = prefix/device_id`: a key user (and, when open, an anonymous
+//! client) may read `B/status` and `B/session/+/out` and write only
+//! `B/session/+/in`; the device user reads and writes `B/#`. Mosquitto
+//! checks the ACL at every delivery, so a subscription to `#` is accepted
+//! but delivers only what the ACL allows.
+//!
+//! # Keys that change while running
+//!
+//! [`ManagedBroker::update_keys`] rewrites `passwd` and `acl` (each written
+//! to a temporary name, then renamed over the old one) and sends SIGHUP.
+//! Mosquitto 2.0.11 then re-checks every connected client against the new
+//! password file and closes the connections of users that no longer log in
+//! (a removed key, or one whose secret changed); other connections, the
+//! daemon's own included, stay up. `tests/own_broker.rs` checks both.
+//!
+//! # Limits
+//!
+//! Payloads over [`MAX_PAYLOAD`] are dropped (`message_size_limit`; QoS 1
+//! is still acknowledged), and a packet over [`MAX_PACKET`] closes its
+//! connection (`max_packet_size`). No persistence; at most
+//! [`MAX_QUEUED_MESSAGES`] QoS 1 messages queued per client; retained
+//! messages are available (the device's status is retained).
+//!
+//! The MQTT-over-WebSocket listener (`ws_listen`) is served in this process
+//! and bridged, byte for byte, to the loopback listener: Mosquitto sees a
+//! browser as one more TCP client and asks it for a key like any other.
+//! Each handshake runs in its own task with a deadline, so a client that
+//! stalls mid-handshake blocks no one.
 
-use rumqttd::protocol::v4::V4;
-use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256, Sha512};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-/// Largest MQTT packet payload the broker accepts, bytes.
-pub const MAX_PAYLOAD: usize = 1 << 20;
-/// Most concurrent MQTT connections (TCP and WebSocket together).
-pub const MAX_CONNECTIONS: usize = 256;
-/// How long the broker may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::backoff::Backoff;
 
-/// Why the embedded broker could not start.
+/// Largest publish payload the broker forwards, bytes (PROTOCOL.md: 64 KiB).
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// Largest MQTT packet a client may send before it is disconnected: a
+/// [`MAX_PAYLOAD`] payload plus room for its topic and header.
+pub const MAX_PACKET: usize = MAX_PAYLOAD + 1024;
+/// Most concurrent clients per listener.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Most QoS 1 messages queued for one client beyond those in flight.
+pub const MAX_QUEUED_MESSAGES: usize = 100;
+/// Most bytes queued for one client.
+const MAX_QUEUED_BYTES: usize = 1 << 20;
+/// The user name of the daemon's own connection. Key ids are
+/// `[a-z0-9_-]`, so none can be this.
+pub const DEVICE_USER: &str = "campeer.device";
+/// What a key's MQTT password is computed over (before the device id).
+pub const PASSWORD_CONTEXT: &str = "campeer-mqtt-v2\n";
+/// How long Mosquitto may take to listen at start.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long Mosquitto has to exit after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Restart backoff after the child dies.
+const RESTART_MIN: Duration = Duration::from_millis(200);
+const RESTART_MAX: Duration = Duration::from_secs(10);
+/// A child that ran this long before dying restarts from the backoff floor.
+const STABLE_RUN: Duration = Duration::from_secs(30);
+/// Longest Mosquitto log line passed on; the rest is cut.
+const LOG_LINE_MAX: usize = 512;
+/// Mosquitto log lines kept for a start-up error message.
+const LOG_TAIL: usize = 12;
+/// Where Debian installs Mosquitto, when it is not on `PATH`.
+const DEFAULT_MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// One access key as the broker needs it: its id (the MQTT user name) and
+/// its secret (the HMAC key of the MQTT password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerKey {
+    /// Key id, `[a-z0-9][a-z0-9_-]{0,62}` (a leading `_` or `-` is accepted
+    /// too); any other id is left out of the broker's files with a warning.
+    pub id: String,
+    /// The secret's bytes (the UTF-8 of the configured text).
+    pub secret: Vec<u8>,
+}
+
+// Hand-written: a secret never reaches a log.
+impl fmt::Debug for BrokerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerKey")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How to run the device's own broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// The device id: topics are under `prefix/device_id`.
+    pub device_id: String,
+    /// The topic root (`mqtt.prefix`); may contain `/`.
+    pub prefix: String,
+    /// MQTT (TCP) listener for other machines (`broker.listen`); `None`
+    /// for none. Port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
+    /// MQTT-over-WebSocket listener served in this process and bridged to
+    /// the loopback listener (`broker.ws_listen`); `None` for none.
+    pub ws_listen: Option<SocketAddr>,
+    /// The Mosquitto binary (`broker.mosquitto`); `None`: `mosquitto` on
+    /// `PATH`, else `/usr/sbin/mosquitto`.
+    pub mosquitto: Option<PathBuf>,
+    /// Open access: anonymous clients connect, with a viewer's rights.
+    pub open: bool,
+}
+
+/// Why the device's own broker could not start or be updated.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// A listener could not be bound (address in use, not local, no permission).
-    #[error("embedded MQTT broker: cannot listen for {what} on {addr}: {source}")]
+    /// No Mosquitto binary.
+    #[error("the device's own MQTT broker needs Mosquitto, which is not installed (looked for {looked}): apt install mosquitto, or set broker.mosquitto to its path")]
+    NotInstalled {
+        /// Where it was looked for.
+        looked: String,
+    },
+    /// A prefix or device id that cannot be written into the ACL.
+    #[error("the device's own MQTT broker: topic root {0:?} contains a space, control character, + or #")]
+    BadTopicRoot(String),
+    /// The runtime directory could not be made.
+    #[error("the device's own MQTT broker: cannot create its runtime directory {}: {source}", path.display())]
+    RuntimeDir {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// A configuration, password or ACL file could not be written.
+    #[error("the device's own MQTT broker: cannot write {}: {source}", path.display())]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// A listener of ours could not be bound (the WebSocket one, or a
+    /// port-0 request resolved before Mosquitto starts).
+    #[error("the device's own MQTT broker: cannot listen for {what} on {addr}: {source}")]
     Bind {
         /// `MQTT (TCP)` or `MQTT over WebSocket`.
         what: &'static str,
@@ -51,155 +220,935 @@ pub enum BrokerError {
         /// The operating system's reason.
         source: io::Error,
     },
-    /// The broker's thread or runtime could not be created.
-    #[error("embedded MQTT broker: cannot start: {0}")]
+    /// Mosquitto could not be executed.
+    #[error("the device's own MQTT broker: cannot run {}: {source}", exe.display())]
+    Spawn {
+        /// The binary.
+        exe: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// Mosquitto exited before it listened; `log` is the end of its log
+    /// (e.g. `Error: Address already in use`).
+    #[error("the device's own MQTT broker: mosquitto exited while starting ({status}; listeners {listeners}): {log}")]
+    Exited {
+        /// How it ended.
+        status: String,
+        /// The listeners it was asked for.
+        listeners: String,
+        /// Its last log lines.
+        log: String,
+    },
+    /// Mosquitto did not listen in time.
+    #[error("the device's own MQTT broker: mosquitto not listening after {after:?}: {log}")]
+    Timeout {
+        /// How long it was given.
+        after: Duration,
+        /// Its last log lines.
+        log: String,
+    },
+    /// A thread could not be started.
+    #[error("the device's own MQTT broker: cannot start: {0}")]
     Start(io::Error),
-    /// The broker did not report that it listens in time.
-    #[error("embedded MQTT broker: not listening after {0:?}")]
-    Timeout(Duration),
 }
 
 const WHAT_TCP: &str = "MQTT (TCP)";
 const WHAT_WS: &str = "MQTT over WebSocket";
 
-/// A running MQTT broker inside this process. Stops when dropped.
-pub struct EmbeddedBroker {
-    tcp: SocketAddr,
-    ws: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The MQTT password of a key on this device:
+/// b64u(HMAC-SHA256(secret, `"campeer-mqtt-v2\n" + device_id`)).
+pub fn key_password(secret: &[u8], device_id: &str) -> String {
+    // HMAC takes a key of any length: new_from_slice cannot fail.
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    mac.update(PASSWORD_CONTEXT.as_bytes());
+    mac.update(device_id.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
-impl std::fmt::Debug for EmbeddedBroker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedBroker")
+/// Whether `id` can be a key user: `[a-z0-9_-]{1,63}`. This keeps every
+/// user name free of what the password and ACL files treat specially
+/// (`:`, spaces, line ends) and apart from [`DEVICE_USER`].
+fn valid_key_id(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Finds the Mosquitto binary: `configured`, else `mosquitto` on `PATH`,
+/// else `/usr/sbin/mosquitto` (Debian's place, not on a user's `PATH`).
+pub fn find_mosquitto(configured: Option<&Path>) -> Result<PathBuf, BrokerError> {
+    if let Some(p) = configured {
+        return if p.is_file() {
+            Ok(p.to_owned())
+        } else {
+            Err(BrokerError::NotInstalled {
+                looked: p.display().to_string(),
+            })
+        };
+    }
+    let mut looked = Vec::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("mosquitto");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        looked.push("PATH".to_owned());
+    }
+    let p = PathBuf::from(DEFAULT_MOSQUITTO);
+    if p.is_file() {
+        return Ok(p);
+    }
+    looked.push(DEFAULT_MOSQUITTO.to_owned());
+    Err(BrokerError::NotInstalled {
+        looked: looked.join(", "),
+    })
+}
+
+/// A Mosquitto `$6$` password-file entry: salted SHA-512, the salt and the
+/// digest in standard base64, as `mosquitto_passwd -H sha512` writes them.
+fn password_entry(user: &str, password: &str, salt: &[u8; 12]) -> String {
+    let mut h = Sha512::new();
+    h.update(password.as_bytes());
+    h.update(salt);
+    format!(
+        "{user}:$6${}${}\n",
+        STANDARD.encode(salt),
+        STANDARD.encode(h.finalize())
+    )
+}
+
+/// The viewer's rights under `base` (ACL `topic` lines).
+fn viewer_rules(base: &str) -> String {
+    format!(
+        "topic read {base}/status\ntopic read {base}/session/+/out\ntopic write {base}/session/+/in\n"
+    )
+}
+
+/// The ACL file: the anonymous section (open mode only), the device user,
+/// then one block per key.
+fn acl_text(base: &str, open: bool, key_ids: &[&str]) -> String {
+    let mut s =
+        String::from("# Written by campeer for its own broker; rewritten when keys change.\n");
+    if open {
+        s.push_str("# Open access: anonymous clients are viewers.\n");
+        s.push_str(&viewer_rules(base));
+    }
+    s.push_str(&format!("\nuser {DEVICE_USER}\ntopic readwrite {base}/#\n"));
+    for id in key_ids {
+        s.push_str(&format!("\nuser {id}\n"));
+        s.push_str(&viewer_rules(base));
+    }
+    s
+}
+
+/// What the broker's files say, apart from the keys.
+struct Layout {
+    dir: PathBuf,
+    conf: PathBuf,
+    passwd: PathBuf,
+    acl: PathBuf,
+    /// The user Mosquitto runs as when we are root: (name, uid, gid).
+    owner: Option<(String, u32, u32)>,
+}
+
+impl Layout {
+    fn new(dir: PathBuf) -> Layout {
+        Layout {
+            conf: dir.join("mosquitto.conf"),
+            passwd: dir.join("passwd"),
+            acl: dir.join("acl"),
+            dir,
+            owner: mosquitto_owner(),
+        }
+    }
+
+    /// Writes `text` to `path` atomically: a temporary file (0600, handed
+    /// to Mosquitto's user when we are root), then a rename over `path`.
+    fn write(&self, path: &Path, text: &str) -> Result<(), BrokerError> {
+        let fail = |source| BrokerError::WriteFile {
+            path: path.to_owned(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(fail)?;
+            f.write_all(text.as_bytes()).map_err(fail)?;
+            f.sync_all().map_err(fail)?;
+        }
+        if let Some((_, uid, gid)) = &self.owner {
+            std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid)).map_err(fail)?;
+        }
+        std::fs::rename(&tmp, path).map_err(fail)
+    }
+}
+
+/// When this process is root, the user Mosquitto will switch to.
+fn mosquitto_owner() -> Option<(String, u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    for name in ["mosquitto", "nobody"] {
+        let c = std::ffi::CString::new(name).expect("no NUL in a literal");
+        // SAFETY: getpwnam with a valid C string; the result is read at
+        // once, before any other getpw* call on this thread. It is only
+        // called at start, from one thread.
+        let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+        if !pw.is_null() {
+            // SAFETY: non-null result of getpwnam points to a valid passwd.
+            let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+            return Some((name.to_owned(), uid, gid));
+        }
+    }
+    None
+}
+
+/// A fresh 0700 directory for the broker's files.
+fn make_runtime_dir() -> Result<PathBuf, BrokerError> {
+    let base = std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let mut rnd = [0u8; 6];
+    rand::thread_rng().fill_bytes(&mut rnd);
+    let dir = base.join(format!(
+        "campeer-broker-{}-{}",
+        std::process::id(),
+        URL_SAFE_NO_PAD.encode(rnd)
+    ));
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| BrokerError::RuntimeDir {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(dir)
+}
+
+/// The child that is running now, so signals never reach a recycled pid.
+struct ChildHandle {
+    pid: i32,
+    /// False once the child has exited (before it is reaped): signals are
+    /// sent only under this lock and only while it is true.
+    alive: Mutex<bool>,
+}
+
+impl ChildHandle {
+    fn signal(&self, sig: i32) -> bool {
+        let alive = self.alive.lock().unwrap_or_else(|p| p.into_inner());
+        if *alive {
+            // SAFETY: kill(2) on a child we have not reaped yet.
+            unsafe { libc::kill(self.pid, sig) == 0 }
+        } else {
+            false
+        }
+    }
+}
+
+/// State shared by the broker handle, its supervisor and log threads.
+struct Shared {
+    layout: Layout,
+    base: String,
+    device_id: String,
+    device_password: String,
+    open: bool,
+    /// Serializes writers of `passwd` and `acl`.
+    keys: Mutex<()>,
+    current: Mutex<Option<Arc<ChildHandle>>>,
+    log_tail: Mutex<VecDeque<String>>,
+    starts: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn tail(&self) -> String {
+        let t = self.log_tail.lock().unwrap_or_else(|p| p.into_inner());
+        if t.is_empty() {
+            "(it logged nothing)".into()
+        } else {
+            t.iter().cloned().collect::<Vec<_>>().join(" | ")
+        }
+    }
+
+    fn current(&self) -> Option<Arc<ChildHandle>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Rewrites the password and ACL files for `keys`.
+    fn write_keys(&self, keys: &[BrokerKey]) -> Result<usize, BrokerError> {
+        let _guard = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = rand::thread_rng();
+        let mut salt = [0u8; 12];
+        rng.fill_bytes(&mut salt);
+        let mut passwd = password_entry(DEVICE_USER, &self.device_password, &salt);
+        let mut ids: Vec<&str> = Vec::with_capacity(keys.len());
+        for k in keys {
+            if !valid_key_id(&k.id) {
+                warn!(key = %k.id.escape_debug(), "access key left out of the broker: its id is not [a-z0-9_-]{{1,63}}");
+                continue;
+            }
+            if ids.contains(&k.id.as_str()) {
+                warn!(key = %k.id, "access key listed twice; the broker uses the first");
+                continue;
+            }
+            rng.fill_bytes(&mut salt);
+            passwd.push_str(&password_entry(
+                &k.id,
+                &key_password(&k.secret, &self.device_id),
+                &salt,
+            ));
+            ids.push(&k.id);
+        }
+        // The ACL first: a user that can log in before its rules exist
+        // could do nothing anyway, but a removed user's rules go last.
+        self.layout
+            .write(&self.layout.acl, &acl_text(&self.base, self.open, &ids))?;
+        self.layout.write(&self.layout.passwd, &passwd)?;
+        Ok(ids.len())
+    }
+}
+
+/// Restart pacing for the child: backoff with jitter, from the floor again
+/// after a run of [`STABLE_RUN`]. Pure: the caller measures the run.
+#[derive(Debug)]
+struct RestartPolicy {
+    backoff: Backoff,
+}
+
+impl RestartPolicy {
+    fn new() -> RestartPolicy {
+        RestartPolicy {
+            backoff: Backoff::new(RESTART_MIN, RESTART_MAX),
+        }
+    }
+
+    /// The delay before the next start, after a child that ran for `ran`;
+    /// `unit` in [0, 1) is the jitter.
+    fn after_exit(&mut self, ran: Duration, unit: f64) -> Duration {
+        if ran >= STABLE_RUN {
+            self.backoff.reset();
+        }
+        self.backoff.next_delay(unit)
+    }
+}
+
+/// What the supervisor thread hears.
+enum Event {
+    Stop,
+    Exited(ExitStatus),
+}
+
+/// The device's own MQTT broker: a supervised Mosquitto child. Stops when
+/// dropped.
+pub struct ManagedBroker {
+    shared: Arc<Shared>,
+    tcp: Option<SocketAddr>,
+    bridge: SocketAddr,
+    ws: Option<SocketAddr>,
+    client_id: String,
+    events: std_mpsc::Sender<Event>,
+    supervisor: Option<std::thread::JoinHandle<()>>,
+    ws_stop: Option<oneshot::Sender<()>>,
+    ws_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for ManagedBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagedBroker")
             .field("tcp", &self.tcp)
+            .field("bridge", &self.bridge)
             .field("ws", &self.ws)
+            .field("dir", &self.shared.layout.dir)
             .finish()
     }
 }
 
-impl EmbeddedBroker {
-    /// Starts a broker listening for MQTT on `tcp` and, when given, for
-    /// MQTT over WebSocket on `ws` (any path). Port 0 picks a free port;
-    /// [`tcp_addr`](Self::tcp_addr) and [`ws_addr`](Self::ws_addr) tell
-    /// which. Returns once both listeners accept connections. Must not be
-    /// called from inside an async function without `block_in_place` or
-    /// `spawn_blocking`: it waits (briefly) on a thread.
-    pub fn start(tcp: SocketAddr, ws: Option<SocketAddr>) -> Result<EmbeddedBroker, BrokerError> {
-        // rumqttd binds its own listener and cannot say which port it got:
-        // a port-0 request is resolved here first. (A fixed port is left to
-        // rumqttd; a failure to bind it is caught below either way.)
-        let tcp_probe = if tcp.port() == 0 {
-            let probe = std::net::TcpListener::bind(tcp).map_err(|source| BrokerError::Bind {
-                what: WHAT_TCP,
-                addr: tcp,
+/// A concrete port for a port-0 request (Mosquitto reads port 0 as a Unix
+/// socket), found by binding and releasing it.
+fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let fail = |source| BrokerError::Bind {
+        what: WHAT_TCP,
+        addr,
+        source,
+    };
+    let probe = std::net::TcpListener::bind(addr).map_err(fail)?;
+    probe.local_addr().map_err(fail)
+}
+
+fn conf_text(
+    layout: &Layout,
+    open: bool,
+    listen: Option<SocketAddr>,
+    bridge: SocketAddr,
+) -> String {
+    let mut s = format!(
+        "# Written by campeer for its own broker; rewritten at every start.\n\
+         per_listener_settings false\n\
+         allow_anonymous {open}\n\
+         password_file {}\n\
+         acl_file {}\n\
+         persistence false\n\
+         retain_available true\n\
+         message_size_limit {MAX_PAYLOAD}\n\
+         max_packet_size {MAX_PACKET}\n\
+         max_queued_messages {MAX_QUEUED_MESSAGES}\n\
+         max_queued_bytes {MAX_QUEUED_BYTES}\n\
+         max_inflight_messages 20\n\
+         set_tcp_nodelay true\n\
+         log_dest stderr\n\
+         log_type error\n\
+         log_type warning\n\
+         log_type notice\n\
+         log_timestamp false\n",
+        layout.passwd.display(),
+        layout.acl.display(),
+    );
+    // The loopback listener comes last: once it accepts, Mosquitto has
+    // bound every listener before it.
+    for addr in listen.into_iter().chain([bridge]) {
+        s.push_str(&format!(
+            "\nlistener {} {}\nmax_connections {MAX_CONNECTIONS}\nmax_qos 1\n",
+            addr.port(),
+            addr.ip()
+        ));
+    }
+    s
+}
+
+impl ManagedBroker {
+    /// Writes the broker's files, starts Mosquitto and returns once it
+    /// listens. Blocks for that long (typically tens of milliseconds; at
+    /// most about ten seconds), so call it before the async work starts or
+    /// from a blocking context.
+    pub fn start(
+        settings: BrokerSettings,
+        keys: &[BrokerKey],
+    ) -> Result<ManagedBroker, BrokerError> {
+        let base = format!("{}/{}", settings.prefix, settings.device_id);
+        if settings.prefix.is_empty()
+            || settings.device_id.is_empty()
+            || base
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '+' || c == '#')
+        {
+            return Err(BrokerError::BadTopicRoot(base));
+        }
+        let exe = find_mosquitto(settings.mosquitto.as_deref())?;
+        let tcp = settings.listen.map(resolve_port).transpose()?;
+        let bridge = resolve_port(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))?;
+        let ws_listener = match settings.ws_listen {
+            Some(addr) => Some(listen_reusable(addr).map_err(|source| BrokerError::Bind {
+                what: WHAT_WS,
+                addr,
                 source,
-            })?;
-            Some(probe)
-        } else {
-            None
-        };
-        let tcp = match &tcp_probe {
-            Some(p) => p.local_addr().map_err(BrokerError::Start)?,
-            None => tcp,
-        };
-        // The WebSocket listener is ours: bind it now, so its errors and its
-        // port are known before anything starts. (The probe is still held,
-        // so a port-0 request here cannot be handed the same port.)
-        let ws_listener = match ws {
-            Some(addr) => {
-                let l = listen_reusable(addr).map_err(|source| BrokerError::Bind {
-                    what: WHAT_WS,
-                    addr,
-                    source,
-                })?;
-                Some(l)
-            }
+            })?),
             None => None,
         };
-        drop(tcp_probe);
-        let ws_addr = match &ws_listener {
+        let ws = match &ws_listener {
             Some(l) => Some(l.local_addr().map_err(BrokerError::Start)?),
             None => None,
         };
 
-        let router_tx = Router::new(0, router_config()).spawn();
-        let server = Server::new(server_settings("campeer-v4", tcp), router_tx, V4);
+        let dir = make_runtime_dir()?;
+        let layout = Layout::new(dir);
+        let mut rng = rand::thread_rng();
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let device_password = URL_SAFE_NO_PAD.encode(secret);
+        let mut cid = [0u8; 16];
+        rng.fill_bytes(&mut cid);
+        let client_id = format!("{DEVICE_USER}.{}", URL_SAFE_NO_PAD.encode(cid));
 
+        let shared = Arc::new(Shared {
+            layout,
+            base,
+            device_id: settings.device_id.clone(),
+            device_password,
+            open: settings.open,
+            keys: Mutex::new(()),
+            current: Mutex::new(None),
+            log_tail: Mutex::new(VecDeque::new()),
+            starts: std::sync::atomic::AtomicU64::new(0),
+        });
+        let cleanup = |e: BrokerError| {
+            let _ = std::fs::remove_dir_all(&shared.layout.dir);
+            e
+        };
+        if let Some((_, uid, gid)) = &shared.layout.owner {
+            std::os::unix::fs::chown(&shared.layout.dir, Some(*uid), Some(*gid)).map_err(
+                |source| {
+                    cleanup(BrokerError::RuntimeDir {
+                        path: shared.layout.dir.clone(),
+                        source,
+                    })
+                },
+            )?;
+        }
+        let n = shared.write_keys(keys).map_err(cleanup)?;
+        shared
+            .layout
+            .write(
+                &shared.layout.conf,
+                &conf_text(&shared.layout, settings.open, tcp, bridge),
+            )
+            .map_err(cleanup)?;
+
+        let (events_tx, events_rx) = std_mpsc::channel::<Event>();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), BrokerError>>();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let bridge_target = connect_target(tcp);
-        let thread = std::thread::Builder::new()
-            .name("mqtt-broker".into())
-            .spawn(move || run_servers(server, tcp, ws_listener, bridge_target, ready_tx, stop_rx))
-            .map_err(BrokerError::Start)?;
-
-        match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => {
-                info!(tcp = %tcp, ws = ?ws_addr, "embedded MQTT broker listening");
-                Ok(EmbeddedBroker {
-                    tcp,
-                    ws: ws_addr,
-                    stop: Some(stop_tx),
-                    thread: Some(thread),
+        let listeners = match tcp {
+            Some(t) => format!("{t} and {bridge}"),
+            None => bridge.to_string(),
+        };
+        let supervisor = {
+            let shared = shared.clone();
+            let events_tx = events_tx.clone();
+            std::thread::Builder::new()
+                .name("mosquitto".into())
+                .spawn(move || {
+                    supervise(
+                        exe, shared, bridge, listeners, events_tx, events_rx, ready_tx,
+                    )
                 })
-            }
+                .map_err(|e| cleanup(BrokerError::Start(e)))?
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
+                let _ = supervisor.join();
+                return Err(cleanup(e));
             }
-            Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                let _ = stop_tx.send(());
-                Err(BrokerError::Timeout(START_TIMEOUT))
-            }
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = thread.join();
-                Err(BrokerError::Start(io::Error::other(
-                    "the broker thread ended while starting",
-                )))
+            Err(_) => {
+                let _ = supervisor.join();
+                return Err(cleanup(BrokerError::Start(io::Error::other(
+                    "the supervisor thread ended while starting",
+                ))));
             }
         }
+
+        let (ws_stop, ws_thread) = match ws_listener {
+            Some(l) => {
+                let (tx, rx) = oneshot::channel();
+                let t = std::thread::Builder::new()
+                    .name("mqtt-ws-bridge".into())
+                    .spawn(move || run_ws_bridge(l, bridge, rx));
+                match t {
+                    Ok(t) => (Some(tx), Some(t)),
+                    Err(e) => {
+                        let _ = events_tx.send(Event::Stop);
+                        let _ = supervisor.join();
+                        return Err(cleanup(BrokerError::Start(e)));
+                    }
+                }
+            }
+            None => (None, None),
+        };
+        info!(tcp = ?tcp, loopback = %bridge, ws = ?ws, keys = n, open = settings.open,
+              dir = %shared.layout.dir.display(), "the device's own MQTT broker (mosquitto) is listening");
+        Ok(ManagedBroker {
+            shared,
+            tcp,
+            bridge,
+            ws,
+            client_id,
+            events: events_tx,
+            supervisor: Some(supervisor),
+            ws_stop,
+            ws_thread,
+        })
     }
 
-    /// The address the MQTT (TCP) listener is bound to.
-    pub fn tcp_addr(&self) -> SocketAddr {
+    /// The LAN listener (`broker.listen`), with its port resolved.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp
     }
 
-    /// The address the MQTT-over-WebSocket listener is bound to, if any.
+    /// The loopback listener (127.0.0.1): the daemon's own connection and
+    /// the page's WebSocket bridge connect here.
+    pub fn bridge_addr(&self) -> SocketAddr {
+        self.bridge
+    }
+
+    /// The MQTT-over-WebSocket listener served in this process, if any.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws
     }
 
-    /// A URL a local client can connect to: `mqtt://127.0.0.1:PORT` (or
-    /// the bound address when it is not a wildcard).
+    /// `mqtt://127.0.0.1:PORT`, the loopback listener (no credentials:
+    /// those are [`device_login`](Self::device_login)).
     pub fn local_url(&self) -> String {
-        let a = connect_target(self.tcp);
-        match a.ip() {
-            IpAddr::V6(ip) => format!("mqtt://[{ip}]:{}", a.port()),
-            IpAddr::V4(ip) => format!("mqtt://{ip}:{}", a.port()),
-        }
+        format!("mqtt://{}", self.bridge)
     }
 
-    /// Stops the listeners and closes every connection. Same as dropping.
+    /// The daemon's own login: (client id, user name, password). The
+    /// client id and password are random, new at every start.
+    pub fn device_login(&self) -> (String, String, String) {
+        (
+            self.client_id.clone(),
+            DEVICE_USER.to_owned(),
+            self.shared.device_password.clone(),
+        )
+    }
+
+    /// The pid of the running Mosquitto, if one runs now.
+    pub fn mosquitto_pid(&self) -> Option<u32> {
+        self.shared.current().map(|c| c.pid as u32)
+    }
+
+    /// How many times Mosquitto was started (1 + restarts).
+    pub fn starts(&self) -> u64 {
+        self.shared
+            .starts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Replaces the keys that may log in: rewrites the password and ACL
+    /// files and makes Mosquitto reload them (SIGHUP). Connections of keys
+    /// that are gone (or whose secret changed) are closed by Mosquitto;
+    /// all others stay up. A child that is restarting reads the new files
+    /// when it starts.
+    pub fn update_keys(&self, keys: &[BrokerKey]) -> Result<(), BrokerError> {
+        let n = self.shared.write_keys(keys)?;
+        let reloaded = self
+            .shared
+            .current()
+            .is_some_and(|c| c.signal(libc::SIGHUP));
+        info!(
+            keys = n,
+            reloaded, "the device's own MQTT broker: access keys updated"
+        );
+        Ok(())
+    }
+
+    /// Stops Mosquitto (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and
+    /// the WebSocket bridge, and removes the runtime directory. Same as
+    /// dropping.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(s) = self.ws_stop.take() {
+            let _ = s.send(());
         }
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.ws_thread.take() {
             let _ = t.join();
+        }
+        let _ = self.events.send(Event::Stop);
+        if let Some(t) = self.supervisor.take() {
+            let _ = t.join();
+            let _ = std::fs::remove_dir_all(&self.shared.layout.dir);
+            debug!("the device's own MQTT broker stopped");
         }
     }
 }
 
-impl Drop for EmbeddedBroker {
+impl Drop for ManagedBroker {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Starts one Mosquitto child, with its log reader and exit waiter.
+fn spawn_child(
+    exe: &Path,
+    shared: &Arc<Shared>,
+    events: &std_mpsc::Sender<Event>,
+) -> Result<Arc<ChildHandle>, BrokerError> {
+    let parent = std::process::id() as libc::pid_t;
+    let mut cmd = Command::new(exe);
+    cmd.arg("-c")
+        .arg(&shared.layout.conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some((_, uid, gid)) = &shared.layout.owner {
+        // std drops the supplementary groups too when it switches from root.
+        cmd.uid(*uid).gid(*gid);
+    }
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Dies with the thread that started it (the supervisor, which
+            // lives as long as the broker), even if we are SIGKILLed.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut child: Child = cmd.spawn().map_err(|source| BrokerError::Spawn {
+        exe: exe.to_owned(),
+        source,
+    })?;
+    shared
+        .starts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let handle = Arc::new(ChildHandle {
+        pid: child.id() as i32,
+        alive: Mutex::new(true),
+    });
+    if let Some(stderr) = child.stderr.take() {
+        let shared = shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("mosquitto-log".into())
+            .spawn(move || forward_log(io::BufReader::new(stderr), &shared));
+    }
+    let waiter = {
+        let handle = handle.clone();
+        let events = events.clone();
+        std::thread::Builder::new()
+            .name("mosquitto-wait".into())
+            .spawn(move || {
+                let status = wait_child(child, &handle);
+                let _ = events.send(Event::Exited(status));
+            })
+    };
+    if let Err(e) = waiter {
+        // Without a waiter nobody would reap it: kill it here.
+        handle.signal(libc::SIGKILL);
+        return Err(BrokerError::Start(e));
+    }
+    *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Waits for `child` to exit, marks it dead (under the lock signals are
+/// sent under), then reaps it.
+fn wait_child(mut child: Child, handle: &ChildHandle) -> ExitStatus {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own unreaped child; WNOWAIT leaves it
+        // unreaped, so its pid cannot be recycled before `alive` is false.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                handle.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    *handle.alive.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    match child.wait() {
+        Ok(s) => s,
+        // Only if it was already reaped, which nothing else does.
+        Err(_) => std::os::unix::process::ExitStatusExt::from_raw(0),
+    }
+}
+
+/// Reads Mosquitto's log into ours, one bounded line at a time.
+fn forward_log(mut r: impl BufRead, shared: &Shared) {
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        match read_line_capped(&mut r, &mut line, LOG_LINE_MAX) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = strip_timestamp(text.trim_end());
+        if text.is_empty() {
+            continue;
+        }
+        if text.starts_with("Error") || text.starts_with("Warning") {
+            warn!("mosquitto: {text}");
+        } else {
+            debug!("mosquitto: {text}");
+        }
+        let mut tail = shared.log_tail.lock().unwrap_or_else(|p| p.into_inner());
+        if tail.len() == LOG_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(text.to_owned());
+    }
+}
+
+/// Mosquitto prints a few lines before `log_timestamp false` takes effect;
+/// drops their `1234567890: ` prefix.
+fn strip_timestamp(s: &str) -> &str {
+    match s.split_once(": ") {
+        Some((t, rest)) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => s,
+    }
+}
+
+/// Reads up to and including `\n`, keeping at most `cap` bytes of it (the
+/// rest of a longer line is read and dropped). Returns the bytes consumed.
+fn read_line_capped(r: &mut impl BufRead, out: &mut Vec<u8>, cap: usize) -> io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(consumed);
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let n = chunk.len();
+        r.consume(n);
+        consumed += n;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+/// Waits until the loopback listener accepts, or the child exits.
+fn wait_listening(
+    bridge: SocketAddr,
+    events: &std_mpsc::Receiver<Event>,
+    shared: &Shared,
+    listeners: &str,
+) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match events.recv_timeout(Duration::from_millis(20)) {
+            Ok(Event::Exited(status)) => {
+                // Let the log reader catch the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                let mut log = shared.tail();
+                if log.contains("Address already in use") {
+                    log.push_str(" (another broker, such as the system's mosquitto.service, may hold the port: `systemctl disable --now mosquitto`, or change broker.listen)");
+                }
+                return Err(BrokerError::Exited {
+                    status: status.to_string(),
+                    listeners: listeners.to_owned(),
+                    log,
+                });
+            }
+            Ok(Event::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(BrokerError::Start(io::Error::other(
+                    "stopped while starting",
+                )));
+            }
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if std::net::TcpStream::connect_timeout(&bridge, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BrokerError::Timeout {
+                after: START_TIMEOUT,
+                log: shared.tail(),
+            });
+        }
+    }
+}
+
+/// Stops the child: SIGTERM, then SIGKILL after [`STOP_GRACE`]; waits for it.
+fn terminate(child: &ChildHandle, events: &std_mpsc::Receiver<Event>) {
+    child.signal(libc::SIGTERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Exited(_)) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(Event::Stop) => {}
+            Err(std_mpsc::RecvTimeoutError::Timeout) => break,
+        }
+    }
+    warn!("mosquitto did not stop within {STOP_GRACE:?} of SIGTERM; killing it");
+    child.signal(libc::SIGKILL);
+    loop {
+        match events.recv_timeout(Duration::from_secs(5)) {
+            Ok(Event::Exited(_)) | Err(_) => return,
+            Ok(Event::Stop) => {}
+        }
+    }
+}
+
+/// The body of the `mosquitto` thread: starts the child, reports the first
+/// start to `ready`, restarts it with backoff whenever it dies, and stops
+/// it on [`Event::Stop`].
+fn supervise(
+    exe: PathBuf,
+    shared: Arc<Shared>,
+    bridge: SocketAddr,
+    listeners: String,
+    events_tx: std_mpsc::Sender<Event>,
+    events: std_mpsc::Receiver<Event>,
+    ready: std_mpsc::Sender<Result<(), BrokerError>>,
+) {
+    let mut ready = Some(ready);
+    let mut policy = RestartPolicy::new();
+    loop {
+        let started = Instant::now();
+        let child = match spawn_child(&exe, &shared, &events_tx) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e));
+                    return;
+                }
+                let delay = policy.after_exit(Duration::ZERO, rand::random::<f64>());
+                warn!("{e}; trying again in {delay:?}");
+                match events.recv_timeout(delay) {
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => return,
+                }
+            }
+        };
+        if let Some(r) = ready.take() {
+            if let Err(e) = wait_listening(bridge, &events, &shared, &listeners) {
+                if !matches!(e, BrokerError::Exited { .. }) {
+                    terminate(&child, &events);
+                }
+                let _ = r.send(Err(e));
+                return;
+            }
+            let _ = r.send(Ok(()));
+        } else {
+            info!(pid = child.pid, "mosquitto restarted");
+        }
+        let status = match events.recv() {
+            Ok(Event::Exited(status)) => status,
+            Ok(Event::Stop) | Err(_) => {
+                terminate(&child, &events);
+                *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return;
+            }
+        };
+        *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let delay = policy.after_exit(started.elapsed(), rand::random::<f64>());
+        warn!(%status, "mosquitto exited; restarting it in {delay:?}");
+        match events.recv_timeout(delay) {
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
     }
 }
 
@@ -216,439 +1165,39 @@ fn listen_reusable(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-fn router_config() -> RouterConfig {
-    RouterConfig {
-        max_connections: MAX_CONNECTIONS,
-        max_outgoing_packet_count: 200,
-        // One segment holds at least one whole packet, however large.
-        max_segment_size: MAX_PAYLOAD,
-        max_segment_count: 2,
-        ..RouterConfig::default()
-    }
-}
-
-fn server_settings(name: &str, listen: SocketAddr) -> ServerSettings {
-    ServerSettings {
-        name: name.to_owned(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 10_000,
-            max_payload_size: MAX_PAYLOAD,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            // rumqttd disconnects a client that publishes to a topic no one
-            // subscribes to unless filters may be created on the fly: a
-            // device publishing presence before any viewer is the normal case.
-            dynamic_filters: true,
-        },
-    }
-}
-
-/// Where a local client reaches a listener bound to `addr`: the loopback
-/// address of the same family for a wildcard bind, else `addr` itself.
-fn connect_target(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
-        }
-        _ => addr,
-    }
-}
-
-/// The body of the `mqtt-broker` thread.
-fn run_servers(
-    mut server: Server<V4>,
-    tcp: SocketAddr,
-    ws_listener: Option<std::net::TcpListener>,
-    bridge_target: SocketAddr,
-    ready: std_mpsc::Sender<Result<(), BrokerError>>,
-    stop: oneshot::Receiver<()>,
-) {
+/// The body of the `mqtt-ws-bridge` thread.
+fn run_ws_bridge(listener: std::net::TcpListener, target: SocketAddr, stop: oneshot::Receiver<()>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = ready.send(Err(BrokerError::Start(e)));
+            warn!("MQTT over WebSocket not served: cannot start its runtime: {e}");
             return;
         }
     };
     rt.block_on(async move {
-        let ws = match ws_listener.map(tokio::net::TcpListener::from_std).transpose() {
-            Ok(ws) => ws,
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
             Err(e) => {
-                let _ = ready.send(Err(BrokerError::Start(e)));
+                warn!("MQTT over WebSocket not served: {e}");
                 return;
             }
         };
-        let tcp_server = server.start(LinkType::Remote);
-        tokio::pin!(tcp_server);
-        // rumqttd's server binds in its first poll, then waits in accept:
-        // still pending after one poll means it listens.
-        let first = tokio::select! {
-            biased;
-            r = &mut tcp_server => Some(r),
-            _ = std::future::ready(()) => None,
-        };
-        if let Some(r) = first {
-            let source = match r {
-                Err(e) => {
-                    // rumqttd's error type is private; its I/O cause is not.
-                    let kind = std::error::Error::source(&e)
-                        .and_then(|s| s.downcast_ref::<io::Error>())
-                        .map_or(io::ErrorKind::Other, io::Error::kind);
-                    io::Error::new(kind, e.to_string())
-                }
-                Ok(()) => io::Error::other("the server stopped at once"),
-            };
-            let _ = ready.send(Err(BrokerError::Bind {
-                what: WHAT_TCP,
-                addr: tcp,
-                source,
-            }));
-            return;
-        }
-        let ws_server = async move {
-            match ws {
-                Some(l) => crate::web::ws_bridge::serve_websocket(l, bridge_target).await,
-                None => std::future::pending().await,
-            }
-        };
-        let _ = ready.send(Ok(()));
         tokio::select! {
-            r = &mut tcp_server => warn!(error = ?r.err(), "embedded MQTT broker: TCP server ended"),
-            r = ws_server => warn!(error = ?r.err(), "embedded MQTT broker: WebSocket server ended"),
-            _ = stop => debug!("embedded MQTT broker stopping"),
+            r = serve_websocket(listener, target) => warn!(error = ?r.err(), "MQTT over WebSocket server ended"),
+            _ = stop => debug!("MQTT over WebSocket bridge stopping"),
         }
     });
     // Dropping the runtime here cancels every connection task.
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
-    use tokio::sync::mpsc;
-
-    const T: Duration = Duration::from_secs(10);
-
-    fn loopback(port: u16) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
-    }
-
-    fn options(id: &str, port: u16) -> MqttOptions {
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_max_packet_size(2 * MAX_PAYLOAD, 2 * MAX_PAYLOAD);
-        o.set_keep_alive(Duration::from_secs(30));
-        o
-    }
-
-    /// Polls `el` in a task; publishes and SUBACKs come out of the channel.
-    fn drive(
-        mut el: EventLoop,
-    ) -> (
-        mpsc::UnboundedReceiver<Incoming>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(
-                        i @ (Incoming::Publish(_) | Incoming::SubAck(_) | Incoming::ConnAck(_)),
-                    )) => {
-                        if tx.send(i).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        });
-        (rx, task)
-    }
-
-    async fn next_publish(rx: &mut mpsc::UnboundedReceiver<Incoming>) -> rumqttc::Publish {
-        loop {
-            match tokio::time::timeout(T, rx.recv()).await {
-                Ok(Some(Incoming::Publish(p))) => return p,
-                Ok(Some(_)) => {}
-                other => panic!("no publish: {other:?}"),
-            }
-        }
-    }
-
-    async fn suback(rx: &mut mpsc::UnboundedReceiver<Incoming>) {
-        loop {
-            match tokio::time::timeout(T, rx.recv()).await {
-                Ok(Some(Incoming::SubAck(_))) => return,
-                Ok(Some(_)) => {}
-                other => panic!("no suback: {other:?}"),
-            }
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn retained_will_qos1_and_large_payloads_over_tcp() {
-        let b = EmbeddedBroker::start(loopback(0), None).expect("broker starts");
-        let port = b.tcp_addr().port();
-        assert_ne!(port, 0);
-        assert!(b.ws_addr().is_none());
-        assert_eq!(b.local_url(), format!("mqtt://127.0.0.1:{port}"));
-
-        // The device: a last will, a retained presence.
-        let mut o = options("dev", port);
-        o.set_last_will(LastWill::new(
-            "c/dev/status",
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
-        let (dev, el) = AsyncClient::new(o, 16);
-        let (_dev_rx, dev_task) = drive(el);
-        dev.publish("c/dev/status", QoS::AtLeastOnce, true, "online")
-            .await
-            .expect("publish");
-
-        // A viewer arriving later gets the retained message, flagged retained.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (viewer, el) = AsyncClient::new(options("viewer", port), 16);
-        let (mut rx, _viewer_task) = drive(el);
-        viewer
-            .subscribe("c/dev/#", QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-        suback(&mut rx).await;
-        let p = next_publish(&mut rx).await;
-        assert_eq!(
-            (p.topic.as_str(), &p.payload[..], p.retain),
-            ("c/dev/status", &b"online"[..], true)
-        );
-
-        // A 900 KiB QoS 1 payload goes through whole.
-        let big: Vec<u8> = (0..900 * 1024).map(|i| (i % 251) as u8).collect();
-        dev.publish("c/dev/blob", QoS::AtLeastOnce, false, big.clone())
-            .await
-            .expect("publish");
-        let p = next_publish(&mut rx).await;
-        assert_eq!(p.topic, "c/dev/blob");
-        assert_eq!(p.qos, QoS::AtLeastOnce);
-        assert!(p.payload[..] == big[..], "payload changed on the way");
-
-        // The device vanishes without DISCONNECT: its will is published.
-        dev_task.abort();
-        drop(dev);
-        let p = next_publish(&mut rx).await;
-        assert_eq!(
-            (p.topic.as_str(), &p.payload[..]),
-            ("c/dev/status", &b"offline"[..])
-        );
-
-        // Stopping closes the listener.
-        b.stop();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            tokio::net::TcpStream::connect(loopback(port))
-                .await
-                .is_err(),
-            "still listening after stop"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_busy_address_is_a_clear_error() {
-        let taken = std::net::TcpListener::bind(loopback(0)).expect("bind");
-        let addr = taken.local_addr().expect("addr");
-        let e = EmbeddedBroker::start(addr, None).expect_err("the port is taken");
-        let text = e.to_string();
-        assert!(
-            matches!(e, BrokerError::Bind { what: WHAT_TCP, .. }),
-            "{e:?}"
-        );
-        assert!(
-            text.contains(&addr.to_string()) && text.contains("MQTT (TCP)"),
-            "{text}"
-        );
-
-        let e = EmbeddedBroker::start(loopback(0), Some(addr)).expect_err("the ws port is taken");
-        assert!(
-            e.to_string().contains(&addr.to_string()) && e.to_string().contains("WebSocket"),
-            "{e}"
-        );
-
-        // An address that is not this machine's.
-        let foreign: SocketAddr = "192.0.2.1:0".parse().expect("addr");
-        let e = EmbeddedBroker::start(foreign, None).expect_err("not a local address");
-        assert!(e.to_string().contains("192.0.2.1"), "{e}");
-    }
-
-    /// One WebSocket frame from the client: FIN + binary, masked.
-    fn ws_frame(payload: &[u8]) -> Vec<u8> {
-        let mask = [0x12u8, 0x34, 0x56, 0x78];
-        let mut f = vec![0x82];
-        if payload.len() < 126 {
-            f.push(0x80 | payload.len() as u8);
-        } else {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
-    }
-
-    /// Reads one unmasked server frame; returns (opcode, payload).
-    async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
-        let mut h = [0u8; 2];
-        s.read_exact(&mut h).await.expect("frame header");
-        let mut len = u64::from(h[1] & 0x7f);
-        if len == 126 {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).await.expect("len16");
-            len = u64::from(u16::from_be_bytes(b));
-        } else if len == 127 {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).await.expect("len64");
-            len = u64::from_be_bytes(b);
-        }
-        let mut p = vec![0u8; len as usize];
-        s.read_exact(&mut p).await.expect("frame payload");
-        (h[0] & 0x0f, p)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn mqtt_over_websocket_reaches_tcp_clients() {
-        let b = EmbeddedBroker::start(loopback(0), Some(loopback(0))).expect("broker starts");
-        let ws = b.ws_addr().expect("a ws listener");
-        assert_ne!(ws.port(), 0);
-
-        let mut s = TcpStream::connect(ws).await.expect("connect");
-        s.write_all(
-            b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-              Sec-WebSocket-Protocol: mqtt\r\n\r\n",
-        )
-        .await
-        .expect("handshake");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut c = [0u8; 1];
-            tokio::time::timeout(T, s.read_exact(&mut c))
-                .await
-                .expect("in time")
-                .expect("read");
-            head.push(c[0]);
-        }
-        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-        assert!(head.starts_with("http/1.1 101"), "{head}");
-        assert!(head.contains("sec-websocket-protocol: mqtt\r\n"), "{head}");
-
-        // CONNECT (MQTT 3.1.1, clean session, keep-alive 30 s, client id "w").
-        let connect = [
-            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0, 1, b'w',
-        ];
-        s.write_all(&ws_frame(&connect))
-            .await
-            .expect("send connect");
-        let (op, p) = tokio::time::timeout(T, read_frame(&mut s))
-            .await
-            .expect("connack in time");
-        assert_eq!((op, &p[..]), (2, &[0x20, 2, 0, 0][..]), "CONNACK accepted");
-        // SUBSCRIBE packet id 1 to "a/b" at QoS 0.
-        let sub = [0x82, 8, 0, 1, 0, 3, b'a', b'/', b'b', 0];
-        s.write_all(&ws_frame(&sub)).await.expect("send subscribe");
-        let (_, p) = tokio::time::timeout(T, read_frame(&mut s))
-            .await
-            .expect("suback in time");
-        assert_eq!(&p[..], &[0x90, 3, 0, 1, 0], "SUBACK");
-
-        // A TCP client publishes; the browser-side socket receives it.
-        let (c, el) = AsyncClient::new(options("tcp-pub", b.tcp_addr().port()), 16);
-        let (_rx, _task) = drive(el);
-        c.publish("a/b", QoS::AtMostOnce, false, "hello")
-            .await
-            .expect("publish");
-        let (_, p) = tokio::time::timeout(T, read_frame(&mut s))
-            .await
-            .expect("publish in time");
-        assert_eq!(
-            &p[..],
-            &[0x30, 10, 0, 3, b'a', b'/', b'b', b'h', b'e', b'l', b'l', b'o'][..]
-        );
-    }
-
-    /// Completes a WebSocket handshake on `ws`; returns the open socket.
-    async fn ws_handshake(ws: SocketAddr) -> TcpStream {
-        let mut s = TcpStream::connect(ws).await.expect("connect");
-        s.write_all(
-            b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-              Sec-WebSocket-Protocol: mqtt\r\n\r\n",
-        )
-        .await
-        .expect("handshake");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut c = [0u8; 1];
-            tokio::time::timeout(T, s.read_exact(&mut c))
-                .await
-                .expect("in time")
-                .expect("read");
-            head.push(c[0]);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        s
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_restarted_broker_gets_its_ports_back_at_once() {
-        let b = EmbeddedBroker::start(loopback(0), Some(loopback(0))).expect("broker starts");
-        let (tcp, ws) = (b.tcp_addr(), b.ws_addr().expect("ws"));
-        // Connections that the broker closes first leave TIME_WAIT behind.
-        let _w = ws_handshake(ws).await;
-        let (c, el) = AsyncClient::new(options("lingering", tcp.port()), 16);
-        let (mut rx, _task) = drive(el);
-        c.subscribe("x", QoS::AtMostOnce).await.expect("subscribe");
-        suback(&mut rx).await;
-        drop(b);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let b = EmbeddedBroker::start(tcp, Some(ws)).expect("the same ports again");
-        assert_eq!((b.tcp_addr(), b.ws_addr()), (tcp, Some(ws)));
-        drop(ws_handshake(ws).await);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stalled_websocket_client_blocks_no_one() {
-        let b = EmbeddedBroker::start(loopback(0), Some(loopback(0))).expect("broker starts");
-        let ws = b.ws_addr().expect("ws");
-        // Opens a socket and never says anything.
-        let _stalled = TcpStream::connect(ws).await.expect("connect");
-        let mut s = TcpStream::connect(ws).await.expect("connect");
-        s.write_all(
-            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .await
-        .expect("handshake");
-        let mut buf = [0u8; 12];
-        tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut buf))
-            .await
-            .expect("the second client is answered while the first stalls")
-            .expect("read");
-        assert_eq!(&buf, b"HTTP/1.1 101");
-    }
+/// The bridge itself is the page server's (web::ws_bridge): one copy,
+/// with its guards.
+async fn serve_websocket(listener: tokio::net::TcpListener, target: SocketAddr) -> io::Result<()> {
+    crate::web::ws_bridge::serve_websocket(listener, target).await
 }
+
+#[cfg(test)]
+mod tests;

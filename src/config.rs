@@ -120,7 +120,7 @@ pub struct Config {
     pub video: VideoConfig,
     /// The microphone and the Opus encoder (`[audio]`).
     pub audio: AudioConfig,
-    /// The embedded MQTT broker (`[broker]`).
+    /// The device's own MQTT broker (`[broker]`).
     pub broker: BrokerConfig,
     /// The viewer page's HTTP server (`[http]`).
     pub http: HttpConfig,
@@ -134,19 +134,25 @@ pub struct Config {
     pub access: AccessConfig,
 }
 
-/// The MQTT broker built into the daemon, so one binary is a whole
-/// appliance. Off when an external broker is used.
+/// The device's own MQTT broker: a Mosquitto that the daemon configures,
+/// runs and supervises, so one install is a whole appliance (see
+/// `broker`). Off when an external broker is used.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// Run the embedded broker, and connect the device to it (`mqtt.url` is
-    /// then ignored). `--mqtt` turns it off. Default `true`.
+    /// Run the device's own broker, and connect the device to it
+    /// (`mqtt.url` is then ignored). `--mqtt` turns it off. Default `true`.
     pub embedded: bool,
-    /// MQTT (TCP) listen address. Default `0.0.0.0:1883`.
+    /// MQTT (TCP) listen address for other machines; empty for none (the
+    /// broker then serves only this host, the page's WebSocket included).
+    /// Default `0.0.0.0:1883`.
     pub listen: String,
     /// MQTT-over-WebSocket listen address, for browsers; empty for none.
     /// Default `0.0.0.0:8083`.
     pub ws_listen: String,
+    /// The Mosquitto binary. Default none: `mosquitto` on `PATH`, else
+    /// `/usr/sbin/mosquitto`.
+    pub mosquitto: Option<PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -155,6 +161,7 @@ impl Default for BrokerConfig {
             embedded: true,
             listen: "0.0.0.0:1883".into(),
             ws_listen: "0.0.0.0:8083".into(),
+            mosquitto: None,
         }
     }
 }
@@ -655,7 +662,7 @@ impl Config {
         self.mqtt.validate()?;
         self.video.validate()?;
         self.audio.validate()?;
-        validate_listen("broker.listen", &self.broker.listen, false)?;
+        validate_listen("broker.listen", &self.broker.listen, true)?;
         validate_listen("broker.ws_listen", &self.broker.ws_listen, true)?;
         self.http.validate()?;
         self.webrtc.validate()?;

@@ -7,8 +7,8 @@
 //! `bye`, publishes offline presence and stops within about two seconds.
 
 use crate::access::AccessState;
-use crate::broker::EmbeddedBroker;
-use crate::config::{Config, MqttTarget};
+use crate::broker::{BrokerKey, BrokerSettings, ManagedBroker};
+use crate::config::{Config, MqttConfig, MqttTarget};
 use crate::control::cdev;
 use crate::control::config::Direction;
 use crate::control::gpio::GpioBank;
@@ -23,6 +23,7 @@ use crate::rtc::engine::{Role, RtcEngine};
 use crate::rtc::metrics::Metrics;
 use crate::rtc::session::{Outbox, SessionContext, SessionEvent, TaskSpawner};
 use crate::rtc::table::{SessionTable, TableLimits};
+use crate::signaling::auth::KeyEntry;
 use crate::signaling::messages::ByeReason;
 use crate::signaling::mqtt::{LinkEvent, MqttLink};
 use crate::signaling::presence::{AudioInfo, AuthMode, Presence, VideoInfo};
@@ -72,12 +73,19 @@ pub async fn run(
     } else {
         cdev::open_bank(&config.gpio).context("gpio")?
     };
-    let broker = start_broker(&config)?;
-    let url = match &broker {
-        Some(b) => b.local_url(),
-        None => config.mqtt.url.clone(),
+    // Keys before the broker: its password file is made from them.
+    let (authz, access) =
+        AccessState::start(&config, crate::clock::monotonic_us()).context("access")?;
+    let access = Arc::new(std::sync::Mutex::new(access));
+    let broker = start_broker(&config, &broker_keys(lock(&access).keys()))?;
+    let (mqtt_config, target, client_id) = match &broker {
+        Some(b) => own_broker_link(&config.mqtt, b)?,
+        None => (
+            config.mqtt.clone(),
+            MqttTarget::parse(&config.mqtt.url).context("mqtt url")?,
+            config.effective_client_id(),
+        ),
     };
-    let target = MqttTarget::parse(&url).context("mqtt url")?;
     let topics = Topics::new(&config.mqtt.prefix, &config.device_id);
     info!(device = %config.device_id, broker = %target, prefix = %config.mqtt.prefix,
           video = %config.video.source, max_sessions = config.webrtc.max_sessions, "campeer starting");
@@ -99,9 +107,6 @@ pub async fn run(
         }
     });
 
-    let (authz, access) =
-        AccessState::start(&config, crate::clock::monotonic_us()).context("access")?;
-    let access = Arc::new(std::sync::Mutex::new(access));
     let _input_watcher = gpio.spawn_input_watcher().context("gpio inputs")?;
     let controls: Vec<ControlInfo> = gpio
         .controls()
@@ -138,9 +143,9 @@ pub async fn run(
     .await;
     let offline = Presence::offline(&config.device_id).to_json().into_bytes();
     let (link, mut link_rx, link_task) = MqttLink::start(
-        &config.mqtt,
+        &mqtt_config,
         &target,
-        &config.effective_client_id(),
+        &client_id,
         topics.clone(),
         offline.clone(),
         stop_rx,
@@ -267,6 +272,11 @@ pub async fn run(
                 }
                 let reloaded = lock(&access).reload_if_changed();
                 if let Some(keys) = reloaded {
+                    if let Some(b) = &broker {
+                        if let Err(e) = b.update_keys(&broker_keys(&keys)) {
+                            warn!("the own broker did not take the new keys: {e}");
+                        }
+                    }
                     let closed = table.set_keys(keys);
                     if closed > 0 {
                         info!(closed, "sessions of revoked keys closed");
@@ -342,7 +352,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_millis(300), t).await;
     }
     if let Some(b) = broker {
-        // Blocking join of the broker's thread; it stops at once.
+        // Blocking: SIGTERM to Mosquitto and a wait for it (bounded).
         let _ = tokio::task::spawn_blocking(move || b.stop()).await;
     }
     // Sessions are gone; dropping the table drops the last other references
@@ -408,14 +418,55 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
     Ok(Some(Arc::new(pipeline)))
 }
 
-fn start_broker(config: &Config) -> anyhow::Result<Option<EmbeddedBroker>> {
+fn start_broker(config: &Config, keys: &[BrokerKey]) -> anyhow::Result<Option<ManagedBroker>> {
     if !config.broker.embedded {
         return Ok(None);
     }
-    let tcp: SocketAddr = config.broker.listen.parse().context("broker.listen")?;
-    // broker.ws_listen is served by the page server (start_http), under
-    // its guards.
-    Ok(Some(EmbeddedBroker::start(tcp, None)?))
+    let listen: Option<SocketAddr> = match config.broker.listen.as_str() {
+        "" => None,
+        a => Some(a.parse().context("broker.listen")?),
+    };
+    let settings = BrokerSettings {
+        device_id: config.device_id.clone(),
+        prefix: config.mqtt.prefix.clone(),
+        listen,
+        // broker.ws_listen is served by the page server (start_http),
+        // under its guards.
+        ws_listen: None,
+        mosquitto: config.broker.mosquitto.clone(),
+        open: config.access.is_open(),
+    };
+    Ok(Some(ManagedBroker::start(settings, keys)?))
+}
+
+/// The keys in force, for the own broker's password file.
+fn broker_keys(keys: &[KeyEntry]) -> Vec<BrokerKey> {
+    keys.iter()
+        .map(|k| BrokerKey {
+            id: k.id.clone(),
+            secret: k.secret.clone(),
+        })
+        .collect()
+}
+
+/// The device's link to its own broker: the loopback listener, with the
+/// broker's random device login replacing whatever `[mqtt]` says about an
+/// external broker's credentials and TLS.
+fn own_broker_link(
+    mqtt: &MqttConfig,
+    broker: &ManagedBroker,
+) -> anyhow::Result<(MqttConfig, MqttTarget, String)> {
+    let (client_id, user, password) = broker.device_login();
+    let mut target = MqttTarget::parse(&broker.local_url()).context("own broker URL")?;
+    target.username = Some(user);
+    target.password = Some(password);
+    let mut cfg = mqtt.clone();
+    cfg.username = None;
+    cfg.password_file = None;
+    cfg.ca_file = None;
+    cfg.client_cert = None;
+    cfg.client_key = None;
+    Ok((cfg, target, client_id))
 }
 
 /// The access state, shared by the daemon loop and the page server.
@@ -431,7 +482,7 @@ fn lock(a: &SharedAccess) -> std::sync::MutexGuard<'_, AccessState> {
 /// daemon streams on without the page.
 async fn start_http(
     config: &Config,
-    broker: Option<&EmbeddedBroker>,
+    broker: Option<&ManagedBroker>,
     auth: &str,
     access: SharedAccess,
     mut stop: watch::Receiver<bool>,
@@ -448,7 +499,7 @@ async fn start_http(
     };
     let addr = listener.local_addr().ok()?;
     // The page reaches the broker at /mqtt on its own server.
-    let mqtt = broker.map(|b| b.tcp_addr());
+    let mqtt = broker.map(|b| b.bridge_addr());
     let page = PageConfig {
         device_id: config.device_id.clone(),
         prefix: config.mqtt.prefix.clone(),

@@ -213,14 +213,6 @@ impl Browser {
         .await;
     }
 
-    async fn select(&mut self, page: u64, selector: &str, value: &str) {
-        self.must(
-            json!({"cmd": "select", "page": page, "selector": selector, "value": value}),
-            Duration::from_secs(10),
-        )
-        .await;
-    }
-
     async fn screenshot(&mut self, page: u64, path: &Path) {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d).expect("screenshot folder");
@@ -326,7 +318,7 @@ fn wait_port(port: u16) {
 
 /// What the test process hosts itself in CAMPEER_BROWSER_INPROC mode.
 struct InProc {
-    broker: Option<campeer::broker::EmbeddedBroker>,
+    broker: Option<campeer::broker::ManagedBroker>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -389,7 +381,8 @@ impl Stack {
             }
             BrokerKind::Embedded if inproc_mode => {
                 let (mqtt, ws, inproc) = host_in_process(http, config).await;
-                args.extend(["--mqtt".into(), format!("mqtt://127.0.0.1:{mqtt}")]);
+                let b = inproc.broker.as_ref().expect("a broker");
+                args.extend(["--mqtt".into(), inproc_mqtt_url(b)]);
                 (mqtt, ws, Some(inproc))
             }
             BrokerKind::Embedded => {
@@ -511,7 +504,11 @@ impl Stack {
             .arg(self.state_dir())
             .output()
             .expect("campeer keys");
-        assert!(out.status.success(), "campeer keys {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "campeer keys {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -546,10 +543,12 @@ impl Stack {
             let old = inproc.broker.take().expect("a broker");
             let (tcp, ws) = (old.tcp_addr(), old.ws_addr());
             drop(old);
-            inproc.broker = Some(
-                campeer::broker::EmbeddedBroker::start(tcp, ws)
-                    .expect("the embedded broker again, on the same ports"),
-            );
+            let b = campeer::broker::ManagedBroker::start(inproc_settings(tcp, ws), &[])
+                .expect("the embedded broker again, on the same ports");
+            if let Some(i) = self.args.iter().position(|a| a == "--mqtt") {
+                self.args[i + 1] = inproc_mqtt_url(&b);
+            }
+            inproc.broker = Some(b);
         }
         self.spawn();
         self.ready().await;
@@ -574,9 +573,10 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
     use std::net::{Ipv4Addr, SocketAddr};
     let lo = |p| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
     let broker =
-        campeer::broker::EmbeddedBroker::start(lo(0), Some(lo(0))).expect("embedded broker");
+        campeer::broker::ManagedBroker::start(inproc_settings(Some(lo(0)), Some(lo(0))), &[])
+            .expect("embedded broker");
     let (mqtt, ws) = (
-        broker.tcp_addr().port(),
+        broker.tcp_addr().expect("tcp").port(),
         broker.ws_addr().expect("ws").port(),
     );
     let page = campeer::web::PageConfig {
@@ -603,7 +603,7 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
     tokio::spawn(campeer::web::serve(
         listener,
         page,
-        Some(broker.tcp_addr()),
+        Some(broker.bridge_addr()),
         hooks,
         async move {
             let _ = rx.await;
@@ -617,6 +617,29 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
             stop: Some(tx),
         },
     )
+}
+
+/// CAMPEER_BROWSER_INPROC: an open own broker (anonymous clients are viewers).
+fn inproc_settings(
+    listen: Option<std::net::SocketAddr>,
+    ws: Option<std::net::SocketAddr>,
+) -> campeer::broker::BrokerSettings {
+    campeer::broker::BrokerSettings {
+        device_id: DEVICE.into(),
+        prefix: "campeer".into(),
+        listen,
+        ws_listen: ws,
+        mosquitto: None,
+        open: true,
+    }
+}
+
+/// The daemon's `--mqtt` in CAMPEER_BROWSER_INPROC mode: the broker's
+/// device login on its LAN listener.
+fn inproc_mqtt_url(b: &campeer::broker::ManagedBroker) -> String {
+    let (_, user, password) = b.device_login();
+    let port = b.tcp_addr().expect("tcp").port();
+    format!("mqtt://{user}:{password}@127.0.0.1:{port}")
 }
 
 /// A plain HTTP/1.1 GET on loopback: (status, body).
@@ -752,7 +775,10 @@ async fn page_plays_live_video_through_the_embedded_broker() {
     let mut b = Browser::launch().await;
     // The pairing link the daemon printed.
     let pair = stack.stored_key("admin");
-    assert!(stack.log_text().contains(&format!("#pair={pair}")), "the pairing link is printed");
+    assert!(
+        stack.log_text().contains(&format!("#pair={pair}")),
+        "the pairing link is printed"
+    );
     let page = b.open(&format!("{}#pair={pair}", stack.url())).await;
     let st = assert_plays(&mut b, page, "embedded broker").await;
     assert_eq!(
@@ -837,7 +863,8 @@ async fn an_output_switched_on_one_page_follows_on_every_page() {
     for p in [a, other] {
         b.wait(p, "window.campeer.state === 'playing'", T).await;
         // An open device says so, plainly.
-        b.wait(p, "!document.getElementById('open-banner').hidden", T).await;
+        b.wait(p, "!document.getElementById('open-banner').hidden", T)
+            .await;
         b.wait(
             p,
             "window.campeer.controls.led && window.campeer.controls.led.value === false",
@@ -1006,13 +1033,15 @@ async fn unpaired_pages_get_no_video_and_a_revoked_key_stops_at_once() {
     assert_eq!(b.eval(page, "window.campeer.sessions").await, json!(0));
     assert_eq!(b.eval(page, "window.campeer.framesSeen").await, json!(0));
     assert_eq!(
-        b.eval(page, "document.getElementById('video').videoWidth").await,
+        b.eval(page, "document.getElementById('video').videoWidth")
+            .await,
         json!(0),
         "video without a key"
     );
 
     // A wrong secret pasted: refused, and not retried in a loop.
-    b.fill(page, "#pair-input", "phone.not-the-secret-at-all-0123").await;
+    b.fill(page, "#pair-input", "phone.not-the-secret-at-all-0123")
+        .await;
     b.click(page, "#pair-submit").await;
     b.wait(page, "window.campeer.keyRefused !== null", T).await;
     assert_eq!(b.eval(page, "window.campeer.framesSeen").await, json!(0));
@@ -1032,14 +1061,18 @@ async fn unpaired_pages_get_no_video_and_a_revoked_key_stops_at_once() {
     assert_plays(&mut b, tablet, "a key added while running").await;
     b.wait(tablet, "window.campeer.role === 'control'", T).await;
     // A second visit without the fragment still plays (the page kept the key).
-    b.must(json!({"cmd": "reload", "page": tablet}), Duration::from_secs(30))
-        .await;
+    b.must(
+        json!({"cmd": "reload", "page": tablet}),
+        Duration::from_secs(30),
+    )
+    .await;
     assert_plays(&mut b, tablet, "a second visit").await;
 
     // Revoked: its session ends and the page is refused, without a restart.
     let pid = stack.child.as_ref().map(|c| c.id());
     stack.keys(&["revoke", "tablet"]);
-    b.wait(tablet, "window.campeer.keyRefused !== null", T).await;
+    b.wait(tablet, "window.campeer.keyRefused !== null", T)
+        .await;
     assert_eq!(stack.child.as_ref().map(|c| c.id()), pid, "no restart");
     let log = stack.log_text();
     assert!(log.contains("access keys changed; reloaded"), "{log}");
