@@ -398,7 +398,7 @@ async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
 async fn ws_handshake(ws: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(ws).await.expect("connect");
     s.write_all(
-        b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
           Sec-WebSocket-Protocol: mqtt\r\n\r\n",
     )
@@ -518,7 +518,7 @@ async fn a_stalled_websocket_client_blocks_no_one() {
     let _stalled = TcpStream::connect(ws).await.expect("connect");
     let mut s = TcpStream::connect(ws).await.expect("connect");
     s.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .await
