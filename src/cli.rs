@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// The default log filter: info for campeer, and only real trouble from the
 /// WebRTC stack, whose warnings on normal ICE/DTLS start-up are noise.
 pub const DEFAULT_LOG: &str =
-    "info,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error,rumqttd=warn,rumqttd::server::broker=off";
+    "info,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error";
 
 /// campeer: a WebRTC camera that answers offers over MQTT.
 #[derive(Debug, Parser)]

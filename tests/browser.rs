@@ -354,7 +354,7 @@ impl Stack {
         let http = free_port();
         let mut args: Vec<String> = vec![
             "--log".into(),
-            "info,campeer=debug,rumqttd=warn".into(),
+            "info,campeer=debug".into(),
             "run".into(),
             "--config".into(),
             conf.to_string_lossy().into_owned(),

@@ -455,7 +455,11 @@ fn run_command_on_a_fresh_bookworm_root() {
     }
     let total = Instant::now();
 
-    let shared = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fresh-machine");
+    // Kept outside the clone (CI clones afresh) so a machine that ran the
+    // suite before reuses the dependencies' release build.
+    let shared = std::env::var_os("CAMPEER_FRESH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/campeer-tests/fresh-machine"));
     let target = shared.join("target");
     if std::env::var_os("CAMPEER_FRESH_COLD").is_some() && target.exists() {
         std::fs::remove_dir_all(&target).expect("empty the shared release target");
