@@ -257,3 +257,136 @@ fn v1_sig(secret: &str, sid: &str, role: &str, sdp: &str) -> String {
     mac.update(format!("campeer-offer-v1\n{DEV}\n{sid}\n{role}\n{sdp}").as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
+
+/// The device's own broker (the default): a holder of the view key tries
+/// to end or steer the control key's session. The broker's ACL stops the
+/// messages to the viewer; the device's macs stop the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_key_holder_on_the_own_broker_cannot_touch_another_session() {
+    let dir = TempDir::new("attack-own");
+    let (cfg, phone, _guest) = setup(&dir);
+    let (mqtt, http) = (free_port(), free_port());
+    let log = dir.0.join("daemon.log");
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "--log",
+            "info,campeer=debug",
+            "run",
+            "--config",
+            &cfg,
+            "--device-id",
+            DEV,
+        ])
+        .args([
+            "--broker-listen",
+            &format!("127.0.0.1:{mqtt}"),
+            "--broker-ws-listen",
+            "",
+        ])
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--state-dir", &dir.0.join("state").to_string_lossy()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start campeer");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let t = std::time::Instant::now();
+    while !log_text().contains("online as") {
+        assert!(t.elapsed() < T, "never online:\n{}", log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("mqtt://127.0.0.1:{mqtt}");
+    let guest_pw = campeer::signaling::auth::key_password(GUEST.as_bytes(), DEV);
+    let victim_sid = sid();
+    let in_t = in_topic(DEV, &victim_sid);
+    let out_t = out_topic(DEV, &victim_sid);
+    // The attacker holds the view key: it may read status and outs, write ins.
+    let mut attacker = RawClient::connect_as(
+        mqtt,
+        &[format!("campeer/{DEV}/session/+/out")],
+        Some(("guest", &guest_pw)),
+    )
+    .await;
+    let args: Vec<String> = [
+        "--key",
+        "phone",
+        "--secret-file",
+        &phone,
+        "--sid",
+        &victim_sid,
+        "--hold",
+        "--timeout",
+        "10",
+        "--no-audio",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let viewer = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            view_at(&url, DEV, &a).await
+        })
+    };
+    // Its answer passes by: the viewer is streaming.
+    attacker
+        .wait_for(&out_t, T, |v| v["type"] == "answer")
+        .await
+        .expect("the victim's session answered");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    attacker.publish(&in_t, r#"{"type":"bye"}"#).await;
+    attacker
+        .publish(
+            &in_t,
+            json!({"type":"candidate","candidate":{"candidate":
+            "candidate:1 1 udp 2130706431 192.0.2.7 9 typ host","sdpMid":"0","sdpMLineIndex":0}})
+            .to_string(),
+        )
+        .await;
+    // Writing to the viewer's out topic is not allowed by the ACL: dropped.
+    attacker
+        .publish(
+            &out_t,
+            json!({"type":"bye","reason":"shutdown"}).to_string(),
+        )
+        .await;
+    let r = viewer.await.unwrap();
+    assert!(r["error"].is_null(), "{r}");
+    assert!(r["bye"].is_null(), "{r}");
+    assert!(r["frames"].as_u64().expect("frames") >= 100, "{r}");
+    assert_eq!(
+        r["unverified"].as_u64(),
+        Some(0),
+        "the ACL kept the forgery off the out topic: {r}"
+    );
+    assert!(
+        log_text().contains("mac is missing or wrong"),
+        "{}",
+        log_text()
+    );
+    // No key at all: the broker refuses the login outright.
+    let stranger = std::process::Command::new(BIN)
+        .args([
+            "--log",
+            "warn",
+            "view",
+            "--json",
+            "--mqtt",
+            &url,
+            "--device",
+            DEV,
+            "--no-video",
+            "--timeout",
+            "5",
+        ])
+        .output()
+        .expect("run campeer view");
+    let said = String::from_utf8_lossy(&stranger.stderr);
+    assert!(!stranger.status.success(), "a stranger got in: {said}");
+    assert!(
+        said.to_lowercase().contains("refused") || said.contains("NotAuthorized"),
+        "{said}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1078,7 +1078,11 @@ async fn unpaired_pages_get_no_video_and_a_revoked_key_stops_at_once() {
     // The view key's page (a background tab now, so Chromium paints it
     // rarely) kept its session.
     assert_eq!(
-        b.eval(view_page, "[window.campeer.state, window.campeer.keyRefused]").await,
+        b.eval(
+            view_page,
+            "[window.campeer.state, window.campeer.keyRefused]"
+        )
+        .await,
         json!(["playing", null]),
         "the other key's page"
     );

@@ -249,16 +249,14 @@ impl Drop for Daemon {
 
 /// Runs `campeer view --json` and returns its report.
 pub async fn view(broker: &Broker, device: &str, extra: &[&str]) -> Value {
+    view_at(&broker.url(), device, extra).await
+}
+
+/// Runs `campeer view --json` against the broker at `url`.
+pub async fn view_at(url: &str, device: &str, extra: &[&str]) -> Value {
     let out = tokio::process::Command::new(BIN)
         .args([
-            "--log",
-            "warn",
-            "view",
-            "--json",
-            "--mqtt",
-            &broker.url(),
-            "--device",
-            device,
+            "--log", "warn", "view", "--json", "--mqtt", url, "--device", device,
         ])
         .args(extra)
         .output()
@@ -308,8 +306,20 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and subscribes to `filters`; returns after the broker acknowledged them.
     pub async fn connect(port: u16, filters: &[String]) -> RawClient {
+        Self::connect_as(port, filters, None).await
+    }
+
+    /// Connects with a user name and password (the own broker's key login).
+    pub async fn connect_as(
+        port: u16,
+        filters: &[String],
+        login: Option<(&str, &str)>,
+    ) -> RawClient {
         let mut opts =
             MqttOptions::new(format!("test-{}", rand::random::<u32>()), "127.0.0.1", port);
+        if let Some((user, pass)) = login {
+            opts.set_credentials(user, pass);
+        }
         opts.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut el): (AsyncClient, EventLoop) = AsyncClient::new(opts, 64);
