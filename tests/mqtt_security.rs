@@ -321,6 +321,11 @@ impl SecureDaemon {
             .args(["--log", "info,campeer=debug", "run", "--config"])
             .arg(&config)
             .args(["--mqtt", &url, "--stats-interval", "0"])
+            // These tests are about the broker's TLS, passwords and ACL,
+            // not offer signing (tests/attacks.rs covers that).
+            .arg("--open-access")
+            .arg("--state-dir")
+            .arg(dir.0.join("state"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -91,6 +91,8 @@ kdeb=$(fetch "$kpkg")
 kver=${kpkg#linux-image-}
 bbdeb=$(fetch busybox-static)
 audeb=$(fetch alsa-utils)
+# The daemon's own MQTT broker is Mosquitto, run by the daemon.
+mqdeb=$(fetch mosquitto)
 
 kdir="$top/kernel-$kver"
 if [ ! -f "$kdir/.done" ]; then
@@ -119,6 +121,12 @@ dpkg-deb -x "$audeb" "$tmpx/au"
 install -m 0755 "$tmpx/bb/bin/busybox" "$img/bin/busybox"
 ln -s busybox "$img/bin/sh"
 install -m 0755 "$tmpx/au/usr/bin/aplay" "$img/usr/bin/aplay"
+mkdir -p "$tmpx/mq"
+dpkg-deb -x "$mqdeb" "$tmpx/mq"
+install -m 0755 "$tmpx/mq/usr/sbin/mosquitto" "$img/usr/sbin/mosquitto"
+# Users the daemon runs Mosquitto as (it drops root to one of them).
+printf 'root:x:0:0:root:/root:/bin/sh\nmosquitto:x:100:101:mosquitto:/nonexistent:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$img/etc/passwd"
+printf 'root:x:0:\nmosquitto:x:101:\nnogroup:x:65534:\n' > "$img/etc/group"
 # Debug info off (line tables are most of the binary); symbols stay for
 # backtraces.
 "$gnu-strip" --strip-debug -o "$img/usr/bin/campeer" "$bin"
@@ -130,7 +138,17 @@ echo "$board" > "$img/etc/campeer/board"
 # target's multiarch packages on this machine (libc6, libasound2, libopus0,
 # libstdc++6 for $arch, installed by scripts/install-cross-deps.sh): one
 # glibc, loader included, as on the Pi.
-libpath=("/lib/$gnu" "/usr/lib/$gnu")
+libpath=("/lib/$gnu" "/usr/lib/$gnu" "$tmpx/libs/lib/$gnu" "$tmpx/libs/usr/lib/$gnu")
+mkdir -p "$tmpx/libs"
+# A library this machine lacks for $arch (Mosquitto's): the package that
+# holds it on the host (mosquitto is installed here for the tests), for
+# $arch, unpacked beside the image.
+fetch_lib() {
+    local pkg
+    pkg=$(dpkg -S "*/$1" 2>/dev/null | head -n1 | cut -d: -f1) || true
+    [ -n "$pkg" ] || return 1
+    dpkg-deb -x "$(fetch "$pkg")" "$tmpx/libs"
+}
 find_lib() {
     local d
     for d in "${libpath[@]}"; do
@@ -139,14 +157,14 @@ find_lib() {
     return 1
 }
 declare -A seen=()
-queue=("$img/usr/bin/campeer" "$img/usr/bin/aplay")
+queue=("$img/usr/bin/campeer" "$img/usr/bin/aplay" "$img/usr/sbin/mosquitto")
 while [ "${#queue[@]}" -gt 0 ]; do
     f=${queue[0]}
     queue=("${queue[@]:1}")
     for need in $("$gnu-readelf" -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
         [ -n "${seen[$need]:-}" ] && continue
         seen[$need]=1
-        src=$(find_lib "$need") || die "library $need (needed by $(basename "$f")) not found in ${libpath[*]}: run scripts/install-cross-deps.sh"
+        src=$(find_lib "$need") || { fetch_lib "$need" && src=$(find_lib "$need"); } || die "library $need (needed by $(basename "$f")) not found in ${libpath[*]}: run scripts/install-cross-deps.sh"
         cp -L "$src" "$img/lib/$need"
         queue+=("$img/lib/$need")
     done
