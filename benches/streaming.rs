@@ -16,14 +16,6 @@ use common::*;
 use serde_json::Value;
 use std::time::Duration;
 
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
 /// The last "stats" line's send_p50_us / send_p95_us from the daemon log.
 fn send_latency(log: &str) -> Option<(f64, f64)> {
     let line = log.lines().rev().find(|l| {

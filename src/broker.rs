@@ -121,7 +121,6 @@ const MAX_QUEUED_BYTES: usize = 1 << 20;
 /// `[a-z0-9_-]`, so none can be this.
 pub const DEVICE_USER: &str = "campeer.device";
 /// What a key's MQTT password is computed over (before the device id).
-pub const PASSWORD_CONTEXT: &str = "campeer-mqtt-v2\n";
 /// How long Mosquitto may take to listen at start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Mosquitto has to exit after SIGTERM before SIGKILL.
@@ -255,24 +254,15 @@ pub enum BrokerError {
 const WHAT_TCP: &str = "MQTT (TCP)";
 const WHAT_WS: &str = "MQTT over WebSocket";
 
-/// The MQTT password of a key on this device:
-/// b64u(HMAC-SHA256(secret, `"campeer-mqtt-v2\n" + device_id`)).
-pub fn key_password(secret: &[u8], device_id: &str) -> String {
-    // HMAC takes a key of any length: new_from_slice cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
-    mac.update(PASSWORD_CONTEXT.as_bytes());
-    mac.update(device_id.as_bytes());
-    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-}
+/// The MQTT password of a key on this device (PROTOCOL.md section 5).
+pub use crate::signaling::auth::key_password;
 
-/// Whether `id` can be a key user: `[a-z0-9_-]{1,63}`. This keeps every
-/// user name free of what the password and ACL files treat specially
-/// (`:`, spaces, line ends) and apart from [`DEVICE_USER`].
+/// Whether `id` can be a key user: the protocol's key ids,
+/// `[a-z0-9][a-z0-9_-]{0,62}`, which keeps every user name free of what
+/// the password and ACL files treat specially (`:`, spaces, line ends) and
+/// apart from [`DEVICE_USER`].
 fn valid_key_id(id: &str) -> bool {
-    (1..=63).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    crate::control::config::is_valid_key_id(id)
 }
 
 /// Finds the Mosquitto binary: `configured`, else `mosquitto` on `PATH`,
@@ -372,23 +362,8 @@ impl Layout {
             path: path.to_owned(),
             source,
         };
-        let tmp = path.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(fail)?;
-            f.write_all(text.as_bytes()).map_err(fail)?;
-            f.sync_all().map_err(fail)?;
-        }
-        if let Some((_, uid, gid)) = &self.owner {
-            std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid)).map_err(fail)?;
-        }
-        std::fs::rename(&tmp, path).map_err(fail)
+        let owner = self.owner.as_ref().map(|(_, uid, gid)| (*uid, *gid));
+        crate::private_file::write_private(path, text.as_bytes(), owner).map_err(fail)
     }
 }
 

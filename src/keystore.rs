@@ -20,8 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -183,7 +182,6 @@ impl KeyStore {
     pub fn save(&self, file: &StoreFile) -> Result<(), KeyStoreError> {
         create_private_dir(&self.dir)?;
         let path = self.path();
-        let tmp = self.dir.join(format!(".{KEYS_FILE}.tmp"));
         let text = format!(
             "# campeer access keys, managed by `campeer keys`. Keep this file private (0600).\n{}",
             toml::to_string(file).map_err(|e| KeyStoreError::Format {
@@ -191,23 +189,11 @@ impl KeyStore {
                 message: e.to_string(),
             })?
         );
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        let owner = std::fs::metadata(&self.dir).map_err(io(&self.dir))?;
+        let dir = std::fs::metadata(&self.dir).map_err(io(&self.dir))?;
         // Only root can give a file away; for anyone else it is theirs already.
-        if unsafe { libc::geteuid() } == 0 {
-            std::os::unix::fs::chown(&tmp, Some(owner.uid()), Some(owner.gid()))
-                .map_err(io(&tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        // SAFETY: geteuid has no preconditions.
+        let owner = (unsafe { libc::geteuid() } == 0).then(|| (dir.uid(), dir.gid()));
+        crate::private_file::write_private(&path, text.as_bytes(), owner).map_err(io(&path))?;
         Ok(())
     }
 

@@ -18,6 +18,7 @@ pub mod encode;
 pub mod keys_cli;
 pub mod keystore;
 pub mod media;
+pub mod private_file;
 pub mod ratelimit;
 pub mod rtc;
 pub mod signaling;

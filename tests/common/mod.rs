@@ -464,6 +464,15 @@ pub fn vp8_only_offer() -> String {
 
 // ---- process figures, for benchmarks and bounded-growth tests ----
 
+/// The `q` quantile (0..=1) of `v` (sorted in place); NaN when empty.
+pub fn pct(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
 pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
