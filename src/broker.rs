@@ -88,12 +88,11 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha512};
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -136,8 +135,6 @@ const LOG_LINE_MAX: usize = 512;
 const LOG_TAIL: usize = 12;
 /// Where Debian installs Mosquitto, when it is not on `PATH`.
 const DEFAULT_MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// One access key as the broker needs it: its id (the MQTT user name) and
 /// its secret (the HMAC key of the MQTT password).
