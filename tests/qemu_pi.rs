@@ -47,7 +47,7 @@ const CHECKS: &[&str] = &[
 ];
 
 /// From qemu's start to the guest's result line, at most.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
+const GUEST_TIMEOUT: Duration = Duration::from_secs(1200);
 
 /// One guest at a time: two TCG guests on two cores would starve each other.
 static ONE_GUEST: Mutex<()> = Mutex::new(());
