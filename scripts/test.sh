@@ -27,6 +27,11 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== viewer page unit tests"
 (cd web && npm test --silent)
+echo "== viewer page in Chromium against a stand-in device (protocol v2 rules)"
+(cd web && npm run --silent test:page)
+# Its own page build replaced web/dist and dropped build-web.sh's stamp:
+# restore both before cargo embeds the page.
+bash scripts/build-web.sh
 echo "== cargo test"
 # Two test threads: the machines have two cores, and media tests want them.
 cargo test --locked --no-fail-fast -- --test-threads=2
