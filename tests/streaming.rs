@@ -127,7 +127,17 @@ async fn broker_restart_neither_stops_video_nor_loses_the_next_offer() {
         "video stopped during the outage: {r}"
     );
     assert!(u(&r, "lost_frames") <= 5, "{r}");
-    // The device is back online and answers the next offer.
+    // The device is back online (its presence says so) and answers the
+    // next offer.
+    wait_status(
+        broker.port,
+        "campeer",
+        "cam-restart",
+        |v| v["state"] == "online",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the device came back online after the broker restart");
     let r2 = view(
         &broker,
         "cam-restart",
