@@ -1,5 +1,5 @@
 //! The device's own MQTT broker: Debian's Mosquitto, run as a child process
-//! that the daemon configures, supervises and stops (PROTOCOL.md section 5,
+//! that the daemon configures, supervises and stops (docs/protocol.md section 5,
 //! "The device's own broker").
 //!
 //! # What runs
@@ -105,7 +105,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 
-/// Largest publish payload the broker forwards, bytes (PROTOCOL.md: 64 KiB).
+/// Largest publish payload the broker forwards, bytes (docs/protocol.md: 64 KiB).
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// Largest MQTT packet a client may send before it is disconnected: a
 /// [`MAX_PAYLOAD`] payload plus room for its topic and header.
@@ -251,7 +251,7 @@ pub enum BrokerError {
 const WHAT_TCP: &str = "MQTT (TCP)";
 const WHAT_WS: &str = "MQTT over WebSocket";
 
-/// The MQTT password of a key on this device (PROTOCOL.md section 5).
+/// The MQTT password of a key on this device (docs/protocol.md section 5).
 pub use crate::signaling::auth::key_password;
 
 /// Whether `id` can be a key user: the protocol's key ids,

@@ -333,7 +333,7 @@ pub struct MqttConfig {
     pub client_id: Option<String>,
     /// Keep-alive interval, seconds (5..=65535). Default 30.
     pub keepalive_secs: u64,
-    /// Largest accepted payload, bytes (PROTOCOL.md: 64 KiB). Default 65536.
+    /// Largest accepted payload, bytes (docs/protocol.md: 64 KiB). Default 65536.
     pub max_payload: usize,
     /// Reconnect backoff floor, milliseconds. Default 250.
     pub reconnect_min_ms: u64,
@@ -374,7 +374,7 @@ pub struct VideoConfig {
     pub fps: u32,
     /// Target bitrate, bits per second, 50_000..=50_000_000. Default 1_000_000.
     pub bitrate: u32,
-    /// Draw the frame stamp (PROTOCOL.md section 7: frame counter and
+    /// Draw the frame stamp (docs/protocol.md section 7: frame counter and
     /// capture time in the top 16 rows) on camera frames too, for measuring
     /// latency and loss end to end. The test source always stamps. Needs a
     /// width of at least 256. Default `false`.

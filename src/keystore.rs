@@ -380,7 +380,7 @@ pub fn merged_keys(configured: Vec<KeyEntry>, stored: &StoreFile) -> Vec<KeyEntr
     keys
 }
 
-/// `<base>#pair=<id>.<secret>` (PROTOCOL.md section 5, pairing link).
+/// `<base>#pair=<id>.<secret>` (docs/protocol.md section 5, pairing link).
 pub fn pairing_link(base_url: &str, key: &StoredKey) -> String {
     format!("{base_url}#pair={}.{}", key.id, key.secret)
 }

@@ -1,4 +1,4 @@
-//! The signaling contract (PROTOCOL.md sections 1-4) against the real daemon
+//! The signaling contract (docs/protocol.md sections 1-4) against the real daemon
 //! and a real Mosquitto: errors, limits, duplicates, cleanup, presence.
 
 mod common;

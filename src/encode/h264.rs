@@ -5,7 +5,7 @@
 //! Output is one Annex B access unit per raw frame. Every IDR carries SPS
 //! and PPS in front of it, so any IDR is a starting point for a new viewer.
 //! Frame skipping is off: each raw frame yields exactly one access unit, so
-//! the frame counter has no gaps (WEBRTC_NOTES.md).
+//! the frame counter has no gaps (docs/webrtc-pitfalls.md, 12).
 
 use super::EncodeError;
 use crate::media::{EncodedFrame, I420Frame};

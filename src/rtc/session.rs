@@ -3,8 +3,8 @@
 //!
 //! Each session is a task that owns its peer connection. It hears from the
 //! session table through a bounded channel (`SessionInput`), from the peer
-//! connection through another (callbacks only forward, WEBRTC_NOTES.md
-//! pitfall 9), and talks to the viewer through the `Outbox`. However it ends,
+//! connection through another (callbacks only forward, docs/webrtc-pitfalls.md,
+//! 9), and talks to the viewer through the `Outbox`. However it ends,
 //! it closes the peer connection explicitly (pitfall 8) and reports `Ended`
 //! to the table.
 
@@ -780,7 +780,7 @@ async fn write_video(
 /// Most data channels one session may open.
 const MAX_DATA_CHANNELS: usize = 4;
 
-/// Serves JSON-RPC on a `control` channel (PROTOCOL.md section 6) and sends
+/// Serves JSON-RPC on a `control` channel (docs/protocol.md section 6) and sends
 /// `gpio.changed` notifications; any other label is closed.
 async fn serve_control(
     id: u64,

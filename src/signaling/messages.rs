@@ -1,4 +1,4 @@
-//! Signaling messages (PROTOCOL.md section 3), both directions.
+//! Signaling messages (docs/protocol.md section 3), both directions.
 //!
 //! Every type here serializes to, and parses from, exactly the JSON of the
 //! protocol, so the device and the project's viewer share one definition.
@@ -131,7 +131,7 @@ impl fmt::Display for ByeReason {
     }
 }
 
-/// The `auth` object of an offer (PROTOCOL.md section 5). Parsing checks
+/// The `auth` object of an offer (docs/protocol.md section 5). Parsing checks
 /// shapes only (three strings): whether the key exists, the role is
 /// `view`/`control` and allowed, and the signature is right is decided by
 /// `signaling::auth`, and answered with `unauthorized`.
@@ -242,13 +242,13 @@ impl ViewerMessage {
 }
 
 impl DeviceMessage {
-    /// The message as JSON with `mac` added when there is one (PROTOCOL.md
+    /// The message as JSON with `mac` added when there is one (docs/protocol.md
     /// section 5: every message of a signed session after the offer).
     pub fn to_json_with_mac(&self, mac: Option<&str>) -> String {
         with_mac(self, mac)
     }
 
-    /// `type` and `body` of the message's `mac` (PROTOCOL.md section 5).
+    /// `type` and `body` of the message's `mac` (docs/protocol.md section 5).
     pub fn mac_input(&self) -> (&'static str, String) {
         match self {
             DeviceMessage::Answer { sdp } => ("answer", sdp.clone()),

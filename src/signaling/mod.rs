@@ -1,4 +1,4 @@
-//! The wire protocol (PROTOCOL.md) and its MQTT transport.
+//! The wire protocol (docs/protocol.md) and its MQTT transport.
 pub mod auth;
 
 pub mod messages;

@@ -1,6 +1,6 @@
 //! `campeer view`: the project's own viewer client.
 //!
-//! It speaks PROTOCOL.md as any viewer would: offers recvonly video and a
+//! It speaks docs/protocol.md as any viewer would: offers recvonly video and a
 //! `control` data channel over MQTT, trickles candidates, decodes the H.264
 //! it receives with openh264, reads the frame stamps, and reports frame
 //! count, lost frames, time to first frame and capture-to-decode latency.

@@ -6,7 +6,7 @@
 //! `POST /claim` (pairing a new device), and MQTT over WebSocket at
 //! `/mqtt`, bridged to the broker's TCP port (`ws_bridge`). The page does
 //! everything else itself in the browser: it speaks MQTT and WebRTC to the
-//! device (PROTOCOL.md), so this server holds no state and sees no media.
+//! device (docs/protocol.md), so this server holds no state and sees no media.
 //!
 //! What it accepts (docs/viewer.md, "What the page server accepts"):
 //! connections under the caps and deadlines of `server`; requests whose
@@ -53,7 +53,7 @@ pub struct PageConfig {
     pub ws_port: Option<u16>,
     /// The WebSocket path used with `ws_port`, e.g. `/mqtt`.
     pub ws_path: String,
-    /// `open` or `signed` (PROTOCOL.md section 5): whether the page asks
+    /// `open` or `signed` (docs/protocol.md section 5): whether the page asks
     /// for an access key. The device's presence has the last word.
     pub auth: String,
     /// STUN/TURN servers for the page's RTCPeerConnection, shaped like the
