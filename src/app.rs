@@ -19,6 +19,10 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { file } => {
             let text = crate::config::check_config(&file)?;
+            // Validation reads no file; the files the settings name are
+            // checked here as the daemon would at start-up.
+            let config = crate::config::Config::load_layered(Some(&file), None)?;
+            daemon::startup_checks(&config)?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }

@@ -10,11 +10,17 @@
 //! `Display`, and in [`Config::to_toml_string`].
 //!
 //! See docs/configuration.md for every key, and examples/campeer.toml.
+//!
+//! Configuration is data: validation reads no file and opens no socket,
+//! and this module depends on no part of the daemon that uses it (no
+//! signaling, WebRTC or web code). Checks that need I/O (TLS and password
+//! files, key files) run at start-up in `daemon::startup_checks`.
+
+pub mod mqtt;
 
 use crate::control::config::{
     validate_gpio, AccessConfig, ConfigError as ControlConfigError, GpioConfig,
 };
-use crate::signaling::topics::validate_device_id;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -233,8 +239,7 @@ impl HttpConfig {
             ));
         }
         for (i, o) in self.allowed_origins.iter().enumerate() {
-            crate::web::guard::normalize_origin(o)
-                .map_err(|e| invalid(format!("http.allowed_origins[{i}]"), e))?;
+            normalize_origin(o).map_err(|e| invalid(format!("http.allowed_origins[{i}]"), e))?;
         }
         for (i, h) in self.hosts.iter().enumerate() {
             let ok = h.len() <= 253
@@ -742,12 +747,54 @@ impl MqttConfig {
                 ),
             ));
         }
-        // The TLS and password settings: consistent with each other and the
-        // URL, and every file named readable and well-formed (so a bad file
-        // stops the daemon at start-up, naming it).
-        crate::signaling::mqtt_options::check(self, &target)
-            .map_err(|e| invalid(e.setting.key(), e.message))
+        // The TLS and password settings agree with each other and the URL.
+        // Whether the files they name can be read is a start-up check
+        // (`daemon::startup_checks`): validation reads no file.
+        mqtt::check_consistency(self, &target).map_err(|e| invalid(e.setting.key(), e.message))
     }
+}
+
+/// Whether `id` is a valid device id: `[a-z0-9][a-z0-9_-]{0,62}`.
+pub fn validate_device_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    match bytes.first() {
+        Some(first) if first.is_ascii_lowercase() || first.is_ascii_digit() => {}
+        _ => return false,
+    }
+    bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Longest origin text looked at, bytes.
+const MAX_ORIGIN_LEN: usize = 300;
+
+/// An origin in its serialized form (`https://ha.example:8123`, default
+/// port left out), or why the text is not one. Accepts `http` and `https`
+/// only, and no user, path, query or fragment (a lone `/` is tolerated).
+pub fn normalize_origin(text: &str) -> Result<String, String> {
+    if text.len() > MAX_ORIGIN_LEN {
+        return Err("too long".into());
+    }
+    let u = url::Url::parse(text).map_err(|e| format!("{text:?} is not an origin: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{text:?}: the scheme must be http or https"));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !u.username().is_empty()
+        || u.password().is_some()
+        || u.path() != "/"
+        || u.query().is_some()
+        || u.fragment().is_some()
+    {
+        return Err(format!(
+            "{text:?} must be only scheme://host[:port], e.g. https://ha.example:8123"
+        ));
+    }
+    Ok(u.origin().ascii_serialization())
 }
 
 /// Checks a topic prefix: non-empty, no wildcards, no leading or trailing
@@ -1543,17 +1590,15 @@ mod tests {
     }
 
     #[test]
-    fn mqtt_tls_and_password_settings_are_validated() {
+    fn mqtt_tls_and_password_settings_are_validated_without_reading_files() {
         let mut c = valid();
         c.mqtt.ca_file = Some("/etc/campeer/ca.pem".into());
         let msg = refused(&c, "mqtt.ca_file");
         assert!(msg.contains("mqtts://"), "{msg}");
         c.mqtt.url = "mqtts://u:hunter2@h".into();
-        let msg = refused(&c, "mqtt.ca_file");
-        assert!(
-            msg.contains("cannot read /etc/campeer/ca.pem") && !msg.contains("hunter2"),
-            "{msg}"
-        );
+        // Consistent settings pass: whether the file exists is a start-up
+        // check (daemon::startup_checks), not validation.
+        c.validate().unwrap();
         c.mqtt.ca_file = None;
         c.mqtt.client_cert = Some("/etc/campeer/cam1.crt".into());
         refused(&c, "mqtt.client_key");
@@ -1567,14 +1612,7 @@ mod tests {
         c.mqtt.url = "mqtts://h".into();
         refused(&c, "mqtt.password_file");
         c.mqtt.username = Some("cam1".into());
-        let msg = refused(&c, "mqtt.password_file");
-        assert!(msg.contains("cannot read /etc/campeer/mqtt.pass"), "{msg}");
-        let pass = temp_path("mqtt.pass");
-        std::fs::write(&pass, "pw\n").unwrap();
-        c.mqtt.password_file = Some(pass.clone());
-        let ok = c.validate();
-        let _ = std::fs::remove_file(&pass);
-        ok.unwrap();
+        c.validate().unwrap();
         c.mqtt.username = Some("other".into());
         c.mqtt.url = "mqtts://cam1@h".into();
         refused(&c, "mqtt.username");

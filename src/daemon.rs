@@ -3,8 +3,13 @@
 //!
 //! One task owns the session table and reacts to three inputs: signaling
 //! messages from the link, events from sessions, and a periodic tick (early
-//! candidate expiry, presence, stats). Shutdown closes every session with
-//! `bye`, publishes offline presence and stops within about two seconds.
+//! candidate expiry, nonce rotation, key reloads, presence, watchdog,
+//! stats). What the tick decides about presence, the watchdog and stats is
+//! [`housekeeping`], pure and tested in simulated time; this module only
+//! carries it out. Shutdown closes every session with `bye`, publishes
+//! offline presence and stops within about two seconds.
+
+pub mod housekeeping;
 
 use crate::access::AccessState;
 use crate::broker::{BrokerKey, BrokerSettings, ManagedBroker};
@@ -33,6 +38,7 @@ use crate::supervisor::{Health, MediaHealth, Supervisor};
 use crate::web::ClaimOutcome;
 use crate::web::{PageConfig, PageIceServer};
 use anyhow::Context;
+use housekeeping::{EncodeTotals, Housekeeping, TickActions, TickInput};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,10 +61,24 @@ impl Default for RunOptions {
     }
 }
 
-/// Shortest gap between two presence publications caused by session changes.
-const PRESENCE_MIN_GAP: Duration = Duration::from_millis(500);
 /// How long shutdown waits for sessions to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1200);
+/// The housekeeping tick.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Checks that need I/O, before anything starts: the MQTT TLS and password
+/// files of an external broker can be read and parsed (validation only
+/// checked that the settings agree). Key files are read by
+/// [`AccessState::start`], GPIO chips opened by the daemon itself; each
+/// failure names the file or key it is about.
+pub fn startup_checks(config: &Config) -> anyhow::Result<()> {
+    if config.broker.embedded {
+        return Ok(());
+    }
+    let target = MqttTarget::parse(&config.mqtt.url).context("mqtt.url")?;
+    crate::signaling::mqtt_options::check(&config.mqtt, &target)
+        .map_err(|e| anyhow::anyhow!("invalid {}: {}", e.setting.key(), e.message))
+}
 
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(
@@ -66,298 +86,386 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // Outputs first, before the broker, the page or the camera: each goes to
-    // its safe value, then to its initial one.
-    let gpio = if config.gpio.is_empty() {
-        GpioBank::empty()
-    } else {
-        cdev::open_bank(&config.gpio).context("gpio")?
-    };
-    // Keys before the broker: its password file is made from them.
-    let (authz, access) =
-        AccessState::start(&config, crate::clock::monotonic_us()).context("access")?;
-    let access = Arc::new(std::sync::Mutex::new(access));
-    let broker = start_broker(&config, &broker_keys(lock(&access).keys()))?;
-    let (mqtt_config, target, client_id) = match &broker {
-        Some(b) => own_broker_link(&config.mqtt, b)?,
-        None => (
-            config.mqtt.clone(),
-            MqttTarget::parse(&config.mqtt.url).context("mqtt url")?,
-            config.effective_client_id(),
-        ),
-    };
-    let topics = Topics::new(&config.mqtt.prefix, &config.device_id);
-    info!(device = %config.device_id, broker = %target, prefix = %config.mqtt.prefix,
-          video = %config.video.source, max_sessions = config.webrtc.max_sessions, "campeer starting");
+    startup_checks(&config)?;
+    let mut daemon = Daemon::start(config, opts).await?;
+    daemon.serve(shutdown).await;
+    daemon.stop().await;
+    Ok(())
+}
 
-    let video = start_video(&config)?;
-    let audio = start_audio(&config)?;
-    let audio_info = audio.as_ref().map(|_| AudioInfo {
-        codec: "opus".into(),
-        rate: 48_000,
-        channels: config.audio.channels,
-    });
-    let video_info = video.as_ref().map(|p| {
-        let f = p.format();
-        VideoInfo {
-            codec: "H264".into(),
-            width: f.width,
-            height: f.height,
-            fps: f.fps,
-        }
-    });
+/// What the presence document says besides the session count and nonce.
+struct PresenceInfo {
+    device_id: String,
+    max_sessions: usize,
+    auth: AuthMode,
+    video: Option<VideoInfo>,
+    audio: Option<AudioInfo>,
+    controls: Vec<ControlInfo>,
+}
 
-    let _input_watcher = gpio.spawn_input_watcher().context("gpio inputs")?;
-    let controls: Vec<ControlInfo> = gpio
-        .controls()
-        .into_iter()
-        .map(|c| ControlInfo {
-            name: c.name,
-            direction: match c.direction {
-                Direction::Input => ControlDirection::Input,
-                Direction::Output => ControlDirection::Output,
-            },
-        })
-        .collect();
-    let auth_mode = if authz.is_open() {
-        AuthMode::Open
-    } else {
-        AuthMode::Signed
-    };
-
-    let t = Instant::now();
-    let engine = RtcEngine::new(&config.webrtc, Role::Answerer)?;
-    info!(
-        ms = t.elapsed().as_millis() as u64,
-        "DTLS certificate ready"
-    );
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let http_task = start_http(
-        &config,
-        broker.as_ref(),
-        authz.mode(),
-        access.clone(),
-        stop_rx.clone(),
-    )
-    .await;
-    let offline = Presence::offline(&config.device_id).to_json().into_bytes();
-    let (link, mut link_rx, link_task) = MqttLink::start(
-        &mqtt_config,
-        &target,
-        &client_id,
-        topics.clone(),
-        offline.clone(),
-        stop_rx,
-    )
-    .context("MQTT connection")?;
-
-    let presence = |sessions: usize, nonce: Option<&str>| {
+impl PresenceInfo {
+    fn online(&self, sessions: usize, nonce: Option<&str>) -> Presence {
         Presence::online(
-            &config.device_id,
+            &self.device_id,
             env!("CARGO_PKG_VERSION"),
             sessions,
-            config.webrtc.max_sessions,
-            auth_mode,
-            video_info.clone(),
-            audio_info.clone(),
-            controls.clone(),
+            self.max_sessions,
+            self.auth,
+            self.video.clone(),
+            self.audio.clone(),
+            self.controls.clone(),
         )
         .with_nonce(nonce)
-    };
-    // device.info answers with the latest presence document.
-    let current = Arc::new(std::sync::Mutex::new(presence(0, authz.nonce()).to_json()));
-    let presence_fn = {
-        let current = current.clone();
-        Arc::new(move || {
-            let text = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-        })
-    };
-    let keyframe_fn = {
-        let video = video.clone();
-        Arc::new(move || {
-            if let Some(v) = &video {
-                v.request_keyframe();
-            }
-        })
-    };
-    let control = Arc::new(ControlContext::new(gpio.clone(), presence_fn, keyframe_fn));
-    let publish_presence = |table: &SessionTable| {
-        let text = presence(table.len(), table.authz().nonce()).to_json();
-        *current.lock().unwrap_or_else(|p| p.into_inner()) = text.clone();
-        link.publish_status(text.into_bytes());
-    };
+    }
+}
 
-    let metrics = Arc::new(Metrics::default());
-    let outbox = Arc::new(link.clone()) as Arc<dyn Outbox>;
-    let ctx = Arc::new(SessionContext {
-        engine,
-        audio: audio.clone(),
-        control,
-        video: video.clone(),
-        outbox: outbox.clone(),
-        connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_secs),
-        disconnected_timeout: Duration::from_secs(config.webrtc.disconnected_timeout_secs),
-        metrics: metrics.clone(),
-    });
-    let (ev_tx, mut ev_rx) = mpsc::channel(256);
-    let mut table = SessionTable::new(
-        Arc::new(TaskSpawner(ctx)),
-        outbox,
-        authz,
-        &config.device_id,
-        TableLimits {
+/// The running daemon: everything the loop owns.
+struct Daemon {
+    config: Config,
+    target: MqttTarget,
+    gpio: GpioBank,
+    access: SharedAccess,
+    broker: Option<ManagedBroker>,
+    video: Option<Arc<VideoPipeline>>,
+    audio: Option<Arc<AudioPipeline>>,
+    link: MqttLink,
+    link_rx: mpsc::Receiver<LinkEvent>,
+    link_task: tokio::task::JoinHandle<()>,
+    http_task: Option<tokio::task::JoinHandle<()>>,
+    stop_tx: watch::Sender<bool>,
+    table: SessionTable,
+    ev_rx: mpsc::Receiver<SessionEvent>,
+    metrics: Arc<Metrics>,
+    presence: PresenceInfo,
+    /// The latest presence document, for `device.info`.
+    current: Arc<std::sync::Mutex<String>>,
+    offline: Vec<u8>,
+    supervisor: Supervisor,
+    health: MediaHealth,
+    chores: Housekeeping,
+}
+
+impl Daemon {
+    /// Outputs, keys, broker, media, page, link and session table, in
+    /// that order.
+    async fn start(config: Config, opts: RunOptions) -> anyhow::Result<Daemon> {
+        // Outputs first, before the broker, the page or the camera: each
+        // goes to its safe value, then to its initial one.
+        let gpio = if config.gpio.is_empty() {
+            GpioBank::empty()
+        } else {
+            cdev::open_bank(&config.gpio).context("gpio")?
+        };
+        // Keys before the broker: its password file is made from them.
+        let (authz, access) =
+            AccessState::start(&config, crate::clock::monotonic_us()).context("access")?;
+        let access = Arc::new(std::sync::Mutex::new(access));
+        let broker = start_broker(&config, &broker_keys(lock(&access).keys()))?;
+        let (mqtt_config, target, client_id) = match &broker {
+            Some(b) => own_broker_link(&config.mqtt, b)?,
+            None => (
+                config.mqtt.clone(),
+                MqttTarget::parse(&config.mqtt.url).context("mqtt url")?,
+                config.effective_client_id(),
+            ),
+        };
+        let topics = Topics::new(&config.mqtt.prefix, &config.device_id);
+        info!(device = %config.device_id, broker = %target, prefix = %config.mqtt.prefix,
+              video = %config.video.source, max_sessions = config.webrtc.max_sessions, "campeer starting");
+
+        let video = start_video(&config)?;
+        let audio = start_audio(&config)?;
+        // Inputs are polled by their own task for as long as the bank lives.
+        drop(gpio.spawn_input_watcher().context("gpio inputs")?);
+        let presence = PresenceInfo {
+            device_id: config.device_id.clone(),
             max_sessions: config.webrtc.max_sessions,
-            max_pending: config.webrtc.max_pending,
-            max_payload: config.mqtt.max_payload,
-            offer_rate: config.webrtc.offer_rate,
-            offer_burst: config.webrtc.offer_burst,
-        },
-        ev_tx,
-    );
-
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut supervisor = Supervisor::new();
-    let mut health = MediaHealth::default();
-    let mut pinged_at = Instant::now();
-    let mut presence_dirty = false;
-    let mut presence_at = Instant::now() - PRESENCE_MIN_GAP;
-    let mut stats_at = Instant::now();
-    let mut last_frames = video
-        .as_ref()
-        .map(|p| p.stats().frames_encoded)
-        .unwrap_or(0);
-    tokio::pin!(shutdown);
-
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            ev = link_rx.recv() => match ev {
-                Some(LinkEvent::Connected) => {
-                    let status = format!("online as {} on {}", config.device_id, target);
-                    if !supervisor.is_ready() {
-                        info!("{status}");
-                    }
-                    supervisor.ready(&status);
-                    publish_presence(&table);
-                    presence_at = Instant::now();
-                    presence_dirty = false;
-                }
-                Some(LinkEvent::Disconnected) => {}
-                Some(LinkEvent::Message { sid, payload }) => {
-                    let before = table.len();
-                    table.handle_message(&sid, &payload, crate::clock::monotonic_us());
-                    presence_dirty |= table.len() != before;
-                }
-                None => {
-                    warn!("MQTT link task ended unexpectedly");
-                    break;
-                }
+            auth: if authz.is_open() {
+                AuthMode::Open
+            } else {
+                AuthMode::Signed
             },
-            Some(ev) = ev_rx.recv() => {
-                if let SessionEvent::Ended { .. } = ev {
-                    presence_dirty |= table.handle_event(ev);
-                } else {
+            video: video.as_ref().map(|p| video_info(p)),
+            audio: audio.as_ref().map(|_| AudioInfo {
+                codec: "opus".into(),
+                rate: 48_000,
+                channels: config.audio.channels,
+            }),
+            controls: control_infos(&gpio),
+        };
+
+        let t = Instant::now();
+        let engine = RtcEngine::new(&config.webrtc, Role::Answerer)?;
+        info!(
+            ms = t.elapsed().as_millis() as u64,
+            "DTLS certificate ready"
+        );
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let http_task = start_http(
+            &config,
+            broker.as_ref(),
+            authz.mode(),
+            access.clone(),
+            stop_rx.clone(),
+        )
+        .await;
+        let offline = Presence::offline(&config.device_id).to_json().into_bytes();
+        let (link, link_rx, link_task) = MqttLink::start(
+            &mqtt_config,
+            &target,
+            &client_id,
+            topics,
+            offline.clone(),
+            stop_rx,
+        )
+        .context("MQTT connection")?;
+
+        let current = Arc::new(std::sync::Mutex::new(
+            presence.online(0, authz.nonce()).to_json(),
+        ));
+        let control = control_context(&gpio, &current, &video);
+        let metrics = Arc::new(Metrics::default());
+        let outbox = Arc::new(link.clone()) as Arc<dyn Outbox>;
+        let ctx = Arc::new(SessionContext {
+            engine,
+            audio: audio.clone(),
+            control,
+            video: video.clone(),
+            outbox: outbox.clone(),
+            connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_secs),
+            disconnected_timeout: Duration::from_secs(config.webrtc.disconnected_timeout_secs),
+            metrics: metrics.clone(),
+        });
+        let (ev_tx, ev_rx) = mpsc::channel(256);
+        let table = SessionTable::new(
+            Arc::new(TaskSpawner(ctx)),
+            outbox,
+            authz,
+            &config.device_id,
+            table_limits(&config),
+            ev_tx,
+        );
+        let supervisor = Supervisor::new();
+        let chores = Housekeeping::new(
+            crate::clock::monotonic_us(),
+            supervisor.ping_every().map(|d| d.as_micros() as u64),
+            opts.stats_interval.as_micros() as u64,
+            encode_totals(video.as_deref()),
+        );
+        Ok(Daemon {
+            config,
+            target,
+            gpio,
+            access,
+            broker,
+            video,
+            audio,
+            link,
+            link_rx,
+            link_task,
+            http_task,
+            stop_tx,
+            table,
+            ev_rx,
+            metrics,
+            presence,
+            current,
+            offline,
+            supervisor,
+            health: MediaHealth::default(),
+            chores,
+        })
+    }
+
+    /// The loop: link messages, session events and the tick, until
+    /// `shutdown` resolves or the link task ends.
+    async fn serve(&mut self, shutdown: impl Future<Output = ()>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                ev = self.link_rx.recv() => match ev {
+                    Some(ev) => self.on_link(ev),
+                    None => {
+                        warn!("MQTT link task ended unexpectedly");
+                        return;
+                    }
+                },
+                Some(ev) = self.ev_rx.recv() => {
+                    if self.table.handle_event(ev) {
+                        self.chores.presence_changed();
+                    }
+                }
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Connected => {
+                let status = format!("online as {} on {}", self.config.device_id, self.target);
+                if !self.supervisor.is_ready() {
+                    info!("{status}");
+                }
+                self.supervisor.ready(&status);
+                self.publish_presence();
+                self.chores.connected(crate::clock::monotonic_us());
+            }
+            LinkEvent::Disconnected => {}
+            LinkEvent::Message { sid, payload } => {
+                let before = self.table.len();
+                self.table
+                    .handle_message(&sid, &payload, crate::clock::monotonic_us());
+                if self.table.len() != before {
+                    self.chores.presence_changed();
+                }
+            }
+        }
+    }
+
+    /// Table timers, nonce rotation, key reloads, then what housekeeping
+    /// decides.
+    fn on_tick(&mut self) {
+        let now_us = crate::clock::monotonic_us();
+        self.table.expire(now_us);
+        if self
+            .table
+            .rotate_nonce_if_due(now_us, crate::keystore::random_nonce)
+        {
+            self.chores.presence_changed();
+        }
+        self.reload_keys();
+        let media = match &self.video {
+            Some(p) => self.health.check(&p.stats(), now_us),
+            None => Health::Ok,
+        };
+        let actions = self.chores.tick(&TickInput {
+            now_us,
+            media,
+            encode: encode_totals(self.video.as_deref()),
+        });
+        self.carry_out(actions);
+    }
+
+    /// A changed key file: new keys for the table (closing sessions of
+    /// revoked keys) and for the own broker's password file.
+    fn reload_keys(&mut self) {
+        let reloaded = lock(&self.access).reload_if_changed();
+        if let Some(keys) = reloaded {
+            if let Some(b) = &self.broker {
+                if let Err(e) = b.update_keys(&broker_keys(&keys)) {
+                    warn!("the own broker did not take the new keys: {e}");
+                }
+            }
+            let closed = self.table.set_keys(keys);
+            if closed > 0 {
+                info!(closed, "sessions of revoked keys closed");
+            }
+        }
+        if self.table.key_used(crate::keystore::ADMIN_KEY) {
+            lock(&self.access).admin_used();
+        }
+    }
+
+    fn carry_out(&mut self, actions: TickActions) {
+        if actions.ping_watchdog {
+            self.supervisor.alive();
+        }
+        if let Some(verdict) = actions.withheld {
+            // No ping: systemd's watchdog restarts the daemon.
+            warn!(
+                ?verdict,
+                "media loop stalled; withholding the watchdog ping"
+            );
+        }
+        if actions.publish_presence {
+            self.publish_presence();
+        }
+        if let Some(line) = actions.stats {
+            let lat = self.metrics.take_send_latency();
+            info!(
+                sessions = self.table.len(),
+                fps = format!("{:.1}", line.fps),
+                encode_ms = format!("{:.2}", line.encode_ms),
+                send_p50_us = lat.p50_us,
+                send_p95_us = lat.p95_us,
+                send_samples = lat.samples,
+                keyframe_requests = self.metrics.keyframe_requests(),
+                "stats"
+            );
+        }
+    }
+
+    fn publish_presence(&self) {
+        let text = self
+            .presence
+            .online(self.table.len(), self.table.authz().nonce())
+            .to_json();
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = text.clone();
+        self.link.publish_status(text.into_bytes());
+    }
+
+    /// Closes every session (`bye`), puts outputs at their safe values,
+    /// says offline, then stops the link, the page, the broker and the
+    /// pipelines.
+    async fn stop(self) {
+        let Daemon {
+            config,
+            gpio,
+            broker,
+            video,
+            audio,
+            link,
+            link_task,
+            http_task,
+            stop_tx,
+            mut table,
+            mut ev_rx,
+            offline,
+            supervisor,
+            ..
+        } = self;
+        info!(sessions = table.len(), "shutting down");
+        supervisor.stopping();
+        table.close_all(ByeReason::Shutdown);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while !table.is_empty() {
+            match tokio::time::timeout_at(deadline, ev_rx.recv()).await {
+                Ok(Some(ev)) => {
                     table.handle_event(ev);
                 }
-            }
-            _ = tick.tick() => {
-                let now = Instant::now();
-                let now_us = crate::clock::monotonic_us();
-                table.expire(now_us);
-                if table.rotate_nonce_if_due(now_us, crate::keystore::random_nonce) {
-                    presence_dirty = true;
-                }
-                let reloaded = lock(&access).reload_if_changed();
-                if let Some(keys) = reloaded {
-                    if let Some(b) = &broker {
-                        if let Err(e) = b.update_keys(&broker_keys(&keys)) {
-                            warn!("the own broker did not take the new keys: {e}");
-                        }
-                    }
-                    let closed = table.set_keys(keys);
-                    if closed > 0 {
-                        info!(closed, "sessions of revoked keys closed");
-                    }
-                }
-                if table.key_used(crate::keystore::ADMIN_KEY) {
-                    lock(&access).admin_used();
-                }
-                if let Some(every) = supervisor.ping_every() {
-                    if now.duration_since(pinged_at) >= every {
-                        let verdict = video
-                            .as_ref()
-                            .map(|p| health.check(&p.stats(), crate::clock::monotonic_us()))
-                            .unwrap_or(Health::Ok);
-                        if verdict == Health::Ok {
-                            supervisor.alive();
-                            pinged_at = now;
-                        } else {
-                            // No ping: systemd's watchdog restarts the daemon.
-                            warn!(?verdict, "media loop stalled; withholding the watchdog ping");
-                        }
-                    }
-                }
-                if presence_dirty && now.duration_since(presence_at) >= PRESENCE_MIN_GAP {
-                    publish_presence(&table);
-                    presence_at = now;
-                    presence_dirty = false;
-                }
-                if !opts.stats_interval.is_zero() && now.duration_since(stats_at) >= opts.stats_interval {
-                    let secs = now.duration_since(stats_at).as_secs_f64();
-                    stats_at = now;
-                    let lat = metrics.take_send_latency();
-                    let (fps, encode_ms) = match &video {
-                        Some(p) => {
-                            let s = p.stats();
-                            let fps = (s.frames_encoded - last_frames) as f64 / secs;
-                            last_frames = s.frames_encoded;
-                            let avg = if s.frames_encoded > 0 { s.total_encode_us as f64 / s.frames_encoded as f64 / 1000.0 } else { 0.0 };
-                            (fps, avg)
-                        }
-                        None => (0.0, 0.0),
-                    };
-                    info!(sessions = table.len(), fps = format!("{fps:.1}"), encode_ms = format!("{encode_ms:.2}"),
-                          send_p50_us = lat.p50_us, send_p95_us = lat.p95_us, send_samples = lat.samples,
-                          keyframe_requests = metrics.keyframe_requests(), "stats");
-                }
+                _ => break,
             }
         }
+        match gpio.safe_all() {
+            Ok(()) if !config.gpio.is_empty() => info!("every output is at its safe value"),
+            Ok(()) => {}
+            Err(e) => warn!("could not put every output in its safe state: {e}"),
+        }
+        link.publish_status(offline);
+        link.disconnect();
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_millis(1000), link_task).await;
+        if let Some(t) = http_task {
+            let _ = tokio::time::timeout(Duration::from_millis(300), t).await;
+        }
+        if let Some(b) = broker {
+            // Blocking: SIGTERM to Mosquitto and a wait for it (bounded).
+            let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+        }
+        // Sessions are gone; dropping the table drops the last other
+        // references to the pipelines, so their threads can be joined.
+        drop(table);
+        stop_pipelines(video, audio);
+        info!("stopped");
     }
+}
 
-    info!(sessions = table.len(), "shutting down");
-    supervisor.stopping();
-    table.close_all(ByeReason::Shutdown);
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    while !table.is_empty() {
-        match tokio::time::timeout_at(deadline, ev_rx.recv()).await {
-            Ok(Some(ev)) => {
-                table.handle_event(ev);
-            }
-            _ => break,
-        }
-    }
-    match gpio.safe_all() {
-        Ok(()) if !config.gpio.is_empty() => info!("every output is at its safe value"),
-        Ok(()) => {}
-        Err(e) => warn!("could not put every output in its safe state: {e}"),
-    }
-    link.publish_status(offline);
-    link.disconnect();
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_millis(1000), link_task).await;
-    if let Some(t) = http_task {
-        let _ = tokio::time::timeout(Duration::from_millis(300), t).await;
-    }
-    if let Some(b) = broker {
-        // Blocking: SIGTERM to Mosquitto and a wait for it (bounded).
-        let _ = tokio::task::spawn_blocking(move || b.stop()).await;
-    }
-    // Sessions are gone; dropping the table drops the last other references
-    // to the pipelines, so their threads can be joined.
-    drop(table);
+fn stop_pipelines(video: Option<Arc<VideoPipeline>>, audio: Option<Arc<AudioPipeline>>) {
     if let Some(v) = video {
         match Arc::try_unwrap(v) {
             Ok(p) => p.stop(),
@@ -374,8 +482,74 @@ pub async fn run(
             }
         }
     }
-    info!("stopped");
-    Ok(())
+}
+
+fn table_limits(config: &Config) -> TableLimits {
+    TableLimits {
+        max_sessions: config.webrtc.max_sessions,
+        max_pending: config.webrtc.max_pending,
+        max_payload: config.mqtt.max_payload,
+        offer_rate: config.webrtc.offer_rate,
+        offer_burst: config.webrtc.offer_burst,
+    }
+}
+
+fn encode_totals(video: Option<&VideoPipeline>) -> EncodeTotals {
+    video.map_or_else(EncodeTotals::default, |p| {
+        let s = p.stats();
+        EncodeTotals {
+            frames_encoded: s.frames_encoded,
+            total_encode_us: s.total_encode_us,
+        }
+    })
+}
+
+fn video_info(p: &VideoPipeline) -> VideoInfo {
+    let f = p.format();
+    VideoInfo {
+        codec: "H264".into(),
+        width: f.width,
+        height: f.height,
+        fps: f.fps,
+    }
+}
+
+fn control_infos(gpio: &GpioBank) -> Vec<ControlInfo> {
+    gpio.controls()
+        .into_iter()
+        .map(|c| ControlInfo {
+            name: c.name,
+            direction: match c.direction {
+                Direction::Input => ControlDirection::Input,
+                Direction::Output => ControlDirection::Output,
+            },
+        })
+        .collect()
+}
+
+/// The data channel's context: GPIO, `device.info` (the latest presence
+/// document) and keyframe requests.
+fn control_context(
+    gpio: &GpioBank,
+    current: &Arc<std::sync::Mutex<String>>,
+    video: &Option<Arc<VideoPipeline>>,
+) -> Arc<ControlContext> {
+    let presence_fn = {
+        let current = current.clone();
+        Arc::new(move || {
+            let text = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+        })
+    };
+    let keyframe_fn = {
+        let video = video.clone();
+        Arc::new(move || {
+            if let Some(v) = &video {
+                v.request_keyframe();
+            }
+        })
+    };
+    Arc::new(ControlContext::new(gpio.clone(), presence_fn, keyframe_fn))
 }
 
 fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {

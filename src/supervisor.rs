@@ -20,7 +20,7 @@ pub struct MediaHealth {
 }
 
 /// What `MediaHealth::check` found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
     Ok,
     /// The capture thread has not looped for this long (µs): a hung driver.

@@ -5,7 +5,7 @@
 //! Output is one Annex B access unit per raw frame. Every IDR carries SPS
 //! and PPS in front of it, so any IDR is a starting point for a new viewer.
 //! Frame skipping is off: each raw frame yields exactly one access unit, so
-//! the frame counter has no gaps (docs/webrtc-pitfalls.md, 12).
+//! the frame counter has no gaps (docs/design.md, pitfall 12).
 
 use super::EncodeError;
 use crate::media::{EncodedFrame, I420Frame};
@@ -39,7 +39,7 @@ impl EncoderSettings {
     pub fn validate(&self) -> Result<(), EncodeError> {
         let reason = if self.width == 0 || self.height == 0 {
             Some("width and height must be non-zero")
-        } else if self.width % 2 != 0 || self.height % 2 != 0 {
+        } else if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
             Some("width and height must be even")
         } else if self.width.max(self.height) > 3840 || self.width.min(self.height) > 2160 {
             Some("openh264 encodes at most 3840x2160")

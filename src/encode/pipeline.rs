@@ -562,7 +562,7 @@ fn encode_loop(
             Ok(None) => debug!(seq = frame.seq, "encoder produced no output for a frame"),
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 100 == 0 {
+                if failures == 1 || failures.is_multiple_of(100) {
                     warn!(seq = frame.seq, failures, "encode failed: {e}");
                 }
                 // A fresh encoder after a failure, so a bad internal state

@@ -208,7 +208,7 @@ impl MediaError {
 pub fn validate_size(width: u32, height: u32, fps: u32) -> Result<(), MediaError> {
     let reason = if width == 0 || height == 0 {
         Some("width and height must be non-zero")
-    } else if width % 2 != 0 || height % 2 != 0 {
+    } else if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
         Some("width and height must be even (I420 halves both for chroma)")
     } else if width.max(height) > MAX_WIDTH || width.min(height) > MAX_HEIGHT {
         Some("larger than 3840x2160, the encoder's limit")

@@ -245,7 +245,7 @@ fn draw_box(data: &mut [u8], w: usize, h: usize, r: Rect, seq: u32) {
         if luma {
             let row = (off / w).saturating_sub(r.y);
             for (i, px) in line.iter_mut().enumerate() {
-                let on = ((i / CHECKER) + (row / CHECKER) + phase) % 2 == 0;
+                let on = ((i / CHECKER) + (row / CHECKER) + phase).is_multiple_of(2);
                 *px = if on { 235 } else { 16 };
             }
         } else {
@@ -365,7 +365,10 @@ mod tests {
         ] {
             for seq in [0u32, 1, 57, 1000, u32::MAX] {
                 let r = box_position(w, h, seq);
-                assert!(r.x % 2 == 0 && r.y % 2 == 0, "{w}x{h} {r:?}");
+                assert!(
+                    r.x.is_multiple_of(2) && r.y.is_multiple_of(2),
+                    "{w}x{h} {r:?}"
+                );
                 // Drawing must not panic even when the box is clipped.
                 let mut data = render_background(w, h);
                 draw_box(&mut data, w, h, r, seq);

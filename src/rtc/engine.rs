@@ -32,7 +32,7 @@ pub enum EngineError {
 /// H.264 constrained baseline, as docs/protocol.md requires.
 pub const H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-/// The same profile under the prefix some offers use (docs/webrtc-pitfalls.md, 4).
+/// The same profile under the prefix some offers use (docs/design.md, pitfall 4).
 pub const H264_FMTP_ALT: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f";
 
@@ -161,7 +161,7 @@ impl RtcEngine {
 
         let disconnected = Duration::from_secs(self.cfg.disconnected_timeout_secs.max(1));
         let mut settings = SettingEngineBuilder::new()
-            // mDNS would bind UDP 5353 per connection (docs/webrtc-pitfalls.md, 7).
+            // mDNS would bind UDP 5353 per connection (docs/design.md, pitfall 7).
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_include_loopback_candidate(self.cfg.include_loopback)
             .with_ice_timeouts(

@@ -2,7 +2,7 @@
 //!
 //! webrtc 0.21's interceptor chain consumes all inbound RTCP; a local track
 //! only sees packets an interceptor marks with `DeliverToApplication`
-//! (docs/webrtc-pitfalls.md, 1). This interceptor sits last in the chain and
+//! (docs/design.md, pitfall 1). This interceptor sits last in the chain and
 //! marks keyframe requests, dropping every other RTCP packet there (the
 //! interceptors before it have already acted on those).
 

@@ -3,7 +3,7 @@
 //!
 //! Each session is a task that owns its peer connection. It hears from the
 //! session table through a bounded channel (`SessionInput`), from the peer
-//! connection through another (callbacks only forward, docs/webrtc-pitfalls.md,
+//! connection through another (callbacks only forward, docs/design.md,
 //! 9), and talks to the viewer through the `Outbox`. However it ends,
 //! it closes the peer connection explicitly (pitfall 8) and reports `Ended`
 //! to the table.

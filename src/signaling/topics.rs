@@ -35,18 +35,7 @@ pub fn validate_sid(sid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Whether `id` is a valid device id: `[a-z0-9][a-z0-9_-]{0,62}`.
-pub fn validate_device_id(id: &str) -> bool {
-    let bytes = id.as_bytes();
-    match bytes.first() {
-        Some(first) if first.is_ascii_lowercase() || first.is_ascii_digit() => {}
-        _ => return false,
-    }
-    bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
+pub use crate::config::validate_device_id;
 
 /// Whether `raw` can be used as one level of a topic name we publish on:
 /// non-empty, at most [`MAX_REPLY_LEVEL_LEN`] bytes, and without `/`, `+`,

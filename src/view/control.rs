@@ -19,7 +19,7 @@ pub struct Call {
 
 /// Parses `--call` pairs: method, then params as JSON (`-` or empty for none).
 pub fn parse_calls(raw: &[String]) -> anyhow::Result<Vec<Call>> {
-    if raw.len() % 2 != 0 {
+    if !raw.len().is_multiple_of(2) {
         anyhow::bail!("--call takes two values: METHOD PARAMS");
     }
     raw.chunks(2)

@@ -545,7 +545,7 @@ async fn receive_audio(
             r.analyzer().decoded_ms()
         };
         n += 1;
-        if n % 25 == 0 && tx.send(Event::AudioProgress(decoded_ms)).await.is_err() {
+        if n.is_multiple_of(25) && tx.send(Event::AudioProgress(decoded_ms)).await.is_err() {
             break;
         }
     }

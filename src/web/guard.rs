@@ -138,32 +138,7 @@ pub fn split_host(raw: &str) -> Option<(String, Option<u16>)> {
     Some((host, port))
 }
 
-/// An origin in its serialized form (`https://ha.example:8123`, default
-/// port left out), or why the text is not one. Accepts `http` and `https`
-/// only, and no user, path, query or fragment (a lone `/` is tolerated).
-pub fn normalize_origin(text: &str) -> Result<String, String> {
-    if text.len() > MAX_NAME {
-        return Err("too long".into());
-    }
-    let u = url::Url::parse(text).map_err(|e| format!("{text:?} is not an origin: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("{text:?}: the scheme must be http or https"));
-    }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{text:?} has no host"));
-    }
-    if !u.username().is_empty()
-        || u.password().is_some()
-        || u.path() != "/"
-        || u.query().is_some()
-        || u.fragment().is_some()
-    {
-        return Err(format!(
-            "{text:?} must be only scheme://host[:port], e.g. https://ha.example:8123"
-        ));
-    }
-    Ok(u.origin().ascii_serialization())
-}
+pub use crate::config::normalize_origin;
 
 /// Whether a browser request with this `Origin` may open a WebSocket or
 /// claim the device. Allowed: no `Origin` at all (see below); the page's
