@@ -52,6 +52,9 @@ PKGS=(
     pkg-config clang cmake nasm
     qemu-user-static qemu-system-arm
     cpio kmod file xz-utils zstd
+    # A fresh random seed in each emulated Pi's device tree (fdtput), and
+    # the .deb's checks (tests/package.rs).
+    device-tree-compiler lintian
 )
 
 missing=()

@@ -18,6 +18,18 @@ if ! command -v mmdebstrap >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mmdebstrap
 fi
 
+# The oldest Rust the crate says it supports, checked with that toolchain;
+# and cargo-deny, from crates.io the first time.
+msrv=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)
+if ! rustup run "$msrv" rustc --version >/dev/null 2>&1; then
+    echo "test: installing Rust $msrv (the MSRV)"
+    rustup toolchain install "$msrv" --profile minimal
+fi
+if ! cargo deny --version >/dev/null 2>&1; then
+    echo "test: installing cargo-deny"
+    cargo install --locked cargo-deny@0.20.2 --no-default-features
+fi
+
 # Browser tests fail (rather than skip) when Chromium is missing.
 export CAMPEER_REQUIRE_BROWSER=1
 
@@ -32,6 +44,18 @@ echo "== viewer page in Chromium against a stand-in device (protocol v2 rules)"
 # Its own page build replaced web/dist and dropped build-web.sh's stamp:
 # restore both before cargo embeds the page.
 bash scripts/build-web.sh
+echo "== MSRV: cargo +$msrv check (rust-version in Cargo.toml)"
+cargo "+$msrv" check --locked --all-targets --quiet
+echo "== cargo deny check licenses bans (deny.toml)"
+# Advisories need RustSec's database from GitHub, which these machines
+# cannot reach: not checked here (docs/testing.md).
+cargo deny --locked check licenses bans
+echo "== cross builds (once per run; the emulated Pis and the .deb share them)"
+for target in aarch64 armv7; do
+    t0=$SECONDS
+    bash scripts/cross-build.sh "$target" >/dev/null
+    echo "cross build $target: $((SECONDS - t0)) s"
+done
 echo "== cargo test"
 # Two test threads: the machines have two cores, and media tests want them.
 cargo test --locked --no-fail-fast -- --test-threads=2

@@ -109,7 +109,7 @@ async fn forgeries_and_replays_change_nothing_for_a_streaming_viewer() {
         .await
         .expect("the offer was seen on the broker");
     assert!(captured["auth"]["nonce"].is_string(), "{captured}");
-    tokio::time::sleep(Duration::from_secs(2)).await; // streaming now
+    d.wait_connected(1, T).await; // streaming now
 
     // 1. bye without and with a wrong mac.
     attacker.publish(&in_t, r#"{"type":"bye"}"#).await;
@@ -333,7 +333,7 @@ async fn a_view_key_holder_on_the_own_broker_cannot_touch_another_session() {
         .wait_for(&out_t, T, |v| v["type"] == "answer")
         .await
         .expect("the victim's session answered");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.wait_connected(1, T).await;
     attacker.publish(&in_t, r#"{"type":"bye"}"#).await;
     attacker
         .publish(

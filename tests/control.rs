@@ -44,14 +44,17 @@ async fn a_toggle_is_seen_by_its_caller_and_by_another_session() {
     let dir = TempDir::new("ctl");
     let broker = Broker::start();
     let cfg = config(&dir, "");
-    let _d = Daemon::start(&broker, "cam-ctl", &["--config", &cfg]).await;
+    let d = Daemon::start(&broker, "cam-ctl", &["--config", &cfg]).await;
     let watcher = view_spawn(
         &broker,
         "cam-ctl",
         &["--no-video", "--hold", "--timeout", "6"],
     );
     assert_eq!(wait_sessions(broker.port, "cam-ctl", 1, T).await, Some(1));
-    tokio::time::sleep(Duration::from_millis(1500)).await; // its control channel opens
+    assert!(
+        d.wait_log(": control channel sid=", 1, T).await,
+        "the watcher's control channel never opened"
+    );
     let r = view(
         &broker,
         "cam-ctl",

@@ -120,7 +120,11 @@ async fn output_is_driven_pulsed_and_left_safe() {
     assert_eq!(bank.get("probe"), Ok(true));
     assert_eq!(bank.toggle("probe"), Ok(false));
     assert_eq!(bank.pulse("probe", 20), Ok(true));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The pulse ends on its own: wait for the line to drop (bounded).
+    let t = std::time::Instant::now();
+    while bank.get("probe") == Ok(true) && t.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(bank.get("probe"), Ok(false));
     let mut values = Vec::new();
     while let Ok(change) = changes.try_recv() {

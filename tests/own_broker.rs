@@ -114,6 +114,23 @@ async fn connect(o: MqttOptions) -> Result<Client, String> {
     Ok(Client { c, rx, task })
 }
 
+/// [`key_client`] until it succeeds, for up to 5 s (a reload in progress).
+async fn retry_key_client(
+    addr: SocketAddr,
+    key: &BrokerKey,
+    client_id: &str,
+) -> Result<Client, String> {
+    let t = std::time::Instant::now();
+    loop {
+        match key_client(addr, key, client_id).await {
+            Err(_) if t.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn key_client(addr: SocketAddr, key: &BrokerKey, client_id: &str) -> Result<Client, String> {
     let pw = key_password(&key.secret, DEVICE);
     connect(options(
@@ -407,8 +424,8 @@ async fn keys_change_while_running() {
         .expect("alice");
 
     b.update_keys(&[bob()]).expect("update keys");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut bb = key_client(lan(&b), &bob(), "bob-1")
+    // Mosquitto rereads its password file on SIGHUP: retry until it has.
+    let mut bb = retry_key_client(lan(&b), &bob(), "bob-1")
         .await
         .expect("bob's new key works");
     bb.sub(&format!("{B}/session/+/out")).await;

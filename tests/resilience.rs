@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 async fn a_60_second_broker_outage_never_stops_the_video() {
     let mut broker = Broker::start();
     let dev = "cam-outage";
-    let _d = Daemon::start(&broker, dev, &["--size", "320x240", "--fps", "15"]).await;
+    let d = Daemon::start(&broker, dev, &["--size", "320x240", "--fps", "15"]).await;
     // 15 fps for ~70 s of video: the session must outlive the outage.
     let viewer = view_spawn(&broker, dev, &["--frames", "1050", "--timeout", "100"]);
     assert_eq!(
         wait_sessions(broker.port, dev, 1, Duration::from_secs(15)).await,
         Some(1)
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.wait_connected(1, Duration::from_secs(15)).await;
     broker.kill();
+    // The outage itself: a minute without a broker.
     tokio::time::sleep(Duration::from_secs(60)).await;
     let back = Instant::now();
     broker.restart();

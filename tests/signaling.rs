@@ -225,7 +225,7 @@ async fn an_offer_that_never_connects_is_closed_with_timeout() {
 async fn a_viewer_that_vanishes_is_cleaned_up() {
     let broker = Broker::start();
     let dev = "cam-vanish";
-    let _d = Daemon::start(
+    let d = Daemon::start(
         &broker,
         dev,
         &["--size", "320x240", "--disconnected-timeout", "2"],
@@ -248,7 +248,7 @@ async fn a_viewer_that_vanishes_is_cleaned_up() {
         .spawn()
         .unwrap();
     assert_eq!(wait_sessions(broker.port, dev, 1, T).await, Some(1));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    d.wait_connected(1, T).await;
     child.kill().await.unwrap(); // SIGKILL: no bye, no ICE goodbye
     assert_eq!(
         wait_sessions(broker.port, dev, 0, Duration::from_secs(20)).await,
@@ -319,7 +319,12 @@ async fn the_daemon_starts_with_the_broker_down_and_serves_when_it_appears() {
     let mut broker = Broker::start();
     broker.kill();
     let d = Daemon::spawn(&broker, "cam-late", &["--size", "320x240"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        d.wait_log("cannot reach the broker", 1, Duration::from_secs(20))
+            .await,
+        "the daemon never tried the missing broker; log:\n{}",
+        d.log_text()
+    );
     broker.restart();
     let v = wait_status(
         broker.port,

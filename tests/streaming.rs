@@ -102,7 +102,7 @@ async fn keyframe_requests_are_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_neither_stops_video_nor_loses_the_next_offer() {
     let mut broker = Broker::start();
-    let _d = Daemon::start(
+    let d = Daemon::start(
         &broker,
         "cam-restart",
         &["--size", "320x240", "--fps", "30"],
@@ -117,8 +117,9 @@ async fn broker_restart_neither_stops_video_nor_loses_the_next_offer() {
     wait_sessions(broker.port, "cam-restart", 1, Duration::from_secs(15))
         .await
         .expect("session up");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    d.wait_connected(1, Duration::from_secs(15)).await;
     broker.kill();
+    // The outage itself.
     tokio::time::sleep(Duration::from_secs(3)).await;
     broker.restart();
     let r = viewer.await.unwrap();

@@ -107,6 +107,12 @@ cp "$kdir/boot/vmlinuz-$kver" "$out/vmlinuz"
 dtb=$(find "$kdir/usr/lib/linux-image-$kver" -name "$dtbname" | head -n1)
 [ -n "$dtb" ] || die "$dtbname is not in $kpkg"
 cp "$dtb" "$out/$dtbname"
+# A random seed for the kernel (/chosen/rng-seed; the kernel trusts it,
+# CONFIG_RANDOM_TRUST_BOOTLOADER=y): without it the armv7 guest's random
+# pool takes from seconds to minutes to initialise under TCG, and every
+# getrandom() (the daemon's first secrets) waits for it. A test seed, made
+# fresh on every build: nothing secret is derived from it outside the guest.
+fdtput -t bx "$out/$dtbname" /chosen rng-seed $(od -An -tx1 -N64 /dev/urandom)
 
 # --- the image ----------------------------------------------------------------
 img="$out/initramfs"

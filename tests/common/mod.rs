@@ -123,6 +123,9 @@ impl Drop for Broker {
 }
 
 /// The daemon binary, run as a child process.
+/// What the daemon logs when a session's ICE and DTLS are up.
+pub const CONNECTED: &str = ": connected sid=";
+
 pub struct Daemon {
     pub device: String,
     pub prefix: String,
@@ -195,6 +198,30 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the daemon has logged `needle` at least `n` times: the
+    /// event a test waits for (a session connected, a control channel
+    /// open, a failed broker connection), rather than a guessed sleep.
+    pub async fn wait_log(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.log_text().matches(needle).count() < n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Waits until `n` sessions have connected (ICE and DTLS up) since the
+    /// daemon started.
+    pub async fn wait_connected(&self, n: usize, timeout: Duration) {
+        assert!(
+            self.wait_log(CONNECTED, n, timeout).await,
+            "{n} session(s) never connected; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// The daemon's state directory (keys.toml lives there).
