@@ -133,11 +133,16 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // WHEP sessions are table sessions: at most max_sessions of them, plus
+    // a few being refused at the limit.
+    let (whep, mut whep_rx) = crate::whep::Whep::new(config.webrtc.max_sessions + 4);
+    let _whep_ticker = whep.spawn_ticker();
     let http_task = start_http(
         &config,
         broker.as_ref(),
         authz.mode(),
         access.clone(),
+        whep.clone(),
         stop_rx.clone(),
     )
     .await;
@@ -190,7 +195,10 @@ pub async fn run(
     };
 
     let metrics = Arc::new(Metrics::default());
-    let outbox = Arc::new(link.clone()) as Arc<dyn Outbox>;
+    let outbox = Arc::new(crate::whep::RoutingOutbox {
+        mqtt: Arc::new(link.clone()),
+        whep: whep.clone(),
+    }) as Arc<dyn Outbox>;
     let ctx = Arc::new(SessionContext {
         engine,
         audio: audio.clone(),
@@ -256,8 +264,14 @@ pub async fn run(
                     break;
                 }
             },
+            Some(cmd) = whep_rx.recv() => {
+                let before = table.len();
+                crate::whep::apply(&mut table, cmd, crate::clock::monotonic_us());
+                presence_dirty |= table.len() != before;
+            }
             Some(ev) = ev_rx.recv() => {
-                if let SessionEvent::Ended { .. } = ev {
+                if let SessionEvent::Ended { sid, .. } = &ev {
+                    whep.ended(sid);
                     presence_dirty |= table.handle_event(ev);
                 } else {
                     table.handle_event(ev);
@@ -485,6 +499,7 @@ async fn start_http(
     broker: Option<&ManagedBroker>,
     auth: &str,
     access: SharedAccess,
+    whep: Arc<crate::whep::Whep>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if config.http.listen.is_empty() {
@@ -521,6 +536,7 @@ async fn start_http(
         );
     }
     let mut hooks = crate::web::Hooks::default().with_config(&config.http);
+    hooks.whep = Some(whep);
     let device_id = config.device_id.clone();
     let a = access.clone();
     hooks.check_key =
