@@ -58,18 +58,25 @@ pub async fn handle(whep: &Whep, gate: Gate<'_>, req: Request) -> Response {
         }
     };
     let method = req.method().clone();
-    let mut r = if method == Method::OPTIONS {
+    let allowed = match (&id, &method) {
+        (_, &Method::OPTIONS) | (None, &Method::POST) => true,
+        (Some(_), m) => m == Method::PATCH || m == Method::DELETE,
+        _ => false,
+    };
+    let mut r = if !allowed {
+        not_allowed(if id.is_none() {
+            "POST, OPTIONS"
+        } else {
+            "PATCH, DELETE, OPTIONS"
+        })
+    } else if method == Method::OPTIONS {
         preflight(id.is_none())
     } else {
-        match authorize(&gate, &headers) {
-            Err(r) => r,
-            Ok(key) => match (&id, method) {
-                (None, Method::POST) => post(whep, key, req).await,
-                (Some(id), Method::PATCH) => patch(whep, id, key, req).await,
-                (Some(id), Method::DELETE) => delete(whep, id, key),
-                (None, _) => not_allowed("POST, OPTIONS"),
-                (Some(_), _) => not_allowed("PATCH, DELETE, OPTIONS"),
-            },
+        match (authorize(&gate, &headers), id) {
+            (Err(r), _) => r,
+            (Ok(key), None) => post(whep, key, req).await,
+            (Ok(key), Some(id)) if method == Method::PATCH => patch(whep, &id, key, req).await,
+            (Ok(key), Some(id)) => delete(whep, &id, key),
         }
     };
     add_cors(&mut r, cors);
