@@ -73,7 +73,7 @@ pub async fn handle(whep: &Whep, gate: Gate<'_>, req: Request) -> Response {
         preflight(id.is_none())
     } else {
         match (authorize(&gate, &headers), id) {
-            (Err(r), _) => r,
+            (Err(Unauthorized), _) => unauthorized(),
             (Ok(key), None) => post(whep, key, req).await,
             (Ok(key), Some(id)) if method == Method::PATCH => patch(whep, &id, key, req).await,
             (Ok(key), Some(id)) => delete(whep, &id, key),
@@ -137,7 +137,7 @@ fn preflight(collection: bool) -> Response {
 }
 
 /// The bearer's key id (`None` on an open device), or the 401.
-fn authorize(gate: &Gate<'_>, headers: &HeaderMap) -> Result<Option<String>, Response> {
+fn authorize(gate: &Gate<'_>, headers: &HeaderMap) -> Result<Option<String>, Unauthorized> {
     if gate.open {
         return Ok(None);
     }
@@ -149,11 +149,14 @@ fn authorize(gate: &Gate<'_>, headers: &HeaderMap) -> Result<Option<String>, Res
         Some((id, password)) if (gate.check_key)(id, password) => Ok(Some(id.to_owned())),
         Some((id, _)) => {
             info!(key = %clip(id), "WHEP request with a wrong or revoked key");
-            Err(unauthorized())
+            Err(Unauthorized)
         }
-        None => Err(unauthorized()),
+        None => Err(Unauthorized),
     }
 }
+
+/// No valid bearer token.
+struct Unauthorized;
 
 fn unauthorized() -> Response {
     let mut r = text(
@@ -187,7 +190,7 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
 }
 
 /// The body as text, at most `limit` bytes, or the error response.
-async fn body_text(req: Request, limit: usize) -> Result<String, Response> {
+async fn body_text(req: Request, limit: usize) -> Result<String, Box<Response>> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -200,13 +203,17 @@ async fn body_text(req: Request, limit: usize) -> Result<String, Response> {
         )
     };
     if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
+        return Err(Box::new(too_large()));
     }
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| too_large())?;
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| text(StatusCode::BAD_REQUEST, "the body is not UTF-8\n".into()))
+        .map_err(|_| Box::new(too_large()))?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        Box::new(text(
+            StatusCode::BAD_REQUEST,
+            "the body is not UTF-8\n".into(),
+        ))
+    })
 }
 
 async fn post(whep: &Whep, key: Option<String>, req: Request) -> Response {
@@ -218,7 +225,7 @@ async fn post(whep: &Whep, key: Option<String>, req: Request) -> Response {
     }
     let sdp = match body_text(req, MAX_OFFER_BODY).await {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // Refuse garbage here, before any session or resource exists.
     if let Err(e) = crate::rtc::offer::OfferSummary::parse(&sdp) {
@@ -271,7 +278,7 @@ async fn patch(whep: &Whep, id: &str, key: Option<String>, req: Request) -> Resp
     }
     let body = match body_text(req, super::resources::PATCH_MAX_BYTES).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let frag = match sdpfrag::parse(&body) {
         Ok(f) => f,
