@@ -2,17 +2,30 @@
 //! from `/whep`; a missing or wrong bearer gets 401; the session limit
 //! (`max_sessions = 1`) holds for WHEP sessions, `DELETE` frees the slot, and
 //! so does a session that never connects (connect timeout); malformed
-//! requests get their 4xx with a message. The Chromium test with a
-//! third-party WHEP client is in tests/browser.rs.
+//! requests get their 4xx with a message.
+//!
+//! And a WHEP client that is not ours: the `whip-whep` npm package, bundled
+//! into a player page (tests/browser/whep/) served from another origin,
+//! in Debian's Chromium driven by tests/browser/driver.mjs: 401 without or
+//! with a wrong token, stamped frames read from the decoded video, the
+//! session limit, and the slot freed by the client's DELETE. It needs
+//! chromium, node and web/node_modules (scripts/install-web-deps.sh);
+//! without them it says why and passes, unless CAMPEER_REQUIRE_BROWSER is
+//! set (as in CI), when it fails. Figures: `-- --nocapture`.
 
 mod common;
 
 use common::{free_port, TempDir, BIN};
+use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
+
+/// One daemon at a time: two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const DEVICE: &str = "whepcam";
 const SECRET: &str = "0123456789abcdef-phone";
@@ -42,12 +55,12 @@ impl Drop for Daemon {
 
 /// A signed device with its own broker, the test pattern, one session at
 /// most, and a short connect timeout.
-async fn start_daemon() -> Daemon {
+async fn start_daemon(width: u32, height: u32) -> Daemon {
     let dir = TempDir::new("whep");
     let (mqtt, http) = (free_port(), free_port());
     let config = format!(
         "device_id = \"{DEVICE}\"\n\
-         [video]\nsource = \"test\"\nwidth = 320\nheight = 240\nfps = 15\n\
+         [video]\nsource = \"test\"\nwidth = {width}\nheight = {height}\nfps = 15\n\
          [webrtc]\nmax_sessions = 1\nconnect_timeout_secs = 4\n\
          [broker]\nembedded = true\nlisten = \"127.0.0.1:{mqtt}\"\nws_listen = \"\"\n\
          [http]\nlisten = \"127.0.0.1:{http}\"\n\
@@ -178,7 +191,8 @@ async fn view_whep(d: &Daemon, extra: &[&str]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whep_plays_limits_and_frees_its_slot() {
-    let d = start_daemon().await;
+    let _serial = SERIAL.lock().await;
+    let d = start_daemon(320, 240).await;
     let secret = d.dir.0.join("secret");
     let secret = secret.to_str().expect("path");
     let token = token();
@@ -378,4 +392,278 @@ async fn whep_plays_limits_and_frees_its_slot() {
         .await
         .expect("answer");
     assert_eq!(s, 200);
+}
+
+// ---------------------------------------------------------------------------
+// A third-party client in Chromium
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium_path() -> PathBuf {
+    std::env::var_os("CAMPEER_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    if !chromium_path().exists() {
+        return Some(format!("{} not found", chromium_path().display()));
+    }
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.map(|o| o.status.success()).unwrap_or(false) {
+        return Some("node not found".into());
+    }
+    for m in ["playwright-core", "esbuild", "whip-whep"] {
+        if !root().join("web/node_modules").join(m).is_dir() {
+            return Some(format!("web/node_modules/{m} missing"));
+        }
+    }
+    None
+}
+
+/// tests/browser/driver.mjs: one JSON command a line, one reply a line.
+struct Driver {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: Lines<BufReader<tokio::process::ChildStdout>>,
+    next: u64,
+    log: PathBuf,
+}
+
+impl Driver {
+    async fn launch(dir: &TempDir) -> Driver {
+        let log = dir.0.join("browser.log");
+        let logf = std::fs::File::create(&log).expect("create browser log");
+        let mut child = tokio::process::Command::new("node")
+            .arg(root().join("tests/browser/driver.mjs"))
+            .env("CAMPEER_CHROMIUM", chromium_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(logf)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node tests/browser/driver.mjs");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Driver {
+            child,
+            stdin,
+            lines,
+            next: 1,
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn must(&mut self, mut c: Value, limit: Duration) -> Value {
+        let id = self.next;
+        self.next += 1;
+        c["id"] = json!(id);
+        self.stdin
+            .write_all(format!("{c}\n").as_bytes())
+            .await
+            .expect("driver stdin");
+        let deadline = tokio::time::Instant::now() + limit + Duration::from_secs(15);
+        loop {
+            let line = match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
+                Ok(Ok(Some(l))) => l,
+                other => panic!(
+                    "driver gave no answer to {c} ({other:?}); log:\n{}",
+                    self.log_text()
+                ),
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["id"] != json!(id) {
+                continue;
+            }
+            assert_eq!(
+                v["ok"],
+                json!(true),
+                "browser command {c}: {}\n---- browser log ----\n{}",
+                v["error"],
+                self.log_text()
+            );
+            return v["value"].clone();
+        }
+    }
+
+    async fn eval(&mut self, expr: &str) -> Value {
+        self.must(
+            json!({"cmd": "eval", "page": 0, "expr": expr}),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    async fn wait(&mut self, expr: &str, timeout: Duration) -> Value {
+        let ms = timeout.as_millis() as u64;
+        self.must(
+            json!({"cmd": "wait", "page": 0, "expr": expr, "timeout": ms}),
+            timeout,
+        )
+        .await
+    }
+
+    async fn quit(mut self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.stdin.write_all(b"{\"id\":0,\"cmd\":\"quit\"}\n"),
+        )
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Serves the files of `dir` (GET only) on 127.0.0.1: the player's own
+/// origin, not the device's.
+async fn serve_dir(dir: PathBuf) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                let (ctype, name) = match path {
+                    "/" | "/index.html" => ("text/html", "index.html"),
+                    "/player.js" => ("text/javascript", "player.js"),
+                    _ => ("text/plain", ""),
+                };
+                let body = if name.is_empty() {
+                    None
+                } else {
+                    std::fs::read(dir.join(name)).ok()
+                };
+                let resp = match body {
+                    Some(b) => {
+                        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len()).into_bytes();
+                        r.extend_from_slice(&b);
+                        r
+                    }
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = s.write_all(&resp).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_whep_client_plays_in_chromium() {
+    if let Some(why) = missing_prerequisite() {
+        assert!(
+            std::env::var_os("CAMPEER_REQUIRE_BROWSER").is_none(),
+            "the WHEP browser test cannot run and CAMPEER_REQUIRE_BROWSER is set: {why} (scripts/install-web-deps.sh)"
+        );
+        eprintln!("SKIPPED WHEP browser test: {why} (scripts/install-web-deps.sh)");
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let d = start_daemon(320, 240).await;
+    let out = TempDir::new("whep-player");
+    let built = std::process::Command::new("node")
+        .arg(root().join("tests/browser/whep/build.mjs"))
+        .arg(&out.0)
+        .output()
+        .expect("run node build.mjs");
+    assert!(
+        built.status.success(),
+        "bundling the player: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let page_port = serve_dir(out.0.clone()).await;
+    let mut b = Driver::launch(&out).await;
+    b.must(
+        json!({"cmd": "open", "url": format!("http://127.0.0.1:{page_port}/")}),
+        Duration::from_secs(30),
+    )
+    .await;
+    let url = format!("http://{}/whep", d.addr);
+    let start = |token: &str| format!("window.whepTest.start({:?}, {:?})", url, token);
+
+    // No token, a wrong one: the client's POST is refused with 401.
+    let r = b.eval(&start("")).await;
+    assert!(r.as_str().is_some_and(|s| s.contains("401")), "{r}");
+    let wrong = format!(
+        "phone:{}",
+        campeer::signaling::auth::key_password(b"wrong", DEVICE)
+    );
+    let r = b.eval(&start(&wrong)).await;
+    assert!(r.as_str().is_some_and(|s| s.contains("401")), "{r}");
+
+    // The key's token: it plays, and the stamps in the decoded frames move.
+    assert_eq!(b.eval(&start(&token())).await, json!("ok"));
+    b.wait(
+        "window.whepTest.st.stampsRead >= 5",
+        Duration::from_secs(30),
+    )
+    .await;
+    let s1 = b.eval("window.whepTest.st").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s2 = b.eval("window.whepTest.st").await;
+    assert_eq!(s2["width"], 320, "{s2}");
+    assert_eq!(s2["height"], 240, "{s2}");
+    let frames = |s: &Value| s["frames"].as_u64().expect("frames");
+    assert!(
+        frames(&s2) >= frames(&s1) + 10,
+        "frames stopped: {s1} then {s2}"
+    );
+    let counter = |s: &Value| s["lastStamp"]["counter"].as_u64().expect("a stamp");
+    assert!(
+        counter(&s2) > counter(&s1),
+        "stamps did not move: {s1} then {s2}"
+    );
+    let ms = |s: &Value| s["lastStamp"]["ms"].as_u64().expect("a stamp time");
+    let dms = ms(&s2).wrapping_sub(ms(&s1)) % (1 << 32);
+    assert!(
+        (500..5000).contains(&dms),
+        "stamp times not live: {s1} then {s2}"
+    );
+    eprintln!(
+        "whip-whep in Chromium: first frame {} ms after the POST started",
+        s2["postToFirstFrameMs"]
+    );
+
+    // It holds the only slot (max_sessions = 1)...
+    let secret = d.dir.0.join("secret");
+    let secret = secret.to_str().expect("path");
+    let viewer = [
+        "--key",
+        "phone",
+        "--secret-file",
+        secret,
+        "--frames",
+        "10",
+        "--timeout",
+        "20",
+    ];
+    let r = view_whep(&d, &viewer).await;
+    assert_eq!(r["http_status"], 503, "{r}");
+    // ...until the client stops: its DELETE frees the slot.
+    assert_eq!(b.eval("window.whepTest.stop()").await, json!("stopped"));
+    assert!(
+        d.log_text().contains("WHEP session deleted by its client"),
+        "the client's DELETE reached the device"
+    );
+    let r = view_whep(&d, &viewer).await;
+    assert_eq!(r["http_status"], 201, "{r}");
+    assert!(r["stamped_frames"].as_u64().expect("stamps") >= 10, "{r}");
+    b.quit().await;
 }

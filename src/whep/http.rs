@@ -267,15 +267,11 @@ async fn patch(whep: &Whep, id: &str, key: Option<String>, req: Request) -> Resp
             "PATCH takes Content-Type: application/trickle-ice-sdpfrag\n".into(),
         );
     }
-    let declared = req
+    // `If-Match: *` asks for an ICE restart (RFC 9725).
+    let restart = req
         .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    if let Err(e) = whep.admit_patch(id, key.as_deref(), declared) {
-        return error_response(e);
-    }
+        .get(header::IF_MATCH)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
     let body = match body_text(req, super::resources::PATCH_MAX_BYTES).await {
         Ok(b) => b,
         Err(r) => return *r,
@@ -284,12 +280,13 @@ async fn patch(whep: &Whep, id: &str, key: Option<String>, req: Request) -> Resp
         Ok(f) => f,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad sdpfrag: {e}\n")),
     };
-    if frag.restart {
-        // RFC 9725: trickle supported but not restarts: 422.
-        return text(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ICE restarts are not supported; DELETE this session and POST a new offer\n".into(),
-        );
+    let admitted = if restart {
+        Err(WhepError::Resource(ResourceRefusal::Restart))
+    } else {
+        whep.admit_patch(id, key.as_deref(), body.len(), frag.ufrag.as_deref())
+    };
+    if let Err(e) = admitted {
+        return error_response(e);
     }
     match whep.patch(id, key.as_deref(), frag.candidates) {
         Ok(()) => {
@@ -335,6 +332,11 @@ fn error_response(e: WhepError) -> Response {
                 "the fragment is {n} bytes; the limit is {}",
                 super::resources::PATCH_MAX_BYTES
             ),
+        ),
+        // RFC 9725: trickle supported but not restarts: 422.
+        WhepError::Resource(ResourceRefusal::Restart) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ICE restarts are not supported; DELETE this session and POST a new offer".into(),
         ),
         WhepError::Resource(ResourceRefusal::TooFast) => (
             StatusCode::TOO_MANY_REQUESTS,

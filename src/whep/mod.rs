@@ -132,7 +132,7 @@ impl Whep {
         let sid = sid_of(&id);
         let now = crate::clock::monotonic_us();
         lock(&self.resources)
-            .open(&id, key_id.clone(), now)
+            .open(&id, key_id.clone(), offer_ufrag(&sdp), now)
             .map_err(|OpenRefusal::Full(n)| {
                 WhepError::Busy(format!("{n} WHEP sessions are starting or open"))
             })?;
@@ -180,10 +180,17 @@ impl Whep {
         Ok(())
     }
 
-    /// Whether a `PATCH` of `len` bytes may go to resource `id` now.
-    pub fn admit_patch(&self, id: &str, key_id: Option<&str>, len: usize) -> Result<(), WhepError> {
+    /// Whether a `PATCH` of `len` bytes with ICE ufrag `ufrag` may go to
+    /// resource `id` now.
+    pub fn admit_patch(
+        &self,
+        id: &str,
+        key_id: Option<&str>,
+        len: usize,
+        ufrag: Option<&str>,
+    ) -> Result<(), WhepError> {
         lock(&self.resources)
-            .admit_patch(id, key_id, len, crate::clock::monotonic_us())
+            .admit_patch(id, key_id, len, ufrag, crate::clock::monotonic_us())
             .map_err(WhepError::Resource)
     }
 
@@ -225,6 +232,13 @@ impl Whep {
             self.deliver(id, o);
         }
     }
+}
+
+/// The offer's first `a=ice-ufrag`.
+fn offer_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(|u| u.trim().to_owned())
 }
 
 /// 128 random bits, hex: the resource id (unguessable; it is in the URL).

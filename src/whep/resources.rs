@@ -63,6 +63,8 @@ pub enum ResourceRefusal {
     WrongKey,
     TooLarge(usize),
     TooFast,
+    /// The fragment has another ICE ufrag than the offer: an ICE restart.
+    Restart,
 }
 
 #[derive(Debug)]
@@ -78,6 +80,8 @@ enum Stage {
 #[derive(Debug)]
 struct Resource {
     key_id: Option<String>,
+    /// The offer's `a=ice-ufrag`.
+    ufrag: Option<String>,
     created_us: u64,
     stage: Stage,
     answer: Option<String>,
@@ -109,11 +113,13 @@ impl Resources {
         self.map.is_empty()
     }
 
-    /// A new resource `id` (random, from the caller) for key `key_id`.
+    /// A new resource `id` (random, from the caller) for key `key_id`,
+    /// whose offer has ICE ufrag `ufrag`.
     pub fn open(
         &mut self,
         id: &str,
         key_id: Option<String>,
+        ufrag: Option<String>,
         now_us: u64,
     ) -> Result<(), OpenRefusal> {
         if self.map.len() >= self.max {
@@ -123,6 +129,7 @@ impl Resources {
             id.to_owned(),
             Resource {
                 key_id,
+                ufrag,
                 created_us: now_us,
                 stage: Stage::Offered,
                 answer: None,
@@ -205,17 +212,22 @@ impl Resources {
         out
     }
 
-    /// May the bearer of `key_id` patch resource `id` with `len` bytes now?
+    /// May the bearer of `key_id` patch resource `id` with `len` bytes
+    /// now? `ufrag`: the fragment's `a=ice-ufrag`, if it has one.
     pub fn admit_patch(
         &mut self,
         id: &str,
         key_id: Option<&str>,
         len: usize,
+        ufrag: Option<&str>,
         now_us: u64,
     ) -> Result<(), ResourceRefusal> {
         let r = self.owned(id, key_id)?;
         if len > PATCH_MAX_BYTES {
             return Err(ResourceRefusal::TooLarge(len));
+        }
+        if ufrag.is_some() && r.ufrag.is_some() && ufrag != r.ufrag.as_deref() {
+            return Err(ResourceRefusal::Restart);
         }
         if !r.patches.try_take(now_us) {
             return Err(ResourceRefusal::TooFast);
@@ -324,7 +336,7 @@ mod tests {
     #[test]
     fn the_answer_waits_for_the_end_of_gathering() {
         let mut r = Resources::new(4);
-        r.open("a", Some("k".into()), 0).unwrap();
+        r.open("a", Some("k".into()), None, 0).unwrap();
         assert_eq!(r.on_device("a", answer(), SEC), None);
         assert_eq!(
             r.on_device("a", cand("candidate:1 1 udp 1 10.0.0.1 5000 typ host"), SEC),
@@ -352,7 +364,7 @@ mod tests {
     #[test]
     fn slow_gathering_sends_what_it_has_after_the_wait() {
         let mut r = Resources::new(4);
-        r.open("a", None, 0).unwrap();
+        r.open("a", None, None, 0).unwrap();
         r.on_device("a", answer(), SEC);
         r.on_device("a", cand("candidate:1 1 udp 1 10.0.0.1 5000 typ host"), SEC);
         assert!(r.due(SEC + GATHER_WAIT.as_micros() as u64 - 1).is_empty());
@@ -367,7 +379,7 @@ mod tests {
     #[test]
     fn an_unanswered_offer_times_out_and_is_dropped() {
         let mut r = Resources::new(4);
-        r.open("a", None, 0).unwrap();
+        r.open("a", None, None, 0).unwrap();
         let t = ANSWER_TIMEOUT.as_micros() as u64;
         assert!(r.due(t - 1).is_empty());
         let due = r.due(t);
@@ -378,7 +390,7 @@ mod tests {
     #[test]
     fn a_refused_offer_frees_the_resource() {
         let mut r = Resources::new(4);
-        r.open("a", None, 0).unwrap();
+        r.open("a", None, None, 0).unwrap();
         let busy = DeviceMessage::Error {
             code: ErrorCode::Busy,
             message: "session limit reached (1 of 1)".into(),
@@ -396,7 +408,7 @@ mod tests {
     #[test]
     fn a_session_end_frees_the_resource() {
         let mut r = Resources::new(4);
-        r.open("a", None, 0).unwrap();
+        r.open("a", None, None, 0).unwrap();
         r.on_device("a", answer(), 0);
         r.on_device("a", DeviceMessage::Candidate { candidate: None }, 0);
         let bye = DeviceMessage::Bye {
@@ -411,7 +423,7 @@ mod tests {
     #[test]
     fn a_session_that_ends_before_answering_refuses_the_post() {
         let mut r = Resources::new(4);
-        r.open("a", None, 0).unwrap();
+        r.open("a", None, None, 0).unwrap();
         let bye = DeviceMessage::Bye {
             reason: ByeReason::Shutdown,
         };
@@ -425,32 +437,38 @@ mod tests {
     #[test]
     fn resources_are_bounded() {
         let mut r = Resources::new(2);
-        r.open("a", None, 0).unwrap();
-        r.open("b", None, 0).unwrap();
-        assert_eq!(r.open("c", None, 0), Err(OpenRefusal::Full(2)));
+        r.open("a", None, None, 0).unwrap();
+        r.open("b", None, None, 0).unwrap();
+        assert_eq!(r.open("c", None, None, 0), Err(OpenRefusal::Full(2)));
         assert!(r.forget("a"));
         assert!(!r.forget("a"));
-        r.open("c", None, 0).unwrap();
+        r.open("c", None, None, 0).unwrap();
     }
 
     #[test]
     fn only_the_creating_key_patches_or_deletes() {
         let mut r = Resources::new(4);
-        r.open("a", Some("phone".into()), 0).unwrap();
+        r.open("a", Some("phone".into()), Some("uf".into()), 0)
+            .unwrap();
         assert_eq!(
-            r.admit_patch("a", Some("wall"), 10, 0),
+            r.admit_patch("a", Some("wall"), 10, None, 0),
             Err(ResourceRefusal::WrongKey)
         );
         assert_eq!(
-            r.admit_patch("a", None, 10, 0),
+            r.admit_patch("a", None, 10, None, 0),
             Err(ResourceRefusal::WrongKey)
         );
         assert_eq!(r.delete("a", Some("wall")), Err(ResourceRefusal::WrongKey));
         assert_eq!(
-            r.admit_patch("b", Some("phone"), 10, 0),
+            r.admit_patch("b", Some("phone"), 10, None, 0),
             Err(ResourceRefusal::NotFound)
         );
-        assert_eq!(r.admit_patch("a", Some("phone"), 10, 0), Ok(()));
+        assert_eq!(r.admit_patch("a", Some("phone"), 10, None, 0), Ok(()));
+        assert_eq!(r.admit_patch("a", Some("phone"), 10, Some("uf"), 0), Ok(()));
+        assert_eq!(
+            r.admit_patch("a", Some("phone"), 10, Some("new"), 0),
+            Err(ResourceRefusal::Restart)
+        );
         assert_eq!(r.delete("a", Some("phone")), Ok(()));
         assert_eq!(r.delete("a", Some("phone")), Err(ResourceRefusal::NotFound));
     }
@@ -458,24 +476,24 @@ mod tests {
     #[test]
     fn patches_are_bounded_in_size_and_rate() {
         let mut r = Resources::new(4);
-        r.open("a", None, 0).unwrap();
+        r.open("a", None, None, 0).unwrap();
         assert_eq!(
-            r.admit_patch("a", None, PATCH_MAX_BYTES + 1, 0),
+            r.admit_patch("a", None, PATCH_MAX_BYTES + 1, None, 0),
             Err(ResourceRefusal::TooLarge(PATCH_MAX_BYTES + 1))
         );
         for _ in 0..PATCH_BURST {
-            assert_eq!(r.admit_patch("a", None, 100, SEC), Ok(()));
+            assert_eq!(r.admit_patch("a", None, 100, None, SEC), Ok(()));
         }
         assert_eq!(
-            r.admit_patch("a", None, 100, SEC),
+            r.admit_patch("a", None, 100, None, SEC),
             Err(ResourceRefusal::TooFast)
         );
         // One second later, PATCH_RATE more.
         for _ in 0..PATCH_RATE {
-            assert_eq!(r.admit_patch("a", None, 100, 2 * SEC), Ok(()));
+            assert_eq!(r.admit_patch("a", None, 100, None, 2 * SEC), Ok(()));
         }
         assert_eq!(
-            r.admit_patch("a", None, 100, 2 * SEC),
+            r.admit_patch("a", None, 100, None, 2 * SEC),
             Err(ResourceRefusal::TooFast)
         );
     }
@@ -483,7 +501,7 @@ mod tests {
     #[test]
     fn local_candidates_are_bounded() {
         let mut r = Resources::new(4);
-        r.open("a", None, 0).unwrap();
+        r.open("a", None, None, 0).unwrap();
         r.on_device("a", answer(), 0);
         for i in 0..100 {
             r.on_device(

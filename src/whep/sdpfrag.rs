@@ -12,8 +12,8 @@ pub const FRAG_CANDIDATES_MAX: usize = 64;
 pub struct Fragment {
     /// Candidates in order; `None` for `a=end-of-candidates`.
     pub candidates: Vec<Option<CandidateInit>>,
-    /// It carries `a=ice-pwd`: an ICE restart.
-    pub restart: bool,
+    /// Its `a=ice-ufrag` (another than the offer's: an ICE restart).
+    pub ufrag: Option<String>,
 }
 
 /// Parses a fragment, or says why it is not one.
@@ -38,8 +38,7 @@ pub fn parse(body: &str) -> Result<Fragment, String> {
             mid = Some(m.trim().to_owned());
         } else if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
             ufrag = Some(u.trim().to_owned());
-        } else if line.starts_with("a=ice-pwd:") {
-            f.restart = true;
+            f.ufrag = ufrag.clone();
         } else if line.starts_with("m=") {
             mline = Some(mline.map_or(0, |i| i.saturating_add(1)));
         } else if let Some(c) = line.strip_prefix("a=") {
@@ -85,7 +84,7 @@ mod tests {
                     a=candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0\r\n\
                     a=end-of-candidates\r\n";
         let f = parse(body).unwrap();
-        assert!(!f.restart);
+        assert_eq!(f.ufrag.as_deref(), Some("EsAw"));
         assert_eq!(f.candidates.len(), 2);
         let c = f.candidates[0].as_ref().unwrap();
         assert_eq!(
@@ -98,9 +97,15 @@ mod tests {
     }
 
     #[test]
-    fn restarts_are_recognised() {
-        let f = parse("a=ice-ufrag:x\na=ice-pwd:y\n").unwrap();
-        assert!(f.restart);
+    fn the_ufrag_is_kept() {
+        let f = parse(
+            "a=ice-ufrag:x
+a=ice-pwd:y
+",
+        )
+        .unwrap();
+        assert_eq!(f.ufrag.as_deref(), Some("x"));
+        assert!(f.candidates.is_empty());
     }
 
     #[test]
