@@ -120,6 +120,12 @@ pub enum KeysAction {
         /// The key id.
         name: String,
     },
+    /// Print the key's bearer token, `<id>:<password>`, for WHEP players
+    /// (`Authorization: Bearer <token>`) and `/ice.json`.
+    Token {
+        /// The key id.
+        name: String,
+    },
 }
 
 /// `campeer run`: every flag overrides the key named in its help.

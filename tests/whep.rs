@@ -222,6 +222,22 @@ async fn whep_plays_limits_and_frees_its_slot() {
         r["answer_ms"], r["connected_ms"], r["first_frame_ms"]
     );
 
+    // `campeer keys token` prints the token players use.
+    let out = Command::new(BIN)
+        .args(["keys", "token", "phone", "--config"])
+        .arg(d.dir.0.join("campeer.toml"))
+        .arg("--state-dir")
+        .arg(d.dir.0.join("state"))
+        .output()
+        .expect("run campeer keys token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
+    std::fs::write(d.dir.0.join("token"), &out.stdout).expect("write token");
+
     // Missing and wrong tokens.
     let (status, head, body) = post(&d, None, &dead_offer()).await;
     assert_eq!(status, 401, "{body}");
@@ -347,13 +363,13 @@ async fn whep_plays_limits_and_frees_its_slot() {
         .await
         .expect("answer");
     assert_eq!(s, 404, "gone");
+    let token_file = d.dir.0.join("token");
+    let token_file = token_file.to_str().expect("path");
     let r = view_whep(
         &d,
         &[
-            "--key",
-            "phone",
-            "--secret-file",
-            secret,
+            "--token-file",
+            token_file,
             "--frames",
             "10",
             "--timeout",
