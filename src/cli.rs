@@ -120,6 +120,12 @@ pub enum KeysAction {
         /// The key id.
         name: String,
     },
+    /// Print the key's bearer token, `<id>:<password>`, for WHEP players
+    /// (`Authorization: Bearer <token>`) and `/ice.json`.
+    Token {
+        /// The key id.
+        name: String,
+    },
 }
 
 /// `campeer run`: every flag overrides the key named in its help.
@@ -448,6 +454,16 @@ pub struct ViewArgs {
     /// from the --mqtt URL); keeps it off the command line.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Pull the stream over WHEP from this URL (e.g.
+    /// `http://cam1.local:8080/whep`) instead of MQTT signaling; the
+    /// bearer token comes from --key/--secret-file (with --device) or
+    /// --token-file. The session is DELETEd at the end.
+    #[arg(long, value_name = "URL")]
+    pub whep: Option<String>,
+    /// With --whep: file whose first line is the bearer token
+    /// `<key_id>:<password>` (as `campeer keys token` prints it).
+    #[arg(long, value_name = "FILE", requires = "whep")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

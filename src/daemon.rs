@@ -135,6 +135,8 @@ struct Daemon {
     stop_tx: watch::Sender<bool>,
     table: SessionTable,
     ev_rx: mpsc::Receiver<SessionEvent>,
+    whep: Arc<crate::whep::Whep>,
+    whep_rx: mpsc::Receiver<crate::whep::Command>,
     metrics: Arc<Metrics>,
     presence: PresenceInfo,
     /// The latest presence document, for `device.info`.
@@ -202,11 +204,16 @@ impl Daemon {
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        // WHEP sessions are table sessions: at most max_sessions of them,
+        // plus a few being refused at the limit.
+        let (whep, whep_rx) = crate::whep::Whep::new(config.webrtc.max_sessions + 4);
+        drop(whep.spawn_ticker());
         let http_task = start_http(
             &config,
             broker.as_ref(),
             authz.mode(),
             access.clone(),
+            whep.clone(),
             stop_rx.clone(),
         )
         .await;
@@ -226,7 +233,10 @@ impl Daemon {
         ));
         let control = control_context(&gpio, &current, &video);
         let metrics = Arc::new(Metrics::default());
-        let outbox = Arc::new(link.clone()) as Arc<dyn Outbox>;
+        let outbox = Arc::new(crate::whep::RoutingOutbox {
+            mqtt: Arc::new(link.clone()),
+            whep: whep.clone(),
+        }) as Arc<dyn Outbox>;
         let ctx = Arc::new(SessionContext {
             engine,
             audio: audio.clone(),
@@ -268,6 +278,8 @@ impl Daemon {
             stop_tx,
             table,
             ev_rx,
+            whep,
+            whep_rx,
             metrics,
             presence,
             current,
@@ -294,7 +306,17 @@ impl Daemon {
                         return;
                     }
                 },
+                Some(cmd) = self.whep_rx.recv() => {
+                    let before = self.table.len();
+                    crate::whep::apply(&mut self.table, cmd, crate::clock::monotonic_us());
+                    if self.table.len() != before {
+                        self.chores.presence_changed();
+                    }
+                }
                 Some(ev) = self.ev_rx.recv() => {
+                    if let SessionEvent::Ended { sid, .. } = &ev {
+                        self.whep.ended(sid);
+                    }
                     if self.table.handle_event(ev) {
                         self.chores.presence_changed();
                     }
@@ -659,6 +681,7 @@ async fn start_http(
     broker: Option<&ManagedBroker>,
     auth: &str,
     access: SharedAccess,
+    whep: Arc<crate::whep::Whep>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if config.http.listen.is_empty() {
@@ -695,6 +718,7 @@ async fn start_http(
         );
     }
     let mut hooks = crate::web::Hooks::default().with_config(&config.http);
+    hooks.whep = Some(whep);
     let device_id = config.device_id.clone();
     let a = access.clone();
     hooks.check_key =

@@ -86,6 +86,23 @@ pub fn keys(action: &KeysAction, args: &StoreArgs) -> anyhow::Result<ExitCode> {
             }
             eprintln!("campeer: revoked {name:?}; a running daemon drops it within a second");
         }
+        KeysAction::Token { name } => {
+            let keys =
+                keystore::merged_keys(keystore::config_keys(&config.access)?, &store.load()?);
+            let Some(k) = keys.iter().find(|k| &k.id == name) else {
+                bail!(
+                    "no key {name:?} in the configuration file or {}",
+                    store.path().display()
+                );
+            };
+            let password = crate::signaling::auth::key_password(&k.secret, &config.device_id);
+            eprintln!(
+                "campeer: WHEP bearer token of key {name:?} ({}) for device {:?}; WHEP sessions are view-only",
+                k.role.as_str(),
+                config.device_id
+            );
+            println!("{}:{password}", k.id);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

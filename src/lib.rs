@@ -25,3 +25,4 @@ pub mod signaling;
 pub mod supervisor;
 pub mod view;
 pub mod web;
+pub mod whep;

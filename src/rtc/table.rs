@@ -614,5 +614,7 @@ pub fn seal(key: Option<&SessionKey>, msg: &DeviceMessage) -> Option<String> {
     Some(key.mac(Direction::Out, kind, &body))
 }
 
+mod direct;
+
 #[cfg(test)]
 mod tests;

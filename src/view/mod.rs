@@ -11,6 +11,7 @@ pub mod audio;
 pub mod control;
 pub mod report;
 mod signal;
+mod whep;
 
 use crate::cli::ViewArgs;
 use crate::clock::{monotonic_us, sleep_until_opt};
@@ -95,7 +96,10 @@ impl PeerConnectionEventHandler for Handler {
 
 /// Runs the viewer; prints the report; exit code 0 when it saw what it was asked to.
 pub async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
-    let report = view(&args).await?;
+    let report = match &args.whep {
+        Some(url) => whep::view(&args, url).await?,
+        None => view(&args).await?,
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

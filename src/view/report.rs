@@ -25,6 +25,9 @@ pub struct FrameObservation {
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct ViewReport {
     pub sid: String,
+    /// With `--whep`: the HTTP status of the `POST`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
     pub mqtt_ms: f64,
     pub answer_ms: Option<f64>,
     pub connected_ms: Option<f64>,

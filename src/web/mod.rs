@@ -186,6 +186,8 @@ pub struct Hooks {
     /// An extra listener serving only the WebSocket bridge, on any path
     /// (`broker.ws_listen`), under the same guards and caps.
     pub ws_listener: Option<TcpListener>,
+    /// WHEP at `/whep` (`crate::whep`); `None`: 404 there.
+    pub whep: Option<Arc<crate::whep::Whep>>,
 }
 
 impl Default for Hooks {
@@ -198,6 +200,7 @@ impl Default for Hooks {
             allowed_origins: Vec::new(),
             hosts: Vec::new(),
             ws_listener: None,
+            whep: None,
         }
     }
 }
@@ -251,6 +254,7 @@ struct Site {
     claimable: ClaimableCheck,
     ws: WsTimeouts,
     stop: watch::Receiver<bool>,
+    whep: Option<Arc<crate::whep::Whep>>,
 }
 
 #[derive(Serialize)]
@@ -313,6 +317,7 @@ async fn serve_listeners(
         claimable: hooks.claimable,
         ws: hooks.limits.ws,
         stop: stop_rx.clone(),
+        whep: hooks.whep,
     });
     let app = axum::Router::new().fallback(handle).with_state(site);
     let l = hooks.limits;
@@ -391,6 +396,18 @@ async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
             claim(site, ip, req).await
         }
         "/claim" => not_allowed("POST"),
+        p if p == "/whep" || p.starts_with("/whep/") => match &site.whep {
+            Some(whep) => {
+                let gate = crate::whep::http::Gate {
+                    open: site.page.auth == "open",
+                    check_key: &site.check_key,
+                    origins: &site.origins,
+                    page_port: site.page_port,
+                };
+                crate::whep::http::handle(whep, gate, req).await
+            }
+            None => plain(StatusCode::NOT_FOUND, "not found\n"),
+        },
         _ if method != Method::GET && method != Method::HEAD => not_allowed("GET, HEAD"),
         path => respond(site, path, req.headers()),
     }

@@ -468,3 +468,117 @@ fn open_devices_take_unsigned_messages() {
     let inputs = b.inputs(0);
     assert_eq!(inputs.len(), 2, "{inputs:?}");
 }
+
+// Sessions opened over HTTP (WHEP): same limits, view role, revocation.
+
+const WHEP_SID: &str = "whep:0123456789abcdef0123456789abcdef";
+
+fn ended(b: &mut Bench, i: usize, sid: &str) {
+    let id = b.rec.spawned.lock().unwrap()[i].0.id;
+    b.table.handle_event(SessionEvent::Ended {
+        id,
+        sid: sid.to_owned(),
+        reason: Some(ByeReason::Closed),
+    });
+}
+
+#[test]
+fn direct_sessions_are_view_sessions_of_their_key() {
+    let mut b = bench();
+    b.table
+        .open_direct(WHEP_SID, SDP.into(), Some("phone".into()), SEC);
+    assert_eq!(b.spawned(), 1, "{:?}", b.sent());
+    let spawned = b.rec.spawned.lock().unwrap();
+    let spec = &spawned[0].0;
+    assert_eq!(
+        spec.access.role,
+        Role::View,
+        "control stays on signed offers"
+    );
+    assert_eq!(spec.access.key_id.as_deref(), Some("phone"));
+    assert!(spec.key.is_none());
+}
+
+#[test]
+fn direct_and_mqtt_sessions_share_max_sessions() {
+    let mut b = bench_with(OfferAuthorizer::signed(keys(), [0; 16], 0), 1);
+    b.open();
+    b.table
+        .open_direct(WHEP_SID, SDP.into(), Some("phone".into()), 2 * SEC);
+    assert_eq!(b.spawned(), 1);
+    let sent = b.sent();
+    assert_eq!(sent[0].0, WHEP_SID);
+    assert_eq!(error_code(&sent[0].1), Some(ErrorCode::Busy));
+    // The MQTT session ends: the slot is free for WHEP, and then full again.
+    ended(&mut b, 0, SID);
+    b.table
+        .open_direct(WHEP_SID, SDP.into(), Some("phone".into()), 3 * SEC);
+    assert_eq!(b.spawned(), 2);
+    let (offer, _) = b.offer("sessionB2", "phone", SECRET, "control", SDP);
+    b.send("sessionB2", &offer, 3 * SEC);
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::Busy));
+    // Its end (DELETE, failure, timeout) frees the slot.
+    ended(&mut b, 1, WHEP_SID);
+    let (offer, _) = b.offer("sessionB3", "phone", SECRET, "control", SDP);
+    b.send("sessionB3", &offer, 4 * SEC);
+    assert_eq!(b.spawned(), 3, "{:?}", b.sent());
+}
+
+#[test]
+fn direct_sessions_close_when_their_key_is_revoked() {
+    let mut b = bench();
+    b.table
+        .open_direct(WHEP_SID, SDP.into(), Some("wall".into()), SEC);
+    assert_eq!(b.table.set_keys(vec![keys().remove(0)]), 1);
+    assert!(matches!(
+        b.inputs(0)[..],
+        [SessionInput::Close(ByeReason::Closed)]
+    ));
+    // A key revoked before the offer reaches the table: refused.
+    b.table.open_direct(
+        "whep:ffffffffffffffffffffffffffffffff",
+        SDP.into(),
+        Some("wall".into()),
+        SEC,
+    );
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::Unauthorized));
+    // No key on a signed device: refused.
+    b.table.open_direct(
+        "whep:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+        SDP.into(),
+        None,
+        SEC,
+    );
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::Unauthorized));
+    assert_eq!(b.spawned(), 1);
+}
+
+#[test]
+fn direct_candidates_bye_and_bad_offers() {
+    let mut b = bench_with(OfferAuthorizer::open([0; 16], 0), 4);
+    b.table
+        .open_direct(WHEP_SID, "v=0 garbage".into(), None, SEC);
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::BadRequest));
+    // No session: candidates are dropped, not held.
+    b.table.candidates_direct(
+        WHEP_SID,
+        vec![Some(
+            serde_json::from_str(&format!(r#"{{"candidate":"{CAND}","sdpMid":"0"}}"#)).unwrap(),
+        )],
+        SEC,
+    );
+    assert_eq!(b.table.early_sids(), 0);
+    b.table.open_direct(WHEP_SID, SDP.into(), None, SEC);
+    assert_eq!(b.spawned(), 1);
+    // The same sid twice: refused, the first goes on.
+    b.table.open_direct(WHEP_SID, SDP.into(), None, SEC);
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::BadRequest));
+    let c: CandidateInit =
+        serde_json::from_str(&format!(r#"{{"candidate":"{CAND}","sdpMid":"0"}}"#)).unwrap();
+    let many = vec![Some(c); REMOTE_CANDIDATES_MAX + 10];
+    b.table.candidates_direct(WHEP_SID, many, SEC);
+    b.table.close_direct(WHEP_SID);
+    let inputs = b.inputs(0);
+    assert_eq!(inputs.len(), REMOTE_CANDIDATES_MAX + 1);
+    assert!(matches!(inputs.last(), Some(SessionInput::Bye)));
+}

@@ -1,0 +1,251 @@
+//! `campeer view --whep URL`: the same receiver and report as the MQTT
+//! viewer, signaled over WHEP instead. The offer goes out whole (its
+//! candidates gathered first: no trickle), the answer comes back in the
+//! `201`, and the resource is `DELETE`d at the end. Plain `http://` only.
+
+use super::report::ViewReport;
+use super::{send_pli, strip_line_end, video_done, Event, Handler};
+use crate::cli::ViewArgs;
+use crate::config::WebRtcConfig;
+use crate::rtc::engine::{Role, RtcEngine};
+use crate::signaling::auth::key_password;
+use crate::whep::resources::with_candidates;
+use anyhow::{bail, Context};
+use axum::body::Body;
+use hyper::{Method, Request, StatusCode};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+
+/// Longest answer read, bytes.
+const MAX_ANSWER: usize = 64 * 1024;
+/// How long local candidate gathering may take before the offer goes out.
+const GATHER_WAIT: Duration = Duration::from_secs(3);
+
+/// The bearer token, `<key_id>:<password>`, if any was given.
+fn token(args: &ViewArgs) -> anyhow::Result<Option<String>> {
+    if let Some(file) = &args.token_file {
+        let bytes = std::fs::read(file)
+            .with_context(|| format!("reading the token file {}", file.display()))?;
+        let text = String::from_utf8_lossy(strip_line_end(&bytes))
+            .trim()
+            .to_owned();
+        return Ok(Some(text));
+    }
+    if let (Some(key), Some(file)) = (&args.key, &args.secret_file) {
+        let bytes = std::fs::read(file)
+            .with_context(|| format!("reading the secret file {}", file.display()))?;
+        let password = key_password(strip_line_end(&bytes), &args.device);
+        return Ok(Some(format!("{key}:{password}")));
+    }
+    Ok(None)
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: status, headers, body.
+async fn exchange(
+    url: &url::Url,
+    method: Method,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: String,
+) -> anyhow::Result<(StatusCode, hyper::HeaderMap, String)> {
+    if url.scheme() != "http" {
+        bail!("--whep takes http:// URLs only");
+    }
+    let host = url.host_str().context("the WHEP URL has no host")?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("connecting to {host}:{port}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let conn = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!("WHEP connection: {e}");
+        }
+    });
+    let host_header = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(url.path())
+        .header(hyper::header::HOST, host_header);
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(ct) = content_type {
+        req = req.header(hyper::header::CONTENT_TYPE, ct);
+    }
+    let resp = sender.send_request(req.body(Body::from(body))?).await?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(Body::new(resp.into_body()), MAX_ANSWER).await?;
+    conn.abort();
+    Ok((
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
+}
+
+/// The whole WHEP viewer session.
+pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
+    let url = url::Url::parse(url).context("--whep")?;
+    let token = token(args)?;
+    let mut report = ViewReport::new("");
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let cfg = WebRtcConfig {
+        include_loopback: true,
+        ..WebRtcConfig::default()
+    };
+    let engine = RtcEngine::new(&cfg, Role::Offerer)?;
+    let (tx, mut rx) = mpsc::channel(1024);
+    let audio_state = Arc::new(std::sync::Mutex::new(None));
+    let pc = engine
+        .build(Arc::new(Handler {
+            tx,
+            started,
+            audio: audio_state.clone(),
+        }))
+        .await?;
+    let kinds: &[(RtpCodecKind, bool)] = &[
+        (RtpCodecKind::Video, !args.no_video),
+        (RtpCodecKind::Audio, !args.no_audio),
+    ];
+    for (kind, wanted) in kinds {
+        if *wanted {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            };
+            pc.add_transceiver_from_kind(*kind, Some(init)).await?;
+        }
+    }
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    // Non-trickle: gather, then put the candidates into the offer.
+    let mut candidates = Vec::new();
+    let gather_deadline = tokio::time::Instant::now() + GATHER_WAIT;
+    loop {
+        match tokio::time::timeout_at(gather_deadline, rx.recv()).await {
+            Ok(Some(Event::LocalCandidate(Some(c)))) => candidates.push(c.candidate),
+            Ok(Some(Event::LocalCandidate(None))) | Err(_) => break,
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("peer connection events ended"),
+        }
+    }
+    let sdp = pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .context("no local description")?;
+    let offer_sdp = with_candidates(&sdp, &candidates);
+
+    let offer_at = Instant::now();
+    let (status, headers, body) = exchange(
+        &url,
+        Method::POST,
+        token.as_deref(),
+        Some("application/sdp"),
+        offer_sdp,
+    )
+    .await?;
+    report.http_status = Some(status.as_u16());
+    if status != StatusCode::CREATED {
+        report.error = Some(format!("POST {url}: HTTP {status}: {}", body.trim()));
+        let _ = pc.close().await;
+        return Ok(report);
+    }
+    report.answer_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
+    let location = headers
+        .get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let resource = match &location {
+        Some(l) => Some(url.join(l).context("the Location header")?),
+        None => {
+            warn!("the 201 has no Location: the session cannot be ended with DELETE");
+            None
+        }
+    };
+    report.sid = location.unwrap_or_default();
+    report.set_answer(&body);
+    pc.set_remote_description(RTCSessionDescription::answer(body)?)
+        .await?;
+    let mut latencies = Vec::new();
+    let mut pli = tokio::time::interval(Duration::from_millis(1000));
+    loop {
+        if !args.hold && video_done(args, &report) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                if !args.hold {
+                    report.error = Some(format!("timeout after {} s", args.timeout));
+                }
+                break;
+            }
+            ev = rx.recv() => match ev {
+                None => { report.error = Some("peer connection events ended".into()); break; }
+                Some(Event::State(s)) => match s {
+                    RTCPeerConnectionState::Connected => {
+                        report.connected_ms.get_or_insert(offer_at.elapsed().as_secs_f64() * 1e3);
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        report.error = Some(format!("connection {s}"));
+                        break;
+                    }
+                    _ => {}
+                },
+                Some(Event::AudioProgress(ms)) => report.audio_decoded_ms = ms,
+                Some(Event::Frame(obs)) => {
+                    if obs.keyframe {
+                        report.keyframes += 1;
+                    }
+                    if report.frames == 0 {
+                        report.first_frame_ms = Some(obs.at.duration_since(offer_at).as_secs_f64() * 1e3);
+                        report.width = obs.width;
+                        report.height = obs.height;
+                        info!(width = obs.width, height = obs.height, "first frame decoded");
+                    }
+                    report.observe(&obs);
+                    if let Some(l) = obs.latency_ms { latencies.push(l); }
+                }
+                Some(_) => {}
+            },
+            _ = pli.tick(), if report.frames == 0 => {
+                report.plis_sent += send_pli(&pc).await;
+            }
+        }
+    }
+    report.finish(&mut latencies);
+    report.audio = audio_state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|a| a.report());
+    if let Some(r) = resource {
+        match exchange(&r, Method::DELETE, token.as_deref(), None, String::new()).await {
+            Ok((s, _, _)) if s.is_success() => debug!("WHEP resource deleted"),
+            Ok((s, _, b)) => warn!("DELETE {r}: HTTP {s}: {}", b.trim()),
+            Err(e) => warn!("DELETE {r}: {e}"),
+        }
+    }
+    close(&pc).await;
+    Ok(report)
+}
+
+async fn close(pc: &Arc<dyn PeerConnection>) {
+    if let Err(e) = pc.close().await {
+        debug!("close: {e}");
+    }
+}
