@@ -132,6 +132,11 @@ pub async fn run(
         "DTLS certificate ready"
     );
 
+    let snapshot = video.as_ref().map(|v| {
+        Arc::new(crate::snapshot::Snapshotter::new(
+            Arc::new(Arc::downgrade(v)) as Arc<dyn crate::snapshot::LatestFrame>,
+        ))
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_task = start_http(
         &config,
@@ -139,6 +144,7 @@ pub async fn run(
         authz.mode(),
         access.clone(),
         stop_rx.clone(),
+        snapshot.clone(),
     )
     .await;
     let offline = Presence::offline(&config.device_id).to_json().into_bytes();
@@ -182,7 +188,9 @@ pub async fn run(
             }
         })
     };
-    let control = Arc::new(ControlContext::new(gpio.clone(), presence_fn, keyframe_fn));
+    let control = Arc::new(
+        ControlContext::new(gpio.clone(), presence_fn, keyframe_fn).with_snapshot(snapshot.clone()),
+    );
     let publish_presence = |table: &SessionTable| {
         let text = presence(table.len(), table.authz().nonce()).to_json();
         *current.lock().unwrap_or_else(|p| p.into_inner()) = text.clone();
@@ -486,6 +494,7 @@ async fn start_http(
     auth: &str,
     access: SharedAccess,
     mut stop: watch::Receiver<bool>,
+    snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if config.http.listen.is_empty() {
         return None;
@@ -521,6 +530,7 @@ async fn start_http(
         );
     }
     let mut hooks = crate::web::Hooks::default().with_config(&config.http);
+    hooks.snapshot = snapshot;
     let device_id = config.device_id.clone();
     let a = access.clone();
     hooks.check_key =

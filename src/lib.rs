@@ -22,6 +22,7 @@ pub mod private_file;
 pub mod ratelimit;
 pub mod rtc;
 pub mod signaling;
+pub mod snapshot;
 pub mod supervisor;
 pub mod view;
 pub mod web;

@@ -186,6 +186,8 @@ pub struct Hooks {
     /// An extra listener serving only the WebSocket bridge, on any path
     /// (`broker.ws_listen`), under the same guards and caps.
     pub ws_listener: Option<TcpListener>,
+    /// Makes `GET /snapshot.jpg` (`None`: no video, answered 404).
+    pub snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
 }
 
 impl Default for Hooks {
@@ -198,6 +200,7 @@ impl Default for Hooks {
             allowed_origins: Vec::new(),
             hosts: Vec::new(),
             ws_listener: None,
+            snapshot: None,
         }
     }
 }
@@ -251,6 +254,7 @@ struct Site {
     claimable: ClaimableCheck,
     ws: WsTimeouts,
     stop: watch::Receiver<bool>,
+    snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
 }
 
 #[derive(Serialize)]
@@ -313,6 +317,7 @@ async fn serve_listeners(
         claimable: hooks.claimable,
         ws: hooks.limits.ws,
         stop: stop_rx.clone(),
+        snapshot: hooks.snapshot,
     });
     let app = axum::Router::new().fallback(handle).with_state(site);
     let l = hooks.limits;
@@ -392,6 +397,7 @@ async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
         }
         "/claim" => not_allowed("POST"),
         _ if method != Method::GET && method != Method::HEAD => not_allowed("GET, HEAD"),
+        "/snapshot.jpg" => snapshot(site, req.uri().query(), req.headers()).await,
         path => respond(site, path, req.headers()),
     }
 }
@@ -479,25 +485,76 @@ async fn claim(site: &Arc<Site>, ip: Option<IpAddr>, req: Request) -> Response {
     }
 }
 
+/// `GET /snapshot.jpg[?width=N]`: the latest frame as a JPEG, to the
+/// same bearers as `/ice.json`.
+async fn snapshot(site: &Site, query: Option<&str>, headers: &HeaderMap) -> Response {
+    use crate::snapshot::SnapshotError;
+    if !authorized(site, headers) {
+        return unauthorized("GET /snapshot.jpg needs Authorization: Bearer <key_id>:<password>\n");
+    }
+    let Some(snap) = &site.snapshot else {
+        return plain(StatusCode::NOT_FOUND, "this device has no video\n");
+    };
+    let mut width = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            // Checked against the frame's size by the snapshotter.
+            "width" => match v.trim().parse::<u32>() {
+                Ok(w) => width = Some(w),
+                Err(_) => return plain(StatusCode::BAD_REQUEST, "width must be a whole number\n"),
+            },
+            _ => return plain(StatusCode::BAD_REQUEST, "the only parameter is width\n"),
+        }
+    }
+    match snap.jpeg(width).await {
+        Ok(s) => {
+            let mut r = Response::new(Body::from(s.jpeg));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+            no_store(&mut r);
+            common_headers(&mut r);
+            r
+        }
+        Err(e @ SnapshotError::BadWidth { .. }) => {
+            plain_text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
+        Err(e @ (SnapshotError::Busy | SnapshotError::NoFrame)) => {
+            let mut r = plain_text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        Err(e) => {
+            warn!("snapshot failed: {e}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n")
+        }
+    }
+}
+
+/// Whether the request may have key-holder resources: always when the
+/// device is open, else with a valid `Authorization: Bearer <key_id>:<password>`.
+fn authorized(site: &Site, headers: &HeaderMap) -> bool {
+    site.page.auth == "open"
+        || header_str(headers, header::AUTHORIZATION)
+            .and_then(bearer)
+            .is_some_and(|(id, password)| (site.check_key)(id, password))
+}
+
+fn unauthorized(text: &'static str) -> Response {
+    let mut r = plain(StatusCode::UNAUTHORIZED, text);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"campeer\""),
+    );
+    r
+}
+
 /// `GET /ice.json`: every ICE server, credentials included, to a key
 /// holder (`Authorization: Bearer <key_id>:<password>`), or to anyone when
 /// the device is open.
 fn ice(site: &Site, headers: &HeaderMap) -> Response {
-    let open = site.page.auth == "open";
-    let authorized = open
-        || header_str(headers, header::AUTHORIZATION)
-            .and_then(bearer)
-            .is_some_and(|(id, password)| (site.check_key)(id, password));
-    if !authorized {
-        let mut r = plain(
-            StatusCode::UNAUTHORIZED,
-            "GET /ice.json needs Authorization: Bearer <key_id>:<password>\n",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"campeer\""),
-        );
-        return r;
+    if !authorized(site, headers) {
+        return unauthorized("GET /ice.json needs Authorization: Bearer <key_id>:<password>\n");
     }
     json_response(site.ice_json.clone())
 }
