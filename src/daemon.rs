@@ -158,6 +158,34 @@ pub async fn run(
     )
     .context("MQTT connection")?;
 
+    let ha_task = if config.homeassistant.enabled {
+        let ha = crate::homeassistant::bridge::Bridge {
+            discovery: crate::homeassistant::Discovery::new(
+                &config.homeassistant,
+                topics.base(),
+                &config.device_id,
+                env!("CARGO_PKG_VERSION"),
+                controls
+                    .iter()
+                    .map(|c| crate::homeassistant::HaControl {
+                        name: c.name.clone(),
+                        output: matches!(c.direction, ControlDirection::Output),
+                    })
+                    .collect(),
+                video.is_some(),
+            ),
+            config: config.homeassistant.clone(),
+            gpio: gpio.clone(),
+            snapshot: snapshot.clone(),
+        };
+        let stop = stop_tx.subscribe();
+        Some(
+            crate::homeassistant::bridge::start(ha, &mqtt_config, &target, &client_id, stop)
+                .context("home assistant")?,
+        )
+    } else {
+        None
+    };
     let presence = |sessions: usize, nonce: Option<&str>| {
         Presence::online(
             &config.device_id,
@@ -356,6 +384,9 @@ pub async fn run(
     link.disconnect();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_millis(1000), link_task).await;
+    if let Some(t) = ha_task {
+        let _ = tokio::time::timeout(Duration::from_millis(600), t).await;
+    }
     if let Some(t) = http_task {
         let _ = tokio::time::timeout(Duration::from_millis(300), t).await;
     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod encode;
+pub mod homeassistant;
 pub mod keys_cli;
 pub mod keystore;
 pub mod media;
