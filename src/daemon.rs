@@ -474,6 +474,13 @@ fn start_broker(config: &Config, keys: &[BrokerKey]) -> anyhow::Result<Option<Ma
         ws_listen: None,
         mosquitto: config.broker.mosquitto.clone(),
         open: config.access.is_open(),
+        homeassistant: config
+            .homeassistant
+            .enabled
+            .then(|| crate::broker::HaRights {
+                key_id: config.homeassistant.key.clone(),
+                discovery_prefix: config.homeassistant.discovery_prefix.clone(),
+            }),
     };
     Ok(Some(ManagedBroker::start(settings, keys)?))
 }
