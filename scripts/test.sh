@@ -18,6 +18,9 @@ if ! command -v mmdebstrap >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mmdebstrap
 fi
 
+# tests/homeassistant.rs runs a real Home Assistant from a cached venv.
+bash scripts/install-homeassistant.sh
+
 # Browser tests fail (rather than skip) when Chromium is missing.
 export CAMPEER_REQUIRE_BROWSER=1
 
