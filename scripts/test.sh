@@ -29,6 +29,8 @@ if ! cargo deny --version >/dev/null 2>&1; then
     echo "test: installing cargo-deny"
     cargo install --locked cargo-deny@0.20.2 --no-default-features
 fi
+# tests/homeassistant.rs runs a real Home Assistant from a cached venv.
+bash scripts/install-homeassistant.sh
 
 # Browser tests fail (rather than skip) when Chromium is missing.
 export CAMPEER_REQUIRE_BROWSER=1

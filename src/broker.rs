@@ -175,6 +175,31 @@ pub struct BrokerSettings {
     pub mosquitto: Option<PathBuf>,
     /// Open access: anonymous clients connect, with a viewer's rights.
     pub open: bool,
+    /// Home Assistant discovery is on: the key with this id gets Home
+    /// Assistant's rights instead of a viewer's, and the device may write
+    /// its discovery configs.
+    pub homeassistant: Option<HaRights>,
+}
+
+/// Who Home Assistant is on the own broker, and where its discovery lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaRights {
+    /// The access key Home Assistant logs in with (`homeassistant.key`).
+    pub key_id: String,
+    /// `homeassistant.discovery_prefix`.
+    pub discovery_prefix: String,
+}
+
+/// Home Assistant's rights under `base` (ACL `topic` lines): read the
+/// status, states, camera picture and discovery; write commands and its
+/// own birth message, nothing else.
+fn ha_rules(base: &str, ha: &HaRights) -> String {
+    let d = &ha.discovery_prefix;
+    format!(
+        "topic read {base}/status\ntopic read {base}/ha/+/state\ntopic read {base}/ha/camera\n\
+         topic write {base}/ha/+/set\ntopic write {base}/ha/+/pulse\n\
+         topic read {d}/#\ntopic write {d}/status\n"
+    )
 }
 
 /// Why the device's own broker could not start or be updated.
@@ -316,7 +341,7 @@ fn viewer_rules(base: &str) -> String {
 
 /// The ACL file: the anonymous section (open mode only), the device user,
 /// then one block per key.
-fn acl_text(base: &str, open: bool, key_ids: &[&str]) -> String {
+fn acl_text(base: &str, open: bool, key_ids: &[&str], ha: Option<&HaRights>) -> String {
     let mut s =
         String::from("# Written by campeer for its own broker; rewritten when keys change.\n");
     if open {
@@ -324,9 +349,21 @@ fn acl_text(base: &str, open: bool, key_ids: &[&str]) -> String {
         s.push_str(&viewer_rules(base));
     }
     s.push_str(&format!("\nuser {DEVICE_USER}\ntopic readwrite {base}/#\n"));
+    if let Some(ha) = ha {
+        let (d, node) = (
+            &ha.discovery_prefix,
+            base.rsplit('/').next().unwrap_or(base),
+        );
+        s.push_str(&format!(
+            "topic readwrite {d}/+/campeer_{node}/+/config\ntopic read {d}/status\n"
+        ));
+    }
     for id in key_ids {
         s.push_str(&format!("\nuser {id}\n"));
-        s.push_str(&viewer_rules(base));
+        match ha {
+            Some(ha) if ha.key_id == *id => s.push_str(&ha_rules(base, ha)),
+            _ => s.push_str(&viewer_rules(base)),
+        }
     }
     s
 }
@@ -437,6 +474,7 @@ struct Shared {
     device_id: String,
     device_password: String,
     open: bool,
+    homeassistant: Option<HaRights>,
     /// Serializes writers of `passwd` and `acl`.
     keys: Mutex<()>,
     current: Mutex<Option<Arc<ChildHandle>>>,
@@ -488,8 +526,10 @@ impl Shared {
         }
         // The ACL first: a user that can log in before its rules exist
         // could do nothing anyway, but a removed user's rules go last.
-        self.layout
-            .write(&self.layout.acl, &acl_text(&self.base, self.open, &ids))?;
+        self.layout.write(
+            &self.layout.acl,
+            &acl_text(&self.base, self.open, &ids, self.homeassistant.as_ref()),
+        )?;
         self.layout.write(&self.layout.passwd, &passwd)?;
         Ok(ids.len())
     }
@@ -655,6 +695,7 @@ impl ManagedBroker {
             device_id: settings.device_id.clone(),
             device_password,
             open: settings.open,
+            homeassistant: settings.homeassistant.clone(),
             keys: Mutex::new(()),
             current: Mutex::new(None),
             log_tail: Mutex::new(VecDeque::new()),

@@ -138,6 +138,8 @@ pub struct Config {
     /// Access keys that sign offers (`[access]`); with no keys the device is
     /// `open`. Default none.
     pub access: AccessConfig,
+    /// Home Assistant MQTT discovery (`[homeassistant]`).
+    pub homeassistant: crate::homeassistant::HomeAssistantConfig,
 }
 
 /// The device's own MQTT broker: a Mosquitto that the daemon configures,
@@ -503,6 +505,7 @@ impl Default for Config {
             webrtc: WebRtcConfig::default(),
             gpio: Vec::new(),
             access: AccessConfig::default(),
+            homeassistant: Default::default(),
         }
     }
 }
@@ -672,6 +675,7 @@ impl Config {
         self.http.validate()?;
         self.webrtc.validate()?;
         validate_gpio(&self.gpio).map_err(ConfigError::Control)?;
+        self.homeassistant.validate()?;
         self.access.validate().map_err(ConfigError::Control)
     }
 

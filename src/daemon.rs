@@ -131,6 +131,7 @@ struct Daemon {
     link: MqttLink,
     link_rx: mpsc::Receiver<LinkEvent>,
     link_task: tokio::task::JoinHandle<()>,
+    ha_task: Option<tokio::task::JoinHandle<()>>,
     http_task: Option<tokio::task::JoinHandle<()>>,
     stop_tx: watch::Sender<bool>,
     table: SessionTable,
@@ -203,6 +204,11 @@ impl Daemon {
             "DTLS certificate ready"
         );
 
+        let snapshot = video.as_ref().map(|v| {
+            Arc::new(crate::snapshot::Snapshotter::new(
+                Arc::new(Arc::downgrade(v)) as Arc<dyn crate::snapshot::LatestFrame>,
+            ))
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         // WHEP sessions are table sessions: at most max_sessions of them,
         // plus a few being refused at the limit.
@@ -215,6 +221,7 @@ impl Daemon {
             access.clone(),
             whep.clone(),
             stop_rx.clone(),
+            snapshot.clone(),
         )
         .await;
         let offline = Presence::offline(&config.device_id).to_json().into_bytes();
@@ -222,16 +229,26 @@ impl Daemon {
             &mqtt_config,
             &target,
             &client_id,
-            topics,
+            topics.clone(),
             offline.clone(),
             stop_rx,
         )
         .context("MQTT connection")?;
+        let ha_task = start_homeassistant(
+            &config,
+            &topics,
+            &presence.controls,
+            video.is_some(),
+            &gpio,
+            &snapshot,
+            (&mqtt_config, &target, &client_id),
+            stop_tx.subscribe(),
+        )?;
 
         let current = Arc::new(std::sync::Mutex::new(
             presence.online(0, authz.nonce()).to_json(),
         ));
-        let control = control_context(&gpio, &current, &video);
+        let control = control_context(&gpio, &current, &video, &snapshot);
         let metrics = Arc::new(Metrics::default());
         let outbox = Arc::new(crate::whep::RoutingOutbox {
             mqtt: Arc::new(link.clone()),
@@ -274,6 +291,7 @@ impl Daemon {
             link,
             link_rx,
             link_task,
+            ha_task,
             http_task,
             stop_tx,
             table,
@@ -443,6 +461,7 @@ impl Daemon {
             audio,
             link,
             link_task,
+            ha_task,
             http_task,
             stop_tx,
             mut table,
@@ -472,6 +491,9 @@ impl Daemon {
         link.disconnect();
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_millis(1000), link_task).await;
+        if let Some(t) = ha_task {
+            let _ = tokio::time::timeout(Duration::from_millis(600), t).await;
+        }
         if let Some(t) = http_task {
             let _ = tokio::time::timeout(Duration::from_millis(300), t).await;
         }
@@ -504,6 +526,45 @@ fn stop_pipelines(video: Option<Arc<VideoPipeline>>, audio: Option<Arc<AudioPipe
             }
         }
     }
+}
+
+/// The Home Assistant bridge (its own MQTT connection), when enabled.
+#[allow(clippy::too_many_arguments)]
+fn start_homeassistant(
+    config: &Config,
+    topics: &Topics,
+    controls: &[ControlInfo],
+    has_video: bool,
+    gpio: &GpioBank,
+    snapshot: &Option<Arc<crate::snapshot::Snapshotter>>,
+    (mqtt_config, target, client_id): (&MqttConfig, &MqttTarget, &str),
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if !config.homeassistant.enabled {
+        return Ok(None);
+    }
+    let ha = crate::homeassistant::bridge::Bridge {
+        discovery: crate::homeassistant::Discovery::new(
+            &config.homeassistant,
+            topics.base(),
+            &config.device_id,
+            env!("CARGO_PKG_VERSION"),
+            controls
+                .iter()
+                .map(|c| crate::homeassistant::HaControl {
+                    name: c.name.clone(),
+                    output: matches!(c.direction, ControlDirection::Output),
+                })
+                .collect(),
+            has_video,
+        ),
+        config: config.homeassistant.clone(),
+        gpio: gpio.clone(),
+        snapshot: snapshot.clone(),
+    };
+    crate::homeassistant::bridge::start(ha, mqtt_config, target, client_id, stop)
+        .map(Some)
+        .context("home assistant")
 }
 
 fn table_limits(config: &Config) -> TableLimits {
@@ -555,6 +616,7 @@ fn control_context(
     gpio: &GpioBank,
     current: &Arc<std::sync::Mutex<String>>,
     video: &Option<Arc<VideoPipeline>>,
+    snapshot: &Option<Arc<crate::snapshot::Snapshotter>>,
 ) -> Arc<ControlContext> {
     let presence_fn = {
         let current = current.clone();
@@ -571,7 +633,9 @@ fn control_context(
             }
         })
     };
-    Arc::new(ControlContext::new(gpio.clone(), presence_fn, keyframe_fn))
+    Arc::new(
+        ControlContext::new(gpio.clone(), presence_fn, keyframe_fn).with_snapshot(snapshot.clone()),
+    )
 }
 
 fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
@@ -631,6 +695,13 @@ fn start_broker(config: &Config, keys: &[BrokerKey]) -> anyhow::Result<Option<Ma
         ws_listen: None,
         mosquitto: config.broker.mosquitto.clone(),
         open: config.access.is_open(),
+        homeassistant: config
+            .homeassistant
+            .enabled
+            .then(|| crate::broker::HaRights {
+                key_id: config.homeassistant.key.clone(),
+                discovery_prefix: config.homeassistant.discovery_prefix.clone(),
+            }),
     };
     Ok(Some(ManagedBroker::start(settings, keys)?))
 }
@@ -683,6 +754,7 @@ async fn start_http(
     access: SharedAccess,
     whep: Arc<crate::whep::Whep>,
     mut stop: watch::Receiver<bool>,
+    snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if config.http.listen.is_empty() {
         return None;
@@ -719,6 +791,7 @@ async fn start_http(
     }
     let mut hooks = crate::web::Hooks::default().with_config(&config.http);
     hooks.whep = Some(whep);
+    hooks.snapshot = snapshot;
     let device_id = config.device_id.clone();
     let a = access.clone();
     hooks.check_key =

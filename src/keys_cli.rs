@@ -62,6 +62,13 @@ pub fn keys(action: &KeysAction, args: &StoreArgs) -> anyhow::Result<ExitCode> {
                 store.path().display()
             );
             print_pairing(&page_base_url(&config), &key);
+            if key.id == config.homeassistant.key {
+                // Home Assistant's MQTT login (docs/homeassistant.md).
+                let password =
+                    crate::signaling::auth::key_password(key.secret.as_bytes(), &config.device_id);
+                println!("homeassistant mqtt username: {}", key.id);
+                println!("homeassistant mqtt password: {password}");
+            }
         }
         KeysAction::List => {
             let file = store.load()?;

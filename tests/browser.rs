@@ -630,6 +630,7 @@ fn inproc_settings(
         ws_listen: ws,
         mosquitto: None,
         open: true,
+        homeassistant: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn settings(open: bool) -> BrokerSettings {
         ws_listen: None,
         mosquitto: None,
         open,
+        homeassistant: None,
     }
 }
 

@@ -18,6 +18,7 @@ fn settings(open: bool, listen: Option<SocketAddr>, ws: Option<SocketAddr>) -> B
         ws_listen: ws,
         mosquitto: None,
         open,
+        homeassistant: None,
     }
 }
 
@@ -76,7 +77,7 @@ fn key_ids_that_could_break_the_files_are_refused() {
 
 #[test]
 fn acl_gives_viewers_status_out_and_in_only() {
-    let closed = acl_text("campeer/cam1", false, &["alice", "bob"]);
+    let closed = acl_text("campeer/cam1", false, &["alice", "bob"], None);
     let want_alice = "\nuser alice\ntopic read campeer/cam1/status\ntopic read campeer/cam1/session/+/out\ntopic write campeer/cam1/session/+/in\n";
     assert!(closed.contains(want_alice), "{closed}");
     assert!(closed.contains("\nuser bob\n"), "{closed}");
@@ -92,7 +93,7 @@ fn acl_gives_viewers_status_out_and_in_only() {
         .expect("users");
     assert!(first_user < first_rule, "{closed}");
 
-    let open = acl_text("campeer/cam1", true, &[]);
+    let open = acl_text("campeer/cam1", true, &[], None);
     let anon: Vec<&str> = open
         .lines()
         .take_while(|l| !l.starts_with("user"))
@@ -530,4 +531,50 @@ async fn a_stalled_websocket_client_blocks_no_one() {
         .expect("the second client is answered while the first stalls")
         .expect("read");
     assert_eq!(&buf, b"HTTP/1.1 101");
+}
+
+#[test]
+fn acl_gives_home_assistant_commands_states_and_discovery_only() {
+    let ha = HaRights {
+        key_id: "homeassistant".into(),
+        discovery_prefix: "homeassistant".into(),
+    };
+    let acl = acl_text(
+        "campeer/cam1",
+        false,
+        &["alice", "homeassistant"],
+        Some(&ha),
+    );
+    let block: Vec<&str> = acl
+        .split("\nuser homeassistant\n")
+        .nth(1)
+        .expect("a block for the HA key")
+        .lines()
+        .take_while(|l| l.starts_with("topic"))
+        .collect();
+    assert_eq!(
+        block,
+        [
+            "topic read campeer/cam1/status",
+            "topic read campeer/cam1/ha/+/state",
+            "topic read campeer/cam1/ha/camera",
+            "topic write campeer/cam1/ha/+/set",
+            "topic write campeer/cam1/ha/+/pulse",
+            "topic read homeassistant/#",
+            "topic write homeassistant/status",
+        ]
+    );
+    assert!(
+        !block.iter().any(|l| l.contains("session")),
+        "no viewer rights"
+    );
+    // The device writes its own discovery configs and reads HA's birth.
+    assert!(acl.contains(
+        "\nuser campeer.device\ntopic readwrite campeer/cam1/#\n\
+         topic readwrite homeassistant/+/campeer_cam1/+/config\ntopic read homeassistant/status\n"
+    ));
+    // Other keys stay viewers.
+    assert!(acl.contains(
+        "\nuser alice\ntopic read campeer/cam1/status\ntopic read campeer/cam1/session/+/out\n"
+    ));
 }

@@ -79,6 +79,8 @@ pub struct ControlContext {
     pub keyframe: KeyframeFn,
     /// Limits for every session.
     pub limits: RpcLimits,
+    /// Makes `video.snapshot` (`None`: no video).
+    pub snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
 }
 
 impl fmt::Debug for ControlContext {
@@ -98,8 +100,31 @@ impl ControlContext {
             presence,
             keyframe,
             limits: RpcLimits::default(),
+            snapshot: None,
         }
     }
+
+    /// Serves `video.snapshot` from `snapshot`.
+    pub fn with_snapshot(mut self, snapshot: Option<Arc<crate::snapshot::Snapshotter>>) -> Self {
+        self.snapshot = snapshot;
+        self
+    }
+}
+
+/// Largest JPEG a `video.snapshot` reply carries (base64 makes it 4/3 as
+/// large; the data channel takes messages up to 256 KiB).
+pub const MAX_RPC_JPEG: usize = 180 * 1024;
+
+/// What `prepare` made of a message: a reply now, or a snapshot to make.
+enum Prepared {
+    Done(Option<String>),
+    Snapshot { id: Value, width: Option<u32> },
+}
+
+#[derive(Deserialize)]
+struct SnapshotParams {
+    #[serde(default)]
+    width: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,52 +251,87 @@ impl RpcSession {
 
     /// Handles one text message; returns the reply to send, if any.
     pub async fn handle(&mut self, text: &str, ctx: &ControlContext) -> Option<String> {
-        self.handle_at(text, ctx, crate::clock::monotonic_us())
+        match self.prepare(text, ctx, crate::clock::monotonic_us()) {
+            Prepared::Done(reply) => reply,
+            Prepared::Snapshot { id, width } => {
+                let made = match &ctx.snapshot {
+                    Some(s) => Some(s.jpeg(width).await),
+                    None => None,
+                };
+                Some(snapshot_reply(&id, made))
+            }
+        }
     }
 
     /// [`RpcSession::handle`] at device time `now_us` (CLOCK_MONOTONIC µs:
     /// it is also what `ping` reports). Must run within a tokio runtime for
     /// `gpio.pulse` (which otherwise answers -32004).
+    /// `video.snapshot` is encoded on the calling thread here.
     pub fn handle_at(&mut self, text: &str, ctx: &ControlContext, now_us: u64) -> Option<String> {
+        match self.prepare(text, ctx, now_us) {
+            Prepared::Done(reply) => reply,
+            Prepared::Snapshot { id, width } => {
+                let made = ctx.snapshot.as_ref().map(|s| s.jpeg_blocking(width));
+                Some(snapshot_reply(&id, made))
+            }
+        }
+    }
+
+    fn prepare(&mut self, text: &str, ctx: &ControlContext, now_us: u64) -> Prepared {
         let allowed = self.limiter.try_take(now_us);
         if text.len() > ctx.limits.max_message_bytes {
             if !allowed {
-                return None;
+                return Prepared::Done(None);
             }
             let message = format!(
                 "message of {} bytes is above the {}-byte limit",
                 text.len(),
                 ctx.limits.max_message_bytes
             );
-            return Some(error_reply(
+            return Prepared::Done(Some(error_reply(
                 &Value::Null,
                 &RpcError::new(INVALID_REQUEST, message),
-            ));
+            )));
         }
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,
             Err(err) if allowed => {
                 let error = RpcError::new(PARSE_ERROR, format!("parse error: {err}"));
-                return Some(error_reply(&Value::Null, &error));
+                return Prepared::Done(Some(error_reply(&Value::Null, &error)));
             }
-            Err(_) => return None,
+            Err(_) => return Prepared::Done(None),
         };
         let request = match Envelope::parse(&value) {
             Ok(request) => request,
             Err((id, error)) => {
-                return allowed.then(|| error_reply(&id, &error));
+                return Prepared::Done(allowed.then(|| error_reply(&id, &error)));
             }
         };
         if !allowed {
             let error = RpcError::new(RATE_LIMITED, "rate limited: too many requests");
-            return request.id.map(|id| error_reply(id, &error));
+            return Prepared::Done(request.id.map(|id| error_reply(id, &error)));
+        }
+        if request.method == "video.snapshot" {
+            // Read-only, for every role; a notification makes nothing.
+            let Some(id) = request.id else {
+                return Prepared::Done(None);
+            };
+            return match snapshot_params(request.params) {
+                Ok(width) => Prepared::Snapshot {
+                    id: id.clone(),
+                    width,
+                },
+                Err(error) => Prepared::Done(Some(error_reply(id, &error))),
+            };
         }
         let outcome = self.call(&request, ctx, now_us);
-        let id = request.id?;
-        Some(match outcome {
+        let Some(id) = request.id else {
+            return Prepared::Done(None);
+        };
+        Prepared::Done(Some(match outcome {
             Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
             Err(error) => error_reply(id, &error),
-        })
+        }))
     }
 
     fn call(
@@ -427,6 +487,46 @@ impl<'a> Envelope<'a> {
             params: object.get("params"),
         })
     }
+}
+
+/// `video.snapshot` params: none, or an object with an optional `width`.
+fn snapshot_params(params: Option<&Value>) -> Result<Option<u32>, RpcError> {
+    match params {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => Ok(object_params::<SnapshotParams>(params)?.width),
+    }
+}
+
+/// The reply to `video.snapshot`: `made` is `None` without video.
+fn snapshot_reply(
+    id: &Value,
+    made: Option<Result<crate::snapshot::Snapshot, crate::snapshot::SnapshotError>>,
+) -> String {
+    use crate::snapshot::SnapshotError;
+    use base64::Engine as _;
+    let error = match made {
+        None => RpcError::new(HARDWARE_ERROR, "this device has no video"),
+        Some(Ok(s)) if s.jpeg.len() > MAX_RPC_JPEG => RpcError::params(format_args!(
+            "a {}-pixel-wide JPEG is {} bytes, above the {MAX_RPC_JPEG}-byte limit: ask for a smaller width",
+            s.width,
+            s.jpeg.len()
+        )),
+        Some(Ok(s)) => {
+            let result = json!({
+                "mime": "image/jpeg",
+                "width": s.width,
+                "height": s.height,
+                "seq": s.seq,
+                "capture_us": s.capture_us,
+                "data": base64::engine::general_purpose::STANDARD.encode(&s.jpeg),
+            });
+            return json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+        }
+        Some(Err(e @ SnapshotError::BadWidth { .. })) => RpcError::params(e),
+        Some(Err(e @ SnapshotError::Busy)) => RpcError::new(RATE_LIMITED, e.to_string()),
+        Some(Err(e)) => RpcError::new(HARDWARE_ERROR, e.to_string()),
+    };
+    error_reply(id, &error)
 }
 
 /// A `gpio.changed` notification.

@@ -256,6 +256,8 @@ struct Shared {
     encoder_alive: AtomicBool,
     /// Stamp frames before encoding.
     stamp: AtomicBool,
+    /// The latest raw frame (stamped when `stamp` is on), for snapshots.
+    latest: Mutex<Option<Arc<I420Frame>>>,
 }
 
 impl Shared {
@@ -332,6 +334,7 @@ impl VideoPipeline {
             format: Mutex::new(format),
             encoder_alive: AtomicBool::new(true),
             stamp: AtomicBool::new(false),
+            latest: Mutex::new(None),
         });
 
         let enc_thread = {
@@ -374,6 +377,16 @@ impl VideoPipeline {
     /// A receiver of every encoded frame from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedFrame>> {
         self.tx.subscribe()
+    }
+
+    /// The latest raw frame, whether or not anyone watches (snapshots). It
+    /// is moved into its slot after use, never copied.
+    pub fn latest_frame(&self) -> Option<Arc<I420Frame>> {
+        self.shared
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Asks for an IDR soon (debounced; see [`KeyframeDebounce`]).
@@ -532,6 +545,7 @@ fn encode_loop(
                 .counters
                 .last_frame_at_us
                 .store(now, Ordering::Relaxed);
+            keep_latest(&shared, frame);
             continue;
         }
         let ticket = shared.debounce().begin_frame(now);
@@ -543,6 +557,9 @@ fn encode_loop(
         }
         let result = encoder.encode(&frame, force_idr);
         let took = clock::monotonic_us().saturating_sub(now);
+        let seq = frame.seq;
+        // Stamped already (encoded path): stored as is.
+        *shared.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(frame));
         match result {
             Ok(Some(out)) => {
                 failures = 0;
@@ -559,11 +576,11 @@ fn encode_loop(
                 // No receivers is fine: nobody is watching.
                 let _ = tx.send(Arc::new(out));
             }
-            Ok(None) => debug!(seq = frame.seq, "encoder produced no output for a frame"),
+            Ok(None) => debug!(seq, "encoder produced no output for a frame"),
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(100) {
-                    warn!(seq = frame.seq, failures, "encode failed: {e}");
+                    warn!(seq, failures, "encode failed: {e}");
                 }
                 // A fresh encoder after a failure, so a bad internal state
                 // cannot persist; its first frame is an IDR.
@@ -576,6 +593,16 @@ fn encode_loop(
     }
     shared.encoder_alive.store(false, Ordering::Relaxed);
     debug!("encoder thread done");
+}
+
+/// Keeps an idle frame as the latest one, stamped like an encoded frame
+/// would be, so snapshots look the same whether or not anyone watches.
+fn keep_latest(shared: &Shared, mut frame: I420Frame) {
+    if shared.stamp.load(Ordering::Relaxed) {
+        let (seq, ms) = (frame.seq, clock::stamp_ms(frame.capture_us));
+        crate::media::stamp::write_stamp(&mut frame, seq, ms);
+    }
+    *shared.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(frame));
 }
 
 #[cfg(test)]

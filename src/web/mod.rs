@@ -188,6 +188,8 @@ pub struct Hooks {
     pub ws_listener: Option<TcpListener>,
     /// WHEP at `/whep` (`crate::whep`); `None`: 404 there.
     pub whep: Option<Arc<crate::whep::Whep>>,
+    /// Makes `GET /snapshot.jpg` (`None`: no video, answered 404).
+    pub snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
 }
 
 impl Default for Hooks {
@@ -201,6 +203,7 @@ impl Default for Hooks {
             hosts: Vec::new(),
             ws_listener: None,
             whep: None,
+            snapshot: None,
         }
     }
 }
@@ -255,6 +258,7 @@ struct Site {
     ws: WsTimeouts,
     stop: watch::Receiver<bool>,
     whep: Option<Arc<crate::whep::Whep>>,
+    snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
 }
 
 #[derive(Serialize)]
@@ -318,6 +322,7 @@ async fn serve_listeners(
         ws: hooks.limits.ws,
         stop: stop_rx.clone(),
         whep: hooks.whep,
+        snapshot: hooks.snapshot,
     });
     let app = axum::Router::new().fallback(handle).with_state(site);
     let l = hooks.limits;
@@ -409,6 +414,7 @@ async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
             None => plain(StatusCode::NOT_FOUND, "not found\n"),
         },
         _ if method != Method::GET && method != Method::HEAD => not_allowed("GET, HEAD"),
+        "/snapshot.jpg" => snapshot(site, req.uri().query(), req.headers()).await,
         path => respond(site, path, req.headers()),
     }
 }
@@ -496,25 +502,76 @@ async fn claim(site: &Arc<Site>, ip: Option<IpAddr>, req: Request) -> Response {
     }
 }
 
+/// `GET /snapshot.jpg[?width=N]`: the latest frame as a JPEG, to the
+/// same bearers as `/ice.json`.
+async fn snapshot(site: &Site, query: Option<&str>, headers: &HeaderMap) -> Response {
+    use crate::snapshot::SnapshotError;
+    if !authorized(site, headers) {
+        return unauthorized("GET /snapshot.jpg needs Authorization: Bearer <key_id>:<password>\n");
+    }
+    let Some(snap) = &site.snapshot else {
+        return plain(StatusCode::NOT_FOUND, "this device has no video\n");
+    };
+    let mut width = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            // Checked against the frame's size by the snapshotter.
+            "width" => match v.trim().parse::<u32>() {
+                Ok(w) => width = Some(w),
+                Err(_) => return plain(StatusCode::BAD_REQUEST, "width must be a whole number\n"),
+            },
+            _ => return plain(StatusCode::BAD_REQUEST, "the only parameter is width\n"),
+        }
+    }
+    match snap.jpeg(width).await {
+        Ok(s) => {
+            let mut r = Response::new(Body::from(s.jpeg));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+            no_store(&mut r);
+            common_headers(&mut r);
+            r
+        }
+        Err(e @ SnapshotError::BadWidth { .. }) => {
+            plain_text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
+        Err(e @ (SnapshotError::Busy | SnapshotError::NoFrame)) => {
+            let mut r = plain_text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        Err(e) => {
+            warn!("snapshot failed: {e}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n")
+        }
+    }
+}
+
+/// Whether the request may have key-holder resources: always when the
+/// device is open, else with a valid `Authorization: Bearer <key_id>:<password>`.
+fn authorized(site: &Site, headers: &HeaderMap) -> bool {
+    site.page.auth == "open"
+        || header_str(headers, header::AUTHORIZATION)
+            .and_then(bearer)
+            .is_some_and(|(id, password)| (site.check_key)(id, password))
+}
+
+fn unauthorized(text: &'static str) -> Response {
+    let mut r = plain(StatusCode::UNAUTHORIZED, text);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"campeer\""),
+    );
+    r
+}
+
 /// `GET /ice.json`: every ICE server, credentials included, to a key
 /// holder (`Authorization: Bearer <key_id>:<password>`), or to anyone when
 /// the device is open.
 fn ice(site: &Site, headers: &HeaderMap) -> Response {
-    let open = site.page.auth == "open";
-    let authorized = open
-        || header_str(headers, header::AUTHORIZATION)
-            .and_then(bearer)
-            .is_some_and(|(id, password)| (site.check_key)(id, password));
-    if !authorized {
-        let mut r = plain(
-            StatusCode::UNAUTHORIZED,
-            "GET /ice.json needs Authorization: Bearer <key_id>:<password>\n",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"campeer\""),
-        );
-        return r;
+    if !authorized(site, headers) {
+        return unauthorized("GET /ice.json needs Authorization: Bearer <key_id>:<password>\n");
     }
     json_response(site.ice_json.clone())
 }

@@ -1,0 +1,233 @@
+//! The MQTT side of Home Assistant discovery: a connection of its own to
+//! the device's broker (the daemon's signaling link is left alone), which
+//!
+//! - publishes every entity's retained config and every control's retained
+//!   state when it connects and when Home Assistant announces itself
+//!   (`<discovery_prefix>/status` = `online`);
+//! - empties the retained config of every entity of this device that no
+//!   longer exists (a control removed from the configuration);
+//! - pushes a control's state on every change (inputs and outputs alike);
+//! - turns commands into GPIO calls through the same `GpioBank` rules as
+//!   the data channel (safe values, `max_on_ms`, one `audit` log line per
+//!   command, allowed or not);
+//! - publishes a camera picture every `image_interval_secs` (retained, at
+//!   `image_width`), bounded by the snapshotter's concurrency cap.
+//!
+//! Availability needs nothing here: entities follow the device's status,
+//! whose last will the signaling link sets.
+
+use super::{Command, Discovery, HomeAssistantConfig, Retained};
+use crate::backoff::Backoff;
+use crate::config::{MqttConfig, MqttTarget};
+use crate::control::gpio::GpioBank;
+use crate::snapshot::Snapshotter;
+use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, info, warn};
+
+/// Largest camera picture published, bytes: the own broker's payload cap
+/// (64 KiB) less room for the topic.
+pub const MAX_IMAGE: usize = 63 * 1024;
+/// Commands accepted per second (a token bucket with this burst, too).
+const COMMAND_RATE: u32 = 10;
+
+/// Everything the bridge acts on.
+pub struct Bridge {
+    pub discovery: Discovery,
+    pub config: HomeAssistantConfig,
+    pub gpio: GpioBank,
+    pub snapshot: Option<Arc<Snapshotter>>,
+}
+
+/// Starts the bridge's connection with the daemon's MQTT settings (its own
+/// client id: `client_id` + `-ha`); it runs until `stop` changes.
+pub fn start(
+    bridge: Bridge,
+    cfg: &MqttConfig,
+    target: &MqttTarget,
+    client_id: &str,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let opts =
+        crate::signaling::mqtt_options::mqtt_options(cfg, target, &format!("{client_id}-ha"))?;
+    let (client, eventloop) = AsyncClient::new(opts, 256);
+    let backoff = Backoff::new(
+        Duration::from_millis(cfg.reconnect_min_ms),
+        Duration::from_millis(cfg.reconnect_max_ms),
+    );
+    Ok(tokio::spawn(run(bridge, client, eventloop, backoff, stop)))
+}
+
+fn publish(client: &AsyncClient, r: Retained) {
+    if let Err(e) = client.try_publish(r.topic, QoS::AtLeastOnce, true, r.payload) {
+        warn!("home assistant: message not queued: {e}");
+    }
+}
+
+fn announce(b: &Bridge, client: &AsyncClient) {
+    for r in b.discovery.configs() {
+        publish(client, r);
+    }
+    match b.gpio.list() {
+        Ok(list) => {
+            for c in list {
+                publish(client, b.discovery.state(&c.name, c.value));
+            }
+        }
+        Err(e) => warn!("home assistant: cannot read the controls: {e}"),
+    }
+}
+
+async fn run(
+    b: Bridge,
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    mut backoff: Backoff,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut changes = b.gpio.subscribe();
+    let every = Duration::from_secs(b.config.image_interval_secs.max(1));
+    let mut image = tokio::time::interval(every);
+    image.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let images = b.snapshot.is_some() && b.config.image_interval_secs > 0;
+    let mut bucket = crate::ratelimit::TokenBucket::new(COMMAND_RATE, COMMAND_RATE);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = client.try_disconnect();
+                let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+                return;
+            }
+            ch = changes.recv() => match ch {
+                Ok(c) => publish(&client, b.discovery.state(&c.name, c.value)),
+                Err(broadcast::error::RecvError::Lagged(_)) => announce(&b, &client),
+                Err(broadcast::error::RecvError::Closed) => changes = b.gpio.subscribe(),
+            },
+            _ = image.tick(), if images => publish_image(&b, &client).await,
+            polled = eventloop.poll() => match polled {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    info!(prefix = %b.config.discovery_prefix, "home assistant: publishing discovery");
+                    backoff.reset();
+                    let mut filters: Vec<String> = b.discovery.command_filters().into();
+                    filters.push(b.discovery.config_filter());
+                    filters.push(b.discovery.birth_topic());
+                    for f in filters {
+                        if let Err(e) = client.try_subscribe(f, QoS::AtLeastOnce) {
+                            warn!("home assistant: subscribe not queued: {e}");
+                        }
+                    }
+                    announce(&b, &client);
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let now = crate::clock::monotonic_us();
+                    handle(&b, &client, &p.topic, &p.payload, p.retain, &mut bucket, now);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!("home assistant: broker connection: {e}");
+                    let delay = backoff.next_delay(rand::random::<f64>());
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn handle(
+    b: &Bridge,
+    client: &AsyncClient,
+    topic: &str,
+    payload: &[u8],
+    retained: bool,
+    bucket: &mut crate::ratelimit::TokenBucket,
+    now_us: u64,
+) {
+    let d = &b.discovery;
+    if topic == d.birth_topic() {
+        if payload == b"online" {
+            info!("home assistant (re)started: publishing discovery again");
+            announce(b, client);
+        }
+        return;
+    }
+    if topic.ends_with("/config") {
+        if !payload.is_empty() {
+            for r in d.removals([topic]) {
+                info!(topic = %r.topic, "home assistant: removing an entity that no longer exists");
+                publish(client, r);
+            }
+        }
+        return;
+    }
+    if retained {
+        // A retained command is stale by definition: never replayed.
+        info!(%topic, "home assistant: ignoring a retained command");
+        return;
+    }
+    if !bucket.try_take(now_us) {
+        warn!(%topic, "home assistant: command rate limited");
+        return;
+    }
+    let Some(cmd) = d.command(topic, payload) else {
+        info!(%topic, "home assistant: not a command for a known output; ignored");
+        return;
+    };
+    run_command(b, &cmd);
+}
+
+/// Drives the GPIO as the data channel does, with an audit line.
+fn run_command(b: &Bridge, cmd: &Command) {
+    let (method, params, result) = match cmd {
+        Command::Set { name, value } => (
+            "gpio.set",
+            format!("{{\"name\":{name:?},\"value\":{value}}}"),
+            b.gpio.set_by(None, name, *value).map(|v| v.to_string()),
+        ),
+        Command::Pulse { name, ms } => (
+            "gpio.pulse",
+            format!("{{\"name\":{name:?},\"ms\":{ms}}}"),
+            b.gpio
+                .pulse_by(None, name, *ms)
+                .map(|o| format!("{} for {} ms", o.value, o.ms)),
+        ),
+    };
+    let result = result.unwrap_or_else(|e| format!("error {e}"));
+    tracing::info!(
+        target: "audit",
+        sid = "homeassistant",
+        key = %b.config.key,
+        role = "control",
+        method,
+        params = %params,
+        result = %result,
+        "control call"
+    );
+}
+
+async fn publish_image(b: &Bridge, client: &AsyncClient) {
+    let Some(snap) = &b.snapshot else { return };
+    let mut width = (b.config.image_width != 0).then_some(b.config.image_width);
+    for _ in 0..3 {
+        match snap.jpeg(width).await {
+            Ok(s) if s.jpeg.len() <= MAX_IMAGE => {
+                let topic = b.discovery.camera_topic();
+                if let Err(e) = client.try_publish(topic, QoS::AtMostOnce, true, s.jpeg) {
+                    debug!("home assistant: picture not queued: {e}");
+                }
+                return;
+            }
+            // Too large for the broker: half as wide.
+            Ok(s) => width = Some((s.width / 2).max(crate::snapshot::MIN_WIDTH) & !1),
+            Err(e) => {
+                debug!("home assistant: no picture this time: {e}");
+                return;
+            }
+        }
+    }
+    warn!("home assistant: camera picture still above {MAX_IMAGE} bytes at a quarter width; none published");
+}

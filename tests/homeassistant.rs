@@ -1,0 +1,436 @@
+//! A real Home Assistant (PyPI `homeassistant`, installed by
+//! scripts/install-homeassistant.sh into a cached venv) against a real
+//! daemon with its own Mosquitto: HA is onboarded and its MQTT integration
+//! set up through its REST API with the `homeassistant` key's login, then
+//! the discovered entities appear, HA's switch drives a GPIO output (mock
+//! line), the camera entity returns a JPEG, and the device's entities go
+//! `unavailable` when the daemon is killed.
+//!
+//! Without the venv the test prints `skipped:` and passes, except under CI
+//! (`CI` set), where scripts/test.sh installs it and its absence fails.
+
+mod common;
+
+use campeer::signaling::auth::key_password;
+use common::{free_port, TempDir, BIN};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DEVICE: &str = "camha";
+const HA_SECRET: &str = "0123456789abcdef-homeassistant";
+const DEFAULT_VENV: &str = "/var/cache/campeer-tests/homeassistant";
+
+struct Proc {
+    child: Child,
+    log: std::path::PathBuf,
+    what: &'static str,
+}
+
+impl Proc {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("---- {} log (last lines) ----", self.what);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, String)>,
+) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.map(|(ctype, b)| {
+        req.push_str(&format!(
+            "Content-Type: {ctype}\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+        b
+    });
+    req.push_str("\r\n");
+    req.push_str(&body.unwrap_or_default());
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let mut body = buf[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = unchunk(&body);
+    }
+    Some((status, body))
+}
+
+fn unchunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 || b.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2.min(b.len() - eol - 2 - size)..];
+    }
+    out
+}
+
+async fn json_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> Value {
+    let (status, b) = http(
+        addr,
+        method,
+        path,
+        token,
+        Some(("application/json", body.to_string())),
+    )
+    .await
+    .unwrap_or_else(|| panic!("{method} {path}: no reply"));
+    assert!(
+        status < 300,
+        "{method} {path}: {status} {}",
+        String::from_utf8_lossy(&b)
+    );
+    serde_json::from_slice(&b).unwrap_or(Value::Null)
+}
+
+/// The state of `entity`, polled until `want` holds or `timeout` passes.
+async fn wait_state(
+    addr: SocketAddr,
+    token: &str,
+    entity: &str,
+    want: impl Fn(&str) -> bool,
+    timeout: Duration,
+) -> Option<String> {
+    let t = Instant::now();
+    let mut last = None;
+    while t.elapsed() < timeout {
+        if let Some((200, b)) = http(
+            addr,
+            "GET",
+            &format!("/api/states/{entity}"),
+            Some(token),
+            None,
+        )
+        .await
+        {
+            let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+            if let Some(s) = v["state"].as_str() {
+                if want(s) {
+                    return Some(s.to_owned());
+                }
+                last = Some(s.to_owned());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("{entity}: last state {last:?}");
+    None
+}
+
+fn venv() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("CAMPEER_HA_VENV")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_VENV));
+    dir.join("bin/python").is_file().then_some(dir)
+}
+
+fn start_daemon(dir: &TempDir, mqtt: u16) -> Proc {
+    let cfg = dir.0.join("campeer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "device_id = \"{DEVICE}\"\n\
+             [video]\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 10\n\
+             [broker]\nembedded = true\nlisten = \"127.0.0.1:{mqtt}\"\nws_listen = \"\"\n\
+             [http]\nlisten = \"\"\n\
+             [homeassistant]\nenabled = true\nimage_interval_secs = 1\n\
+             [[gpio]]\nname = \"gate\"\nline = \"mock:gate\"\ndirection = \"output\"\nmax_on_ms = 60000\n\
+             [[gpio]]\nname = \"door\"\nline = \"mock:door\"\ndirection = \"input\"\n\
+             [[access.keys]]\nid = \"homeassistant\"\nsecret = \"{HA_SECRET}\"\nrole = \"view\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.0.join("daemon.log");
+    let child = Command::new(BIN)
+        .args(["--log", "info,campeer=debug", "run", "--config"])
+        .arg(&cfg)
+        .args(["--state-dir"])
+        .arg(dir.0.join("state"))
+        .args(["--stats-interval", "0"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start campeer");
+    Proc {
+        child,
+        log,
+        what: "campeer",
+    }
+}
+
+fn start_ha(venv: &std::path::Path, dir: &TempDir, port: u16) -> Proc {
+    let conf = dir.0.join("ha");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("configuration.yaml"),
+        format!(
+            "homeassistant:\n  name: campeer-test\n  latitude: 0\n  longitude: 0\n  elevation: 0\n  \
+             unit_system: metric\n  time_zone: UTC\n  currency: EUR\n  country: DE\n\
+             http:\n  server_host: 127.0.0.1\n  server_port: {port}\n\
+             onboarding:\nconfig:\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.0.join("ha.log");
+    let child = Command::new(venv.join("bin/python"))
+        .args(["-m", "homeassistant", "--skip-pip", "-c"])
+        .arg(&conf)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start home assistant");
+    Proc {
+        child,
+        log,
+        what: "home assistant",
+    }
+}
+
+/// Onboards HA and returns an access token.
+async fn onboard(addr: SocketAddr) -> String {
+    let client_id = format!("http://{addr}/");
+    let r = json_call(
+        addr,
+        "POST",
+        "/api/onboarding/users",
+        None,
+        json!({"client_id": client_id, "name": "Test", "username": "test",
+               "password": "campeer-test-pass", "language": "en"}),
+    )
+    .await;
+    let code = r["auth_code"].as_str().expect("auth_code").to_owned();
+    let form = format!(
+        "grant_type=authorization_code&code={code}&client_id={}",
+        url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>()
+    );
+    let (status, b) = http(
+        addr,
+        "POST",
+        "/auth/token",
+        None,
+        Some(("application/x-www-form-urlencoded", form)),
+    )
+    .await
+    .expect("token reply");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    v["access_token"].as_str().expect("access_token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovers_drives_and_loses_the_device() {
+    let Some(venv) = venv() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Home Assistant is not installed ({DEFAULT_VENV} or CAMPEER_HA_VENV): run scripts/install-homeassistant.sh"
+        );
+        eprintln!("skipped: Home Assistant is not installed; run scripts/install-homeassistant.sh");
+        return;
+    };
+    let dir = TempDir::new("ha");
+    let (mqtt, ha_port) = (free_port(), free_port());
+    let t0 = Instant::now();
+    let mut daemon = start_daemon(&dir, mqtt);
+    let ha = start_ha(&venv, &dir, ha_port);
+    let addr: SocketAddr = format!("127.0.0.1:{ha_port}").parse().unwrap();
+
+    let t = Instant::now();
+    while !matches!(
+        http(addr, "GET", "/api/onboarding", None, None).await,
+        Some((200, _))
+    ) {
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "Home Assistant never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("home assistant up after {:?}", t.elapsed());
+    let token = onboard(addr).await;
+
+    // The MQTT integration, logged in as the homeassistant key.
+    let flow = json_call(
+        addr,
+        "POST",
+        "/api/config/config_entries/flow",
+        Some(&token),
+        json!({"handler": "mqtt"}),
+    )
+    .await;
+    let flow_id = flow["flow_id"].as_str().expect("flow_id");
+    let password = key_password(HA_SECRET.as_bytes(), DEVICE);
+    let done = json_call(
+        addr,
+        "POST",
+        &format!("/api/config/config_entries/flow/{flow_id}"),
+        Some(&token),
+        json!({"broker": "127.0.0.1", "port": mqtt, "username": "homeassistant", "password": password}),
+    )
+    .await;
+    assert_eq!(done["type"], "create_entry", "{done}");
+
+    let long = Duration::from_secs(60);
+    let switch = "switch.campeer_camha_gate";
+    assert_eq!(
+        wait_state(addr, &token, switch, |s| s == "off", long)
+            .await
+            .as_deref(),
+        Some("off")
+    );
+    assert_eq!(
+        wait_state(
+            addr,
+            &token,
+            "binary_sensor.campeer_camha_door",
+            |s| s == "off",
+            long
+        )
+        .await
+        .as_deref(),
+        Some("off")
+    );
+    assert_eq!(
+        wait_state(
+            addr,
+            &token,
+            "sensor.campeer_camha_viewers",
+            |s| s == "0",
+            long
+        )
+        .await
+        .as_deref(),
+        Some("0")
+    );
+    assert!(wait_state(
+        addr,
+        &token,
+        "button.campeer_camha_gate_pulse",
+        |s| s != "unavailable",
+        long
+    )
+    .await
+    .is_some());
+
+    // HA's switch drives the line: the device's state topic comes back on.
+    json_call(
+        addr,
+        "POST",
+        "/api/services/switch/turn_on",
+        Some(&token),
+        json!({"entity_id": switch}),
+    )
+    .await;
+    assert_eq!(
+        wait_state(addr, &token, switch, |s| s == "on", long)
+            .await
+            .as_deref(),
+        Some("on")
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("control call")
+            && l.contains("gpio.set")
+            && l.contains("homeassistant")),
+        "no audit line for HA's command"
+    );
+    json_call(
+        addr,
+        "POST",
+        "/api/services/switch/turn_off",
+        Some(&token),
+        json!({"entity_id": switch}),
+    )
+    .await;
+    assert_eq!(
+        wait_state(addr, &token, switch, |s| s == "off", long)
+            .await
+            .as_deref(),
+        Some("off")
+    );
+
+    // The camera entity returns a JPEG of the configured width.
+    let camera = "camera.campeer_camha_camera";
+    assert!(
+        wait_state(addr, &token, camera, |s| s != "unavailable", long)
+            .await
+            .is_some()
+    );
+    let t = Instant::now();
+    let jpeg = loop {
+        if let Some((200, b)) = http(
+            addr,
+            "GET",
+            &format!("/api/camera_proxy/{camera}"),
+            Some(&token),
+            None,
+        )
+        .await
+        {
+            break b;
+        }
+        assert!(t.elapsed() < long, "no camera picture");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (w, h, _) = campeer::snapshot::decode_luma(&jpeg).expect("a JPEG");
+    assert_eq!((w, h), (640, 360));
+
+    // Killed (no goodbye): the last will says offline, the entities follow.
+    daemon.child.kill().unwrap();
+    let _ = daemon.child.wait();
+    assert_eq!(
+        wait_state(addr, &token, switch, |s| s == "unavailable", long)
+            .await
+            .as_deref(),
+        Some("unavailable"),
+        "{}",
+        ha.log_text()
+    );
+    eprintln!("home assistant test took {:?}", t0.elapsed());
+}
