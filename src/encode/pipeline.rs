@@ -20,7 +20,7 @@ use super::h264::{EncoderSettings, H264Encoder};
 use super::EncodeError;
 use crate::backoff::Backoff;
 use crate::clock;
-use crate::media::{EncodedFrame, I420Frame, MediaError, VideoFormat, VideoSource};
+use crate::media::{EncodedFrame, I420Frame, MediaError, SourceUnit, VideoFormat, VideoSource};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -347,9 +347,10 @@ impl VideoPipeline {
         };
         let cap_thread = {
             let shared = shared.clone();
+            let tx = tx.clone();
             std::thread::Builder::new()
                 .name("campeer-capture".into())
-                .spawn(move || capture_loop(source, reopen, shared))
+                .spawn(move || capture_loop(source, reopen, shared, tx))
         };
         let cap_thread = match cap_thread {
             Ok(t) => t,
@@ -435,6 +436,7 @@ fn capture_loop(
     initial: Option<Box<dyn VideoSource>>,
     mut reopen: Option<Reopen>,
     shared: Arc<Shared>,
+    tx: broadcast::Sender<Arc<EncodedFrame>>,
 ) {
     let mut source = initial;
     let mut backoff = media_backoff();
@@ -475,8 +477,15 @@ fn capture_loop(
             }
             continue;
         };
-        match src.next_frame() {
-            Ok(frame) => {
+        src.set_wanted(tx.receiver_count() > 0);
+        match src.next_unit() {
+            // An on-demand source with nobody watching (it waited a little).
+            Err(MediaError::Idle) => continue,
+            Ok(SourceUnit::Encoded(frame)) => {
+                backoff.reset();
+                publish_passthrough(&shared, &tx, frame);
+            }
+            Ok(SourceUnit::Raw(frame)) => {
                 backoff.reset();
                 shared
                     .counters
@@ -510,6 +519,28 @@ fn capture_loop(
         }
     }
     debug!(device = %name, "capture thread done");
+}
+
+/// H.264 the source encoded itself goes to every viewer as it is
+/// (`encode::passthrough`): no raw queue, no encoder, no forced IDRs.
+fn publish_passthrough(
+    shared: &Shared,
+    tx: &broadcast::Sender<Arc<EncodedFrame>>,
+    frame: EncodedFrame,
+) {
+    let c = &shared.counters;
+    c.frames_captured.fetch_add(1, Ordering::Relaxed);
+    c.frames_encoded.fetch_add(1, Ordering::Relaxed);
+    if frame.keyframe {
+        c.keyframes.fetch_add(1, Ordering::Relaxed);
+        // Any request so far is answered by this keyframe.
+        let mut d = shared.debounce();
+        let ticket = d.begin_frame(frame.capture_us);
+        d.end_frame(ticket, true, frame.capture_us);
+    }
+    c.last_frame_at_us
+        .store(clock::monotonic_us(), Ordering::Relaxed);
+    let _ = tx.send(Arc::new(frame));
 }
 
 fn encode_loop(
