@@ -193,3 +193,32 @@ async fn on_demand_command_starts_for_the_first_viewer() {
     assert_live_video(&r, 30);
     assert!(read_pid(&pidfile).is_some(), "{}", d.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_the_viewer_did_not_offer_is_refused_as_unsupported() {
+    let dir = TempDir::new("exec-high");
+    // High profile (veryfast keeps CABAC and 8x8 transforms, so x264 does
+    // not fall back to baseline): `campeer view` offers only baseline.
+    let high = H264
+        .replace("baseline", "high")
+        .replace("ultrafast", "veryfast");
+    let cmd = format!("{TESTSRC} {high}");
+    let flags = config(&dir, &cmd, "h264", "");
+    let broker = Broker::start();
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let d = Daemon::start(&broker, "exec-high", &extra).await;
+    // The profile is known from the first keyframe's SPS.
+    let t = Instant::now();
+    while !d.log_text().contains("passed-through H.264 profile") {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = view(&broker, "exec-high", &["--frames", "10", "--timeout", "20"]).await;
+    assert_eq!(r["error_code"], "unsupported", "{r}");
+    assert_eq!(u(&r, "frames"), 0, "{r}");
+    assert!(
+        d.log_text().contains("profile-level-id=64"),
+        "{}",
+        d.log_text()
+    );
+}

@@ -101,6 +101,32 @@ impl Passthrough {
     }
 }
 
+/// Whether a viewer that offered `offered` (profile-level-ids) can decode
+/// what a passthrough source sends (`sent`): the same profile_idc, and
+/// every constraint the offer's format requires is met by the stream (a
+/// decoder for constrained baseline `42e0` cannot take plain baseline
+/// `4200`, but one for baseline can take constrained baseline). Levels are
+/// not compared: campeer answers with level-asymmetry-allowed.
+pub fn profile_accepted(sent: &str, offered: &[String]) -> bool {
+    let parse = |s: &str| -> Option<(u8, u8)> {
+        let b = s.as_bytes();
+        if b.len() != 6 || !s.is_ascii() {
+            return None;
+        }
+        let idc = u8::from_str_radix(&s[0..2], 16).ok()?;
+        let iop = u8::from_str_radix(&s[2..4], 16).ok()?;
+        Some((idc, iop))
+    };
+    let Some((idc, iop)) = parse(sent) else {
+        return false;
+    };
+    offered.iter().filter_map(|o| parse(o)).any(|(oidc, oiop)| {
+        // Constraint flags the offer sets must be set in the stream too
+        // (constraint_set0..5; the low two bits are reserved).
+        oidc == idc && (oiop & 0xFC) & !iop == 0
+    })
+}
+
 /// The profile-level-id of an SPS NAL unit (header byte first).
 pub fn profile_level_id(sps: &[u8]) -> Option<String> {
     if sps.len() < 4 || sps[0] & 0x1F != NAL_SPS {
@@ -155,6 +181,24 @@ mod tests {
         assert!(p.frame(nal(&[0x06, 5, 1]), 0, 0, 1).is_none());
         assert!(p.frame(nal(&[0x67, 0x64, 0x00, 0x28]), 0, 0, 1).is_none());
         assert_eq!(p.profile_level_id().as_deref(), Some("640028"));
+    }
+
+    #[test]
+    fn profiles_are_accepted_only_when_the_viewer_can_decode_them() {
+        let offer = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Chrome-like offer: baseline, constrained baseline, main, high.
+        let chrome = offer(&["42001f", "42e01f", "4d001f", "64001f"]);
+        for sent in ["42c01e", "42e01f", "4d4028", "640028", "42001f"] {
+            assert!(profile_accepted(sent, &chrome), "{sent}");
+        }
+        // Constrained baseline only: a High or plain baseline stream is refused.
+        let cb = offer(&["42e01f"]);
+        assert!(profile_accepted("42e01f", &cb));
+        assert!(profile_accepted("42e028", &cb), "levels are not compared");
+        assert!(!profile_accepted("640028", &cb));
+        assert!(!profile_accepted("42001f", &cb));
+        assert!(!profile_accepted("zz", &cb));
+        assert!(!profile_accepted("42e01f", &[]));
     }
 
     #[test]

@@ -256,6 +256,8 @@ struct Shared {
     encoder_alive: AtomicBool,
     /// Stamp frames before encoding.
     stamp: AtomicBool,
+    /// The profile-level-id of H.264 passed through, once seen.
+    passthrough_profile: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -332,6 +334,7 @@ impl VideoPipeline {
             format: Mutex::new(format),
             encoder_alive: AtomicBool::new(true),
             stamp: AtomicBool::new(false),
+            passthrough_profile: Mutex::new(None),
         });
 
         let enc_thread = {
@@ -386,6 +389,17 @@ impl VideoPipeline {
     pub fn format(&self) -> VideoFormat {
         self.shared
             .format
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// For a source whose H.264 is passed through: the profile-level-id of
+    /// its latest SPS (`None` for openh264's own stream, or before the
+    /// source's first keyframe).
+    pub fn passthrough_profile(&self) -> Option<String> {
+        self.shared
+            .passthrough_profile
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -533,6 +547,19 @@ fn publish_passthrough(
     c.frames_encoded.fetch_add(1, Ordering::Relaxed);
     if frame.keyframe {
         c.keyframes.fetch_add(1, Ordering::Relaxed);
+        let sps = crate::media::exec::framing::nal_units(&frame.data)
+            .into_iter()
+            .find_map(super::passthrough::profile_level_id);
+        if let Some(p) = sps {
+            let mut slot = shared
+                .passthrough_profile
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if slot.as_deref() != Some(p.as_str()) {
+                info!(profile_level_id = %p, "passed-through H.264 profile");
+                *slot = Some(p);
+            }
+        }
         // Any request so far is answered by this keyframe.
         let mut d = shared.debounce();
         let ticket = d.begin_frame(frame.capture_us);

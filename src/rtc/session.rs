@@ -457,6 +457,7 @@ impl Session {
         // one peer connection), fed from the shared encoder output. A kind the
         // offer wants but the device lacks gets no track: its section is
         // answered inactive.
+        self.check_passthrough_profile()?;
         let video = if self.summary.video_h264 && self.ctx.video.is_some() {
             Some(
                 self.add_track(pc, RtpCodecKind::Video, engine::h264_codec())
@@ -484,6 +485,32 @@ impl Session {
             self.audio = negotiated(&self.sid, "audio", track, ssrc, &sender).await;
         }
         Ok(())
+    }
+
+    /// H.264 passed through from the camera is what it is: a viewer that
+    /// did not offer its profile is refused rather than sent video it
+    /// cannot decode (`encode::passthrough::profile_accepted`).
+    fn check_passthrough_profile(&self) -> Result<(), Refusal> {
+        let Some(sent) = self
+            .ctx
+            .video
+            .as_ref()
+            .and_then(|v| v.passthrough_profile())
+        else {
+            return Ok(());
+        };
+        if !self.summary.video_h264
+            || crate::encode::passthrough::profile_accepted(&sent, &self.summary.h264_profiles)
+        {
+            return Ok(());
+        }
+        Err(Refusal(
+            ErrorCode::Unsupported,
+            format!(
+                "the camera sends H.264 profile-level-id={sent} (passed through, not re-encoded); the offer accepts only {}",
+                self.summary.h264_profiles.join(", ")
+            ),
+        ))
     }
 
     /// Stops the transceivers of media sections the device cannot serve (audio
