@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// ffmpeg's moving test picture, in real time, at the configured size and
@@ -129,7 +129,7 @@ fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-async fn wait_for_pid(path: &PathBuf) -> i32 {
+async fn wait_for_pid(path: &Path) -> i32 {
     let t = Instant::now();
     loop {
         if let Some(pid) = read_pid(path) {

@@ -160,7 +160,7 @@ impl Framer {
             let starts_new_unit = match self.unit_start {
                 None => true,
                 Some(_) if !self.has_vcl => false,
-                Some(_) => nal_type == 9 || matches!(nal_type, 6 | 7 | 8) || first_slice,
+                Some(_) => matches!(nal_type, 6..=9) || first_slice,
             };
             if starts_new_unit {
                 if let Some(s) = self.unit_start {
