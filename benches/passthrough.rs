@@ -139,7 +139,7 @@ async fn main() {
         "\n== passthrough 640x480@30: time to first decoded frame (offer published -> picture) =="
     );
     for (gop, label) in [(30, "1 s"), (15, "0.5 s")] {
-        let mut t = first_frame(
+        let t = first_frame(
             &Setup {
                 w: 640,
                 h: 480,
