@@ -222,3 +222,50 @@ async fn a_profile_the_viewer_did_not_offer_is_refused_as_unsupported() {
         d.log_text()
     );
 }
+
+/// A hand-made offer with two H.264 formats: constrained baseline (96) and
+/// baseline (98).
+fn two_profile_offer() -> String {
+    vp8_only_offer().replace(
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 98",
+    )
+    .replace(
+        "a=rtpmap:96 VP8/90000\r\n",
+        "a=rtpmap:96 H264/90000\r\na=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+         a=rtpmap:98 H264/90000\r\na=fmtp:98 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_names_the_profile_the_source_really_sends() {
+    let dir = TempDir::new("exec-answer");
+    // x264's baseline sets constraint_set0 and 1 only (42c0xx): plain
+    // baseline to a decoder, not constrained baseline (which needs set2).
+    let cmd = format!("{TESTSRC} {H264}");
+    let flags = config(&dir, &cmd, "h264", "");
+    let broker = Broker::start();
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let d = Daemon::start(&broker, "exec-answer", &extra).await;
+    let t = Instant::now();
+    while !d
+        .log_text()
+        .contains("passed-through H.264 profile profile_level_id=42c0")
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sid = sid();
+    let out = out_topic("exec-answer", &sid);
+    let mut c = RawClient::connect(broker.port, std::slice::from_ref(&out)).await;
+    let offer = serde_json::json!({"type": "offer", "sdp": two_profile_offer()});
+    c.publish(&in_topic("exec-answer", &sid), offer.to_string())
+        .await;
+    let answer = c
+        .wait_for(&out, Duration::from_secs(10), |v| v["type"] == "answer")
+        .await
+        .unwrap_or_else(|| panic!("no answer; log:\n{}", d.log_text()));
+    let sdp = answer["sdp"].as_str().expect("answer sdp");
+    assert!(sdp.contains("profile-level-id=42001f"), "{sdp}");
+    assert!(!sdp.contains("profile-level-id=42e01f"), "{sdp}");
+}

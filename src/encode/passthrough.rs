@@ -108,6 +108,14 @@ impl Passthrough {
 /// `4200`, but one for baseline can take constrained baseline). Levels are
 /// not compared: campeer answers with level-asymmetry-allowed.
 pub fn profile_accepted(sent: &str, offered: &[String]) -> bool {
+    answer_profile(sent, offered).is_some()
+}
+
+/// The offered profile-level-id the answer should carry for a stream of
+/// profile `sent`: the offer's own format whose profile (and constraints)
+/// the stream satisfies, preferring one with exactly the stream's profile
+/// and constraints. `None`: the viewer cannot decode the stream.
+pub fn answer_profile(sent: &str, offered: &[String]) -> Option<String> {
     let parse = |s: &str| -> Option<(u8, u8)> {
         let b = s.as_bytes();
         if b.len() != 6 || !s.is_ascii() {
@@ -117,14 +125,15 @@ pub fn profile_accepted(sent: &str, offered: &[String]) -> bool {
         let iop = u8::from_str_radix(&s[2..4], 16).ok()?;
         Some((idc, iop))
     };
-    let Some((idc, iop)) = parse(sent) else {
-        return false;
-    };
-    offered.iter().filter_map(|o| parse(o)).any(|(oidc, oiop)| {
-        // Constraint flags the offer sets must be set in the stream too
-        // (constraint_set0..5; the low two bits are reserved).
-        oidc == idc && (oiop & 0xFC) & !iop == 0
-    })
+    let (idc, iop) = parse(sent)?;
+    // Constraint flags the offer sets must be set in the stream too
+    // (constraint_set0..5; the low two bits are reserved).
+    let fits =
+        |o: &&String| parse(o).is_some_and(|(oidc, oiop)| oidc == idc && (oiop & 0xFC) & !iop == 0);
+    let exact = |o: &&String| parse(o).is_some_and(|(_, oiop)| oiop & 0xFC == iop & 0xFC);
+    let mut fitting = offered.iter().filter(fits);
+    let first = fitting.clone().next()?;
+    Some(fitting.find(exact).unwrap_or(first).clone())
 }
 
 /// The profile-level-id of an SPS NAL unit (header byte first).
@@ -199,6 +208,17 @@ mod tests {
         assert!(!profile_accepted("42001f", &cb));
         assert!(!profile_accepted("zz", &cb));
         assert!(!profile_accepted("42e01f", &[]));
+    }
+
+    #[test]
+    fn the_answer_names_an_offered_format_the_stream_satisfies() {
+        let offer = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let chrome = offer(&["42001f", "42e01f", "4d001f", "64001f"]);
+        assert_eq!(answer_profile("42e01e", &chrome).unwrap(), "42e01f");
+        assert_eq!(answer_profile("42c01e", &chrome).unwrap(), "42001f");
+        assert_eq!(answer_profile("640028", &chrome).unwrap(), "64001f");
+        assert_eq!(answer_profile("4d4028", &chrome).unwrap(), "4d001f");
+        assert_eq!(answer_profile("640028", &offer(&["42e01f"])), None);
     }
 
     #[test]
