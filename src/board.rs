@@ -9,6 +9,9 @@ pub const BOARDS: &[(&str, &str)] = &[
     ("rpi3", include_str!("../board/rpi3.toml")),
     ("rpi4", include_str!("../board/rpi4.toml")),
     ("rpi5", include_str!("../board/rpi5.toml")),
+    ("rpi-cam-v2", include_str!("../board/rpi-cam-v2.toml")),
+    ("rpi-cam-v3", include_str!("../board/rpi-cam-v3.toml")),
+    ("rpi-cam-hq", include_str!("../board/rpi-cam-hq.toml")),
     ("qemu-raspi3b", include_str!("../board/qemu-raspi3b.toml")),
     ("qemu-raspi2b", include_str!("../board/qemu-raspi2b.toml")),
 ];

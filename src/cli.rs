@@ -135,7 +135,7 @@ pub struct RunArgs {
     #[arg(long, short = 'c', value_name = "FILE", env = "CAMPEER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Board profile to start from: rpi-zero2w, rpi3, rpi4, rpi5,
-    /// qemu-raspi3b, qemu-raspi2b (`board`). The file and the other flags lay over it.
+    /// rpi-cam-v2, rpi-cam-v3, rpi-cam-hq, qemu-raspi3b, qemu-raspi2b (`board`). The file and the other flags lay over it.
     #[arg(long, value_name = "NAME")]
     pub board: Option<String>,
     /// Device id (`device_id`).

@@ -388,6 +388,14 @@ pub struct VideoConfig {
     pub stamp: bool,
     /// Frames between periodic IDRs (>= 1). Default 60.
     pub keyframe_interval: u32,
+    /// For an `exec:` source: what the command writes on stdout, `i420`,
+    /// `nv12` (raw frames of width x height), `mjpeg`, or `h264` (Annex B,
+    /// passed through without re-encoding). Default `i420`.
+    pub exec_format: String,
+    /// For an `exec:` source: start the command with the daemon (`daemon`)
+    /// or for the first viewer, stopping it 10 s after the last (`viewer`).
+    /// Default `daemon`.
+    pub exec_start: String,
 }
 
 /// WebRTC sessions.
@@ -539,6 +547,8 @@ impl Default for VideoConfig {
             bitrate: 1_000_000,
             keyframe_interval: 60,
             stamp: false,
+            exec_format: "i420".into(),
+            exec_start: "daemon".into(),
         }
     }
 }
@@ -823,10 +833,47 @@ fn validate_prefix(prefix: &str) -> Result<(), String> {
 }
 
 impl VideoConfig {
+    /// The `exec:` keys; `video.stamp` needs pixels, which H.264 passed
+    /// through does not give campeer.
+    fn validate_exec(&self) -> Result<(), ConfigError> {
+        if self.source["exec:".len()..].trim().is_empty() {
+            return Err(invalid(
+                "video.source",
+                "`exec:` needs a command line, e.g. `exec:rpicam-vid -t 0 -o -`",
+            ));
+        }
+        let Some(format) = crate::media::exec::ExecFormat::parse(&self.exec_format) else {
+            return Err(invalid(
+                "video.exec_format",
+                format!(
+                    "{:?}: expected `i420`, `nv12`, `mjpeg` or `h264`",
+                    self.exec_format
+                ),
+            ));
+        };
+        if !matches!(self.exec_start.as_str(), "daemon" | "viewer") {
+            return Err(invalid(
+                "video.exec_start",
+                format!("{:?}: expected `daemon` or `viewer`", self.exec_start),
+            ));
+        }
+        if self.stamp && format == crate::media::exec::ExecFormat::H264 {
+            return Err(invalid(
+                "video.stamp",
+                "H.264 passed through from the command is never decoded, so it cannot be stamped",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let is_test = match self.source.as_str() {
             "test" => true,
             "none" => false,
+            s if s.starts_with("exec:") => {
+                self.validate_exec()?;
+                false
+            }
             s => match s.strip_prefix("v4l2:") {
                 Some(path) if !path.is_empty() && path.trim() == path => false,
                 Some(_) => {
@@ -838,7 +885,7 @@ impl VideoConfig {
                 None => {
                     return Err(invalid(
                         "video.source",
-                        format!("{s:?}: expected `test`, `none` or `v4l2:/dev/videoN`"),
+                        format!("{s:?}: expected `test`, `none`, `v4l2:/dev/videoN` or `exec:<command line>`"),
                     ))
                 }
             },
@@ -1402,6 +1449,28 @@ mod tests {
             c.device_id = bad.to_string();
             refused(&c, "device_id");
         }
+    }
+
+    #[test]
+    fn exec_source_validation() {
+        let mut c = valid();
+        c.video.source = "exec:rpicam-vid -t 0 --codec yuv420 -o -".into();
+        c.validate().unwrap();
+        c.video.source = "exec:  ".into();
+        refused(&c, "video.source");
+        c.video.source = "exec:cam".into();
+        c.video.exec_format = "rgb".into();
+        refused(&c, "video.exec_format");
+        c.video.exec_format = "h264".into();
+        c.validate().unwrap();
+        c.video.stamp = true;
+        refused(&c, "video.stamp");
+        c.video.exec_format = "mjpeg".into();
+        c.validate().unwrap();
+        c.video.exec_start = "later".into();
+        refused(&c, "video.exec_start");
+        c.video.exec_start = "viewer".into();
+        c.validate().unwrap();
     }
 
     #[test]

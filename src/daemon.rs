@@ -645,6 +645,9 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
         return Ok(None);
     }
     let v = &config.video;
+    if let VideoSourceSpec::Exec(command) = &spec {
+        return Ok(Some(Arc::new(start_exec_video(v, command)?)));
+    }
     let (w, h, fps) = (v.width, v.height, v.fps);
     let settings = EncoderSettings {
         width: w,
@@ -676,6 +679,40 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
     };
     pipeline.set_stamp(v.stamp);
     Ok(Some(Arc::new(pipeline)))
+}
+
+/// An `exec:` source: the command is supervised by the source itself
+/// (restarts with backoff), so the pipeline only retries reading from it.
+fn start_exec_video(
+    v: &crate::config::VideoConfig,
+    command: &str,
+) -> anyhow::Result<VideoPipeline> {
+    use crate::media::exec::{ExecFormat, ExecSettings, ExecSource};
+    let format = ExecFormat::parse(&v.exec_format)
+        .with_context(|| format!("video.exec_format {:?}", v.exec_format))?;
+    let source = ExecSource::start(ExecSettings {
+        command: command.to_owned(),
+        format,
+        on_demand: v.exec_start == "viewer",
+        width: v.width,
+        height: v.height,
+        fps: v.fps,
+        keyframe_interval: v.keyframe_interval,
+        bitrate: v.bitrate,
+    })?;
+    info!(source = %format!("exec:{command}"), width = v.width, height = v.height, fps = v.fps,
+          format = format.name(), start = %v.exec_start, passthrough = format == ExecFormat::H264,
+          "video from a command");
+    let settings = EncoderSettings {
+        width: v.width,
+        height: v.height,
+        fps: v.fps,
+        bitrate: v.bitrate,
+        keyframe_interval: v.keyframe_interval,
+    };
+    let pipeline = VideoPipeline::start(Box::new(source), settings)?;
+    pipeline.set_stamp(v.stamp);
+    Ok(pipeline)
 }
 
 fn start_broker(config: &Config, keys: &[BrokerKey]) -> anyhow::Result<Option<ManagedBroker>> {

@@ -8,6 +8,7 @@ pub mod audio_pipeline;
 pub mod decode;
 pub mod h264;
 pub mod opus;
+pub mod passthrough;
 pub mod pipeline;
 
 use crate::media::MediaError;

@@ -20,7 +20,7 @@ use super::h264::{EncoderSettings, H264Encoder};
 use super::EncodeError;
 use crate::backoff::Backoff;
 use crate::clock;
-use crate::media::{EncodedFrame, I420Frame, MediaError, VideoFormat, VideoSource};
+use crate::media::{EncodedFrame, I420Frame, MediaError, SourceUnit, VideoFormat, VideoSource};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -258,6 +258,8 @@ struct Shared {
     stamp: AtomicBool,
     /// The latest raw frame (stamped when `stamp` is on), for snapshots.
     latest: Mutex<Option<Arc<I420Frame>>>,
+    /// The profile-level-id of H.264 passed through, once seen.
+    passthrough_profile: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -335,6 +337,7 @@ impl VideoPipeline {
             encoder_alive: AtomicBool::new(true),
             stamp: AtomicBool::new(false),
             latest: Mutex::new(None),
+            passthrough_profile: Mutex::new(None),
         });
 
         let enc_thread = {
@@ -350,9 +353,10 @@ impl VideoPipeline {
         };
         let cap_thread = {
             let shared = shared.clone();
+            let tx = tx.clone();
             std::thread::Builder::new()
                 .name("campeer-capture".into())
-                .spawn(move || capture_loop(source, reopen, shared))
+                .spawn(move || capture_loop(source, reopen, shared, tx))
         };
         let cap_thread = match cap_thread {
             Ok(t) => t,
@@ -403,6 +407,17 @@ impl VideoPipeline {
             .clone()
     }
 
+    /// For a source whose H.264 is passed through: the profile-level-id of
+    /// its latest SPS (`None` for openh264's own stream, or before the
+    /// source's first keyframe).
+    pub fn passthrough_profile(&self) -> Option<String> {
+        self.shared
+            .passthrough_profile
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn stats(&self) -> PipelineStats {
         self.shared.counters.snapshot()
     }
@@ -448,6 +463,7 @@ fn capture_loop(
     initial: Option<Box<dyn VideoSource>>,
     mut reopen: Option<Reopen>,
     shared: Arc<Shared>,
+    tx: broadcast::Sender<Arc<EncodedFrame>>,
 ) {
     let mut source = initial;
     let mut backoff = media_backoff();
@@ -488,8 +504,15 @@ fn capture_loop(
             }
             continue;
         };
-        match src.next_frame() {
-            Ok(frame) => {
+        src.set_wanted(tx.receiver_count() > 0);
+        match src.next_unit() {
+            // An on-demand source with nobody watching (it waited a little).
+            Err(MediaError::Idle) => continue,
+            Ok(SourceUnit::Encoded(frame)) => {
+                backoff.reset();
+                publish_passthrough(&shared, &tx, frame);
+            }
+            Ok(SourceUnit::Raw(frame)) => {
                 backoff.reset();
                 shared
                     .counters
@@ -523,6 +546,41 @@ fn capture_loop(
         }
     }
     debug!(device = %name, "capture thread done");
+}
+
+/// H.264 the source encoded itself goes to every viewer as it is
+/// (`encode::passthrough`): no raw queue, no encoder, no forced IDRs.
+fn publish_passthrough(
+    shared: &Shared,
+    tx: &broadcast::Sender<Arc<EncodedFrame>>,
+    frame: EncodedFrame,
+) {
+    let c = &shared.counters;
+    c.frames_captured.fetch_add(1, Ordering::Relaxed);
+    c.frames_encoded.fetch_add(1, Ordering::Relaxed);
+    if frame.keyframe {
+        c.keyframes.fetch_add(1, Ordering::Relaxed);
+        let sps = crate::media::exec::framing::nal_units(&frame.data)
+            .into_iter()
+            .find_map(super::passthrough::profile_level_id);
+        if let Some(p) = sps {
+            let mut slot = shared
+                .passthrough_profile
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if slot.as_deref() != Some(p.as_str()) {
+                info!(profile_level_id = %p, "passed-through H.264 profile");
+                *slot = Some(p);
+            }
+        }
+        // Any request so far is answered by this keyframe.
+        let mut d = shared.debounce();
+        let ticket = d.begin_frame(frame.capture_us);
+        d.end_frame(ticket, true, frame.capture_us);
+    }
+    c.last_frame_at_us
+        .store(clock::monotonic_us(), Ordering::Relaxed);
+    let _ = tx.send(Arc::new(frame));
 }
 
 fn encode_loop(

@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod convert;
+pub mod exec;
 pub mod frame;
 pub mod stamp;
 pub mod test_pattern;
@@ -37,6 +38,10 @@ pub enum VideoSourceSpec {
     Test,
     /// A V4L2 capture device such as `/dev/video0`.
     V4l2(PathBuf),
+    /// A command whose stdout is the video (`exec:<command line>`; see
+    /// [`exec`]). Opened with `exec::ExecSource::start`, which needs the
+    /// `video.exec_*` settings too.
+    Exec(String),
     /// No video at all.
     None,
 }
@@ -48,6 +53,13 @@ impl VideoSourceSpec {
         match t {
             "test" => Ok(VideoSourceSpec::Test),
             "none" => Ok(VideoSourceSpec::None),
+            _ if t.starts_with("exec:") => match t["exec:".len()..].trim() {
+                "" => Err(MediaError::BadSpec {
+                    spec: s.to_string(),
+                    reason: "`exec:` needs a command line, e.g. `exec:rpicam-vid -t 0 -o -`",
+                }),
+                cmd => Ok(VideoSourceSpec::Exec(cmd.to_string())),
+            },
             _ => match t.strip_prefix("v4l2:") {
                 Some(path) if !path.trim().is_empty() => {
                     Ok(VideoSourceSpec::V4l2(PathBuf::from(path.trim())))
@@ -70,6 +82,7 @@ impl fmt::Display for VideoSourceSpec {
         match self {
             VideoSourceSpec::Test => f.write_str("test"),
             VideoSourceSpec::V4l2(p) => write!(f, "v4l2:{}", p.display()),
+            VideoSourceSpec::Exec(cmd) => write!(f, "exec:{cmd}"),
             VideoSourceSpec::None => f.write_str("none"),
         }
     }
@@ -98,6 +111,23 @@ pub trait VideoSource: Send {
     fn describe(&self) -> String {
         format!("{} source", self.format().pixel_format)
     }
+
+    /// The next frame, raw or (from a source that delivers H.264 itself)
+    /// already encoded, to be passed through. Raw unless overridden.
+    fn next_unit(&mut self) -> Result<SourceUnit, MediaError> {
+        self.next_frame().map(SourceUnit::Raw)
+    }
+
+    /// Told before every frame whether anyone watches (a source may start
+    /// or stop a camera process on demand). Ignored unless overridden.
+    fn set_wanted(&mut self, _wanted: bool) {}
+}
+
+/// What a source delivers: pixels to encode, or H.264 to pass through.
+#[derive(Debug)]
+pub enum SourceUnit {
+    Raw(I420Frame),
+    Encoded(EncodedFrame),
 }
 
 /// Errors of video sources. Each names the device and what was attempted.
@@ -108,6 +138,13 @@ pub enum MediaError {
 
     #[error("video source `none` cannot be opened (no video is configured)")]
     NoSource,
+
+    /// An on-demand source with nobody watching: not an error, nothing to do.
+    #[error("video source idle (nobody watching)")]
+    Idle,
+
+    #[error("video source {source_name}: {reason}")]
+    Exec { source_name: String, reason: String },
 
     #[error("video size {width}x{height} at {fps} fps: {reason}")]
     BadSize {
@@ -198,7 +235,11 @@ impl MediaError {
             | MediaError::Io { path, .. }
             | MediaError::Timeout { path, .. }
             | MediaError::BadFrame { path, .. } => Some(path),
-            MediaError::BadSpec { .. } | MediaError::NoSource | MediaError::BadSize { .. } => None,
+            MediaError::BadSpec { .. }
+            | MediaError::NoSource
+            | MediaError::Idle
+            | MediaError::Exec { .. }
+            | MediaError::BadSize { .. } => None,
         }
     }
 }
@@ -244,6 +285,10 @@ pub fn open_video_source(
         VideoSourceSpec::V4l2(path) => {
             Ok(Box::new(v4l2::V4l2Source::open(path, width, height, fps)?))
         }
+        VideoSourceSpec::Exec(_) => Err(MediaError::BadSpec {
+            spec: spec.to_string(),
+            reason: "an `exec:` source is started with its `video.exec_*` settings (exec::ExecSource::start)",
+        }),
         VideoSourceSpec::None => Err(MediaError::NoSource),
     }
 }
@@ -291,7 +336,12 @@ mod tests {
 
     #[test]
     fn spec_display_round_trips() {
-        for s in ["test", "none", "v4l2:/dev/video0"] {
+        for s in [
+            "test",
+            "none",
+            "v4l2:/dev/video0",
+            "exec:rpicam-vid -t 0 -o -",
+        ] {
             let spec = VideoSourceSpec::parse(s).unwrap();
             assert_eq!(spec.to_string(), s);
             assert_eq!(VideoSourceSpec::parse(&spec.to_string()).unwrap(), spec);

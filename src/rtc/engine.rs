@@ -47,6 +47,17 @@ pub fn h264_codec() -> RTCRtpCodec {
     }
 }
 
+/// H.264 with a given profile-level-id: for a passthrough source, whose
+/// stream is what it is (`encode::passthrough`).
+pub fn h264_codec_with_profile(profile_level_id: &str) -> RTCRtpCodec {
+    RTCRtpCodec {
+        sdp_fmtp_line: format!(
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
+        ),
+        ..h264_codec()
+    }
+}
+
 /// The audio codec the device sends.
 pub fn opus_codec() -> RTCRtpCodec {
     RTCRtpCodec {
@@ -70,10 +81,20 @@ fn video_feedback() -> Vec<RTCPFeedback> {
 
 /// Registers the codecs the device can send (or, for the viewer client, receive).
 pub fn media_engine() -> Result<MediaEngine, EngineError> {
+    media_engine_with(None)
+}
+
+/// Like [`media_engine`]; `video`, if given, is the only video codec
+/// registered (a passthrough source's H.264 profile).
+pub fn media_engine_with(video: Option<RTCRtpCodec>) -> Result<MediaEngine, EngineError> {
     let mut me = MediaEngine::default();
     let mut alt = h264_codec();
     alt.sdp_fmtp_line = H264_FMTP_ALT.to_owned();
-    for (pt, codec) in [(102u8, h264_codec()), (104u8, alt)] {
+    let videos = match video {
+        Some(v) => vec![(102u8, v)],
+        None => vec![(102u8, h264_codec()), (104u8, alt)],
+    };
+    for (pt, codec) in videos {
         me.register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: codec,
@@ -135,8 +156,18 @@ impl RtcEngine {
         &self,
         handler: Arc<dyn PeerConnectionEventHandler>,
     ) -> Result<Arc<dyn PeerConnection>, EngineError> {
+        self.build_with(handler, None).await
+    }
+
+    /// Like `build`, with `video` as the only video codec (see
+    /// [`media_engine_with`]).
+    pub async fn build_with(
+        &self,
+        handler: Arc<dyn PeerConnectionEventHandler>,
+        video: Option<RTCRtpCodec>,
+    ) -> Result<Arc<dyn PeerConnection>, EngineError> {
         let build_err = |e: webrtc::error::Error| EngineError::Build(e.to_string());
-        let mut me = media_engine()?;
+        let mut me = media_engine_with(video)?;
         let registry = register_default_interceptors(Registry::new(), &mut me)
             .map_err(build_err)?
             .with(

@@ -17,6 +17,9 @@ pub struct OfferSummary {
     pub video: bool,
     /// The video section offers H.264 with packetization-mode=1.
     pub video_h264: bool,
+    /// The profile-level-id of every such H.264 format (RFC 6184's default
+    /// `42000a` where the offer names none), lower case.
+    pub h264_profiles: Vec<String>,
     /// There is an audio section (port != 0).
     pub audio: bool,
     /// The audio section offers Opus at 48 kHz.
@@ -85,14 +88,16 @@ impl OfferSummary {
             match m.media_name.media.as_str() {
                 "video" if !rejected => {
                     s.video = true;
-                    s.video_h264 |= rtpmaps.iter().any(|(pt, codec)| {
-                        codec.to_ascii_uppercase().starts_with("H264/90000")
-                            && fmtp_of(pt).is_some_and(|f| {
-                                f.split(';').any(|kv| {
-                                    kv.trim().eq_ignore_ascii_case("packetization-mode=1")
-                                })
-                            })
-                    });
+                    for (pt, codec) in &rtpmaps {
+                        let Some(fmtp) = fmtp_of(pt) else { continue };
+                        let mode1 = fmtp
+                            .split(';')
+                            .any(|kv| kv.trim().eq_ignore_ascii_case("packetization-mode=1"));
+                        if codec.to_ascii_uppercase().starts_with("H264/90000") && mode1 {
+                            s.video_h264 = true;
+                            s.h264_profiles.push(fmtp_profile(fmtp));
+                        }
+                    }
                 }
                 "audio" if !rejected => {
                     s.audio = true;
@@ -115,6 +120,14 @@ impl OfferSummary {
         }
         Ok(s)
     }
+}
+
+/// The profile-level-id of an H.264 fmtp line (RFC 6184's default if absent).
+fn fmtp_profile(fmtp: &str) -> String {
+    fmtp.split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("profile-level-id"))
+        .map_or_else(|| "42000a".into(), |(_, v)| v.trim().to_ascii_lowercase())
 }
 
 #[cfg(test)]

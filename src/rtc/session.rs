@@ -295,7 +295,13 @@ struct Session {
 impl Session {
     async fn run(mut self, offer: String, mut inputs: mpsc::Receiver<SessionInput>) {
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
-        let pc = match self.ctx.engine.build(Arc::new(Forwarder(ev_tx))).await {
+        let codec = self.video_codec();
+        let pc = match self
+            .ctx
+            .engine
+            .build_with(Arc::new(Forwarder(ev_tx)), codec)
+            .await
+        {
             Ok(pc) => pc,
             Err(e) => {
                 warn!(sid = %self.sid, "cannot create a peer connection: {e}");
@@ -457,11 +463,10 @@ impl Session {
         // one peer connection), fed from the shared encoder output. A kind the
         // offer wants but the device lacks gets no track: its section is
         // answered inactive.
+        self.check_passthrough_profile()?;
         let video = if self.summary.video_h264 && self.ctx.video.is_some() {
-            Some(
-                self.add_track(pc, RtpCodecKind::Video, engine::h264_codec())
-                    .await?,
-            )
+            let codec = self.video_codec().unwrap_or_else(engine::h264_codec);
+            Some(self.add_track(pc, RtpCodecKind::Video, codec).await?)
         } else {
             None
         };
@@ -484,6 +489,43 @@ impl Session {
             self.audio = negotiated(&self.sid, "audio", track, ssrc, &sender).await;
         }
         Ok(())
+    }
+
+    /// For H.264 passed through: the one video codec to negotiate, with the
+    /// offer's format that the stream satisfies, so the answer's
+    /// profile-level-id says what the camera really sends. `None` for
+    /// openh264's stream (or before the source's first SPS).
+    fn video_codec(&self) -> Option<rtc::rtp_transceiver::rtp_sender::RTCRtpCodec> {
+        let sent = self.ctx.video.as_ref()?.passthrough_profile()?;
+        let profile =
+            crate::encode::passthrough::answer_profile(&sent, &self.summary.h264_profiles)?;
+        Some(engine::h264_codec_with_profile(&profile))
+    }
+
+    /// H.264 passed through from the camera is what it is: a viewer that
+    /// did not offer its profile is refused rather than sent video it
+    /// cannot decode (`encode::passthrough::profile_accepted`).
+    fn check_passthrough_profile(&self) -> Result<(), Refusal> {
+        let Some(sent) = self
+            .ctx
+            .video
+            .as_ref()
+            .and_then(|v| v.passthrough_profile())
+        else {
+            return Ok(());
+        };
+        if !self.summary.video_h264
+            || crate::encode::passthrough::profile_accepted(&sent, &self.summary.h264_profiles)
+        {
+            return Ok(());
+        }
+        Err(Refusal(
+            ErrorCode::Unsupported,
+            format!(
+                "the camera sends H.264 profile-level-id={sent} (passed through, not re-encoded); the offer accepts only {}",
+                self.summary.h264_profiles.join(", ")
+            ),
+        ))
     }
 
     /// Stops the transceivers of media sections the device cannot serve (audio
