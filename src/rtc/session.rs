@@ -282,8 +282,9 @@ struct Session {
     answered: bool,
     /// Local candidates gathered before the answer went out (pitfall 5).
     pending_local: Vec<Option<CandidateInit>>,
-    /// The answer's first mid, for candidates that lack one.
-    mid: Option<String>,
+    /// The answer's transport section (mid, m-line index), for candidates
+    /// that lack one.
+    mid: Option<(String, u16)>,
     writer: Option<tokio::task::JoinHandle<()>>,
     video: Option<TrackOut>,
     audio: Option<TrackOut>,
@@ -571,7 +572,7 @@ impl Session {
             .await
             .map(|d| d.sdp)
             .ok_or_else(|| Refusal(ErrorCode::Internal, "no local description".into()))?;
-        self.mid = first_mid(&sdp);
+        self.mid = transport_mid(&sdp);
         *self.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(sdp.clone());
         self.send(DeviceMessage::Answer { sdp });
         self.answered = true;
@@ -604,8 +605,10 @@ impl Session {
         }
         let c = c.map(|mut c| {
             if c.sdp_mid.as_deref().unwrap_or("").is_empty() {
-                c.sdp_mid = self.mid.clone();
-                c.sdp_mline_index = Some(0);
+                if let Some((mid, index)) = &self.mid {
+                    c.sdp_mid = Some(mid.clone());
+                    c.sdp_mline_index = Some(*index);
+                }
             }
             c
         });
@@ -868,11 +871,38 @@ async fn negotiated(
     }
 }
 
-/// The first `a=mid:` of an SDP.
-fn first_mid(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=mid:"))
-        .map(|m| m.trim().to_owned())
+/// The section of an answer that carries the (bundled) transport: the first
+/// mid of its BUNDLE group, or else its first section that is not rejected,
+/// as `(mid, m-line index)`. Candidates must name this section: a browser
+/// drops a candidate for a rejected section (port 0), and when the offer's
+/// first section is video the device cannot send (Firefox without H.264),
+/// naming "the first mid" left the browser with no candidate at all and
+/// ICE failed (the browser's own host candidates are mDNS names the device
+/// cannot resolve, so only the device's candidates can start the checks).
+fn transport_mid(sdp: &str) -> Option<(String, u16)> {
+    let bundle_first = sdp
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=group:BUNDLE "))
+        .and_then(|g| g.split_whitespace().next())
+        .map(str::to_owned);
+    let mut sections: Vec<(bool, Option<String>)> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let rejected = m.split_whitespace().nth(1) == Some("0");
+            sections.push((rejected, None));
+        } else if let (Some(mid), Some(last)) = (line.strip_prefix("a=mid:"), sections.last_mut()) {
+            last.1.get_or_insert_with(|| mid.trim().to_owned());
+        }
+    }
+    let found = sections
+        .iter()
+        .enumerate()
+        .find(|(_, (rejected, mid))| match &bundle_first {
+            Some(b) => mid.as_ref() == Some(b),
+            None => !rejected && mid.is_some(),
+        });
+    let (index, (_, mid)) = found?;
+    Some((mid.clone()?, u16::try_from(index).ok()?))
 }
 
 #[cfg(test)]
@@ -891,9 +921,17 @@ mod tests {
     }
 
     #[test]
-    fn first_mid_is_found() {
-        let sdp = "v=0\r\nm=video 9 X 1\r\na=mid:video0\r\nm=audio 9 X 2\r\na=mid:1\r\n";
-        assert_eq!(first_mid(sdp).as_deref(), Some("video0"));
-        assert_eq!(first_mid("v=0\r\n"), None);
+    fn candidates_name_the_bundle_section_not_a_rejected_one() {
+        // Firefox without H.264: its first section (video) is rejected and
+        // the bundle moves to audio.
+        let sdp = "v=0\r\na=group:BUNDLE 1 2\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\nm=application 9 UDP/DTLS/SCTP x\r\na=mid:2\r\n";
+        assert_eq!(transport_mid(sdp), Some(("1".to_owned(), 1)));
+        // Without a BUNDLE group: the first section that is not rejected.
+        let sdp = "v=0\r\nm=video 0 X 1\r\na=mid:v\r\nm=audio 9 X 2\r\na=mid:a\r\n";
+        assert_eq!(transport_mid(sdp), Some(("a".to_owned(), 1)));
+        let sdp = "v=0\r\na=group:BUNDLE video0 1\r\nm=video 9 X 1\r\na=mid:video0\r\nm=audio 9 X 2\r\na=mid:1\r\n";
+        assert_eq!(transport_mid(sdp), Some(("video0".to_owned(), 0)));
+        assert_eq!(transport_mid("v=0\r\n"), None);
     }
 }
