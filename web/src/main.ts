@@ -576,6 +576,7 @@ class Viewer {
         deviceId: this.cfg.device_id,
         iceServers: this.iceServers ?? [],
         auth,
+        wantVideo: !!this.st.device?.video,
       },
       this.signaling,
       {

@@ -7,6 +7,7 @@
 import { AccessKey, Role, WireCandidate, judge, sessionKey } from "./auth";
 import { OutMessage, Topics, byeMessage, candidateMessage, newSid, offerMessage } from "./protocol";
 import { Rpc } from "./rpc";
+import { canReceiveCameraVideo, NO_CODEC_TEXT } from "./codecs";
 
 /** What a session needs from the MQTT connection. */
 export interface Signaling {
@@ -56,6 +57,8 @@ export interface SessionOptions {
   iceServers: RTCIceServer[];
   /** null on an open device: no signature, no macs. */
   auth: SessionAuth | null;
+  /** The device sends video: an offer that cannot take it is not sent. */
+  wantVideo?: boolean;
 }
 
 export class Session {
@@ -123,6 +126,12 @@ export class Session {
     this.subscribedAt = performance.now();
     if (this.done) return;
     const offer = await this.pc.createOffer();
+    if (this.opts.wantVideo && !canReceiveCameraVideo(offer.sdp ?? "")) {
+      // Calling would only connect without a picture, and calling again
+      // would not change the browser: say why, once.
+      this.end({ kind: "error", code: "unsupported", message: NO_CODEC_TEXT, verified: true });
+      return;
+    }
     await this.pc.setLocalDescription(offer);
     this.offerMadeAt = performance.now();
     if (this.done) return;
