@@ -9,6 +9,7 @@ pub mod decode;
 pub mod h264;
 pub mod opus;
 pub mod pipeline;
+pub mod vp8;
 
 use crate::media::MediaError;
 
