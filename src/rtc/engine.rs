@@ -6,7 +6,7 @@ use crate::rtc::keyframe::{self, KeyframeRequestForwarder};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS,
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -47,6 +47,21 @@ pub fn h264_codec() -> RTCRtpCodec {
     }
 }
 
+/// The video codec the device sends to browsers without H.264.
+pub fn vp8_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: video_feedback(),
+    }
+}
+
+/// Payload type the device registers VP8 under (the answer follows the
+/// offer's own numbering).
+pub const VP8_PAYLOAD_TYPE: u8 = 96;
+
 /// The audio codec the device sends.
 pub fn opus_codec() -> RTCRtpCodec {
     RTCRtpCodec {
@@ -73,7 +88,12 @@ pub fn media_engine() -> Result<MediaEngine, EngineError> {
     let mut me = MediaEngine::default();
     let mut alt = h264_codec();
     alt.sdp_fmtp_line = H264_FMTP_ALT.to_owned();
-    for (pt, codec) in [(102u8, h264_codec()), (104u8, alt)] {
+    // H.264 first: preferred whenever an offer has both.
+    for (pt, codec) in [
+        (102u8, h264_codec()),
+        (104u8, alt),
+        (VP8_PAYLOAD_TYPE, vp8_codec()),
+    ] {
         me.register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: codec,

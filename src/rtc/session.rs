@@ -12,7 +12,7 @@ use crate::clock::{monotonic_us, sleep_until_opt};
 use crate::control::config::Role;
 use crate::control::rpc::{binary_refused, notification, ControlContext, RpcSession};
 use crate::encode::audio_pipeline::{AudioPipeline, EncodedAudio};
-use crate::encode::pipeline::VideoPipeline;
+use crate::encode::pipeline::{VideoCodec, VideoPipeline};
 use crate::media::EncodedFrame;
 use crate::rtc::engine::{self, RtcEngine};
 use crate::rtc::keyframe::is_keyframe_request;
@@ -268,6 +268,8 @@ struct TrackOut {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
+    /// The video codec it carries (H.264 for audio tracks, unused).
+    codec: VideoCodec,
 }
 
 struct Session {
@@ -458,13 +460,17 @@ impl Session {
         // one peer connection), fed from the shared encoder output. A kind the
         // offer wants but the device lacks gets no track: its section is
         // answered inactive.
-        let video = if self.summary.video_h264 && self.ctx.video.is_some() {
-            Some(
-                self.add_track(pc, RtpCodecKind::Video, engine::h264_codec())
+        let codec = self
+            .summary
+            .video_codec()
+            .filter(|_| self.ctx.video.is_some());
+        let video = match codec {
+            Some(c) => Some((
+                c,
+                self.add_track(pc, RtpCodecKind::Video, video_rtp_codec(c))
                     .await?,
-            )
-        } else {
-            None
+            )),
+            None => None,
         };
         let audio = if self.summary.audio_opus && self.ctx.audio.is_some() {
             Some(
@@ -478,11 +484,16 @@ impl Session {
             .await;
         self.answer_offer(pc).await?;
         // The negotiated payload types, not the registered ones (pitfall 3).
-        if let Some((track, ssrc, sender)) = video {
-            self.video = negotiated(&self.sid, "video", track, ssrc, &sender).await;
+        if let Some((c, (track, ssrc, sender))) = video {
+            let mime = video_rtp_codec(c).mime_type;
+            self.video = negotiated(&self.sid, &mime, track, ssrc, &sender, c).await;
+            if self.video.is_some() {
+                info!(sid = %self.sid, codec = ?c, "video codec");
+            }
         }
         if let Some((track, ssrc, sender)) = audio {
-            self.audio = negotiated(&self.sid, "audio", track, ssrc, &sender).await;
+            let mime = engine::opus_codec().mime_type;
+            self.audio = negotiated(&self.sid, &mime, track, ssrc, &sender, VideoCodec::H264).await;
         }
         Ok(())
     }
@@ -652,8 +663,8 @@ impl Session {
         let (Some(video), Some(pipeline)) = (self.video.take(), self.ctx.video.clone()) else {
             return;
         };
-        let frames = pipeline.subscribe();
-        pipeline.request_keyframe();
+        let frames = pipeline.subscribe_codec(video.codec);
+        pipeline.request_keyframe_codec(video.codec);
         let metrics = self.ctx.metrics.clone();
         let sid = self.sid.clone();
         self.writer = Some(tokio::spawn(write_video(
@@ -743,7 +754,7 @@ async fn write_video(
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         info!(%sid, skipped = n, "viewer fell behind; skipping to the next keyframe");
                         need_keyframe = true;
-                        pipeline.request_keyframe();
+                        pipeline.request_keyframe_codec(out.codec);
                         continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -770,7 +781,7 @@ async fn write_video(
                     if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
                         debug!(%sid, "keyframe requested by viewer (PLI/FIR)");
                         metrics.record_keyframe_request();
-                        pipeline.request_keyframe();
+                        pipeline.request_keyframe_codec(out.codec);
                     }
                 }
                 Some(_) => {}
@@ -842,15 +853,25 @@ async fn serve_control(
     debug!(%sid, "control channel closed");
 }
 
-/// The negotiated sending parameters of a track, or `None` (logged) when its
-/// section negotiated no codec.
+/// The RTP codec the device sends video as.
+fn video_rtp_codec(c: VideoCodec) -> rtc::rtp_transceiver::rtp_sender::RTCRtpCodec {
+    match c {
+        VideoCodec::H264 => engine::h264_codec(),
+        VideoCodec::Vp8 => engine::vp8_codec(),
+    }
+}
+
+/// The negotiated sending parameters of a track (the payload type of codec
+/// `mime`), or `None` (logged) when its section negotiated no such codec.
 async fn negotiated(
     sid: &str,
-    kind: &str,
+    mime: &str,
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     sender: &Arc<dyn RtpSender>,
+    codec: VideoCodec,
 ) -> Option<TrackOut> {
+    let kind = mime;
     let params = match sender.get_parameters().await {
         Ok(p) => p,
         Err(e) => {
@@ -858,11 +879,17 @@ async fn negotiated(
             return None;
         }
     };
-    match params.rtp_parameters.codecs.first() {
-        Some(codec) => Some(TrackOut {
+    let found = params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime));
+    match found {
+        Some(c) => Some(TrackOut {
             track,
             ssrc,
-            payload_type: codec.payload_type,
+            payload_type: c.payload_type,
+            codec,
         }),
         None => {
             warn!(%sid, "{kind} section negotiated no codec; sending no {kind}");
