@@ -54,3 +54,22 @@ export function canReceiveCameraVideo(offerSdp: string): boolean {
   const c = offeredVideoCodecs(offerSdp);
   return c.video && (c.h264 || c.vp8);
 }
+
+/** A video codec the page can be asked to insist on (`?codec=vp8`). */
+export type ForcedCodec = "vp8" | "h264";
+
+/** The `codec` query parameter of the page's URL, when it names one. */
+export function forcedCodec(search: string): ForcedCodec | null {
+  const v = new URLSearchParams(search).get("codec")?.toLowerCase();
+  return v === "vp8" || v === "h264" ? v : null;
+}
+
+/**
+ * The receive codecs to keep when the page insists on `want` (for
+ * `setCodecPreferences`): that codec only, so the offer carries nothing
+ * else and the camera must answer with it.
+ */
+export function onlyCodec<T extends { mimeType: string }>(codecs: T[], want: ForcedCodec): T[] {
+  const mime = want === "vp8" ? "video/vp8" : "video/h264";
+  return codecs.filter((c) => c.mimeType.toLowerCase() === mime);
+}

@@ -7,7 +7,7 @@
 import { AccessKey, Role, WireCandidate, judge, sessionKey } from "./auth";
 import { OutMessage, Topics, byeMessage, candidateMessage, newSid, offerMessage } from "./protocol";
 import { Rpc } from "./rpc";
-import { canReceiveCameraVideo, NO_CODEC_TEXT } from "./codecs";
+import { canReceiveCameraVideo, NO_CODEC_TEXT, onlyCodec, type ForcedCodec } from "./codecs";
 
 /** What a session needs from the MQTT connection. */
 export interface Signaling {
@@ -59,6 +59,8 @@ export interface SessionOptions {
   auth: SessionAuth | null;
   /** The device sends video: an offer that cannot take it is not sent. */
   wantVideo?: boolean;
+  /** Offer only this video codec (the page's `?codec=` parameter). */
+  codec?: ForcedCodec | null;
 }
 
 export class Session {
@@ -87,7 +89,14 @@ export class Session {
     private readonly ev: SessionEvents,
   ) {
     this.pc = new RTCPeerConnection({ iceServers: opts.iceServers });
-    this.pc.addTransceiver("video", { direction: "recvonly" });
+    const video = this.pc.addTransceiver("video", { direction: "recvonly" });
+    if (opts.codec) {
+      const caps = RTCRtpReceiver.getCapabilities("video")?.codecs ?? [];
+      const keep = onlyCodec(caps, opts.codec);
+      // A browser without that codec keeps its own list (and the check
+      // before offering says what it lacks).
+      if (keep.length > 0) video.setCodecPreferences(keep);
+    }
     this.pc.addTransceiver("audio", { direction: "recvonly" });
     const dc = this.pc.createDataChannel("control", { ordered: true });
     dc.addEventListener("open", () => {

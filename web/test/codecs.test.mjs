@@ -1,7 +1,7 @@
 // Which video codecs an offer carries (web/src/codecs.ts): `npm test`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { offeredVideoCodecs, canReceiveCameraVideo } from "../.test-build/lib.mjs";
+import { offeredVideoCodecs, canReceiveCameraVideo, forcedCodec, onlyCodec } from "../.test-build/lib.mjs";
 
 const head = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
 const audio = "m=audio 9 UDP/TLS/RTP/SAVPF 109\r\na=rtpmap:109 opus/48000/2\r\n";
@@ -26,4 +26,19 @@ test("an offer with only VP9/AV1, or no video section, cannot take the camera's 
   // Codecs of the audio section are not video codecs.
   const vp8InAudio = `${head}${audio}a=rtpmap:120 VP8/90000\r\n`;
   assert.equal(offeredVideoCodecs(vp8InAudio).vp8, false);
+});
+
+test("?codec= forces one codec and nothing else", () => {
+  assert.equal(forcedCodec("?codec=vp8"), "vp8");
+  assert.equal(forcedCodec("?x=1&codec=H264"), "h264");
+  assert.equal(forcedCodec("?codec=vp9"), null);
+  assert.equal(forcedCodec(""), null);
+  const caps = [
+    { mimeType: "video/VP8" },
+    { mimeType: "video/rtx" },
+    { mimeType: "video/H264", sdpFmtpLine: "packetization-mode=1" },
+    { mimeType: "video/VP9" },
+  ];
+  assert.deepEqual(onlyCodec(caps, "vp8"), [{ mimeType: "video/VP8" }]);
+  assert.deepEqual(onlyCodec(caps, "h264").length, 1);
 });
