@@ -2,6 +2,7 @@
 //! and the one DTLS certificate the device uses for every session.
 
 use crate::config::WebRtcConfig;
+use crate::encode::pipeline::VideoCodec;
 use crate::rtc::keyframe::{self, KeyframeRequestForwarder};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
@@ -83,17 +84,22 @@ fn video_feedback() -> Vec<RTCPFeedback> {
         .collect()
 }
 
-/// Registers the codecs the device can send (or, for the viewer client, receive).
-pub fn media_engine() -> Result<MediaEngine, EngineError> {
+/// Registers the codecs the device can send (or, for the viewer client,
+/// receive); `only` limits video to one codec (the viewer's `--codec vp8`).
+pub fn media_engine(only: Option<VideoCodec>) -> Result<MediaEngine, EngineError> {
     let mut me = MediaEngine::default();
     let mut alt = h264_codec();
     alt.sdp_fmtp_line = H264_FMTP_ALT.to_owned();
     // H.264 first: preferred whenever an offer has both.
-    for (pt, codec) in [
-        (102u8, h264_codec()),
-        (104u8, alt),
-        (VP8_PAYLOAD_TYPE, vp8_codec()),
-    ] {
+    let video = [
+        (VideoCodec::H264, 102u8, h264_codec()),
+        (VideoCodec::H264, 104u8, alt),
+        (VideoCodec::Vp8, VP8_PAYLOAD_TYPE, vp8_codec()),
+    ];
+    for (_, pt, codec) in video
+        .into_iter()
+        .filter(|(c, _, _)| only.is_none_or(|o| o == *c))
+    {
         me.register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: codec,
@@ -128,6 +134,7 @@ pub struct RtcEngine {
     cfg: WebRtcConfig,
     certificate: RTCCertificate,
     role: Role,
+    only_video: Option<VideoCodec>,
 }
 
 impl RtcEngine {
@@ -147,7 +154,14 @@ impl RtcEngine {
             cfg: cfg.clone(),
             certificate,
             role,
+            only_video: None,
         })
+    }
+
+    /// Offers or accepts only `codec` for video (the viewer's `--codec`).
+    pub fn with_only_video_codec(mut self, codec: Option<VideoCodec>) -> Self {
+        self.only_video = codec;
+        self
     }
 
     /// Builds one peer connection that reports its events to `handler`.
@@ -156,7 +170,7 @@ impl RtcEngine {
         handler: Arc<dyn PeerConnectionEventHandler>,
     ) -> Result<Arc<dyn PeerConnection>, EngineError> {
         let build_err = |e: webrtc::error::Error| EngineError::Build(e.to_string());
-        let mut me = media_engine()?;
+        let mut me = media_engine(self.only_video)?;
         let registry = register_default_interceptors(Registry::new(), &mut me)
             .map_err(build_err)?
             .with(
