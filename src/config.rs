@@ -381,6 +381,9 @@ pub struct VideoConfig {
     pub stamp: bool,
     /// Frames between periodic IDRs (>= 1). Default 60.
     pub keyframe_interval: u32,
+    /// Target bitrate of the VP8 encoder (for browsers without H.264), bits
+    /// per second, 50_000..=50_000_000. Default: `bitrate`.
+    pub vp8_bitrate: Option<u32>,
 }
 
 /// WebRTC sessions.
@@ -531,6 +534,7 @@ impl Default for VideoConfig {
             bitrate: 1_000_000,
             keyframe_interval: 60,
             stamp: false,
+            vp8_bitrate: None,
         }
     }
 }
@@ -829,6 +833,12 @@ impl VideoConfig {
         }
         if self.keyframe_interval == 0 {
             return Err(invalid("video.keyframe_interval", "must be at least 1"));
+        }
+        if let Some(b) = self.vp8_bitrate.filter(|b| !(50_000..=50_000_000).contains(b)) {
+            return Err(invalid(
+                "video.vp8_bitrate",
+                format!("{b} is outside 50000..=50000000 bits per second"),
+            ));
         }
         Ok(())
     }
@@ -1477,6 +1487,10 @@ mod tests {
         c.video.keyframe_interval = 0;
         refused(&c, "video.keyframe_interval");
         c.video.keyframe_interval = 1;
+        c.validate().unwrap();
+        c.video.vp8_bitrate = Some(49_999);
+        refused(&c, "video.vp8_bitrate");
+        c.video.vp8_bitrate = Some(600_000);
         c.validate().unwrap();
     }
 
