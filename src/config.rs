@@ -834,7 +834,10 @@ impl VideoConfig {
         if self.keyframe_interval == 0 {
             return Err(invalid("video.keyframe_interval", "must be at least 1"));
         }
-        if let Some(b) = self.vp8_bitrate.filter(|b| !(50_000..=50_000_000).contains(b)) {
+        if let Some(b) = self
+            .vp8_bitrate
+            .filter(|b| !(50_000..=50_000_000).contains(b))
+        {
             return Err(invalid(
                 "video.vp8_bitrate",
                 format!("{b} is outside 50000..=50000000 bits per second"),
