@@ -128,7 +128,7 @@ if (cd "$tmp" && DEB_HOST_ARCH="$arch" DEB_HOST_MULTIARCH="$gnu" \
 fi
 if [ -z "$depends" ]; then
     echo "build-deb: dpkg-shlibdeps failed, using a fixed Depends: $(head -c 300 "$tmp/shlibs.err")" >&2
-    depends="libasound2 (>= 1.1.0), libc6 (>= 2.34), libgcc-s1 (>= 4.2), libopus0 (>= 1.1), libstdc++6 (>= 5)"
+    depends="libasound2 (>= 1.1.0), libc6 (>= 2.34), libgcc-s1 (>= 4.2), libopus0 (>= 1.1), libstdc++6 (>= 5), libvpx7 (>= 1.12.0)"
 fi
 depends="$depends, adduser"
 

@@ -4,7 +4,8 @@
 #
 # - the Debian cross toolchains (gcc/g++ for aarch64-linux-gnu and
 #   arm-linux-gnueabihf) and their C libraries;
-# - the target libraries the crate links (libasound2-dev, libopus-dev) for
+# - the target libraries the crate links (libasound2-dev, libopus-dev,
+#   libvpx-dev) for
 #   arm64 and armhf, as multiarch packages next to the host's own -dev
 #   packages (both are Multi-Arch: same on bookworm, so they co-install as
 #   long as every architecture has the same version);
@@ -41,14 +42,14 @@ host=$(dpkg --print-architecture)
 PKGS=(
     gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross
-    libasound2-dev:arm64 libopus-dev:arm64
-    libasound2-dev:armhf libopus-dev:armhf
+    libasound2-dev:arm64 libopus-dev:arm64 libvpx-dev:arm64
+    libasound2-dev:armhf libopus-dev:armhf libvpx-dev:armhf
     # The C++ runtime for qemu-user runs and the initramfs, from the same
     # multiarch glibc as libasound (not the cross toolchain's older copy).
     libstdc++6:arm64 libstdc++6:armhf
     # The host's own -dev packages: multiarch -dev packages must all be of
     # one version, so install the host's in the same transaction.
-    "libasound2-dev:$host" "libopus-dev:$host"
+    "libasound2-dev:$host" "libopus-dev:$host" "libvpx-dev:$host"
     pkg-config clang cmake nasm
     qemu-user-static qemu-system-arm
     cpio kmod file xz-utils zstd

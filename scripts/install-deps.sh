@@ -8,14 +8,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: C and C++ compilers and the linker (build-essential;
 # openh264 is C++), the MQTT broker, the assembler openh264 uses on x86,
-# pkg-config with the ALSA and Opus headers the alsa and opus crates link,
+# pkg-config with the ALSA, Opus and libvpx (VP8) headers the alsa, opus and
+# env-libvpx-sys crates link,
 # libclang for bindgen (the v4l crate generates its V4L2 bindings at build
 # time), openssl (the TLS tests make their certificates with it), CA
 # certificates (npm's registry is HTTPS), and Node.js with npm to build the
 # viewer page, unless a node and npm are already on the PATH (e.g. from
 # nodesource or nvm). ffmpeg stands in for rpicam-vid as an `exec:` video
 # source in tests/exec_source.rs.
-PKGS=(build-essential mosquitto nasm pkg-config libasound2-dev libopus-dev libclang-dev clang openssl ca-certificates ffmpeg)
+PKGS=(build-essential mosquitto nasm pkg-config libasound2-dev libopus-dev libvpx-dev libclang-dev clang openssl ca-certificates ffmpeg)
 command -v node >/dev/null || PKGS+=(nodejs)
 command -v npm >/dev/null || PKGS+=(npm)
 missing=()

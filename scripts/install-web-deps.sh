@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the viewer page and its browser tests need on a fresh Debian
-# machine: Debian's Chromium (never a downloaded browser), fonts for
+# machine: Debian's Chromium and Firefox ESR (never a downloaded browser), fonts for
 # screenshots, Node.js and npm when missing, and the page's npm packages
-# (mqtt, @noble/hashes, esbuild, typescript, playwright-core). Idempotent:
+# (mqtt, @noble/hashes, esbuild, typescript, playwright-core, puppeteer-core). Idempotent:
 # installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-PKGS=(chromium fonts-dejavu-core)
+PKGS=(chromium firefox-esr fonts-dejavu-core)
 command -v node >/dev/null || PKGS+=(nodejs)
 command -v npm >/dev/null || PKGS+=(npm)
 missing=()
@@ -25,7 +25,8 @@ else
     echo "install-web-deps: Debian packages present"
 fi
 
-# The page's packages; playwright-core never downloads a browser by itself.
+# The page's packages; playwright-core and puppeteer-core never download a
+# browser by themselves.
 if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
     echo "install-web-deps: npm ci in web/"
     (cd web && npm ci --no-audit --no-fund)

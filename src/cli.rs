@@ -400,6 +400,11 @@ pub struct ViewArgs {
     /// Offer no video; succeed once connected.
     #[arg(long)]
     pub no_video: bool,
+    /// The video codec to offer: `h264` (with VP8 as the device's second
+    /// choice, as browsers do) or `vp8` alone (what a browser without H.264
+    /// offers).
+    #[arg(long, value_name = "CODEC", default_value = "h264", value_parser = ["h264", "vp8"])]
+    pub codec: String,
     /// Offer no audio.
     #[arg(long)]
     pub no_audio: bool,

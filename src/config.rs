@@ -396,6 +396,9 @@ pub struct VideoConfig {
     /// or for the first viewer, stopping it 10 s after the last (`viewer`).
     /// Default `daemon`.
     pub exec_start: String,
+    /// Target bitrate of the VP8 encoder (for browsers without H.264), bits
+    /// per second, 50_000..=50_000_000. Default: `bitrate`.
+    pub vp8_bitrate: Option<u32>,
 }
 
 /// WebRTC sessions.
@@ -549,6 +552,7 @@ impl Default for VideoConfig {
             stamp: false,
             exec_format: "i420".into(),
             exec_start: "daemon".into(),
+            vp8_bitrate: None,
         }
     }
 }
@@ -927,6 +931,15 @@ impl VideoConfig {
         }
         if self.keyframe_interval == 0 {
             return Err(invalid("video.keyframe_interval", "must be at least 1"));
+        }
+        if let Some(b) = self
+            .vp8_bitrate
+            .filter(|b| !(50_000..=50_000_000).contains(b))
+        {
+            return Err(invalid(
+                "video.vp8_bitrate",
+                format!("{b} is outside 50000..=50000000 bits per second"),
+            ));
         }
         Ok(())
     }
@@ -1597,6 +1610,10 @@ mod tests {
         c.video.keyframe_interval = 0;
         refused(&c, "video.keyframe_interval");
         c.video.keyframe_interval = 1;
+        c.validate().unwrap();
+        c.video.vp8_bitrate = Some(49_999);
+        refused(&c, "video.vp8_bitrate");
+        c.video.vp8_bitrate = Some(600_000);
         c.validate().unwrap();
     }
 

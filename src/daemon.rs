@@ -678,6 +678,7 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
         Err(e) => return Err(e.into()),
     };
     pipeline.set_stamp(v.stamp);
+    pipeline.set_vp8_bitrate(v.vp8_bitrate.unwrap_or(v.bitrate));
     Ok(Some(Arc::new(pipeline)))
 }
 

@@ -45,6 +45,41 @@ fn chromium_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
+fn firefox_path() -> PathBuf {
+    std::env::var_os("CAMPEER_FIREFOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/firefox-esr"))
+}
+
+/// Why the Firefox tests cannot run here, if they cannot (on top of the
+/// Chromium prerequisites).
+fn missing_firefox() -> Option<String> {
+    if !firefox_path().exists() {
+        return Some(format!(
+            "{} not found (scripts/install-web-deps.sh installs Debian's firefox-esr)",
+            firefox_path().display()
+        ));
+    }
+    if !root().join("web/node_modules/puppeteer-core").is_dir() {
+        return Some(
+            "web/node_modules/puppeteer-core missing (scripts/install-web-deps.sh)".into(),
+        );
+    }
+    None
+}
+
+/// Like `prerequisites`, for a test that drives Firefox too.
+async fn firefox_prerequisites() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    if let Some(why) = missing_firefox() {
+        if std::env::var_os("CAMPEER_REQUIRE_BROWSER").is_some() {
+            panic!("Firefox test cannot run and CAMPEER_REQUIRE_BROWSER is set: {why}");
+        }
+        eprintln!("SKIPPED Firefox test: {why}");
+        return None;
+    }
+    prerequisites().await
+}
+
 /// Why the browser tests cannot run here, if they cannot.
 fn missing_prerequisite() -> Option<String> {
     if !chromium_path().exists() {
@@ -94,12 +129,22 @@ struct Browser {
 
 impl Browser {
     async fn launch() -> Browser {
+        Self::launch_with("driver.mjs").await
+    }
+
+    /// Debian's Firefox ESR over WebDriver BiDi (tests/browser/firefox.mjs).
+    async fn launch_firefox() -> Browser {
+        Self::launch_with("firefox.mjs").await
+    }
+
+    async fn launch_with(driver: &str) -> Browser {
         let dir = TempDir::new("browser");
         let log = dir.0.join("browser.log");
         let logf = std::fs::File::create(&log).expect("create browser log");
         let mut child = Command::new("node")
-            .arg(root().join("tests/browser/driver.mjs"))
+            .arg(root().join("tests/browser").join(driver))
             .env("CAMPEER_CHROMIUM", chromium_path())
+            .env("CAMPEER_FIREFOX", firefox_path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(logf)
@@ -195,6 +240,14 @@ impl Browser {
                 )
             }
         }
+    }
+
+    async fn front(&mut self, page: u64) {
+        self.must(
+            json!({"cmd": "front", "page": page}),
+            Duration::from_secs(10),
+        )
+        .await;
     }
 
     async fn click(&mut self, page: u64, selector: &str) {
@@ -747,8 +800,114 @@ async fn assert_plays(b: &mut Browser, page: u64, what: &str) -> Value {
     b.eval(page, "window.campeer").await
 }
 
+/// Waits until `page` receives video as `codec` (`video/VP8`, `video/H264`).
+async fn assert_codec(b: &mut Browser, page: u64, codec: &str) {
+    let got = b
+        .wait(page, "window.campeer.videoCodec", Duration::from_secs(15))
+        .await;
+    assert_eq!(got, json!(codec), "the negotiated video codec");
+}
+
 // ---------------------------------------------------------------------------
 // The tests
+
+/// Debian's Firefox ESR offers no H.264 (it would download it as a plugin):
+/// the device answers VP8, the page plays it with live stamps, switches an
+/// output, receives the Opus tone, and a screenshot is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_plays_vp8_switches_an_output_and_receives_audio() {
+    let Some(_serial) = firefox_prerequisites().await else {
+        return;
+    };
+    let config = format!("{}\n[audio]\nsource = \"tone:440\"\n", open_config());
+    let stack = Stack::start(BrokerKind::Embedded, None, &config).await;
+    let mut b = Browser::launch_firefox().await;
+    let page = b.open(&stack.url()).await;
+    let st = assert_plays(&mut b, page, "Firefox").await;
+    assert_codec(&mut b, page, "video/VP8").await;
+    assert!(
+        stack.log_text().contains("VP8 encoder started"),
+        "the device encodes VP8 for Firefox; log:\n{}",
+        stack.log_text()
+    );
+
+    b.wait(
+        page,
+        "window.campeer.controls.led && window.campeer.controls.led.value !== null",
+        Duration::from_secs(10),
+    )
+    .await;
+    b.click(page, "button[data-control=\"led\"]").await;
+    b.wait(
+        page,
+        "document.querySelector('[data-indicator=\"led\"]').dataset.value === 'true'",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let a1 = b
+        .wait(
+            page,
+            "window.campeer.audioBytes > 0 && window.campeer.audioBytes",
+            T,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a2 = b.eval(page, "window.campeer.audioBytes").await;
+    assert!(
+        a2.as_f64().zip(a1.as_f64()).is_some_and(|(x, y)| x > y),
+        "audio stopped arriving: {a1} then {a2} bytes"
+    );
+    let energy = b.eval(page, "window.campeer.audioEnergy").await;
+    if let Some(e) = energy.as_f64() {
+        assert!(e > 0.0, "the tone is silent: total audio energy {e}");
+    }
+    let errors = b.eval(page, "window.campeer.errors").await;
+    assert_eq!(errors, json!([]), "the page reported errors");
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("viewer-firefox.png");
+    b.screenshot(page, &shot).await;
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
+        "screenshot written"
+    );
+    println!(
+        "Firefox figures: first frame {} ms after page load, offer to first frame {} ms, audio energy {energy}; screenshot {}",
+        st["firstFrameMs"], st["offerToFirstFrameMs"], shot.display()
+    );
+    b.quit().await;
+}
+
+/// Chromium with H.264 removed from its offer (`?codec=vp8`) plays VP8,
+/// while a second page on the same device plays H.264: both live at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_forced_to_vp8_plays_beside_an_h264_page() {
+    let Some(_serial) = prerequisites().await else {
+        return;
+    };
+    let stack = Stack::start(BrokerKind::Embedded, None, &open_config()).await;
+    let mut b = Browser::launch().await;
+    let vp8 = b.open(&format!("{}?codec=vp8", stack.url())).await;
+    let h264 = b.open(&stack.url()).await;
+    // Only the front tab renders at full rate: look at each in turn while
+    // both stay connected.
+    b.front(vp8).await;
+    assert_plays(&mut b, vp8, "VP8 page").await;
+    b.front(h264).await;
+    assert_plays(&mut b, h264, "H.264 page").await;
+    assert_codec(&mut b, vp8, "video/VP8").await;
+    assert_codec(&mut b, h264, "video/H264").await;
+    // Both still live together.
+    b.front(vp8).await;
+    assert_plays(&mut b, vp8, "VP8 page beside H.264").await;
+    assert_eq!(b.eval(h264, "window.campeer.state").await, json!("playing"));
+    let log = stack.log_text();
+    assert_eq!(
+        log.matches("VP8 encoder started").count(),
+        1,
+        "one VP8 encoder for the VP8 page; log:\n{log}"
+    );
+    b.quit().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_plays_live_video_through_the_embedded_broker() {

@@ -10,6 +10,8 @@ pub mod h264;
 pub mod opus;
 pub mod passthrough;
 pub mod pipeline;
+pub mod vp8;
+pub mod vp8_lane;
 
 use crate::media::MediaError;
 

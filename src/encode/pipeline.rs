@@ -17,6 +17,7 @@
 //! threads within about one frame interval plus one encode.
 
 use super::h264::{EncoderSettings, H264Encoder};
+use super::vp8_lane::{Vp8Lane, Vp8Stats};
 use super::EncodeError;
 use crate::backoff::Backoff;
 use crate::clock;
@@ -39,6 +40,13 @@ pub const KEYFRAME_MIN_GAP_US: u64 = 100_000;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Short enough that video resumes within ~2.5 s of a camera returning.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The video codecs the pipeline encodes: H.264 always, VP8 on demand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    H264,
+    Vp8,
+}
 
 /// Re-opens the video source after it failed.
 pub type Reopen = Box<dyn FnMut() -> Result<Box<dyn VideoSource>, MediaError> + Send>;
@@ -255,11 +263,13 @@ struct Shared {
     format: Mutex<VideoFormat>,
     encoder_alive: AtomicBool,
     /// Stamp frames before encoding.
-    stamp: AtomicBool,
+    stamp: Arc<AtomicBool>,
     /// The latest raw frame (stamped when `stamp` is on), for snapshots.
     latest: Mutex<Option<Arc<I420Frame>>>,
     /// The profile-level-id of H.264 passed through, once seen.
     passthrough_profile: Mutex<Option<String>>,
+    /// VP8 for browsers without H.264: encodes only while subscribed.
+    vp8: Vp8Lane,
 }
 
 impl Shared {
@@ -328,6 +338,8 @@ impl VideoPipeline {
     ) -> Result<Self, EncodeError> {
         let encoder = H264Encoder::new(&settings)?;
         let (tx, _) = broadcast::channel((settings.fps as usize * 2).max(8));
+        let stamp = Arc::new(AtomicBool::new(false));
+        let vp8 = Vp8Lane::start(settings.clone(), stamp.clone())?;
         let shared = Arc::new(Shared {
             stop: StopSignal::default(),
             queue: RawQueue::new(),
@@ -335,9 +347,10 @@ impl VideoPipeline {
             debounce: Mutex::new(KeyframeDebounce::new(KEYFRAME_MIN_GAP_US)),
             format: Mutex::new(format),
             encoder_alive: AtomicBool::new(true),
-            stamp: AtomicBool::new(false),
+            stamp,
             latest: Mutex::new(None),
             passthrough_profile: Mutex::new(None),
+            vp8,
         });
 
         let enc_thread = {
@@ -398,6 +411,32 @@ impl VideoPipeline {
         self.shared.debounce().request();
     }
 
+    /// A receiver of encoded frames of `codec` from now on (VP8 is encoded
+    /// only while someone holds such a receiver).
+    pub fn subscribe_codec(&self, codec: VideoCodec) -> broadcast::Receiver<Arc<EncodedFrame>> {
+        match codec {
+            VideoCodec::H264 => self.subscribe(),
+            VideoCodec::Vp8 => self.shared.vp8.subscribe(),
+        }
+    }
+
+    /// Asks the encoder of `codec` for a keyframe soon (debounced).
+    pub fn request_keyframe_codec(&self, codec: VideoCodec) {
+        match codec {
+            VideoCodec::H264 => self.request_keyframe(),
+            VideoCodec::Vp8 => self.shared.vp8.request_keyframe(),
+        }
+    }
+
+    /// The VP8 target bitrate (bit/s), from the next VP8 encoder on.
+    pub fn set_vp8_bitrate(&self, bitrate: u32) {
+        self.shared.vp8.set_bitrate(bitrate);
+    }
+
+    pub fn vp8_stats(&self) -> Vp8Stats {
+        self.shared.vp8.stats()
+    }
+
     /// The format the source delivers (updated when it is re-opened).
     pub fn format(&self) -> VideoFormat {
         self.shared
@@ -441,6 +480,7 @@ impl VideoPipeline {
         }
         // The capture thread is gone: nothing more will be queued.
         self.shared.queue.close();
+        self.shared.vp8.shutdown();
         if let Some(t) = self.encoder.take() {
             if t.join().is_err() {
                 warn!("encoder thread panicked");
@@ -518,6 +558,7 @@ fn capture_loop(
                     .counters
                     .frames_captured
                     .fetch_add(1, Ordering::Relaxed);
+                shared.vp8.offer(&frame);
                 let dropped = shared.queue.push(frame);
                 if dropped > 0 {
                     shared

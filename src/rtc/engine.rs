@@ -2,11 +2,12 @@
 //! and the one DTLS certificate the device uses for every session.
 
 use crate::config::WebRtcConfig;
+use crate::encode::pipeline::VideoCodec;
 use crate::rtc::keyframe::{self, KeyframeRequestForwarder};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS,
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -58,6 +59,21 @@ pub fn h264_codec_with_profile(profile_level_id: &str) -> RTCRtpCodec {
     }
 }
 
+/// The video codec the device sends to browsers without H.264.
+pub fn vp8_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: video_feedback(),
+    }
+}
+
+/// Payload type the device registers VP8 under (the answer follows the
+/// offer's own numbering).
+pub const VP8_PAYLOAD_TYPE: u8 = 96;
+
 /// The audio codec the device sends.
 pub fn opus_codec() -> RTCRtpCodec {
     RTCRtpCodec {
@@ -79,22 +95,35 @@ fn video_feedback() -> Vec<RTCPFeedback> {
         .collect()
 }
 
-/// Registers the codecs the device can send (or, for the viewer client, receive).
-pub fn media_engine() -> Result<MediaEngine, EngineError> {
-    media_engine_with(None)
+/// Registers the codecs the device can send (or, for the viewer client,
+/// receive); `only` limits video to one codec (the viewer's `--codec vp8`).
+pub fn media_engine(only: Option<VideoCodec>) -> Result<MediaEngine, EngineError> {
+    media_engine_with(only, None)
 }
 
-/// Like [`media_engine`]; `video`, if given, is the only video codec
-/// registered (a passthrough source's H.264 profile).
-pub fn media_engine_with(video: Option<RTCRtpCodec>) -> Result<MediaEngine, EngineError> {
+/// Like [`media_engine`]; `passthrough`, if given, is the only video codec
+/// registered: a passthrough source's H.264 profile, which can be neither
+/// re-encoded as another profile nor as VP8.
+pub fn media_engine_with(
+    only: Option<VideoCodec>,
+    passthrough: Option<RTCRtpCodec>,
+) -> Result<MediaEngine, EngineError> {
     let mut me = MediaEngine::default();
     let mut alt = h264_codec();
     alt.sdp_fmtp_line = H264_FMTP_ALT.to_owned();
-    let videos = match video {
-        Some(v) => vec![(102u8, v)],
-        None => vec![(102u8, h264_codec()), (104u8, alt)],
+    // H.264 first: preferred whenever an offer has both.
+    let video = match passthrough {
+        Some(v) => vec![(VideoCodec::H264, 102u8, v)],
+        None => vec![
+            (VideoCodec::H264, 102u8, h264_codec()),
+            (VideoCodec::H264, 104u8, alt),
+            (VideoCodec::Vp8, VP8_PAYLOAD_TYPE, vp8_codec()),
+        ],
     };
-    for (pt, codec) in videos {
+    for (_, pt, codec) in video
+        .into_iter()
+        .filter(|(c, _, _)| only.is_none_or(|o| o == *c))
+    {
         me.register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: codec,
@@ -129,6 +158,7 @@ pub struct RtcEngine {
     cfg: WebRtcConfig,
     certificate: RTCCertificate,
     role: Role,
+    only_video: Option<VideoCodec>,
 }
 
 impl RtcEngine {
@@ -148,7 +178,14 @@ impl RtcEngine {
             cfg: cfg.clone(),
             certificate,
             role,
+            only_video: None,
         })
+    }
+
+    /// Offers or accepts only `codec` for video (the viewer's `--codec`).
+    pub fn with_only_video_codec(mut self, codec: Option<VideoCodec>) -> Self {
+        self.only_video = codec;
+        self
     }
 
     /// Builds one peer connection that reports its events to `handler`.
@@ -167,7 +204,7 @@ impl RtcEngine {
         video: Option<RTCRtpCodec>,
     ) -> Result<Arc<dyn PeerConnection>, EngineError> {
         let build_err = |e: webrtc::error::Error| EngineError::Build(e.to_string());
-        let mut me = media_engine_with(video)?;
+        let mut me = media_engine_with(self.only_video, video)?;
         let registry = register_default_interceptors(Registry::new(), &mut me)
             .map_err(build_err)?
             .with(

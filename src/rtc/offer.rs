@@ -1,10 +1,11 @@
 //! What an offer asks for, decided before any peer connection exists.
 //!
 //! docs/protocol.md section 3: garbage SDP is `bad_request`; an offer with nothing
-//! the device can send (no H.264 packetization-mode=1, no Opus, no data
+//! the device can send (no H.264 packetization-mode=1 or VP8, no Opus, no data
 //! channel) is `unsupported`. Deciding this up front keeps refused offers
 //! cheap and leaves no peer connection behind.
 
+use crate::encode::pipeline::VideoCodec;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 
 /// Largest SDP the device will parse (bytes).
@@ -20,6 +21,8 @@ pub struct OfferSummary {
     /// The profile-level-id of every such H.264 format (RFC 6184's default
     /// `42000a` where the offer names none), lower case.
     pub h264_profiles: Vec<String>,
+    /// The video section offers VP8 (the fallback when there is no H.264).
+    pub video_vp8: bool,
     /// There is an audio section (port != 0).
     pub audio: bool,
     /// The audio section offers Opus at 48 kHz.
@@ -39,11 +42,23 @@ pub enum OfferError {
     TooLong(usize),
     #[error("SDP does not parse: {0}")]
     Syntax(String),
-    #[error("the offer has no section the device can answer (needs H.264 packetization-mode=1 video, Opus audio or a data channel)")]
+    #[error("the offer has no section the device can answer (needs H.264 packetization-mode=1 or VP8 video, Opus audio or a data channel)")]
     NothingToSend,
 }
 
 impl OfferSummary {
+    /// The video codec to answer with: H.264 whenever offered (cheaper to
+    /// encode, and what the device always encodes), else VP8.
+    pub fn video_codec(&self) -> Option<VideoCodec> {
+        if self.video_h264 {
+            Some(VideoCodec::H264)
+        } else if self.video_vp8 {
+            Some(VideoCodec::Vp8)
+        } else {
+            None
+        }
+    }
+
     /// Parses `sdp` and summarises it.
     pub fn parse(sdp: &str) -> Result<OfferSummary, OfferError> {
         if sdp.trim().is_empty() {
@@ -98,6 +113,9 @@ impl OfferSummary {
                             s.h264_profiles.push(fmtp_profile(fmtp));
                         }
                     }
+                    s.video_vp8 |= rtpmaps
+                        .iter()
+                        .any(|(_, codec)| codec.to_ascii_uppercase().starts_with("VP8/90000"));
                 }
                 "audio" if !rejected => {
                     s.audio = true;
@@ -115,7 +133,7 @@ impl OfferSummary {
                 _ => {}
             }
         }
-        if !(s.video_h264 || s.audio_opus || s.data_channel) {
+        if !(s.video_h264 || s.video_vp8 || s.audio_opus || s.data_channel) {
             return Err(OfferError::NothingToSend);
         }
         Ok(s)
@@ -167,8 +185,34 @@ mod tests {
     }
 
     #[test]
-    fn vp8_only_is_unsupported() {
+    fn vp8_only_is_accepted_as_vp8() {
         let sdp = format!("{HEAD}{}", video("x=1", "VP8/90000"));
+        let s = OfferSummary::parse(&sdp).unwrap();
+        assert!(s.video && s.video_vp8 && !s.video_h264);
+    }
+
+    #[test]
+    fn h264_is_preferred_when_both_are_offered() {
+        let both = format!(
+            "{HEAD}m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+             a=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n\
+             a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n"
+        );
+        let s = OfferSummary::parse(&both).unwrap();
+        assert_eq!(s.video_codec(), Some(VideoCodec::H264));
+        let vp8 = format!("{HEAD}{}", video("x=1", "VP8/90000"));
+        let s = OfferSummary::parse(&vp8).unwrap();
+        assert_eq!(s.video_codec(), Some(VideoCodec::Vp8));
+        let audio = OfferSummary {
+            audio_opus: true,
+            ..Default::default()
+        };
+        assert_eq!(audio.video_codec(), None);
+    }
+
+    #[test]
+    fn vp9_only_is_unsupported() {
+        let sdp = format!("{HEAD}{}", video("profile-id=0", "VP9/90000"));
         assert_eq!(OfferSummary::parse(&sdp), Err(OfferError::NothingToSend));
     }
 

@@ -12,7 +12,7 @@ use crate::clock::{monotonic_us, sleep_until_opt};
 use crate::control::config::Role;
 use crate::control::rpc::{binary_refused, notification, ControlContext, RpcSession};
 use crate::encode::audio_pipeline::{AudioPipeline, EncodedAudio};
-use crate::encode::pipeline::VideoPipeline;
+use crate::encode::pipeline::{VideoCodec, VideoPipeline};
 use crate::media::EncodedFrame;
 use crate::rtc::engine::{self, RtcEngine};
 use crate::rtc::keyframe::is_keyframe_request;
@@ -268,6 +268,8 @@ struct TrackOut {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
+    /// The video codec it carries (H.264 for audio tracks, unused).
+    codec: VideoCodec,
 }
 
 struct Session {
@@ -282,8 +284,9 @@ struct Session {
     answered: bool,
     /// Local candidates gathered before the answer went out (pitfall 5).
     pending_local: Vec<Option<CandidateInit>>,
-    /// The answer's first mid, for candidates that lack one.
-    mid: Option<String>,
+    /// The answer's transport section (mid, m-line index), for candidates
+    /// that lack one.
+    mid: Option<(String, u16)>,
     writer: Option<tokio::task::JoinHandle<()>>,
     video: Option<TrackOut>,
     audio: Option<TrackOut>,
@@ -464,11 +467,23 @@ impl Session {
         // offer wants but the device lacks gets no track: its section is
         // answered inactive.
         self.check_passthrough_profile()?;
-        let video = if self.summary.video_h264 && self.ctx.video.is_some() {
-            let codec = self.video_codec().unwrap_or_else(engine::h264_codec);
-            Some(self.add_track(pc, RtpCodecKind::Video, codec).await?)
-        } else {
-            None
+        // A stream passed through is H.264 in the source's own profile:
+        // nothing else (no VP8) can be made of it.
+        let passthrough = self.video_codec();
+        let codec = self
+            .summary
+            .video_codec()
+            .filter(|_| self.ctx.video.is_some())
+            .filter(|c| passthrough.is_none() || *c == VideoCodec::H264);
+        let video = match codec {
+            Some(c) => {
+                let rtp = match (&passthrough, c) {
+                    (Some(p), VideoCodec::H264) => p.clone(),
+                    _ => video_rtp_codec(c),
+                };
+                Some((c, self.add_track(pc, RtpCodecKind::Video, rtp).await?))
+            }
+            None => None,
         };
         let audio = if self.summary.audio_opus && self.ctx.audio.is_some() {
             Some(
@@ -482,11 +497,16 @@ impl Session {
             .await;
         self.answer_offer(pc).await?;
         // The negotiated payload types, not the registered ones (pitfall 3).
-        if let Some((track, ssrc, sender)) = video {
-            self.video = negotiated(&self.sid, "video", track, ssrc, &sender).await;
+        if let Some((c, (track, ssrc, sender))) = video {
+            let mime = video_rtp_codec(c).mime_type;
+            self.video = negotiated(&self.sid, &mime, track, ssrc, &sender, c).await;
+            if self.video.is_some() {
+                info!(sid = %self.sid, codec = ?c, "video codec");
+            }
         }
         if let Some((track, ssrc, sender)) = audio {
-            self.audio = negotiated(&self.sid, "audio", track, ssrc, &sender).await;
+            let mime = engine::opus_codec().mime_type;
+            self.audio = negotiated(&self.sid, &mime, track, ssrc, &sender, VideoCodec::H264).await;
         }
         Ok(())
     }
@@ -613,7 +633,7 @@ impl Session {
             .await
             .map(|d| d.sdp)
             .ok_or_else(|| Refusal(ErrorCode::Internal, "no local description".into()))?;
-        self.mid = first_mid(&sdp);
+        self.mid = transport_mid(&sdp);
         *self.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(sdp.clone());
         self.send(DeviceMessage::Answer { sdp });
         self.answered = true;
@@ -646,8 +666,10 @@ impl Session {
         }
         let c = c.map(|mut c| {
             if c.sdp_mid.as_deref().unwrap_or("").is_empty() {
-                c.sdp_mid = self.mid.clone();
-                c.sdp_mline_index = Some(0);
+                if let Some((mid, index)) = &self.mid {
+                    c.sdp_mid = Some(mid.clone());
+                    c.sdp_mline_index = Some(*index);
+                }
             }
             c
         });
@@ -691,8 +713,8 @@ impl Session {
         let (Some(video), Some(pipeline)) = (self.video.take(), self.ctx.video.clone()) else {
             return;
         };
-        let frames = pipeline.subscribe();
-        pipeline.request_keyframe();
+        let frames = pipeline.subscribe_codec(video.codec);
+        pipeline.request_keyframe_codec(video.codec);
         let metrics = self.ctx.metrics.clone();
         let sid = self.sid.clone();
         self.writer = Some(tokio::spawn(write_video(
@@ -782,7 +804,7 @@ async fn write_video(
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         info!(%sid, skipped = n, "viewer fell behind; skipping to the next keyframe");
                         need_keyframe = true;
-                        pipeline.request_keyframe();
+                        pipeline.request_keyframe_codec(out.codec);
                         continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -809,7 +831,7 @@ async fn write_video(
                     if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
                         debug!(%sid, "keyframe requested by viewer (PLI/FIR)");
                         metrics.record_keyframe_request();
-                        pipeline.request_keyframe();
+                        pipeline.request_keyframe_codec(out.codec);
                     }
                 }
                 Some(_) => {}
@@ -881,15 +903,25 @@ async fn serve_control(
     debug!(%sid, "control channel closed");
 }
 
-/// The negotiated sending parameters of a track, or `None` (logged) when its
-/// section negotiated no codec.
+/// The RTP codec the device sends video as.
+fn video_rtp_codec(c: VideoCodec) -> rtc::rtp_transceiver::rtp_sender::RTCRtpCodec {
+    match c {
+        VideoCodec::H264 => engine::h264_codec(),
+        VideoCodec::Vp8 => engine::vp8_codec(),
+    }
+}
+
+/// The negotiated sending parameters of a track (the payload type of codec
+/// `mime`), or `None` (logged) when its section negotiated no such codec.
 async fn negotiated(
     sid: &str,
-    kind: &str,
+    mime: &str,
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     sender: &Arc<dyn RtpSender>,
+    codec: VideoCodec,
 ) -> Option<TrackOut> {
+    let kind = mime;
     let params = match sender.get_parameters().await {
         Ok(p) => p,
         Err(e) => {
@@ -897,11 +929,17 @@ async fn negotiated(
             return None;
         }
     };
-    match params.rtp_parameters.codecs.first() {
-        Some(codec) => Some(TrackOut {
+    let found = params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime));
+    match found {
+        Some(c) => Some(TrackOut {
             track,
             ssrc,
-            payload_type: codec.payload_type,
+            payload_type: c.payload_type,
+            codec,
         }),
         None => {
             warn!(%sid, "{kind} section negotiated no codec; sending no {kind}");
@@ -910,11 +948,38 @@ async fn negotiated(
     }
 }
 
-/// The first `a=mid:` of an SDP.
-fn first_mid(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=mid:"))
-        .map(|m| m.trim().to_owned())
+/// The section of an answer that carries the (bundled) transport: the first
+/// mid of its BUNDLE group, or else its first section that is not rejected,
+/// as `(mid, m-line index)`. Candidates must name this section: a browser
+/// drops a candidate for a rejected section (port 0), and when the offer's
+/// first section is video the device cannot send (Firefox without H.264),
+/// naming "the first mid" left the browser with no candidate at all and
+/// ICE failed (the browser's own host candidates are mDNS names the device
+/// cannot resolve, so only the device's candidates can start the checks).
+fn transport_mid(sdp: &str) -> Option<(String, u16)> {
+    let bundle_first = sdp
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=group:BUNDLE "))
+        .and_then(|g| g.split_whitespace().next())
+        .map(str::to_owned);
+    let mut sections: Vec<(bool, Option<String>)> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let rejected = m.split_whitespace().nth(1) == Some("0");
+            sections.push((rejected, None));
+        } else if let (Some(mid), Some(last)) = (line.strip_prefix("a=mid:"), sections.last_mut()) {
+            last.1.get_or_insert_with(|| mid.trim().to_owned());
+        }
+    }
+    let found = sections
+        .iter()
+        .enumerate()
+        .find(|(_, (rejected, mid))| match &bundle_first {
+            Some(b) => mid.as_ref() == Some(b),
+            None => !rejected && mid.is_some(),
+        });
+    let (index, (_, mid)) = found?;
+    Some((mid.clone()?, u16::try_from(index).ok()?))
 }
 
 #[cfg(test)]
@@ -933,9 +998,17 @@ mod tests {
     }
 
     #[test]
-    fn first_mid_is_found() {
-        let sdp = "v=0\r\nm=video 9 X 1\r\na=mid:video0\r\nm=audio 9 X 2\r\na=mid:1\r\n";
-        assert_eq!(first_mid(sdp).as_deref(), Some("video0"));
-        assert_eq!(first_mid("v=0\r\n"), None);
+    fn candidates_name_the_bundle_section_not_a_rejected_one() {
+        // Firefox without H.264: its first section (video) is rejected and
+        // the bundle moves to audio.
+        let sdp = "v=0\r\na=group:BUNDLE 1 2\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\nm=application 9 UDP/DTLS/SCTP x\r\na=mid:2\r\n";
+        assert_eq!(transport_mid(sdp), Some(("1".to_owned(), 1)));
+        // Without a BUNDLE group: the first section that is not rejected.
+        let sdp = "v=0\r\nm=video 0 X 1\r\na=mid:v\r\nm=audio 9 X 2\r\na=mid:a\r\n";
+        assert_eq!(transport_mid(sdp), Some(("a".to_owned(), 1)));
+        let sdp = "v=0\r\na=group:BUNDLE video0 1\r\nm=video 9 X 1\r\na=mid:video0\r\nm=audio 9 X 2\r\na=mid:1\r\n";
+        assert_eq!(transport_mid(sdp), Some(("video0".to_owned(), 0)));
+        assert_eq!(transport_mid("v=0\r\n"), None);
     }
 }

@@ -434,7 +434,7 @@ impl SessionTable {
             self.used_keys.insert(k.clone());
         }
         info!(%sid, id, role = grant.role.as_str(), key = grant.key_id.as_deref().unwrap_or("-"),
-              video = summary.video_h264, audio = summary.audio_opus, data = summary.data_channel,
+              video = ?summary.video_codec(), audio = summary.audio_opus, data = summary.data_channel,
               early_candidates = early.len(), sessions = self.sessions.len() + 1, "new session");
         let spec = SessionSpec {
             id,

@@ -1,13 +1,20 @@
-//! Reassembles H.264 access units from RTP packets (the viewer side).
+//! Reassembles H.264 access units (or VP8 frames) from RTP packets (the
+//! viewer side).
 
 use bytes::{Bytes, BytesMut};
 use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
-/// Collects depacketized NAL units until the RTP marker bit ends a frame.
+/// Reassembles H.264 access units.
+pub type AccessUnitAssembler = FrameAssembler<H264Packet>;
+/// Reassembles VP8 frames.
+pub type Vp8FrameAssembler = FrameAssembler<Vp8Packet>;
+
+/// Collects depacketized payloads until the RTP marker bit ends a frame.
 #[derive(Default)]
-pub struct AccessUnitAssembler {
-    depacketizer: H264Packet,
+pub struct FrameAssembler<D: Depacketizer + Default> {
+    depacketizer: D,
     current: BytesMut,
     current_ts: Option<u32>,
     last_seq: Option<u16>,
@@ -16,7 +23,7 @@ pub struct AccessUnitAssembler {
     broken: bool,
 }
 
-impl AccessUnitAssembler {
+impl<D: Depacketizer + Default> FrameAssembler<D> {
     /// Feeds one RTP packet; returns a complete Annex B access unit when the
     /// frame ends. A frame that lost a packet is dropped (the decoder would
     /// only produce garbage from it).
@@ -43,7 +50,7 @@ impl AccessUnitAssembler {
             self.current.clear();
             self.current_ts = Some(timestamp);
             self.broken = false;
-            self.depacketizer = H264Packet::default();
+            self.depacketizer = D::default();
         }
         if gap > 1 {
             self.lost_packets += u64::from(gap - 1);
@@ -81,6 +88,18 @@ mod tests {
         assert!(a.push(1, 100, false, &single_nal(&[0x67, 1, 2])).is_none());
         let au = a.push(2, 100, true, &single_nal(&[0x65, 9, 9])).unwrap();
         assert_eq!(&au[..], &[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x65, 9, 9]);
+    }
+
+    #[test]
+    fn vp8_frames_are_joined_from_their_packets() {
+        let mut a = Vp8FrameAssembler::default();
+        // Payload descriptor: S=1 (start of partition) on the first packet,
+        // then a continuation; the frame ends at the marker.
+        let first = Bytes::from_static(&[0x10, 0xaa, 0xbb, 0xbc]);
+        let rest = Bytes::from_static(&[0x00, 0xcc, 0xcd, 0xce]);
+        assert!(a.push(7, 900, false, &first).is_none());
+        let frame = a.push(8, 900, true, &rest).unwrap();
+        assert_eq!(&frame[..], &[0xaa, 0xbb, 0xbc, 0xcc, 0xcd, 0xce]);
     }
 
     #[test]

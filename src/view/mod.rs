@@ -16,7 +16,9 @@ mod whep;
 use crate::cli::ViewArgs;
 use crate::clock::{monotonic_us, sleep_until_opt};
 use crate::config::{MqttTarget, WebRtcConfig};
-use crate::encode::decode::H264Decoder;
+use crate::encode::decode::{DecodedPicture, H264Decoder};
+use crate::encode::pipeline::VideoCodec;
+use crate::encode::vp8::Vp8Decoder;
 use crate::media::stamp::read_stamp;
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::signaling::auth::sign;
@@ -24,7 +26,7 @@ use crate::signaling::auth::{key_password, SessionKey};
 use crate::signaling::messages::{CandidateInit, DeviceMessage, OfferAuth, ViewerMessage};
 use crate::signaling::topics::Topics;
 use anyhow::Context;
-use assemble::AccessUnitAssembler;
+use assemble::{AccessUnitAssembler, Vp8FrameAssembler};
 use audio::AudioReceiver;
 use control::{parse_calls, ControlEvent};
 use report::{FrameObservation, ViewReport};
@@ -57,6 +59,8 @@ enum Event {
 struct Handler {
     tx: mpsc::Sender<Event>,
     started: Instant,
+    /// The video codec offered alone (`--codec vp8`), else H.264.
+    codec: VideoCodec,
     audio: Arc<std::sync::Mutex<Option<AudioReceiver>>>,
 }
 
@@ -84,7 +88,7 @@ impl PeerConnectionEventHandler for Handler {
         let tx = self.tx.clone();
         match track.kind().await {
             RtpCodecKind::Video => {
-                tokio::spawn(receive_video(track, tx, self.started));
+                tokio::spawn(receive_video(track, tx, self.started, self.codec));
             }
             RtpCodecKind::Audio => {
                 tokio::spawn(receive_audio(track, tx, self.audio.clone()));
@@ -159,13 +163,20 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         include_loopback: true,
         ..WebRtcConfig::default()
     };
-    let engine = RtcEngine::new(&webrtc_cfg, Role::Offerer)?;
+    let codec = if args.codec == "vp8" {
+        VideoCodec::Vp8
+    } else {
+        VideoCodec::H264
+    };
+    let engine = RtcEngine::new(&webrtc_cfg, Role::Offerer)?
+        .with_only_video_codec((codec == VideoCodec::Vp8).then_some(codec));
     let (tx, mut rx) = mpsc::channel(1024);
     let audio_state = Arc::new(std::sync::Mutex::new(None));
     let pc = engine
         .build(Arc::new(Handler {
             tx: tx.clone(),
             started,
+            codec,
             audio: audio_state.clone(),
         }))
         .await?;
@@ -476,13 +487,70 @@ async fn add_candidate(pc: &Arc<dyn PeerConnection>, c: CandidateInit) {
     }
 }
 
+/// One codec's reassembly and decoding, for `receive_video`.
+enum VideoDecoding {
+    H264(AccessUnitAssembler, H264Decoder),
+    Vp8(Vp8FrameAssembler, Vp8Decoder),
+}
+
+impl VideoDecoding {
+    fn new(codec: VideoCodec) -> Result<Self, crate::encode::EncodeError> {
+        Ok(match codec {
+            VideoCodec::H264 => {
+                VideoDecoding::H264(AccessUnitAssembler::default(), H264Decoder::new()?)
+            }
+            VideoCodec::Vp8 => VideoDecoding::Vp8(Vp8FrameAssembler::default(), Vp8Decoder::new()?),
+        })
+    }
+
+    /// Feeds one RTP packet: a decoded picture (with whether it was a
+    /// keyframe) when it completes one.
+    fn push(
+        &mut self,
+        h: &rtc::rtp::header::Header,
+        payload: &bytes::Bytes,
+    ) -> Option<(DecodedPicture, bool)> {
+        let (seq, ts, m) = (h.sequence_number, h.timestamp, h.marker);
+        let decoded = match self {
+            VideoDecoding::H264(a, d) => {
+                let au = a.push(seq, ts, m, payload)?;
+                let key = crate::encode::h264::nal_types(&au).contains(&5);
+                d.decode(&au).map(|p| p.map(|p| (p, key)))
+            }
+            VideoDecoding::Vp8(a, d) => {
+                let frame = a.push(seq, ts, m, payload)?;
+                let key = crate::encode::vp8::is_keyframe(&frame);
+                d.decode(&frame).map(|p| p.map(|p| (p, key)))
+            }
+        };
+        match decoded {
+            Ok(p) => p,
+            Err(e) => {
+                debug!("decode error: {e}");
+                None
+            }
+        }
+    }
+
+    fn lost_packets(&self) -> u64 {
+        match self {
+            VideoDecoding::H264(a, _) => a.lost_packets,
+            VideoDecoding::Vp8(a, _) => a.lost_packets,
+        }
+    }
+}
+
 /// Receives RTP, reassembles frames, decodes them, and reads their stamps.
-async fn receive_video(track: Arc<dyn TrackRemote>, tx: mpsc::Sender<Event>, _started: Instant) {
-    let mut assembler = AccessUnitAssembler::default();
-    let mut decoder = match H264Decoder::new() {
+async fn receive_video(
+    track: Arc<dyn TrackRemote>,
+    tx: mpsc::Sender<Event>,
+    _started: Instant,
+    codec: VideoCodec,
+) {
+    let mut decoding = match VideoDecoding::new(codec) {
         Ok(d) => d,
         Err(e) => {
-            warn!("cannot create the H.264 decoder: {e}");
+            warn!("cannot create the {codec:?} decoder: {e}");
             return;
         }
     };
@@ -490,21 +558,10 @@ async fn receive_video(track: Arc<dyn TrackRemote>, tx: mpsc::Sender<Event>, _st
         let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
             continue;
         };
-        let h = &pkt.header;
-        let Some(au) = assembler.push(h.sequence_number, h.timestamp, h.marker, &pkt.payload)
-        else {
+        let Some((pic, keyframe)) = decoding.push(&pkt.header, &pkt.payload) else {
             continue;
         };
-        let pic = match decoder.decode(&au) {
-            Ok(Some(p)) => p,
-            Ok(None) => continue,
-            Err(e) => {
-                debug!("decode error: {e}");
-                continue;
-            }
-        };
         let now_us = monotonic_us();
-        let keyframe = crate::encode::h264::nal_types(&au).contains(&5);
         let stamp = read_stamp(&pic.y, pic.width as usize, pic.width, pic.height);
         let obs = FrameObservation {
             at: Instant::now(),
@@ -513,7 +570,7 @@ async fn receive_video(track: Arc<dyn TrackRemote>, tx: mpsc::Sender<Event>, _st
             counter: stamp.map(|(c, _)| c),
             latency_ms: stamp
                 .map(|(_, ms)| f64::from(crate::clock::stamp_ms(now_us).wrapping_sub(ms))),
-            lost_packets: assembler.lost_packets,
+            lost_packets: decoding.lost_packets(),
             keyframe,
         };
         if tx.send(Event::Frame(obs)).await.is_err() {

@@ -113,6 +113,8 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
         .build(Arc::new(Handler {
             tx,
             started,
+            // WHEP offers H.264 (the device's preferred codec).
+            codec: crate::encode::pipeline::VideoCodec::H264,
             audio: audio_state.clone(),
         }))
         .await?;

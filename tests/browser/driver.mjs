@@ -8,6 +8,7 @@
 //   {"id":6,"cmd":"select","page":0,"selector":"#key-role","value":"view"}
 //   {"id":7,"cmd":"screenshot","page":0,"path":"docs/viewer.png"}
 //   {"id":8,"cmd":"reload","page":0}
+//   {"id":9,"cmd":"front","page":0}     -> brings the page's tab to the front
 //   {"id":9,"cmd":"problems","page":0}   -> console errors and uncaught exceptions so far
 //   {"id":10,"cmd":"quit"}
 // Failures answer {"id":N,"ok":false,"error":"..."}. The page's console and
@@ -103,6 +104,10 @@ async function run(c) {
       return null;
     case "screenshot":
       await page(c.page).screenshot({ path: c.path, fullPage: !!c.fullPage });
+      return null;
+    case "front":
+      // Only the front tab renders at full rate in headless Chromium.
+      await page(c.page).bringToFront();
       return null;
     case "problems":
       page(c.page);

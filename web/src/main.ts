@@ -30,6 +30,7 @@ import {
   parsePresence,
 } from "./protocol";
 import { Rpc, RpcError } from "./rpc";
+import { forcedCodec } from "./codecs";
 import { EndReason, Session, SessionState, Signaling, errText } from "./session";
 import { Stamp, diffMod32, readStamp } from "./stamp";
 import { MqttState, Ui, fmtBitrate, fmtMs } from "./ui";
@@ -88,6 +89,11 @@ interface Exposed {
   clockOffsetMs: number | null;
   fps: number | null;
   bitrateKbps: number | null;
+  /** The video codec being received (`video/H264`, `video/VP8`), from getStats. */
+  videoCodec: string | null;
+  /** Audio bytes received so far, and the browser's total audio energy (null where it reports none). */
+  audioBytes: number;
+  audioEnergy: number | null;
   firstFrameMs: number | null;
   offerToFirstFrameMs: number | null;
   controls: Record<string, ControlState>;
@@ -144,6 +150,9 @@ class Viewer {
     clockOffsetMs: null,
     fps: null,
     bitrateKbps: null,
+    videoCodec: null,
+    audioBytes: 0,
+    audioEnergy: null,
     firstFrameMs: null,
     offerToFirstFrameMs: null,
     controls: {},
@@ -576,6 +585,8 @@ class Viewer {
         deviceId: this.cfg.device_id,
         iceServers: this.iceServers ?? [],
         auth,
+        wantVideo: !!this.st.device?.video,
+        codec: forcedCodec(window.location.search),
       },
       this.signaling,
       {
@@ -1121,12 +1132,17 @@ class Viewer {
     let fps: number | null = null;
     let pairId: string | null = null;
     const pairs = new Map<string, { rtt?: number; nominated?: boolean; state?: string }>();
+    let codecId: string | null = null;
     report.forEach((r) => {
       if (r.type === "inbound-rtp") {
         bytes += r.bytesReceived ?? 0;
         if (r.kind === "video") {
           frames = r.framesDecoded ?? 0;
+          if (r.codecId) codecId = r.codecId;
           if (typeof r.framesPerSecond === "number") fps = r.framesPerSecond;
+        } else if (r.kind === "audio") {
+          this.st.audioBytes = r.bytesReceived ?? 0;
+          if (typeof r.totalAudioEnergy === "number") this.st.audioEnergy = r.totalAudioEnergy;
         }
       } else if (r.type === "transport" && r.selectedCandidatePairId) {
         pairId = r.selectedCandidatePairId;
@@ -1134,6 +1150,8 @@ class Viewer {
         pairs.set(r.id, { rtt: r.currentRoundTripTime, nominated: r.nominated, state: r.state });
       }
     });
+    const codec = codecId ? report.get(codecId) : undefined;
+    if (codec?.mimeType) this.st.videoCodec = codec.mimeType;
     const now = performance.now();
     if (this.prevBytes) {
       const dt = (now - this.prevBytes.at) / 1000;

@@ -7,6 +7,7 @@
 import { AccessKey, Role, WireCandidate, judge, sessionKey } from "./auth";
 import { OutMessage, Topics, byeMessage, candidateMessage, newSid, offerMessage } from "./protocol";
 import { Rpc } from "./rpc";
+import { canReceiveCameraVideo, NO_CODEC_TEXT, onlyCodec, type ForcedCodec } from "./codecs";
 
 /** What a session needs from the MQTT connection. */
 export interface Signaling {
@@ -56,6 +57,10 @@ export interface SessionOptions {
   iceServers: RTCIceServer[];
   /** null on an open device: no signature, no macs. */
   auth: SessionAuth | null;
+  /** The device sends video: an offer that cannot take it is not sent. */
+  wantVideo?: boolean;
+  /** Offer only this video codec (the page's `?codec=` parameter). */
+  codec?: ForcedCodec | null;
 }
 
 export class Session {
@@ -84,7 +89,14 @@ export class Session {
     private readonly ev: SessionEvents,
   ) {
     this.pc = new RTCPeerConnection({ iceServers: opts.iceServers });
-    this.pc.addTransceiver("video", { direction: "recvonly" });
+    const video = this.pc.addTransceiver("video", { direction: "recvonly" });
+    if (opts.codec) {
+      const caps = RTCRtpReceiver.getCapabilities("video")?.codecs ?? [];
+      const keep = onlyCodec(caps, opts.codec);
+      // A browser without that codec keeps its own list (and the check
+      // before offering says what it lacks).
+      if (keep.length > 0) video.setCodecPreferences(keep);
+    }
     this.pc.addTransceiver("audio", { direction: "recvonly" });
     const dc = this.pc.createDataChannel("control", { ordered: true });
     dc.addEventListener("open", () => {
@@ -123,6 +135,12 @@ export class Session {
     this.subscribedAt = performance.now();
     if (this.done) return;
     const offer = await this.pc.createOffer();
+    if (this.opts.wantVideo && !canReceiveCameraVideo(offer.sdp ?? "")) {
+      // Calling would only connect without a picture, and calling again
+      // would not change the browser: say why, once.
+      this.end({ kind: "error", code: "unsupported", message: NO_CODEC_TEXT, verified: true });
+      return;
+    }
     await this.pc.setLocalDescription(offer);
     this.offerMadeAt = performance.now();
     if (this.done) return;

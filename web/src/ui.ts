@@ -2,6 +2,7 @@
 // from a plain description of the state. No framework.
 
 import type { Role } from "./auth";
+import { NO_CODEC_TEXT } from "./codecs";
 import type { Presence } from "./protocol";
 
 export type MqttState = "off" | "connecting" | "connected" | "disconnected" | "refused";
@@ -56,7 +57,7 @@ const OVERLAY: Record<string, string> = {
   connected: "Connected, waiting for the picture…",
   reconnecting: "Reconnecting…",
   unauthorized: "This key was refused by the device (revoked or wrong).",
-  unsupported: "This browser and the camera have no video format in common.",
+  unsupported: NO_CODEC_TEXT,
   replaced: "Another viewer took this session over. Press Reconnect.",
 };
 
