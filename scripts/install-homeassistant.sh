@@ -5,7 +5,9 @@
 # HA 2025.4 is the newest release that installs on Python 3.13.0. Pinned:
 # the core, its frontend (HA will not start without it) and the MQTT
 # integration's client library, at the versions HA 2025.4.4 pins itself.
-# Cold: about 20 minutes (mostly downloads); warm: nothing to do.
+# Installed with uv (from PyPI, into its own small venv beside the HA one):
+# it downloads in parallel, about 4 minutes cold here where pip took 21
+# (mostly waiting on one download at a time); warm: nothing to do.
 set -euo pipefail
 
 VENV="${CAMPEER_HA_VENV:-/var/cache/campeer-tests/homeassistant}"
@@ -35,7 +37,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     mkdir -p "$(dirname "$VENV")"
     "$PY" -m venv "$VENV"
 fi
-echo "install-homeassistant: pip install ${PINS[*]}"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PINS[@]}"
+UV_VENV="$VENV-uv"
+if [ ! -x "$UV_VENV/bin/uv" ]; then
+    PY=$(find_python)
+    "$PY" -m venv "$UV_VENV"
+    "$UV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv==0.13.9
+fi
+echo "install-homeassistant: uv pip install ${PINS[*]}"
+"$UV_VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "${PINS[@]}"
 echo "${PINS[*]}" > "$STAMP"
 echo "install-homeassistant: done in $(( $(date +%s) - start )) s"

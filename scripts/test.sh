@@ -34,6 +34,8 @@ bash scripts/install-homeassistant.sh
 
 # Browser tests fail (rather than skip) when Chromium is missing.
 export CAMPEER_REQUIRE_BROWSER=1
+# So does the Home Assistant test when its venv is missing.
+export CAMPEER_REQUIRE_HOMEASSISTANT=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
