@@ -49,7 +49,7 @@ echo "== viewer page in Chromium against a stand-in device (protocol v2 rules)"
 # restore both before cargo embeds the page.
 bash scripts/build-web.sh
 echo "== MSRV: cargo +$msrv check (rust-version in Cargo.toml)"
-cargo "+$msrv" check --locked --all-targets --quiet
+cargo "+$msrv" check --locked --all-targets --quiet --target-dir target/msrv
 echo "== cargo deny check licenses bans (deny.toml)"
 # Advisories need RustSec's database from GitHub, which these machines
 # cannot reach: not checked here (docs/testing.md).

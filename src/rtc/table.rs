@@ -369,20 +369,8 @@ impl SessionTable {
             );
             return;
         }
-        if let Some(why) = self.limit_refusal(now_us) {
-            self.refuse(sid, ErrorCode::Busy, why);
+        let Some(summary) = self.admit(sid, &sdp, now_us) else {
             return;
-        }
-        let summary = match OfferSummary::parse(&sdp) {
-            Ok(s) => s,
-            Err(e @ OfferError::NothingToSend) => {
-                self.refuse(sid, ErrorCode::Unsupported, e.to_string());
-                return;
-            }
-            Err(e) => {
-                self.refuse(sid, ErrorCode::BadRequest, e.to_string());
-                return;
-            }
         };
         if !self.authz.record_session(sid, &grant) {
             self.refuse(
@@ -394,6 +382,26 @@ impl SessionTable {
         }
         let early = self.take_early(sid, grant.session_key.as_ref(), now_us);
         self.start(sid, sdp, summary, grant, early);
+    }
+
+    /// The limits and the SDP, the last checks before a session starts:
+    /// the offer's summary, or `None` when it was refused (and answered).
+    fn admit(&mut self, sid: &str, sdp: &str, now_us: u64) -> Option<OfferSummary> {
+        if let Some(why) = self.limit_refusal(now_us) {
+            self.refuse(sid, ErrorCode::Busy, why);
+            return None;
+        }
+        match OfferSummary::parse(sdp) {
+            Ok(s) => Some(s),
+            Err(e @ OfferError::NothingToSend) => {
+                self.refuse(sid, ErrorCode::Unsupported, e.to_string());
+                None
+            }
+            Err(e) => {
+                self.refuse(sid, ErrorCode::BadRequest, e.to_string());
+                None
+            }
+        }
     }
 
     /// Why a new session may not start now (limits), or `None`.

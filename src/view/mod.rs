@@ -39,7 +39,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionIceEvent,
@@ -391,14 +391,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                             }
                         }
                     }
-                    if report.frames == 0 {
-                        report.first_frame_ms = Some(obs.at.duration_since(offer_at).as_secs_f64() * 1e3);
-                        report.width = obs.width;
-                        report.height = obs.height;
-                        info!(width = obs.width, height = obs.height, "first frame decoded");
-                    }
-                    report.observe(&obs);
-                    if let Some(l) = obs.latency_ms { latencies.push(l); }
+                    report.observe_frame(&obs, offer_at, &mut latencies);
                     if args.pli_at == Some(report.frames) && report.pli_sent_at_frame.is_none() {
                         report.plis_sent += send_pli(&pc).await;
                         report.pli_sent_at_frame = Some(report.frames);

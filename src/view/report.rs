@@ -94,6 +94,31 @@ impl ViewReport {
         }
     }
 
+    /// Adds one decoded frame of a session whose offer left at `offer_at`:
+    /// the first one sets the time to first frame and the picture size;
+    /// every stamped one adds its capture-to-decode latency to `latencies`.
+    pub fn observe_frame(
+        &mut self,
+        obs: &FrameObservation,
+        offer_at: std::time::Instant,
+        latencies: &mut Vec<f64>,
+    ) {
+        if self.frames == 0 {
+            self.first_frame_ms = Some(obs.at.duration_since(offer_at).as_secs_f64() * 1e3);
+            self.width = obs.width;
+            self.height = obs.height;
+            tracing::info!(
+                width = obs.width,
+                height = obs.height,
+                "first frame decoded"
+            );
+        }
+        self.observe(obs);
+        if let Some(l) = obs.latency_ms {
+            latencies.push(l);
+        }
+    }
+
     /// Adds one decoded frame.
     pub fn observe(&mut self, obs: &FrameObservation) {
         self.frames += 1;

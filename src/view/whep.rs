@@ -19,7 +19,7 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 
 /// Longest answer read, bytes.
@@ -213,14 +213,7 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
                     if obs.keyframe {
                         report.keyframes += 1;
                     }
-                    if report.frames == 0 {
-                        report.first_frame_ms = Some(obs.at.duration_since(offer_at).as_secs_f64() * 1e3);
-                        report.width = obs.width;
-                        report.height = obs.height;
-                        info!(width = obs.width, height = obs.height, "first frame decoded");
-                    }
-                    report.observe(&obs);
-                    if let Some(l) = obs.latency_ms { latencies.push(l); }
+                    report.observe_frame(&obs, offer_at, &mut latencies);
                 }
                 Some(_) => {}
             },

@@ -578,7 +578,7 @@ fn ice(site: &Site, headers: &HeaderMap) -> Response {
 
 /// `(key_id, password)` out of `Bearer <key_id>:<password>`; `None` for
 /// anything else or anything oversized.
-fn bearer(value: &str) -> Option<(&str, &str)> {
+pub(crate) fn bearer(value: &str) -> Option<(&str, &str)> {
     let (scheme, token) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;

@@ -14,7 +14,7 @@ use super::resources::ResourceRefusal;
 use super::{sdpfrag, valid_id, Whep, WhepError};
 use crate::signaling::messages::ErrorCode;
 use crate::web::guard::check_origin;
-use crate::web::KeyCheck;
+use crate::web::{bearer, KeyCheck};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -24,8 +24,6 @@ use tracing::{info, warn};
 /// Largest SDP offer body read, bytes (the offer check then applies its
 /// own, smaller limit with a clear message).
 pub const MAX_OFFER_BODY: usize = 64 * 1024;
-/// Longest key id or password looked at in a bearer token.
-const MAX_BEARER_PART: usize = 256;
 
 /// What the page server knows that WHEP needs.
 pub struct Gate<'a> {
@@ -168,17 +166,6 @@ fn unauthorized() -> Response {
         HeaderValue::from_static("Bearer realm=\"campeer\""),
     );
     r
-}
-
-/// `(key_id, password)` out of `Bearer <key_id>:<password>`.
-fn bearer(value: &str) -> Option<(&str, &str)> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let (id, password) = token.trim().split_once(':')?;
-    let ok = |s: &str| !s.is_empty() && s.len() <= MAX_BEARER_PART;
-    (ok(id) && ok(password)).then_some((id, password))
 }
 
 fn content_type_is(headers: &HeaderMap, want: &str) -> bool {

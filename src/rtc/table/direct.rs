@@ -8,7 +8,7 @@
 
 use super::SessionTable;
 use crate::control::config::Role;
-use crate::rtc::offer::{OfferError, OfferSummary};
+
 use crate::rtc::session::SessionInput;
 use crate::signaling::auth::Grant;
 use crate::signaling::messages::{CandidateInit, ErrorCode};
@@ -33,20 +33,8 @@ impl SessionTable {
             self.refuse(sid, ErrorCode::Unauthorized, "the access key is not valid");
             return;
         }
-        if let Some(why) = self.limit_refusal(now_us) {
-            self.refuse(sid, ErrorCode::Busy, why);
+        let Some(summary) = self.admit(sid, &sdp, now_us) else {
             return;
-        }
-        let summary = match OfferSummary::parse(&sdp) {
-            Ok(s) => s,
-            Err(e @ OfferError::NothingToSend) => {
-                self.refuse(sid, ErrorCode::Unsupported, e.to_string());
-                return;
-            }
-            Err(e) => {
-                self.refuse(sid, ErrorCode::BadRequest, e.to_string());
-                return;
-            }
         };
         let grant = Grant {
             role: Role::View,
