@@ -14,9 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # time), openssl (the TLS tests make their certificates with it), CA
 # certificates (npm's registry is HTTPS), and Node.js with npm to build the
 # viewer page, unless a node and npm are already on the PATH (e.g. from
-# nodesource or nvm). ffmpeg stands in for rpicam-vid as an `exec:` video
-# source in tests/exec_source.rs.
-PKGS=(build-essential mosquitto nasm pkg-config libasound2-dev libopus-dev libvpx-dev libclang-dev clang openssl ca-certificates ffmpeg)
+# nodesource or nvm). libvpx-dev: VP8 for browsers without H.264.
+PKGS=(build-essential mosquitto nasm pkg-config libasound2-dev libopus-dev libvpx-dev libclang-dev clang openssl ca-certificates)
 command -v node >/dev/null || PKGS+=(nodejs)
 command -v npm >/dev/null || PKGS+=(npm)
 missing=()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the viewer page and its browser tests need on a fresh Debian
 # machine: Debian's Chromium and Firefox ESR (never a downloaded browser), fonts for
-# screenshots, Node.js and npm when missing, and the page's npm packages
+# screenshots, ffmpeg (a stand-in for rpicam-vid in tests/exec_source.rs;
+# a test tool, so not in the run command's install-deps.sh), Node.js and npm when missing, and the page's npm packages
 # (mqtt, @noble/hashes, esbuild, typescript, playwright-core, puppeteer-core). Idempotent:
 # installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-PKGS=(chromium firefox-esr fonts-dejavu-core)
+PKGS=(chromium firefox-esr fonts-dejavu-core ffmpeg)
 command -v node >/dev/null || PKGS+=(nodejs)
 command -v npm >/dev/null || PKGS+=(npm)
 missing=()
