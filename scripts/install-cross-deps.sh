@@ -56,6 +56,8 @@ PKGS=(
     # A fresh random seed in each emulated Pi's device tree (fdtput), and
     # the .deb's checks (tests/package.rs).
     device-tree-compiler lintian
+    # systemd-analyze and systemd-sysusers for tests/systemd_unit.rs.
+    systemd
 )
 
 missing=()
