@@ -36,6 +36,7 @@ bash scripts/install-homeassistant.sh
 export CAMPEER_REQUIRE_BROWSER=1
 # So does the Home Assistant test when its venv is missing.
 export CAMPEER_REQUIRE_HOMEASSISTANT=1
+export CAMPEER_REQUIRE_FRESH_MACHINE=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

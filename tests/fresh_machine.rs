@@ -25,8 +25,8 @@
 //!
 //! Needs root, mmdebstrap, unshare, chroot, git and access to the Debian
 //! mirror, crates.io's cache (already filled by the host's build) and npm's
-//! registry. Without mmdebstrap or root it is skipped, except under CI
-//! (CI=true), where it fails.
+//! registry. Without mmdebstrap or root it is skipped, except under the
+//! test command (CAMPEER_REQUIRE_FRESH_MACHINE=1) or CI=true, where it fails.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -447,7 +447,8 @@ fn count_files(dir: &Path) -> usize {
 
 #[test]
 fn run_command_on_a_fresh_bookworm_root() {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var_os("CAMPEER_REQUIRE_FRESH_MACHINE").is_some();
     if let Some(why) = missing_prerequisite() {
         assert!(!ci, "fresh-machine test cannot run under CI: {why}");
         eprintln!("fresh-machine: SKIPPED: {why}");
