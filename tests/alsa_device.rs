@@ -52,7 +52,9 @@ fn a_real_capture_pcm_gives_50_opus_packets_a_second() {
     let spec = AudioSourceSpec::Alsa(pcm.clone());
     let source = match open_audio_source(&spec, settings.rate, settings.channels) {
         Ok(s) => s,
-        Err(e) => panic!("no ALSA capture PCM {pcm:?} here ({e}); set CAMPEER_ALSA_PCM to test one"),
+        Err(e) => {
+            panic!("no ALSA capture PCM {pcm:?} here ({e}); set CAMPEER_ALSA_PCM to test one")
+        }
     };
     let format = source.format().clone();
     println!(
