@@ -9,6 +9,8 @@
 //! Needs dpkg-deb, lintian and the cross toolchain (scripts/test.sh
 //! installs them); a missing tool is a failure, not a skip.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -31,8 +33,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 fn build_deb() -> PathBuf {
-    let out = run(Command::new("bash")
-        .arg(root().join("scripts/build-deb.sh"))
+    let out = run(common::cargo_script(&root().join("scripts/build-deb.sh"))
         .arg("arm64")
         .current_dir(root()));
     let deb = out.lines().last().expect("build-deb.sh prints the path");

@@ -22,6 +22,8 @@
 //! scratch on two cores); each guest reaches /init in a few seconds of its
 //! own time and finishes its checks in about a minute under TCG.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -78,8 +80,7 @@ fn require_tool(tool: &str) {
 fn build_image(target: &str, machine: &str) -> Vec<(String, String)> {
     let t = Instant::now();
     // Always ask cargo: a stale binary would test old code.
-    let out = Command::new("bash")
-        .arg(root().join("scripts/cross-build.sh"))
+    let out = common::cargo_script(&root().join("scripts/cross-build.sh"))
         .arg(target)
         .current_dir(root())
         .stdin(Stdio::null())
@@ -95,8 +96,7 @@ fn build_image(target: &str, machine: &str) -> Vec<(String, String)> {
     for l in text.lines().filter(|l| l.starts_with("cross-build:")) {
         say(l);
     }
-    let out = Command::new("bash")
-        .arg(root().join("scripts/qemu/build-initramfs.sh"))
+    let out = common::cargo_script(&root().join("scripts/qemu/build-initramfs.sh"))
         .arg(machine)
         .current_dir(root())
         .stdin(Stdio::null())

@@ -35,6 +35,33 @@ impl Drop for TempDir {
     }
 }
 
+/// A command for a script that runs cargo itself (the cross builds): the
+/// variables `cargo test` sets for test processes (CARGO_PKG_*,
+/// CARGO_MANIFEST_DIR, ...) are removed, so the nested cargo sees the
+/// environment the test command's own cross-build step had and finds that
+/// build fresh instead of redoing it.
+pub fn cargo_script(script: &std::path::Path) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                k.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
@@ -487,6 +514,11 @@ pub fn vp8_only_offer() -> String {
      a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
      a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n"
         .to_owned()
+}
+
+/// An offer whose only video codec is VP9, which the device cannot send.
+pub fn vp9_only_offer() -> String {
+    vp8_only_offer().replace("VP8/90000", "VP9/90000")
 }
 
 // ---- process figures, for benchmarks and bounded-growth tests ----
