@@ -16,7 +16,7 @@
 // downloads a browser: the one at CAMPEER_CHROMIUM (default /usr/bin/chromium)
 // is used.
 import { createRequire } from "node:module";
-import { createInterface } from "node:readline";
+import { serveCommands } from "./commands.mjs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -46,10 +46,6 @@ const context = await browser.newContext({ viewport: { width: 1280, height: 800 
 const pages = [];
 /** Console errors and uncaught exceptions, per page. */
 const problems = [];
-
-function reply(obj) {
-  process.stdout.write(JSON.stringify(obj) + "\n");
-}
 
 function page(n) {
   const p = pages[n];
@@ -123,23 +119,4 @@ async function run(c) {
   }
 }
 
-const lines = createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (!line.trim()) continue;
-  let c;
-  try {
-    c = JSON.parse(line);
-  } catch (e) {
-    reply({ id: null, ok: false, error: `bad command: ${e.message}` });
-    continue;
-  }
-  try {
-    const value = await run(c);
-    reply({ id: c.id, ok: true, value: value === undefined ? null : value });
-  } catch (e) {
-    reply({ id: c.id, ok: false, error: String(e && e.message ? e.message : e) });
-  }
-  if (c.cmd === "quit") break;
-}
-await browser.close().catch(() => {});
-process.exit(0);
+await serveCommands(run, () => browser.close());

@@ -4,7 +4,7 @@
 // problems, reload, quit). puppeteer-core never downloads a browser: the one
 // at CAMPEER_FIREFOX (default /usr/bin/firefox-esr) is used.
 import { createRequire } from "node:module";
-import { createInterface } from "node:readline";
+import { serveCommands } from "./commands.mjs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -33,10 +33,6 @@ const browser = await puppeteer.launch({
 const pages = [];
 /** Console errors and uncaught exceptions, per page. */
 const problems = [];
-
-function reply(obj) {
-  process.stdout.write(JSON.stringify(obj) + "\n");
-}
 
 function page(n) {
   const p = pages[n];
@@ -106,23 +102,4 @@ async function run(c) {
   }
 }
 
-const lines = createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (!line.trim()) continue;
-  let c;
-  try {
-    c = JSON.parse(line);
-  } catch (e) {
-    reply({ id: null, ok: false, error: `bad command: ${e.message}` });
-    continue;
-  }
-  try {
-    const value = await run(c);
-    reply({ id: c.id, ok: true, value: value === undefined ? null : value });
-  } catch (e) {
-    reply({ id: c.id, ok: false, error: String(e && e.message ? e.message : e) });
-  }
-  if (c.cmd === "quit") break;
-}
-await browser.close().catch(() => {});
-process.exit(0);
+await serveCommands(run, () => browser.close());
