@@ -3,8 +3,11 @@
 //! daemon with its own Mosquitto: HA is onboarded and its MQTT integration
 //! set up through its REST API with the `homeassistant` key's login, then
 //! the discovered entities appear, HA's switch drives a GPIO output (mock
-//! line), the camera entity returns a JPEG, and the device's entities go
-//! `unavailable` when the daemon is killed.
+//! line) and its button pulses it, an input's change (a mock jumper wire
+//! from another output) shows in HA's state, and the camera entity returns
+//! a JPEG. A second run on an external Mosquitto, which outlives the
+//! daemon, shows the device's entities going `unavailable` through the
+//! MQTT last will alone when the daemon is killed.
 //!
 //! Without the venv the test prints `skipped:` and passes, except under
 //! scripts/test.sh (which installs it and sets
@@ -13,7 +16,7 @@
 mod common;
 
 use campeer::signaling::auth::key_password;
-use common::{free_port, TempDir, BIN};
+use common::{free_port, wait_status, Broker, TempDir, BIN};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -34,6 +37,18 @@ struct Proc {
 impl Proc {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether a log line satisfying `want` appears within 30 s.
+    async fn wait_line(&self, want: impl Fn(&str) -> bool) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if self.log_text().lines().any(&want) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
     }
 }
 
@@ -172,18 +187,33 @@ fn venv() -> Option<std::path::PathBuf> {
     dir.join("bin/python").is_file().then_some(dir)
 }
 
-fn start_daemon(dir: &TempDir, mqtt: u16) -> Proc {
+/// Where the daemon meets Home Assistant.
+enum Link {
+    /// Its own Mosquitto listens on this port; HA logs in with its key.
+    OwnBroker(u16),
+    /// An external Mosquitto (anonymous) at this URL.
+    External(String),
+}
+
+fn start_daemon(dir: &TempDir, link: &Link) -> Proc {
     let cfg = dir.0.join("campeer.toml");
+    let broker = match link {
+        Link::OwnBroker(port) => {
+            format!("[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\nws_listen = \"\"\n")
+        }
+        Link::External(url) => format!("[broker]\nembedded = false\n[mqtt]\nurl = \"{url}\"\n"),
+    };
     std::fs::write(
         &cfg,
         format!(
             "device_id = \"{DEVICE}\"\n\
              [video]\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 10\n\
-             [broker]\nembedded = true\nlisten = \"127.0.0.1:{mqtt}\"\nws_listen = \"\"\n\
+             {broker}\
              [http]\nlisten = \"\"\n\
              [homeassistant]\nenabled = true\nimage_interval_secs = 1\n\
              [[gpio]]\nname = \"gate\"\nline = \"mock:gate\"\ndirection = \"output\"\nmax_on_ms = 60000\n\
              [[gpio]]\nname = \"door\"\nline = \"mock:door\"\ndirection = \"input\"\n\
+             [[gpio]]\nname = \"door_jumper\"\nline = \"mock:door\"\ndirection = \"output\"\n\
              [[access.keys]]\nid = \"homeassistant\"\nsecret = \"{HA_SECRET}\"\nrole = \"view\"\n"
         ),
     )
@@ -265,23 +295,54 @@ async fn onboard(addr: SocketAddr) -> String {
     v["access_token"].as_str().expect("access_token").to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn home_assistant_discovers_drives_and_loses_the_device() {
-    let Some(venv) = venv() else {
+/// A running Home Assistant with its MQTT integration set up.
+struct Ha {
+    proc: Proc,
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Ha {
+    /// The entity's state once `want` holds (within a minute).
+    async fn state(&self, entity: &str, want: impl Fn(&str) -> bool) -> Option<String> {
+        wait_state(self.addr, &self.token, entity, want, LONG).await
+    }
+
+    async fn call(&self, service: &str, entity: &str) {
+        json_call(
+            self.addr,
+            "POST",
+            &format!("/api/services/{service}"),
+            Some(&self.token),
+            json!({"entity_id": entity}),
+        )
+        .await;
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+const SWITCH: &str = "switch.campeer_camha_gate";
+const DOOR: &str = "binary_sensor.campeer_camha_door";
+
+/// The venv, or `None` after saying why the test does not run.
+fn require_venv() -> Option<std::path::PathBuf> {
+    let venv = venv();
+    if venv.is_none() {
         assert!(
             std::env::var_os("CAMPEER_REQUIRE_HOMEASSISTANT").is_none(),
             "Home Assistant is not installed ({DEFAULT_VENV} or CAMPEER_HA_VENV): run scripts/install-homeassistant.sh"
         );
         eprintln!("skipped: Home Assistant is not installed; run scripts/install-homeassistant.sh");
-        return;
-    };
-    let dir = TempDir::new("ha");
-    let (mqtt, ha_port) = (free_port(), free_port());
-    let t0 = Instant::now();
-    let mut daemon = start_daemon(&dir, mqtt);
-    let ha = start_ha(&venv, &dir, ha_port);
-    let addr: SocketAddr = format!("127.0.0.1:{ha_port}").parse().unwrap();
+    }
+    venv
+}
 
+/// Starts HA, onboards it and sets up its MQTT integration on `port`
+/// (with the `homeassistant` key's login when `login`).
+async fn start_home_assistant(venv: &std::path::Path, dir: &TempDir, port: u16, login: bool) -> Ha {
+    let ha_port = free_port();
+    let proc = start_ha(venv, dir, ha_port);
+    let addr: SocketAddr = format!("127.0.0.1:{ha_port}").parse().unwrap();
     let t = Instant::now();
     while !matches!(
         http(addr, "GET", "/api/onboarding", None, None).await,
@@ -295,8 +356,6 @@ async fn home_assistant_discovers_drives_and_loses_the_device() {
     }
     eprintln!("home assistant up after {:?}", t.elapsed());
     let token = onboard(addr).await;
-
-    // The MQTT integration, logged in as the homeassistant key.
     let flow = json_call(
         addr,
         "POST",
@@ -306,74 +365,47 @@ async fn home_assistant_discovers_drives_and_loses_the_device() {
     )
     .await;
     let flow_id = flow["flow_id"].as_str().expect("flow_id");
-    let password = key_password(HA_SECRET.as_bytes(), DEVICE);
+    let mut entry = json!({"broker": "127.0.0.1", "port": port});
+    if login {
+        entry["username"] = json!("homeassistant");
+        entry["password"] = json!(key_password(HA_SECRET.as_bytes(), DEVICE));
+    }
     let done = json_call(
         addr,
         "POST",
         &format!("/api/config/config_entries/flow/{flow_id}"),
         Some(&token),
-        json!({"broker": "127.0.0.1", "port": mqtt, "username": "homeassistant", "password": password}),
+        entry,
     )
     .await;
     assert_eq!(done["type"], "create_entry", "{done}");
+    Ha { proc, addr, token }
+}
 
-    let long = Duration::from_secs(60);
-    let switch = "switch.campeer_camha_gate";
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovers_and_drives_the_device_on_its_own_broker() {
+    let Some(venv) = require_venv() else {
+        return;
+    };
+    let dir = TempDir::new("ha");
+    let mqtt = free_port();
+    let t0 = Instant::now();
+    let daemon = start_daemon(&dir, &Link::OwnBroker(mqtt));
+    let ha = start_home_assistant(&venv, &dir, mqtt, true).await;
+
     assert_eq!(
-        wait_state(addr, &token, switch, |s| s == "off", long)
-            .await
-            .as_deref(),
+        ha.state(SWITCH, |s| s == "off").await.as_deref(),
         Some("off")
     );
-    assert_eq!(
-        wait_state(
-            addr,
-            &token,
-            "binary_sensor.campeer_camha_door",
-            |s| s == "off",
-            long
-        )
-        .await
-        .as_deref(),
-        Some("off")
-    );
-    assert_eq!(
-        wait_state(
-            addr,
-            &token,
-            "sensor.campeer_camha_viewers",
-            |s| s == "0",
-            long
-        )
-        .await
-        .as_deref(),
-        Some("0")
-    );
-    assert!(wait_state(
-        addr,
-        &token,
-        "button.campeer_camha_gate_pulse",
-        |s| s != "unavailable",
-        long
-    )
-    .await
-    .is_some());
+    assert_eq!(ha.state(DOOR, |s| s == "off").await.as_deref(), Some("off"));
+    let viewers = "sensor.campeer_camha_viewers";
+    assert_eq!(ha.state(viewers, |s| s == "0").await.as_deref(), Some("0"));
+    let button = "button.campeer_camha_gate_pulse";
+    assert!(ha.state(button, |s| s != "unavailable").await.is_some());
 
     // HA's switch drives the line: the device's state topic comes back on.
-    json_call(
-        addr,
-        "POST",
-        "/api/services/switch/turn_on",
-        Some(&token),
-        json!({"entity_id": switch}),
-    )
-    .await;
-    assert_eq!(
-        wait_state(addr, &token, switch, |s| s == "on", long)
-            .await
-            .as_deref(),
-        Some("on")
-    );
+    ha.call("switch/turn_on", SWITCH).await;
+    assert_eq!(ha.state(SWITCH, |s| s == "on").await.as_deref(), Some("on"));
     let log = daemon.log_text();
     assert!(
         log.lines().any(|l| l.contains("control call")
@@ -381,57 +413,94 @@ async fn home_assistant_discovers_drives_and_loses_the_device() {
             && l.contains("homeassistant")),
         "no audit line for HA's command"
     );
-    json_call(
-        addr,
-        "POST",
-        "/api/services/switch/turn_off",
-        Some(&token),
-        json!({"entity_id": switch}),
-    )
-    .await;
+    ha.call("switch/turn_off", SWITCH).await;
     assert_eq!(
-        wait_state(addr, &token, switch, |s| s == "off", long)
-            .await
-            .as_deref(),
+        ha.state(SWITCH, |s| s == "off").await.as_deref(),
         Some("off")
+    );
+
+    // An input change: `door_jumper` drives the mock wire `door` reads,
+    // the daemon's input watcher sees the edge and pushes it.
+    ha.call("switch/turn_on", "switch.campeer_camha_door_jumper")
+        .await;
+    assert_eq!(
+        ha.state(DOOR, |s| s == "on").await.as_deref(),
+        Some("on"),
+        "the input's change never reached Home Assistant"
+    );
+    ha.call("switch/turn_off", "switch.campeer_camha_door_jumper")
+        .await;
+    assert_eq!(ha.state(DOOR, |s| s == "off").await.as_deref(), Some("off"));
+
+    // The button pulses the output: the audit log shows the pulse.
+    ha.call("button/press", button).await;
+    assert!(
+        daemon
+            .wait_line(|l| l.contains("control call")
+                && l.contains("gpio.pulse")
+                && l.contains("homeassistant"))
+            .await,
+        "no audit line for HA's button press"
     );
 
     // The camera entity returns a JPEG of the configured width.
     let camera = "camera.campeer_camha_camera";
-    assert!(
-        wait_state(addr, &token, camera, |s| s != "unavailable", long)
-            .await
-            .is_some()
-    );
+    assert!(ha.state(camera, |s| s != "unavailable").await.is_some());
     let t = Instant::now();
     let jpeg = loop {
         if let Some((200, b)) = http(
-            addr,
+            ha.addr,
             "GET",
             &format!("/api/camera_proxy/{camera}"),
-            Some(&token),
+            Some(&ha.token),
             None,
         )
         .await
         {
             break b;
         }
-        assert!(t.elapsed() < long, "no camera picture");
+        assert!(t.elapsed() < LONG, "no camera picture");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let (w, h, _) = campeer::snapshot::decode_luma(&jpeg).expect("a JPEG");
     assert_eq!((w, h), (640, 360));
+    drop(daemon);
+    eprintln!("home assistant test took {:?}", t0.elapsed());
+}
 
-    // Killed (no goodbye): the last will says offline, the entities follow.
+/// The last will, apart from the broker: on an external Mosquitto that
+/// outlives the daemon, a `kill -9` leaves only the will to say offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_device_turns_unavailable_through_its_last_will() {
+    let Some(venv) = require_venv() else {
+        return;
+    };
+    let dir = TempDir::new("ha-will");
+    let broker = Broker::start();
+    let mut daemon = start_daemon(&dir, &Link::External(broker.url()));
+    let ha = start_home_assistant(&venv, &dir, broker.port, false).await;
+    assert_eq!(
+        ha.state(SWITCH, |s| s == "off").await.as_deref(),
+        Some("off")
+    );
+
     daemon.child.kill().unwrap();
     let _ = daemon.child.wait();
+    // The broker lives on (wait_status connects to it), so nothing but the
+    // will can have told HA: the daemon had no time to say goodbye.
+    let status = wait_status(
+        broker.port,
+        "campeer",
+        DEVICE,
+        |v| v["state"] == "offline",
+        LONG,
+    )
+    .await;
+    assert!(status.is_some(), "the broker never published the last will");
     assert_eq!(
-        wait_state(addr, &token, switch, |s| s == "unavailable", long)
-            .await
-            .as_deref(),
+        ha.state(SWITCH, |s| s == "unavailable").await.as_deref(),
         Some("unavailable"),
         "{}",
-        ha.log_text()
+        ha.proc.log_text()
     );
-    eprintln!("home assistant test took {:?}", t0.elapsed());
 }

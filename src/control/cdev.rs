@@ -16,6 +16,7 @@
 //! [`drive_safe`] is `campeer gpio-safe`: the stop step that puts every
 //! output at its safe level after the daemon is gone, however it ended.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -285,16 +286,22 @@ fn request_flags(config: &GpioConfig) -> LineRequestFlags {
     }
 }
 
-/// Finds and requests the line of one control.
-pub fn open_line(config: &GpioConfig) -> Result<Pin, LineError> {
+/// Finds and requests the line of one control. A mock line is taken from
+/// `wires` (made there on first use), so controls naming one share it.
+pub fn open_line(
+    config: &GpioConfig,
+    wires: &mut HashMap<String, super::gpio::SimPin>,
+) -> Result<Pin, LineError> {
     let spec = LineSpec::parse(&config.line).ok_or_else(|| LineError::NotFound {
         line: config.line.clone(),
         searched: "nothing (not a line name nor chip:offset)".into(),
     })?;
-    if let LineSpec::Mock(_) = spec {
+    if let LineSpec::Mock(name) = spec {
         tracing::warn!(line = %config.line, "simulated GPIO line: no hardware is driven");
-        let high = config.safe != config.active_low;
-        let pin = super::gpio::SimPin::new(high && config.direction == Direction::Output);
+        let pin = wires.entry(name).or_default().clone();
+        if config.direction == Direction::Output {
+            pin.force(config.safe != config.active_low);
+        }
         return Ok(match config.direction {
             Direction::Output => Pin::Output(Box::new(pin)),
             Direction::Input => Pin::Input(Box::new(pin)),
@@ -355,8 +362,9 @@ pub fn request(config: &GpioConfig, found: &FoundLine) -> Result<Pin, LineError>
 pub fn open_bank(configs: &[GpioConfig]) -> Result<GpioBank, CdevError> {
     validate_gpio(configs)?;
     let mut controls = Vec::with_capacity(configs.len());
+    let mut wires = HashMap::new();
     for config in configs {
-        let pin = open_line(config).map_err(|source| CdevError::Line {
+        let pin = open_line(config, &mut wires).map_err(|source| CdevError::Line {
             control: config.name.clone(),
             source: Box::new(source),
         })?;
@@ -504,6 +512,37 @@ mod tests {
         let err = got[1].result.as_ref().expect_err("no such line");
         // No chips here, or chips without that line: either way, named.
         assert!(err.to_string().contains("\"missing\""), "{err}");
+    }
+
+    #[test]
+    fn mock_lines_of_one_name_are_a_wire_from_the_output_to_its_inputs() {
+        let out = GpioConfig {
+            name: "gate".into(),
+            line: "mock:wire".into(),
+            direction: Direction::Output,
+            initial: false,
+            active_low: false,
+            safe: false,
+            bias: Bias::AsIs,
+            edge: Default::default(),
+            debounce_ms: 20,
+            max_on_ms: None,
+            revert_on_end: false,
+        };
+        let mut sense = out.clone();
+        sense.name = "sense".into();
+        sense.direction = Direction::Input;
+        let mut other = sense.clone();
+        other.name = "other".into();
+        other.line = "mock:elsewhere".into();
+        // The input first: the output's level still reaches it.
+        let bank = open_bank(&[sense, out, other]).expect("mock bank");
+        assert!(!bank.get("sense").unwrap());
+        bank.set("gate", true).unwrap();
+        assert!(bank.get("sense").unwrap());
+        assert!(!bank.get("other").unwrap(), "another wire is not driven");
+        bank.set("gate", false).unwrap();
+        assert!(!bank.get("sense").unwrap());
     }
 
     #[test]

@@ -247,6 +247,8 @@ pub enum LineSpec {
     },
     /// `mock:NAME`: a simulated line with no hardware behind it, for demos
     /// and tests on machines without GPIO. Never use it on a real board.
+    /// Controls naming the same mock line share it, like a jumper wire:
+    /// one output and any number of inputs, which read what it drives.
     Mock(String),
 }
 
@@ -348,7 +350,7 @@ pub fn is_valid_key_id(id: &str) -> bool {
 
 /// Checks the `[[gpio]]` list; see the module invariants.
 pub fn validate_gpio(gpio: &[GpioConfig]) -> Result<(), ConfigError> {
-    let mut seen: Vec<(&str, LineSpec)> = Vec::with_capacity(gpio.len());
+    let mut seen: Vec<(&str, LineSpec, Direction)> = Vec::with_capacity(gpio.len());
     for (index, control) in gpio.iter().enumerate() {
         if !is_valid_name(&control.name) {
             return Err(ConfigError::BadControlName {
@@ -391,15 +393,19 @@ pub fn validate_gpio(gpio: &[GpioConfig]) -> Result<(), ConfigError> {
                 });
             }
         }
-        for (other, other_spec) in &seen {
+        for (other, other_spec, other_direction) in &seen {
             if *other == control.name {
                 return Err(ConfigError::DuplicateControl {
                     name: control.name.clone(),
                 });
             }
             // Only identical specs are caught here; `GPIO17` and `0:17` are
-            // the same line on a Pi 4, which opening reports as busy.
-            if *other_spec == spec {
+            // the same line on a Pi 4, which opening reports as busy. Mock
+            // lines of one name are a jumper wire: inputs may share it
+            // with one output (which drives what they read).
+            let wire = matches!(spec, LineSpec::Mock(_))
+                && (control.direction == Direction::Input || *other_direction == Direction::Input);
+            if *other_spec == spec && !wire {
                 return Err(ConfigError::DuplicateLine {
                     name: control.name.clone(),
                     line: control.line.clone(),
@@ -407,7 +413,7 @@ pub fn validate_gpio(gpio: &[GpioConfig]) -> Result<(), ConfigError> {
                 });
             }
         }
-        seen.push((&control.name, spec));
+        seen.push((&control.name, spec, control.direction));
     }
     Ok(())
 }
@@ -604,6 +610,20 @@ mod tests {
         ));
         assert!(matches!(
             validate_gpio(&[output("a", "0:1"), output("b", "gpiochip0:1")]),
+            Err(ConfigError::DuplicateLine { .. })
+        ));
+        // A mock line is a jumper wire: one output and inputs may share it.
+        let mut door = output("door", "mock:wire");
+        door.direction = Direction::Input;
+        assert!(validate_gpio(&[output("a", "mock:wire"), door.clone()]).is_ok());
+        assert!(matches!(
+            validate_gpio(&[output("a", "mock:wire"), output("b", "mock:wire")]),
+            Err(ConfigError::DuplicateLine { .. })
+        ));
+        let mut real = door.clone();
+        real.line = "GPIO1".into();
+        assert!(matches!(
+            validate_gpio(&[output("a", "GPIO1"), real]),
             Err(ConfigError::DuplicateLine { .. })
         ));
         assert!(matches!(
