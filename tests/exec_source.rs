@@ -268,4 +268,25 @@ async fn the_answer_names_the_profile_the_source_really_sends() {
     let sdp = answer["sdp"].as_str().expect("answer sdp");
     assert!(sdp.contains("profile-level-id=42001f"), "{sdp}");
     assert!(!sdp.contains("profile-level-id=42e01f"), "{sdp}");
+
+    // A VP8-only viewer: nothing but H.264 can be made of a stream that is
+    // not re-encoded, so it is refused, not answered without video.
+    let vp8_sid = common::sid();
+    let out = out_topic("exec-answer", &vp8_sid);
+    let mut c = RawClient::connect(broker.port, std::slice::from_ref(&out)).await;
+    let offer = serde_json::json!({"type": "offer", "sdp": vp8_only_offer()});
+    c.publish(&in_topic("exec-answer", &vp8_sid), offer.to_string())
+        .await;
+    let reply = c
+        .wait_for(&out, Duration::from_secs(10), |v| v["type"] != "candidate")
+        .await
+        .unwrap_or_else(|| panic!("no reply; log:\n{}", d.log_text()));
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "unsupported", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no H.264")),
+        "{reply}"
+    );
 }

@@ -111,6 +111,33 @@ pub fn profile_accepted(sent: &str, offered: &[String]) -> bool {
     answer_profile(sent, offered).is_some()
 }
 
+/// Why an offer is refused for a passthrough stream of profile `sent`, or
+/// `None` when it can be answered: an offer without video (audio or data
+/// only) always can; one with video must accept H.264 in the stream's
+/// profile, since nothing else (no VP8, no other profile) can be made of a
+/// stream that is not re-encoded.
+pub fn offer_refusal(
+    sent: &str,
+    video: bool,
+    video_h264: bool,
+    offered: &[String],
+) -> Option<String> {
+    if !video {
+        return None;
+    }
+    if !video_h264 {
+        return Some(format!(
+            "the camera sends H.264 profile-level-id={sent} (passed through, not re-encoded); the offer has no H.264 with packetization-mode=1"
+        ));
+    }
+    (!profile_accepted(sent, offered)).then(|| {
+        format!(
+            "the camera sends H.264 profile-level-id={sent} (passed through, not re-encoded); the offer accepts only {}",
+            offered.join(", ")
+        )
+    })
+}
+
 /// The offered profile-level-id the answer should carry for a stream of
 /// profile `sent`: the offer's own format whose profile (and constraints)
 /// the stream satisfies, preferring one with exactly the stream's profile
@@ -219,6 +246,20 @@ mod tests {
         assert_eq!(answer_profile("640028", &chrome).unwrap(), "64001f");
         assert_eq!(answer_profile("4d4028", &chrome).unwrap(), "4d001f");
         assert_eq!(answer_profile("640028", &offer(&["42e01f"])), None);
+    }
+
+    #[test]
+    fn an_offer_with_video_must_take_the_stream_as_it_is() {
+        let cb = vec!["42e01f".to_owned()];
+        // Audio or data only: nothing to refuse.
+        assert_eq!(offer_refusal("42e01f", false, false, &[]), None);
+        // VP8 only (no H.264): refused, named.
+        let why = offer_refusal("42e01f", true, false, &[]).expect("refused");
+        assert!(why.contains("no H.264"), "{why}");
+        // H.264 in another profile: refused with what it accepts.
+        let why = offer_refusal("640028", true, true, &cb).expect("refused");
+        assert!(why.contains("640028") && why.contains("42e01f"), "{why}");
+        assert_eq!(offer_refusal("42e01f", true, true, &cb), None);
     }
 
     #[test]

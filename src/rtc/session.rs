@@ -522,9 +522,10 @@ impl Session {
         Some(engine::h264_codec_with_profile(&profile))
     }
 
-    /// H.264 passed through from the camera is what it is: a viewer that
-    /// did not offer its profile is refused rather than sent video it
-    /// cannot decode (`encode::passthrough::profile_accepted`).
+    /// H.264 passed through from the camera is what it is: a viewer whose
+    /// offer has video but not in the stream's profile (VP8 only, or
+    /// another H.264 profile) is refused rather than sent video it cannot
+    /// decode or none at all (`encode::passthrough::offer_refusal`).
     fn check_passthrough_profile(&self) -> Result<(), Refusal> {
         let Some(sent) = self
             .ctx
@@ -534,18 +535,16 @@ impl Session {
         else {
             return Ok(());
         };
-        if !self.summary.video_h264
-            || crate::encode::passthrough::profile_accepted(&sent, &self.summary.h264_profiles)
-        {
-            return Ok(());
+        let s = &self.summary;
+        match crate::encode::passthrough::offer_refusal(
+            &sent,
+            s.video,
+            s.video_h264,
+            &s.h264_profiles,
+        ) {
+            None => Ok(()),
+            Some(why) => Err(Refusal(ErrorCode::Unsupported, why)),
         }
-        Err(Refusal(
-            ErrorCode::Unsupported,
-            format!(
-                "the camera sends H.264 profile-level-id={sent} (passed through, not re-encoded); the offer accepts only {}",
-                self.summary.h264_profiles.join(", ")
-            ),
-        ))
     }
 
     /// Stops the transceivers of media sections the device cannot serve (audio
