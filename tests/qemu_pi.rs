@@ -46,6 +46,7 @@ const CHECKS: &[&str] = &[
     "resumed",
     "video-after",
     "gpio-safe",
+    "exec",
 ];
 
 /// From qemu's start to the guest's result line, at most.
