@@ -399,6 +399,11 @@ pub struct VideoConfig {
     /// Target bitrate of the VP8 encoder (for browsers without H.264), bits
     /// per second, 50_000..=50_000_000. Default: `bitrate`.
     pub vp8_bitrate: Option<u32>,
+    /// For a `v4l2:` camera that offers H.264 itself (many UVC webcams):
+    /// take its H.264 and pass it through instead of encoding raw frames.
+    /// A camera without H.264 at the size falls back to raw. Default
+    /// `false`.
+    pub v4l2_h264: bool,
 }
 
 /// WebRTC sessions.
@@ -553,6 +558,7 @@ impl Default for VideoConfig {
             exec_format: "i420".into(),
             exec_start: "daemon".into(),
             vp8_bitrate: None,
+            v4l2_h264: false,
         }
     }
 }
@@ -871,6 +877,18 @@ impl VideoConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.v4l2_h264 && !self.source.starts_with("v4l2:") {
+            return Err(invalid(
+                "video.v4l2_h264",
+                "is for `v4l2:` cameras; an `exec:` command gives H.264 with `video.exec_format = \"h264\"`",
+            ));
+        }
+        if self.v4l2_h264 && self.stamp {
+            return Err(invalid(
+                "video.stamp",
+                "H.264 passed through from the camera is never decoded, so it cannot be stamped",
+            ));
+        }
         let is_test = match self.source.as_str() {
             "test" => true,
             "none" => false,
@@ -1484,6 +1502,19 @@ mod tests {
         refused(&c, "video.exec_start");
         c.video.exec_start = "viewer".into();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn v4l2_h264_is_for_cameras_and_cannot_be_stamped() {
+        let mut c = valid();
+        c.video.v4l2_h264 = true;
+        refused(&c, "video.v4l2_h264");
+        c.video.source = "exec:cam".into();
+        refused(&c, "video.v4l2_h264");
+        c.video.source = "v4l2:/dev/video0".into();
+        c.validate().unwrap();
+        c.video.stamp = true;
+        refused(&c, "video.stamp");
     }
 
     #[test]

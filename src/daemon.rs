@@ -23,7 +23,7 @@ use crate::encode::h264::EncoderSettings;
 use crate::encode::pipeline::VideoPipeline;
 use crate::keystore::ClaimDecision;
 use crate::media::audio::{open_audio_source, AudioSettings, AudioSourceSpec};
-use crate::media::{open_video_source, VideoSourceSpec};
+use crate::media::{open_video_source_with, H264Request, VideoSourceSpec};
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::rtc::metrics::Metrics;
 use crate::rtc::session::{Outbox, SessionContext, SessionEvent, TaskSpawner};
@@ -656,9 +656,13 @@ fn start_video(config: &Config) -> anyhow::Result<Option<Arc<VideoPipeline>>> {
         bitrate: v.bitrate,
         keyframe_interval: v.keyframe_interval,
     };
+    let h264 = v.v4l2_h264.then_some(H264Request {
+        keyframe_interval: v.keyframe_interval,
+        bitrate: v.bitrate,
+    });
     let reopen_spec = spec.clone();
-    let reopen = Box::new(move || open_video_source(&reopen_spec, w, h, fps));
-    let pipeline = match open_video_source(&spec, w, h, fps) {
+    let reopen = Box::new(move || open_video_source_with(&reopen_spec, w, h, fps, h264));
+    let pipeline = match open_video_source_with(&spec, w, h, fps, h264) {
         Ok(source) => {
             let f = source.format().clone();
             info!(source = %spec, width = f.width, height = f.height, fps = f.fps, format = %f.pixel_format, "video source open");

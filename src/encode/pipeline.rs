@@ -545,6 +545,7 @@ fn capture_loop(
             continue;
         };
         src.set_wanted(tx.receiver_count() > 0);
+        forward_keyframe_request(&shared, src.as_mut());
         match src.next_unit() {
             // An on-demand source with nobody watching (it waited a little).
             Err(MediaError::Idle) => continue,
@@ -587,6 +588,19 @@ fn capture_loop(
         }
     }
     debug!(device = %name, "capture thread done");
+}
+
+/// A pending keyframe request goes to a source that encodes itself and can
+/// make one on demand (a V4L2 camera's FORCE_KEY_FRAME), under the same
+/// debounce as openh264's forced IDRs. A source that cannot leaves the
+/// request to its next periodic keyframe (or, raw, to the encoder).
+fn forward_keyframe_request(shared: &Shared, src: &mut dyn VideoSource) {
+    let now = clock::monotonic_us();
+    let mut d = shared.debounce();
+    let ticket = d.begin_frame(now);
+    if ticket.force_idr && src.request_keyframe() {
+        d.end_frame(ticket, true, now);
+    }
 }
 
 /// H.264 the source encoded itself goes to every viewer as it is
@@ -826,6 +840,75 @@ mod tests {
                 Err(e) => panic!("no frame within 5 s: {e:?}"),
             }
         }
+    }
+
+    /// A source that "encodes" itself: every 20 ms one access unit, an IDR
+    /// only when asked (`request_keyframe`), counting the requests.
+    struct SelfEncoding {
+        format: VideoFormat,
+        asked: Arc<AtomicU64>,
+        idr_next: bool,
+        seq: u32,
+    }
+
+    impl VideoSource for SelfEncoding {
+        fn format(&self) -> &VideoFormat {
+            &self.format
+        }
+        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+            unreachable!("passed through")
+        }
+        fn next_unit(&mut self) -> Result<SourceUnit, MediaError> {
+            std::thread::sleep(Duration::from_millis(20));
+            let keyframe = std::mem::take(&mut self.idr_next);
+            self.seq += 1;
+            Ok(SourceUnit::Encoded(EncodedFrame {
+                data: bytes::Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+                keyframe,
+                capture_us: clock::monotonic_us(),
+                seq: self.seq,
+                duration_us: 20_000,
+            }))
+        }
+        fn request_keyframe(&mut self) -> bool {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            self.idr_next = true;
+            true
+        }
+    }
+
+    #[test]
+    fn keyframe_requests_reach_a_self_encoding_source_debounced() {
+        let asked = Arc::new(AtomicU64::new(0));
+        let source = Box::new(SelfEncoding {
+            format: VideoFormat {
+                width: 320,
+                height: 240,
+                fps: 50,
+                pixel_format: "H264".into(),
+            },
+            asked: asked.clone(),
+            idr_next: false,
+            seq: 0,
+        });
+        let p = VideoPipeline::start(source, settings(320, 240)).unwrap();
+        let mut rx = p.subscribe();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(asked.load(Ordering::SeqCst), 0, "nobody asked yet");
+        // Three requests at once are one request to the camera ...
+        for _ in 0..3 {
+            p.request_keyframe();
+        }
+        let got = (0..10).map(|_| recv(&mut rx)).position(|f| f.keyframe);
+        assert!(got.is_some(), "no keyframe within 10 frames of asking");
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        // ... and a later one, after the debounce window, is another.
+        std::thread::sleep(Duration::from_micros(KEYFRAME_MIN_GAP_US));
+        p.request_keyframe();
+        let got = (0..10).map(|_| recv(&mut rx)).position(|f| f.keyframe);
+        assert!(got.is_some(), "no second keyframe");
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+        p.stop();
     }
 
     #[test]

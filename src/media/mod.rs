@@ -121,6 +121,23 @@ pub trait VideoSource: Send {
     /// Told before every frame whether anyone watches (a source may start
     /// or stop a camera process on demand). Ignored unless overridden.
     fn set_wanted(&mut self, _wanted: bool) {}
+
+    /// For a source that encodes itself: asks it for a keyframe soon.
+    /// `true` if it took the request; `false` (the default) if it cannot,
+    /// and viewers wait for its next periodic one.
+    fn request_keyframe(&mut self) -> bool {
+        false
+    }
+}
+
+/// H.264 asked of a camera that can encode it itself (`video.v4l2_h264`),
+/// with the encoder settings to give it where it has the controls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct H264Request {
+    /// Frames between IDRs.
+    pub keyframe_interval: u32,
+    /// Bits per second.
+    pub bitrate: u32,
 }
 
 /// What a source delivers: pixels to encode, or H.264 to pass through.
@@ -277,13 +294,27 @@ pub fn open_video_source(
     height: u32,
     fps: u32,
 ) -> Result<Box<dyn VideoSource>, MediaError> {
+    open_video_source_with(spec, width, height, fps, None)
+}
+
+/// [`open_video_source`], asking a V4L2 camera for its own H.264 when
+/// `h264` is given (passed through; raw frames if it has none).
+pub fn open_video_source_with(
+    spec: &VideoSourceSpec,
+    width: u32,
+    height: u32,
+    fps: u32,
+    h264: Option<H264Request>,
+) -> Result<Box<dyn VideoSource>, MediaError> {
     validate_size(width, height, fps)?;
     match spec {
         VideoSourceSpec::Test => Ok(Box::new(test_pattern::TestPattern::new(
             width, height, fps,
         )?)),
         VideoSourceSpec::V4l2(path) => {
-            Ok(Box::new(v4l2::V4l2Source::open(path, width, height, fps)?))
+            Ok(Box::new(v4l2::V4l2Source::open_with(
+                path, width, height, fps, h264,
+            )?))
         }
         VideoSourceSpec::Exec(_) => Err(MediaError::BadSpec {
             spec: spec.to_string(),

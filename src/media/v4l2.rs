@@ -7,6 +7,12 @@
 //! closest in size (see [`choose_format`]). What the driver finally granted
 //! is logged and reported by `format()`.
 //!
+//! With `video.v4l2_h264` a camera that offers `H264` (Annex B, start
+//! codes) at the requested size is asked for that first: its access units
+//! are passed through (`encode::passthrough`), never decoded, and its
+//! encoder gets campeer's keyframe interval and bitrate where the driver
+//! has the controls ([`h264`]). Without it the raw formats apply.
+//!
 //! Opening also waits for the first frame (up to 5 s), so a camera that opens
 //! but never delivers fails at once with a clear error instead of later.
 //!
@@ -15,9 +21,12 @@
 //! dequeue time. `seq` is our own count of delivered frames; frames the
 //! driver dropped show as gaps in its sequence numbers and are logged.
 
+pub mod h264;
+
 use super::convert::{self, MjpegDecoder};
-use super::{I420Frame, MediaError, VideoFormat, VideoSource};
+use super::{H264Request, I420Frame, MediaError, SourceUnit, VideoFormat, VideoSource};
 use crate::clock;
+use crate::encode::passthrough::Passthrough;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +55,8 @@ pub enum WireFormat {
     Yu12,
     Yuyv,
     Mjpg,
+    /// H.264 Annex B, passed through (only with `video.v4l2_h264`).
+    H264,
 }
 
 impl WireFormat {
@@ -62,6 +73,7 @@ impl WireFormat {
             WireFormat::Yu12 => *b"YU12",
             WireFormat::Yuyv => *b"YUYV",
             WireFormat::Mjpg => *b"MJPG",
+            WireFormat::H264 => *b"H264",
         }
     }
 
@@ -71,6 +83,7 @@ impl WireFormat {
             WireFormat::Yu12 => "YU12",
             WireFormat::Yuyv => "YUYV",
             WireFormat::Mjpg => "MJPG",
+            WireFormat::H264 => "H264",
         }
     }
 
@@ -81,6 +94,7 @@ impl WireFormat {
             b"YU12" => Some(WireFormat::Yu12),
             b"YUYV" => Some(WireFormat::Yuyv),
             b"MJPG" | b"JPEG" => Some(WireFormat::Mjpg),
+            b"H264" => Some(WireFormat::H264),
             _ => None,
         }
     }
@@ -169,8 +183,12 @@ pub struct V4l2Source {
     wire: WireFormat,
     stride: usize,
     mjpeg: MjpegDecoder,
+    /// Set when the camera's own H.264 is passed through.
+    h264: Option<Passthrough>,
+    /// Whether the camera took a FORCE_KEY_FRAME (until it refuses one).
+    force_keyframe: bool,
     seq: u32,
-    pending: Option<I420Frame>,
+    pending: Option<SourceUnit>,
     last_driver_seq: Option<u32>,
     driver_dropped: u64,
 }
@@ -179,6 +197,18 @@ impl V4l2Source {
     /// Opens `path`, negotiates a format near `width`x`height` at `fps`,
     /// starts streaming and waits for the first frame.
     pub fn open(path: &Path, width: u32, height: u32, fps: u32) -> Result<Self, MediaError> {
+        Self::open_with(path, width, height, fps, None)
+    }
+
+    /// [`V4l2Source::open`], taking the camera's own H.264 first when
+    /// `h264` is given and the camera offers it at that size.
+    pub fn open_with(
+        path: &Path,
+        width: u32,
+        height: u32,
+        fps: u32,
+        h264: Option<H264Request>,
+    ) -> Result<Self, MediaError> {
         super::validate_size(width, height, fps)?;
         let device = Device::with_path(path).map_err(|e| MediaError::from_io(path, "open", e))?;
         let caps = device
@@ -222,9 +252,16 @@ impl V4l2Source {
             },
         };
 
-        // Try each usable format the device offers, in preference order.
+        // The camera's own H.264 first, when asked for and offered at the
+        // exact size; otherwise each usable raw format, in preference order.
         let mut candidates = Vec::new();
+        if let Some(c) = try_h264(&device, path, &offered_codes, h264, width, height, fps)? {
+            candidates.push(c);
+        }
         for wire in WireFormat::PREFERENCE {
+            if !candidates.is_empty() && candidates[0].wire == WireFormat::H264 {
+                break;
+            }
             let Some(code) = offered_codes
                 .iter()
                 .find(|c| WireFormat::from_fourcc(c) == Some(wire))
@@ -289,6 +326,13 @@ impl V4l2Source {
             "camera format"
         );
 
+        let passthrough = match (chosen.wire, h264) {
+            (WireFormat::H264, Some(req)) => {
+                h264::apply(&device, path, req);
+                Some(Passthrough::new())
+            }
+            _ => None,
+        };
         let mut stream = MmapStream::with_buffers(&device, BufType::VideoCapture, BUFFERS)
             .map_err(|e| MediaError::from_io(path, "VIDIOC_REQBUFS", e))?;
         stream.set_timeout(FIRST_FRAME_TIMEOUT);
@@ -306,6 +350,8 @@ impl V4l2Source {
             wire: chosen.wire,
             stride: fmt.stride as usize,
             mjpeg: MjpegDecoder::new(),
+            force_keyframe: passthrough.is_some(),
+            h264: passthrough,
             seq: 0,
             pending: None,
             last_driver_seq: None,
@@ -329,9 +375,10 @@ impl V4l2Source {
         self.driver_dropped
     }
 
-    /// Dequeues buffers until one converts, skipping flagged or undecodable
-    /// ones (up to `MAX_BAD_FRAMES` in a row).
-    fn capture(&mut self, timeout: Duration) -> Result<I420Frame, MediaError> {
+    /// Dequeues buffers until one converts (or, for H.264, holds a
+    /// picture), skipping flagged or undecodable ones (up to
+    /// `MAX_BAD_FRAMES` in a row).
+    fn capture(&mut self, timeout: Duration) -> Result<SourceUnit, MediaError> {
         let V4l2Source {
             stream,
             path,
@@ -339,6 +386,7 @@ impl V4l2Source {
             wire,
             stride,
             mjpeg,
+            h264,
             seq,
             last_driver_seq,
             driver_dropped,
@@ -377,6 +425,38 @@ impl V4l2Source {
                 n => n.min(buf.len()),
             };
             let data = &buf[..used];
+            let monotonic = (meta.flags.bits() & BufFlags::TIMESTAMP_MASK.bits())
+                == BufFlags::TIMESTAMP_MONOTONIC.bits();
+            // time_t is 32 bits on 32-bit ARM (Pi 0/1/2/3 images): the
+            // conversion is only a no-op on 64-bit targets.
+            #[allow(clippy::useless_conversion)]
+            let (sec, usec) = (
+                i64::from(meta.timestamp.sec),
+                i64::from(meta.timestamp.usec),
+            );
+            let capture_us = capture_time_us(sec, usec, monotonic, now);
+            if let Some(pt) = h264.as_mut() {
+                if meta.flags.contains(BufFlags::ERROR) {
+                    bad += 1;
+                    if bad >= MAX_BAD_FRAMES {
+                        return Err(MediaError::BadFrame {
+                            path: path.clone(),
+                            fourcc: wire.name().to_string(),
+                            seq: *seq,
+                            source: convert::ConvertError::Corrupt,
+                        });
+                    }
+                    continue;
+                }
+                let duration = 1_000_000 / u64::from(format.fps.max(1));
+                // A buffer without a picture (parameter sets alone) waits
+                // for the next; the passthrough keeps its SPS/PPS.
+                if let Some(f) = pt.frame(data.to_vec(), capture_us, *seq, duration) {
+                    *seq = seq.wrapping_add(1);
+                    return Ok(SourceUnit::Encoded(f));
+                }
+                continue;
+            }
             let mut frame = I420Frame {
                 width: format.width,
                 height: format.height,
@@ -392,22 +472,14 @@ impl V4l2Source {
                     WireFormat::Yu12 => convert::yu12_to_i420(data, *stride, &mut frame),
                     WireFormat::Yuyv => convert::yuyv_to_i420(data, *stride, &mut frame),
                     WireFormat::Mjpg => mjpeg.decode_into(data, &mut frame),
+                    WireFormat::H264 => unreachable!("H.264 is passed through above"),
                 }
             };
             match converted {
                 Ok(()) => {
-                    let monotonic = (meta.flags.bits() & BufFlags::TIMESTAMP_MASK.bits())
-                        == BufFlags::TIMESTAMP_MONOTONIC.bits();
-                    // time_t is 32 bits on 32-bit ARM (Pi 0/1/2/3 images):
-                    // the conversion is only a no-op on 64-bit targets.
-                    #[allow(clippy::useless_conversion)]
-                    let (sec, usec) = (
-                        i64::from(meta.timestamp.sec),
-                        i64::from(meta.timestamp.usec),
-                    );
-                    frame.capture_us = capture_time_us(sec, usec, monotonic, now);
+                    frame.capture_us = capture_us;
                     *seq = seq.wrapping_add(1);
-                    return Ok(frame);
+                    return Ok(SourceUnit::Raw(frame));
                 }
                 Err(e) => {
                     bad += 1;
@@ -424,6 +496,40 @@ impl V4l2Source {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The camera's own H.264 as a candidate, when `h264` asks for it and the
+/// driver grants it at exactly the requested size; logs why not otherwise.
+fn try_h264(
+    device: &Device,
+    path: &Path,
+    offered: &[[u8; 4]],
+    h264: Option<H264Request>,
+    width: u32,
+    height: u32,
+    fps: u32,
+) -> Result<Option<Candidate>, MediaError> {
+    if h264.is_none() {
+        return Ok(None);
+    }
+    let code = WireFormat::H264.fourcc();
+    if !offered.contains(&code) {
+        warn!(device = %path.display(), "video.v4l2_h264: the camera offers no H.264; encoding its raw frames instead");
+        return Ok(None);
+    }
+    match try_format(device, path, code, width, height, fps)? {
+        Some(c) if c.width == width && c.height == height => {
+            info!(device = %path.display(), "the camera encodes H.264 itself: passed through, not re-encoded");
+            Ok(Some(c))
+        }
+        other => {
+            let got = other.map_or("refused".to_string(), |c| {
+                format!("{}x{}", c.width, c.height)
+            });
+            warn!(device = %path.display(), granted = %got, "video.v4l2_h264: the camera has no H.264 at {width}x{height}; encoding its raw frames instead");
+            Ok(None)
         }
     }
 }
@@ -471,10 +577,35 @@ impl VideoSource for V4l2Source {
     }
 
     fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+        match self.next_unit()? {
+            SourceUnit::Raw(f) => Ok(f),
+            SourceUnit::Encoded(_) => Err(MediaError::BadSpec {
+                spec: format!("v4l2:{}", self.path.display()),
+                reason: "H.264 from the camera can only be passed through",
+            }),
+        }
+    }
+
+    fn next_unit(&mut self) -> Result<SourceUnit, MediaError> {
         if let Some(first) = self.pending.take() {
             return Ok(first);
         }
         self.capture(FRAME_TIMEOUT)
+    }
+
+    fn request_keyframe(&mut self) -> bool {
+        if !self.force_keyframe {
+            return false;
+        }
+        match h264::force_keyframe(&self.device) {
+            Ok(()) => true,
+            Err(e) => {
+                // Asked once per debounce window at most; say it once.
+                self.force_keyframe = false;
+                warn!(device = %self.path.display(), "the camera cannot make a keyframe on demand ({e}): viewers wait for its next periodic one");
+                false
+            }
+        }
     }
 
     fn describe(&self) -> String {
@@ -571,7 +702,8 @@ mod tests {
             assert_eq!(fourcc_name(&w.fourcc()), w.name());
         }
         assert_eq!(WireFormat::from_fourcc(b"JPEG"), Some(WireFormat::Mjpg));
-        assert_eq!(WireFormat::from_fourcc(b"H264"), None);
+        assert_eq!(WireFormat::from_fourcc(b"H264"), Some(WireFormat::H264));
+        assert!(!WireFormat::PREFERENCE.contains(&WireFormat::H264));
         assert_eq!(fourcc_name(b"Y10\0"), "Y10");
         assert_eq!(fourcc_name(&[0x01, b'A', b'B', b'C']), "?ABC");
     }
