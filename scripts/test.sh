@@ -2,14 +2,55 @@
 # The whole test suite: formatting, lints, the page's unit tests, and every
 # Rust unit and integration test (real Mosquitto, real WebRTC peers, Debian's
 # headless Chromium, the emulated Raspberry Pi). This is the README's test
-# command and what CI runs.
+# command and what CI runs. It ends with how long each step took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --- step timing: "== name" starts a step; the summary prints on exit ------
+T0=$SECONDS
+STEP="" STEP_T0=$SECONDS TIMES=""
+step() {
+    if [ -n "$STEP" ]; then TIMES="$TIMES$(printf '%6d s  %s' $((SECONDS - STEP_T0)) "$STEP")"$'\n'; fi
+    STEP="$1" STEP_T0=$SECONDS
+    if [ -n "$1" ]; then echo "== $1"; fi
+}
+summary() {
+    local rc=$?
+    step ""
+    printf '\n== time per step (exit %d, total %d s)\n%s' "$rc" $((SECONDS - T0)) "$TIMES"
+}
+trap summary EXIT
+
+# --- a job in the background while the downloads run ----------------------
+# cargo-deny compiles for minutes on a cold machine; the installs below
+# mostly wait on the network and the disk, so the two overlap.
+LOGS=target/test-logs
+mkdir -p "$LOGS"
+bg_pid=""
+bg_start() { # name command...
+    local name=$1; shift
+    echo "test: $name in the background (log: $LOGS/$name.log)"
+    "$@" > "$LOGS/$name.log" 2>&1 &
+    bg_pid=$!
+}
+bg_wait() { # name
+    [ -n "$bg_pid" ] || return 0
+    if ! wait "$bg_pid"; then
+        echo "test: $1 failed:" >&2
+        tail -n 40 "$LOGS/$1.log" >&2
+        exit 1
+    fi
+    bg_pid=""
+}
+
+step "install: build dependencies"
 bash scripts/install-deps.sh
+if ! cargo deny --version >/dev/null 2>&1; then
+    bg_start cargo-deny cargo install --locked cargo-deny@0.20.2 --no-default-features
+fi
+step "install: browsers, cross toolchains, mmdebstrap, MSRV, Home Assistant"
 bash scripts/install-web-deps.sh
 if [ -f scripts/install-cross-deps.sh ]; then bash scripts/install-cross-deps.sh; fi
-bash scripts/build-web.sh
 # tests/fresh_machine.rs makes a fresh Debian root with mmdebstrap.
 if ! command -v mmdebstrap >/dev/null; then
     echo "test: installing mmdebstrap"
@@ -17,20 +58,18 @@ if ! command -v mmdebstrap >/dev/null; then
     $SUDO apt-get update -qq || true
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mmdebstrap
 fi
-
-# The oldest Rust the crate says it supports, checked with that toolchain;
-# and cargo-deny, from crates.io the first time.
+# The oldest Rust the crate says it supports, checked with that toolchain.
 msrv=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)
 if ! rustup run "$msrv" rustc --version >/dev/null 2>&1; then
     echo "test: installing Rust $msrv (the MSRV)"
     rustup toolchain install "$msrv" --profile minimal
 fi
-if ! cargo deny --version >/dev/null 2>&1; then
-    echo "test: installing cargo-deny"
-    cargo install --locked cargo-deny@0.20.2 --no-default-features
-fi
 # tests/homeassistant.rs runs a real Home Assistant from a cached venv.
 bash scripts/install-homeassistant.sh
+step "viewer page build"
+bash scripts/build-web.sh
+step "install: cargo-deny (waiting for the background build)"
+bg_wait cargo-deny
 
 # Browser tests fail (rather than skip) when Chromium is missing.
 export CAMPEER_REQUIRE_BROWSER=1
@@ -38,29 +77,29 @@ export CAMPEER_REQUIRE_BROWSER=1
 export CAMPEER_REQUIRE_HOMEASSISTANT=1
 export CAMPEER_REQUIRE_FRESH_MACHINE=1
 
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== viewer page unit tests"
+step "viewer page unit tests"
 (cd web && npm test --silent)
-echo "== viewer page in Chromium against a stand-in device (protocol v2 rules)"
+step "viewer page in Chromium against a stand-in device (protocol v2 rules)"
 (cd web && npm run --silent test:page)
 # Its own page build replaced web/dist and dropped build-web.sh's stamp:
 # restore both before cargo embeds the page.
 bash scripts/build-web.sh
-echo "== MSRV: cargo +$msrv check (rust-version in Cargo.toml)"
+step "MSRV: cargo +$msrv check (rust-version in Cargo.toml)"
 cargo "+$msrv" check --locked --all-targets --quiet --target-dir target/msrv
-echo "== cargo deny check licenses bans (deny.toml)"
+step "cargo deny check licenses bans (deny.toml)"
 # Advisories need RustSec's database from GitHub, which these machines
 # cannot reach: not checked here (docs/testing.md).
 cargo deny --locked check licenses bans
-echo "== cross builds (once per run; the emulated Pis and the .deb share them)"
+step "cross builds (once per run; the emulated Pis and the .deb share them)"
 for target in aarch64 armv7; do
     t0=$SECONDS
     bash scripts/cross-build.sh "$target" >/dev/null
     echo "cross build $target: $((SECONDS - t0)) s"
 done
-echo "== cargo test"
+step "cargo test"
 # Two test threads: the machines have two cores, and media tests want them.
 cargo test --locked --no-fail-fast -- --test-threads=2
