@@ -475,13 +475,13 @@ pub fn gpio_safe_command(configs: &[GpioConfig]) -> std::process::ExitCode {
 mod tests {
     use super::*;
 
-    #[test]
-    fn drive_safe_reports_every_output_and_skips_inputs() {
-        let mut out = GpioConfig {
-            name: "sim".into(),
-            line: "mock:sim".into(),
+    /// An output, low at start and when safe.
+    fn mock_output(name: &str, line: &str) -> GpioConfig {
+        GpioConfig {
+            name: name.into(),
+            line: line.into(),
             direction: Direction::Output,
-            initial: true,
+            initial: false,
             active_low: false,
             safe: false,
             bias: Bias::AsIs,
@@ -489,7 +489,13 @@ mod tests {
             debounce_ms: 20,
             max_on_ms: None,
             revert_on_end: false,
-        };
+        }
+    }
+
+    #[test]
+    fn drive_safe_reports_every_output_and_skips_inputs() {
+        let mut out = mock_output("sim", "mock:sim");
+        out.initial = true;
         let mut missing = out.clone();
         missing.name = "missing".into();
         missing.line = "NO_SUCH_LINE_ANYWHERE".into();
@@ -516,19 +522,7 @@ mod tests {
 
     #[test]
     fn mock_lines_of_one_name_are_a_wire_from_the_output_to_its_inputs() {
-        let out = GpioConfig {
-            name: "gate".into(),
-            line: "mock:wire".into(),
-            direction: Direction::Output,
-            initial: false,
-            active_low: false,
-            safe: false,
-            bias: Bias::AsIs,
-            edge: Default::default(),
-            debounce_ms: 20,
-            max_on_ms: None,
-            revert_on_end: false,
-        };
+        let out = mock_output("gate", "mock:wire");
         let mut sense = out.clone();
         sense.name = "sense".into();
         sense.direction = Direction::Input;
