@@ -255,32 +255,31 @@ async fn the_answer_names_the_profile_the_source_really_sends() {
         assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let sid = sid();
-    let out = out_topic("exec-answer", &sid);
-    let mut c = RawClient::connect(broker.port, std::slice::from_ref(&out)).await;
-    let offer = serde_json::json!({"type": "offer", "sdp": two_profile_offer()});
-    c.publish(&in_topic("exec-answer", &sid), offer.to_string())
-        .await;
-    let answer = c
-        .wait_for(&out, Duration::from_secs(10), |v| v["type"] == "answer")
-        .await
-        .unwrap_or_else(|| panic!("no answer; log:\n{}", d.log_text()));
+    let answer = offer_reply(&broker, &d, "exec-answer", &two_profile_offer()).await;
+    assert_eq!(answer["type"], "answer", "{answer}");
     let sdp = answer["sdp"].as_str().expect("answer sdp");
     assert!(sdp.contains("profile-level-id=42001f"), "{sdp}");
     assert!(!sdp.contains("profile-level-id=42e01f"), "{sdp}");
 
     // A VP8-only viewer: nothing but H.264 can be made of a stream that is
     // not re-encoded, so it is refused, not answered without video.
-    let vp8_sid = common::sid();
-    let out = out_topic("exec-answer", &vp8_sid);
+    assert_refused_for_no_h264(&offer_reply(&broker, &d, "exec-answer", &vp8_only_offer()).await);
+}
+
+/// Publishes an unsigned offer on a fresh sid; the first reply that is
+/// not a candidate.
+async fn offer_reply(broker: &Broker, d: &Daemon, device: &str, sdp: &str) -> serde_json::Value {
+    let sid = sid();
+    let out = out_topic(device, &sid);
     let mut c = RawClient::connect(broker.port, std::slice::from_ref(&out)).await;
-    let offer = serde_json::json!({"type": "offer", "sdp": vp8_only_offer()});
-    c.publish(&in_topic("exec-answer", &vp8_sid), offer.to_string())
-        .await;
-    let reply = c
-        .wait_for(&out, Duration::from_secs(10), |v| v["type"] != "candidate")
+    let offer = serde_json::json!({"type": "offer", "sdp": sdp});
+    c.publish(&in_topic(device, &sid), offer.to_string()).await;
+    c.wait_for(&out, Duration::from_secs(10), |v| v["type"] != "candidate")
         .await
-        .unwrap_or_else(|| panic!("no reply; log:\n{}", d.log_text()));
+        .unwrap_or_else(|| panic!("no reply; log:\n{}", d.log_text()))
+}
+
+fn assert_refused_for_no_h264(reply: &serde_json::Value) {
     assert_eq!(reply["type"], "error", "{reply}");
     assert_eq!(reply["code"], "unsupported", "{reply}");
     assert!(
@@ -289,4 +288,18 @@ async fn the_answer_names_the_profile_the_source_really_sends() {
             .is_some_and(|m| m.contains("no H.264")),
         "{reply}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vp8_viewer_of_h264_is_refused_even_before_the_first_keyframe() {
+    // Started for the first viewer only: when the offer comes, no SPS has
+    // been seen, yet the source is known to pass H.264 through.
+    let dir = TempDir::new("exec-early");
+    let cmd = format!("{TESTSRC} {H264}");
+    let flags = config(&dir, &cmd, "h264", "exec_start = \"viewer\"");
+    let broker = Broker::start();
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let d = Daemon::start(&broker, "exec-early", &extra).await;
+    assert!(!d.log_text().contains("passed-through H.264 profile"));
+    assert_refused_for_no_h264(&offer_reply(&broker, &d, "exec-early", &vp8_only_offer()).await);
 }

@@ -111,13 +111,14 @@ pub fn profile_accepted(sent: &str, offered: &[String]) -> bool {
     answer_profile(sent, offered).is_some()
 }
 
-/// Why an offer is refused for a passthrough stream of profile `sent`, or
-/// `None` when it can be answered: an offer without video (audio or data
-/// only) always can; one with video must accept H.264 in the stream's
-/// profile, since nothing else (no VP8, no other profile) can be made of a
+/// Why an offer is refused for a passthrough stream of profile `sent`
+/// (`None` before the source's first SPS), or `None` when it can be
+/// answered: an offer without video (audio or data only) always can; one
+/// with video must accept H.264, in the stream's profile once that is
+/// known, since nothing else (no VP8, no other profile) can be made of a
 /// stream that is not re-encoded.
 pub fn offer_refusal(
-    sent: &str,
+    sent: Option<&str>,
     video: bool,
     video_h264: bool,
     offered: &[String],
@@ -125,14 +126,21 @@ pub fn offer_refusal(
     if !video {
         return None;
     }
+    let named = |s: Option<&str>| match s {
+        Some(p) => format!("H.264 profile-level-id={p}"),
+        None => "H.264".to_string(),
+    };
     if !video_h264 {
         return Some(format!(
-            "the camera sends H.264 profile-level-id={sent} (passed through, not re-encoded); the offer has no H.264 with packetization-mode=1"
+            "the camera sends {} (passed through, not re-encoded); the offer has no H.264 with packetization-mode=1",
+            named(sent)
         ));
     }
+    let sent = sent?;
     (!profile_accepted(sent, offered)).then(|| {
         format!(
-            "the camera sends H.264 profile-level-id={sent} (passed through, not re-encoded); the offer accepts only {}",
+            "the camera sends {} (passed through, not re-encoded); the offer accepts only {}",
+            named(Some(sent)),
             offered.join(", ")
         )
     })
@@ -252,14 +260,18 @@ mod tests {
     fn an_offer_with_video_must_take_the_stream_as_it_is() {
         let cb = vec!["42e01f".to_owned()];
         // Audio or data only: nothing to refuse.
-        assert_eq!(offer_refusal("42e01f", false, false, &[]), None);
-        // VP8 only (no H.264): refused, named.
-        let why = offer_refusal("42e01f", true, false, &[]).expect("refused");
+        assert_eq!(offer_refusal(Some("42e01f"), false, false, &[]), None);
+        // VP8 only (no H.264): refused, named, even before the first SPS.
+        let why = offer_refusal(Some("42e01f"), true, false, &[]).expect("refused");
+        assert!(why.contains("no H.264"), "{why}");
+        let why = offer_refusal(None, true, false, &[]).expect("refused");
         assert!(why.contains("no H.264"), "{why}");
         // H.264 in another profile: refused with what it accepts.
-        let why = offer_refusal("640028", true, true, &cb).expect("refused");
+        let why = offer_refusal(Some("640028"), true, true, &cb).expect("refused");
         assert!(why.contains("640028") && why.contains("42e01f"), "{why}");
-        assert_eq!(offer_refusal("42e01f", true, true, &cb), None);
+        assert_eq!(offer_refusal(Some("42e01f"), true, true, &cb), None);
+        // Any H.264 before the profile is known: answered.
+        assert_eq!(offer_refusal(None, true, true, &cb), None);
     }
 
     #[test]

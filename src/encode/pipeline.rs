@@ -446,6 +446,13 @@ impl VideoPipeline {
             .clone()
     }
 
+    /// Whether the source delivers H.264 that is passed through (an
+    /// `exec:` command's `h264`, a camera's own H.264), known from its
+    /// format before its first keyframe.
+    pub fn passes_through(&self) -> bool {
+        self.format().pixel_format.eq_ignore_ascii_case("h264")
+    }
+
     /// For a source whose H.264 is passed through: the profile-level-id of
     /// its latest SPS (`None` for openh264's own stream, or before the
     /// source's first keyframe).

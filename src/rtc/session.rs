@@ -527,17 +527,16 @@ impl Session {
     /// another H.264 profile) is refused rather than sent video it cannot
     /// decode or none at all (`encode::passthrough::offer_refusal`).
     fn check_passthrough_profile(&self) -> Result<(), Refusal> {
-        let Some(sent) = self
-            .ctx
-            .video
-            .as_ref()
-            .and_then(|v| v.passthrough_profile())
-        else {
+        let Some(v) = self.ctx.video.as_ref() else {
             return Ok(());
         };
+        let sent = v.passthrough_profile();
+        if sent.is_none() && !v.passes_through() {
+            return Ok(());
+        }
         let s = &self.summary;
         match crate::encode::passthrough::offer_refusal(
-            &sent,
+            sent.as_deref(),
             s.video,
             s.video_h264,
             &s.h264_profiles,
