@@ -23,6 +23,14 @@
 //! whether the build was cold. CI starts from a fresh clone, so its build is
 //! cold; CAMPEER_FRESH_COLD=1 empties the shared target first.
 //!
+//! The build in the root is `scripts/run.sh`'s own `cargo build --release`
+//! with two of the profile's knobs turned down through cargo's environment
+//! (`CARGO_PROFILE_RELEASE_OPT_LEVEL=1`, `..._LTO=off`): the test proves
+//! that the run command installs everything the build and the daemon need
+//! (compilers, libclang for bindgen, pkg-config's libraries, Node.js),
+//! which no optimisation setting changes, and a cold CI run saves minutes
+//! of optimising a binary whose speed nobody measures here.
+//!
 //! Needs root, mmdebstrap, unshare, chroot, git and access to the Debian
 //! mirror, crates.io's cache (already filled by the host's build) and npm's
 //! registry. Without mmdebstrap or root it is skipped, except under the
@@ -297,7 +305,8 @@ mount --bind "$TARGET" "$R/SRC/target"
 shift 5
 exec chroot "$R" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    CAMPEER_HTTP="$HTTP" CARGO_TERM_COLOR=never "$@" \
+    CAMPEER_HTTP="$HTTP" CARGO_TERM_COLOR=never \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=off "$@" \
     /bin/bash -c 'cd /SRC && exec bash scripts/run.sh'
 "#
     .replace("SRC", SRC_IN_ROOT);
