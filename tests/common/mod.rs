@@ -37,9 +37,12 @@ impl Drop for TempDir {
 
 /// A command for a script that runs cargo itself (the cross builds): the
 /// variables `cargo test` sets for test processes (CARGO_PKG_*,
-/// CARGO_MANIFEST_DIR, ...) are removed, so the nested cargo sees the
-/// environment the test command's own cross-build step had and finds that
-/// build fresh instead of redoing it.
+/// CARGO_MANIFEST_DIR, OUT_DIR, ...) are removed, so the nested cargo sees
+/// the environment the test command's own cross-build step had and finds
+/// that build fresh instead of redoing it. OUT_DIR matters most: ring's
+/// build script reruns when it changes (`CARGO_LOG=
+/// cargo::core::compiler::fingerprint=info` showed it), and with ring
+/// everything above it, minutes of release build per target.
 pub fn cargo_script(script: &std::path::Path) -> Command {
     let mut cmd = Command::new("bash");
     cmd.arg(script);
@@ -54,6 +57,7 @@ pub fn cargo_script(script: &std::path::Path) -> Command {
                     | "CARGO_CRATE_NAME"
                     | "CARGO_PRIMARY_PACKAGE"
                     | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
             )
         {
             cmd.env_remove(k.as_ref());
