@@ -322,7 +322,7 @@ impl WsMosquitto {
             &conf,
             format!(
                 "listener {} 127.0.0.1\nlistener {} 127.0.0.1\nprotocol websockets\n\
-                 allow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                 allow_anonymous true\npersistence false\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                 self.tcp, self.ws
             ),
         )

@@ -237,7 +237,11 @@ impl RtcEngine {
                 Some(disconnected * 2),
                 Some(Duration::from_secs(2)),
             )
-            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(70));
+            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(70))
+            // A peer's check that arrives before its trickled candidate makes
+            // the pair peer-reflexive, and the controlling side would wait 1 s
+            // before nominating it: the first-frame tail (pitfall 2).
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO));
         if self.role == Role::Answerer {
             // The device as DTLS server: DTLS ~30 ms instead of ~160 (pitfall 2).
             settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
