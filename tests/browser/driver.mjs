@@ -11,6 +11,8 @@
 //   {"id":9,"cmd":"front","page":0}     -> brings the page's tab to the front
 //   {"id":9,"cmd":"problems","page":0}   -> console errors and uncaught exceptions so far
 //   {"id":10,"cmd":"quit"}
+// Every page records the remote descriptions it sets and its peer
+// connections on window.__test ({remote: [sdp...], pcs: [...]}).
 // Failures answer {"id":N,"ok":false,"error":"..."}. The page's console and
 // errors go to stderr. playwright-core comes from web/node_modules; it never
 // downloads a browser: the one at CAMPEER_CHROMIUM (default /usr/bin/chromium)
@@ -63,6 +65,17 @@ async function run(c) {
       p.on("console", (m) => {
         process.stderr.write(`[page ${n} ${m.type()}] ${m.text()}\n`);
         if (m.type() === "error") problems[n].push(m.text());
+      });
+      // For the tests: every description the page sets and its peer
+      // connections, on window.__test (outside the page's own code).
+      await p.addInitScript(() => {
+        const t = (window.__test = { remote: [], pcs: [] });
+        const set = RTCPeerConnection.prototype.setRemoteDescription;
+        RTCPeerConnection.prototype.setRemoteDescription = function (d, ...rest) {
+          if (d && d.sdp) t.remote.push(d.sdp);
+          if (!t.pcs.includes(this)) t.pcs.push(this);
+          return set.call(this, d, ...rest);
+        };
       });
       p.on("pageerror", (e) => {
         process.stderr.write(`[page ${n} pageerror] ${e.message}\n`);
