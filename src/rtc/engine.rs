@@ -259,10 +259,10 @@ impl RtcEngine {
             .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(70))
             // A peer's check that arrives before its trickled candidate makes
             // the pair peer-reflexive, and the controlling side would wait 1 s
-            // before nominating it: the first-frame tail (pitfall 2).
+            // before nominating it: the first-frame tail (pitfall 13).
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO));
         if self.role == Role::Answerer {
-            // The device as DTLS server: DTLS ~30 ms instead of ~160 (pitfall 2).
+            // The device as DTLS server: browsers send their ClientHello at once (pitfall 2).
             settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
         }
 
