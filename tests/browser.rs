@@ -322,7 +322,7 @@ impl WsMosquitto {
             &conf,
             format!(
                 "listener {} 127.0.0.1\nlistener {} 127.0.0.1\nprotocol websockets\n\
-                 allow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                 allow_anonymous true\npersistence false\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                 self.tcp, self.ws
             ),
         )
@@ -909,6 +909,23 @@ async fn chromium_forced_to_vp8_plays_beside_an_h264_page() {
     b.quit().await;
 }
 
+/// Chromium's mean jitter-buffer delay per emitted video frame (ms), from
+/// the first peer connection's getStats.
+const JITTER_BUFFER_MS: &str = "(async () => { const s = await window.__test.pcs[0].getStats(); \
+    let d = null; s.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video' && r.jitterBufferEmittedCount) \
+    d = Math.round(1000 * r.jitterBufferDelay / r.jitterBufferEmittedCount * 10) / 10; }); return d; })()";
+
+/// Whether an answer's video section negotiates playout-delay.
+fn answer_has_playout_delay(sdp: &str) -> bool {
+    sdp.split("\r\nm=")
+        .filter(|m| m.starts_with("video"))
+        .any(|m| {
+            m.lines().any(|l| {
+                l.starts_with("a=extmap:") && l.ends_with(campeer::rtc::playout_delay::URI)
+            })
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_plays_live_video_through_the_embedded_broker() {
     let Some(_serial) = prerequisites().await else {
@@ -979,6 +996,16 @@ async fn page_plays_live_video_through_the_embedded_broker() {
     );
     let errors = b.eval(page, "window.campeer.errors").await;
     assert_eq!(errors, json!([]), "the page reported errors");
+
+    // The answer asks Chromium to render on arrival (playout delay 0).
+    let jitter = b.eval(page, JITTER_BUFFER_MS).await;
+    println!("browser jitter buffer delay per frame: {jitter} ms");
+    let answer = b.eval(page, "window.__test.remote[0]").await;
+    let answer = answer.as_str().expect("the page set the device's answer");
+    assert!(
+        answer_has_playout_delay(answer),
+        "no playout-delay extension in the video section of the answer:\n{answer}"
+    );
 
     let st2 = b.eval(page, "window.campeer").await;
     println!(

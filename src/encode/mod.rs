@@ -6,6 +6,7 @@
 
 pub mod audio_pipeline;
 pub mod decode;
+pub mod first_frame;
 pub mod h264;
 pub mod opus;
 pub mod passthrough;

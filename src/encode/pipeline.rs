@@ -16,6 +16,7 @@
 //! never spins and always listens for stop. `stop` (or drop) ends both
 //! threads within about one frame interval plus one encode.
 
+use super::first_frame;
 use super::h264::{EncoderSettings, H264Encoder};
 use super::vp8_lane::{Vp8Lane, Vp8Stats};
 use super::EncodeError;
@@ -393,7 +394,23 @@ impl VideoPipeline {
 
     /// A receiver of every encoded frame from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedFrame>> {
-        self.tx.subscribe()
+        let was_idle = self.tx.receiver_count() == 0;
+        let rx = self.tx.subscribe();
+        self.wake_with_kept_frame(was_idle);
+        rx
+    }
+
+    /// The first viewer's IDR from the kept frame, now (`encode::first_frame`).
+    fn wake_with_kept_frame(&self, was_idle: bool) {
+        let Some(kept) = self.latest_frame() else {
+            return;
+        };
+        let queue_empty = self.shared.queue.lock().0.is_empty();
+        let now = clock::monotonic_us();
+        if first_frame::encode_kept_frame(was_idle, queue_empty, Some(kept.capture_us), now) {
+            debug!(seq = kept.seq, "first viewer: encoding the kept frame now");
+            self.shared.queue.push(I420Frame::clone(&kept));
+        }
     }
 
     /// The latest raw frame, whether or not anyone watches (snapshots). It

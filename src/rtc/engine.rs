@@ -4,6 +4,7 @@
 use crate::config::WebRtcConfig;
 use crate::encode::pipeline::VideoCodec;
 use crate::rtc::keyframe::{self, KeyframeRequestForwarder};
+use crate::rtc::playout_delay::{self, PlayoutDelayZero};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::media_engine::{
@@ -11,7 +12,7 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,6 +145,19 @@ pub fn media_engine_with(
     Ok(me)
 }
 
+/// Registers the playout-delay extension for video: an answer carries it
+/// only when the offer has it (`rtc::playout_delay`).
+pub fn register_playout_delay(me: &mut MediaEngine) -> Result<(), EngineError> {
+    me.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: playout_delay::URI.to_owned(),
+        },
+        RtpCodecKind::Video,
+        None,
+    )
+    .map_err(|e| EngineError::Build(e.to_string()))
+}
+
 /// Which side of the negotiation this engine builds connections for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -205,12 +219,17 @@ impl RtcEngine {
     ) -> Result<Arc<dyn PeerConnection>, EngineError> {
         let build_err = |e: webrtc::error::Error| EngineError::Build(e.to_string());
         let mut me = media_engine_with(self.only_video, video)?;
-        let registry = register_default_interceptors(Registry::new(), &mut me)
+        let mut registry = register_default_interceptors(Registry::new(), &mut me)
             .map_err(build_err)?
             .with(
                 Slot::from(keyframe::SLOT),
                 KeyframeRequestForwarder::default(),
             );
+        if self.role == Role::Answerer {
+            // Render on arrival where the viewer offers it (Chromium does).
+            register_playout_delay(&mut me)?;
+            registry = registry.with(Slot::from(playout_delay::SLOT), PlayoutDelayZero::default());
+        }
 
         let ice_servers = self
             .cfg
@@ -237,9 +256,13 @@ impl RtcEngine {
                 Some(disconnected * 2),
                 Some(Duration::from_secs(2)),
             )
-            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(70));
+            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(70))
+            // A peer's check that arrives before its trickled candidate makes
+            // the pair peer-reflexive, and the controlling side would wait 1 s
+            // before nominating it: the first-frame tail (pitfall 13).
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO));
         if self.role == Role::Answerer {
-            // The device as DTLS server: DTLS ~30 ms instead of ~160 (pitfall 2).
+            // The device as DTLS server: browsers send their ClientHello at once (pitfall 2).
             settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
         }
 

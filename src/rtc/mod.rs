@@ -5,5 +5,7 @@ pub mod engine;
 pub mod keyframe;
 pub mod metrics;
 pub mod offer;
+pub mod offer_trim;
+pub mod playout_delay;
 pub mod session;
 pub mod table;

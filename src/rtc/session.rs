@@ -456,7 +456,8 @@ impl Session {
         pc: &Arc<dyn PeerConnection>,
         offer: &str,
     ) -> Result<(), Refusal> {
-        let desc = RTCSessionDescription::offer(offer.to_owned())
+        // Only the codecs the device sends: webrtc-rs applies it faster.
+        let desc = RTCSessionDescription::offer(crate::rtc::offer_trim::trim_offer(offer))
             .map_err(|e| Refusal(ErrorCode::BadRequest, format!("unparsable SDP: {e}")))?;
         pc.set_remote_description(desc)
             .await
@@ -647,7 +648,8 @@ impl Session {
         offer: &str,
     ) -> Result<(), Refusal> {
         OfferSummary::parse(offer).map_err(|e| Refusal(ErrorCode::BadRequest, e.to_string()))?;
-        let desc = RTCSessionDescription::offer(offer.to_owned())
+        // Only the codecs the device sends: webrtc-rs applies it faster.
+        let desc = RTCSessionDescription::offer(crate::rtc::offer_trim::trim_offer(offer))
             .map_err(|e| Refusal(ErrorCode::BadRequest, format!("unparsable SDP: {e}")))?;
         pc.set_remote_description(desc)
             .await

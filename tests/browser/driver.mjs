@@ -10,7 +10,10 @@
 //   {"id":8,"cmd":"reload","page":0}
 //   {"id":9,"cmd":"front","page":0}     -> brings the page's tab to the front
 //   {"id":9,"cmd":"problems","page":0}   -> console errors and uncaught exceptions so far
-//   {"id":10,"cmd":"quit"}
+//   {"id":10,"cmd":"close","page":0}   -> leaves the page (its bye goes out), closes the tab
+//   {"id":11,"cmd":"quit"}
+// Every page records the remote descriptions it sets and its peer
+// connections on window.__test ({remote: [sdp...], pcs: [...]}).
 // Failures answer {"id":N,"ok":false,"error":"..."}. The page's console and
 // errors go to stderr. playwright-core comes from web/node_modules; it never
 // downloads a browser: the one at CAMPEER_CHROMIUM (default /usr/bin/chromium)
@@ -64,6 +67,17 @@ async function run(c) {
         process.stderr.write(`[page ${n} ${m.type()}] ${m.text()}\n`);
         if (m.type() === "error") problems[n].push(m.text());
       });
+      // For the tests: every description the page sets and its peer
+      // connections, on window.__test (outside the page's own code).
+      await p.addInitScript(() => {
+        const t = (window.__test = { remote: [], pcs: [] });
+        const set = RTCPeerConnection.prototype.setRemoteDescription;
+        RTCPeerConnection.prototype.setRemoteDescription = function (d, ...rest) {
+          if (d && d.sdp) t.remote.push(d.sdp);
+          if (!t.pcs.includes(this)) t.pcs.push(this);
+          return set.call(this, d, ...rest);
+        };
+      });
       p.on("pageerror", (e) => {
         process.stderr.write(`[page ${n} pageerror] ${e.message}\n`);
         problems[n].push(`uncaught: ${e.message}`);
@@ -111,6 +125,14 @@ async function run(c) {
     case "reload":
       await page(c.page).reload({ waitUntil: "load" });
       return null;
+    case "close": {
+      // Leaving first runs the page's pagehide handler (its bye), which
+      // closing the tab outright may cut short.
+      const p = page(c.page);
+      await p.goto("about:blank");
+      await p.close();
+      return null;
+    }
     case "quit":
       await browser.close();
       return null;

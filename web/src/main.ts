@@ -84,6 +84,8 @@ interface Exposed {
   stampsRead: number;
   framesMissed: number;
   latencyMs: number | null;
+  /** The last capture-to-display figures (ms) behind latencyMs, oldest first. */
+  latencySamples: number[];
   rttMs: number | null;
   pingRttMs: number | null;
   clockOffsetMs: number | null;
@@ -145,6 +147,7 @@ class Viewer {
     stampsRead: 0,
     framesMissed: 0,
     latencyMs: null,
+    latencySamples: [],
     rttMs: null,
     pingRttMs: null,
     clockOffsetMs: null,
@@ -619,6 +622,7 @@ class Viewer {
     this.st.state = "signaling";
     this.clock.reset();
     this.latencies = [];
+    this.st.latencySamples = [];
     this.keyframeAsked = false;
     this.stampMisses = 0;
     this.st.lastStamp = null;
@@ -1094,6 +1098,7 @@ class Viewer {
       if (lat > -1000 && lat < 60_000) {
         this.latencies.push(lat);
         if (this.latencies.length > LATENCY_WINDOW) this.latencies.shift();
+        this.st.latencySamples = this.latencies.slice();
         const m = median(this.latencies);
         this.st.latencyMs = m === null ? null : Math.round(m);
       }

@@ -158,8 +158,11 @@ export class Session {
     }
     const { json, sig } = offerMessage(sdp, this.opts.deviceId, this.sid, signing);
     if (a && sig) this.k = sessionKey(a.key.secret, sig);
-    await this.sig.publish(this.topicIn, json);
+    // Timed from the hand-over to the MQTT client, not its PUBACK (QoS 1),
+    // which comes only after the broker has passed the offer on.
+    const published = this.sig.publish(this.topicIn, json);
     this.offerSentAt = performance.now();
+    await published;
     this.offerSent = true;
     for (const c of this.localQueue.splice(0)) this.sendCandidate(c);
   }
