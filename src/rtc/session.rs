@@ -456,12 +456,7 @@ impl Session {
         pc: &Arc<dyn PeerConnection>,
         offer: &str,
     ) -> Result<(), Refusal> {
-        // Only the codecs the device sends: webrtc-rs applies it faster.
-        let desc = RTCSessionDescription::offer(crate::rtc::offer_trim::trim_offer(offer))
-            .map_err(|e| Refusal(ErrorCode::BadRequest, format!("unparsable SDP: {e}")))?;
-        pc.set_remote_description(desc)
-            .await
-            .map_err(|e| Refusal(ErrorCode::BadRequest, format!("offer not applicable: {e}")))?;
+        apply_offer(pc, offer).await?;
 
         // One track per kind, bound to this connection (a 0.21 track serves
         // one peer connection), fed from the shared encoder output. A kind the
@@ -648,12 +643,7 @@ impl Session {
         offer: &str,
     ) -> Result<(), Refusal> {
         OfferSummary::parse(offer).map_err(|e| Refusal(ErrorCode::BadRequest, e.to_string()))?;
-        // Only the codecs the device sends: webrtc-rs applies it faster.
-        let desc = RTCSessionDescription::offer(crate::rtc::offer_trim::trim_offer(offer))
-            .map_err(|e| Refusal(ErrorCode::BadRequest, format!("unparsable SDP: {e}")))?;
-        pc.set_remote_description(desc)
-            .await
-            .map_err(|e| Refusal(ErrorCode::BadRequest, format!("offer not applicable: {e}")))?;
+        apply_offer(pc, offer).await?;
         self.answer_offer(pc).await?;
         info!(sid = %self.sid, "renegotiated");
         Ok(())
@@ -980,6 +970,16 @@ fn transport_mid(sdp: &str) -> Option<(String, u16)> {
         });
     let (index, (_, mid)) = found?;
     Some((mid.clone()?, u16::try_from(index).ok()?))
+}
+
+/// Sets `offer` as the remote description, trimmed to the codecs the
+/// device sends (webrtc-rs applies it faster: `rtc::offer_trim`).
+async fn apply_offer(pc: &Arc<dyn PeerConnection>, offer: &str) -> Result<(), Refusal> {
+    let desc = RTCSessionDescription::offer(crate::rtc::offer_trim::trim_offer(offer))
+        .map_err(|e| Refusal(ErrorCode::BadRequest, format!("unparsable SDP: {e}")))?;
+    pc.set_remote_description(desc)
+        .await
+        .map_err(|e| Refusal(ErrorCode::BadRequest, format!("offer not applicable: {e}")))
 }
 
 #[cfg(test)]
