@@ -24,10 +24,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Every check the guest must report `ok`.
@@ -223,31 +223,7 @@ fn run_guest(target: &str, machine: &str, model: &str, cmdline: &str, tools: &[&
     let pid = child.id();
 
     // Read stdout and stderr on threads; lines arrive on one channel.
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    for stream in [
-        Box::new(stdout) as Box<dyn std::io::Read + Send>,
-        Box::new(stderr),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stream);
-            let mut buf = Vec::new();
-            while r
-                .read_until(b'\n', &mut buf)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                buf.clear();
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(tx);
+    let rx = common::output_lines(&mut child);
 
     let mut seen = Seen::default();
     let deadline = started + GUEST_TIMEOUT;

@@ -324,6 +324,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                         }
                     }
                     DeviceMessage::Candidate { candidate: Some(c) } => {
+                        debug!(candidate = %c.candidate, "device candidate");
                         report.remote_candidates += 1;
                         if have_answer { add_candidate(&pc, c).await } else { pending_remote.push(c) }
                     }
@@ -347,7 +348,10 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
             }
             ev = rx.recv() => match ev {
                 None => break Err(anyhow::anyhow!("peer connection events ended")),
-                Some(Event::LocalCandidate(c)) => sig.publish(&ViewerMessage::Candidate { candidate: c }),
+                Some(Event::LocalCandidate(c)) => {
+                    debug!(candidate = ?c.as_ref().map(|c| &c.candidate), "local candidate");
+                    sig.publish(&ViewerMessage::Candidate { candidate: c })
+                }
                 Some(Event::State(s)) => {
                     debug!(state = %s, "connection state");
                     match s {

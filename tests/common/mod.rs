@@ -586,3 +586,35 @@ pub fn fds_and_threads(pid: u32) -> (usize, usize) {
         .unwrap_or(0);
     (fds, threads)
 }
+
+/// The lines a child prints on its piped stdout and stderr, both on one
+/// channel, read on two threads (the emulated Pis' serial consoles). The
+/// channel closes when the child has closed both.
+pub fn output_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    for stream in [
+        Box::new(stdout) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = std::io::BufReader::new(stream);
+            let mut buf = Vec::new();
+            while r
+                .read_until(b'\n', &mut buf)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                buf.clear();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
