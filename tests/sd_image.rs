@@ -608,7 +608,12 @@ fn owner_claims_and_watches(
         report["first_counter"].as_u64(),
         report["last_counter"].as_u64(),
     );
-    if !(frames >= 30 && stamped >= 30 && matches!((first, last), (Some(a), Some(b)) if b > a)) {
+    // Most frames carry a readable stamp (at 250 kbit/s a few lose it to
+    // the encoder), and the counters advance: live video from the camera.
+    if !(frames >= 30
+        && stamped * 3 >= frames * 2
+        && matches!((first, last), (Some(a), Some(b)) if b > a))
+    {
         problems.push(format!(
             "the paired viewer got no live stamped video: {report}"
         ));

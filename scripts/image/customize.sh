@@ -56,6 +56,11 @@ systemctl --root="$root" disable apt-daily.timer apt-daily-upgrade.timer \
 systemctl --root="$root" mask e2scrub_reap.service >/dev/null 2>&1 || true
 # The stock Mosquitto service would hold port 1883 (campeer runs its own).
 systemctl --root="$root" disable mosquitto.service >/dev/null 2>&1 || true
+# wpa_supplicant's D-Bus service is for desktops' network managers; wlan0
+# has its own instance (wpa_supplicant@wlan0, started by udev). Enabled,
+# it held network.target, and so the camera, for over a minute under
+# emulation.
+systemctl --root="$root" disable wpa_supplicant.service >/dev/null 2>&1 || true
 
 # No console login: root's password stays locked (no secret in the image);
 # the owner reaches the camera through its page.
