@@ -97,58 +97,58 @@ rootfs="$out/rootfs-$arch"
 if [ "${CAMPEER_IMAGE_REUSE_ROOTFS:-}" = 1 ] && [ -d "$rootfs/usr" ]; then
     say "reusing $rootfs (CAMPEER_IMAGE_REUSE_ROOTFS=1)"
 else
-# A build that was killed may have left mmdebstrap's mounts (proc, sys,
-# dev/pts) in the old root: undo them before deleting it, and never cross
-# into another file system.
-findmnt -rn -o TARGET | { grep "^$rootfs/" || true; } | sort -r | xargs -r -n1 umount -l
-rm -rf --one-file-system "$rootfs"
-# apt inside the new root installs the package from the same path as
-# outside: a directory under /tmp, made here and (by a setup hook) in the new
-# root; customize.sh removes it there.
-deb_dir=$(mktemp -d /tmp/campeer-image.XXXXXX)
-trap 'rm -rf "$deb_dir"' EXIT
-chroot_deb=$deb_dir/$(basename "$deb")
-cp "$deb" "$chroot_deb"
-pkgs=(
-    # boot: kernel, the Pi's firmware, initrd, file system tools
-    linux-image-$kflavour raspi-firmware initramfs-tools zstd e2fsprogs fdisk dosfstools
-    systemd-sysv udev kmod dbus
-    # network: cable (systemd-networkd) and Wi-Fi (wpa_supplicant and the
-    # Pi's Broadcom and Cypress firmware), names (avahi: <hostname>.local),
-    # time (timesyncd)
-    systemd-resolved systemd-timesyncd wpasupplicant firmware-brcm80211
-    wireless-regdb iw avahi-daemon libnss-mdns
-    # the camera: campeer and its own broker; V4L2 and ALSA tools for the owner
-    "$chroot_deb" mosquitto v4l-utils alsa-utils gpiod
-)
-say "mmdebstrap: bookworm $arch, ${#pkgs[@]} packages and what they need (log: $out/mmdebstrap.log)"
-t0=$SECONDS
-mmdebstrap --mode=root --arch="$arch" --variant=minbase \
-    --include="$(IFS=,; echo "${pkgs[*]}")" \
-    --aptopt='Acquire::Languages "none"' \
-    --aptopt='APT::Install-Recommends "false"' \
-    --dpkgopt='force-confold' --dpkgopt='force-confdef' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-    --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-include=/usr/share/doc/campeer/*' \
-    --skip=essential/unlink \
-    --setup-hook="mkdir -p \"\$1\"/var/cache/apt/archives/" \
-    --setup-hook="sync-in '$debs' /var/cache/apt/archives/" \
-    --setup-hook="bash '$root_dir/scripts/image/overlay.sh' \"\$1\" '$kernel_arch'" \
-    --setup-hook="mkdir -p \"\$1$deb_dir\" && cp '$deb' \"\$1$chroot_deb\"" \
-    --essential-hook="bash '$root_dir/scripts/image/hold-initramfs.sh' \"\$1\"" \
-    --customize-hook="sync-out /var/cache/apt/archives '$debs'" \
-    --customize-hook="bash '$root_dir/scripts/image/customize.sh' \"\$1\"" \
-    bookworm "$rootfs" \
-    "deb http://deb.debian.org/debian bookworm main non-free-firmware" \
-    "deb http://deb.debian.org/debian bookworm-updates main non-free-firmware" \
-    "deb http://deb.debian.org/debian-security bookworm-security main non-free-firmware" \
-    > "$out/mmdebstrap.log" 2>&1 \
-    || { tail -n 40 "$out/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
-say "root file system in $((SECONDS - t0)) s: $(du -sh "$rootfs" | cut -f1)"
+    # A build that was killed may have left mmdebstrap's mounts (proc, sys,
+    # dev/pts) in the old root: undo them before deleting it, and never cross
+    # into another file system.
+    findmnt -rn -o TARGET | { grep "^$rootfs/" || true; } | sort -r | xargs -r -n1 umount -l
+    rm -rf --one-file-system "$rootfs"
+    # apt inside the new root installs the package from the same path as
+    # outside: a directory under /tmp, made here and (by a setup hook) in the new
+    # root; customize.sh removes it there.
+    deb_dir=$(mktemp -d /tmp/campeer-image.XXXXXX)
+    trap 'rm -rf "$deb_dir"' EXIT
+    chroot_deb=$deb_dir/$(basename "$deb")
+    cp "$deb" "$chroot_deb"
+    pkgs=(
+        # boot: kernel, the Pi's firmware, initrd, file system tools
+        linux-image-$kflavour raspi-firmware initramfs-tools zstd e2fsprogs fdisk dosfstools
+        systemd-sysv udev kmod dbus
+        # network: cable (systemd-networkd) and Wi-Fi (wpa_supplicant and the
+        # Pi's Broadcom and Cypress firmware), names (avahi: <hostname>.local),
+        # time (timesyncd)
+        systemd-resolved systemd-timesyncd wpasupplicant firmware-brcm80211
+        wireless-regdb iw avahi-daemon libnss-mdns
+        # the camera: campeer and its own broker; V4L2 and ALSA tools for the owner
+        "$chroot_deb" mosquitto v4l-utils alsa-utils gpiod
+    )
+    say "mmdebstrap: bookworm $arch, ${#pkgs[@]} packages and what they need (log: $out/mmdebstrap.log)"
+    t0=$SECONDS
+    mmdebstrap --mode=root --arch="$arch" --variant=minbase \
+        --include="$(IFS=,; echo "${pkgs[*]}")" \
+        --aptopt='Acquire::Languages "none"' \
+        --aptopt='APT::Install-Recommends "false"' \
+        --dpkgopt='force-confold' --dpkgopt='force-confdef' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-include=/usr/share/doc/campeer/*' \
+        --skip=essential/unlink \
+        --setup-hook="mkdir -p \"\$1\"/var/cache/apt/archives/" \
+        --setup-hook="sync-in '$debs' /var/cache/apt/archives/" \
+        --setup-hook="bash '$root_dir/scripts/image/overlay.sh' \"\$1\" '$kernel_arch'" \
+        --setup-hook="mkdir -p \"\$1$deb_dir\" && cp '$deb' \"\$1$chroot_deb\"" \
+        --essential-hook="bash '$root_dir/scripts/image/hold-initramfs.sh' \"\$1\"" \
+        --customize-hook="sync-out /var/cache/apt/archives '$debs'" \
+        --customize-hook="bash '$root_dir/scripts/image/customize.sh' \"\$1\"" \
+        bookworm "$rootfs" \
+        "deb http://deb.debian.org/debian bookworm main non-free-firmware" \
+        "deb http://deb.debian.org/debian bookworm-updates main non-free-firmware" \
+        "deb http://deb.debian.org/debian-security bookworm-security main non-free-firmware" \
+        > "$out/mmdebstrap.log" 2>&1 \
+        || { tail -n 40 "$out/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
+    say "root file system in $((SECONDS - t0)) s: $(du -sh "$rootfs" | cut -f1)"
 fi
 
 # --- the boot partition's files ------------------------------------------------
