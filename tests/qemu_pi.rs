@@ -92,7 +92,7 @@ fn build_image(target: &str, machine: &str) -> Vec<(String, String)> {
     assert!(
         out.status.success(),
         "scripts/cross-build.sh {target} failed:\n{}",
-        tail(&text, 40)
+        common::tail(&text, 40)
     );
     for l in text.lines().filter(|l| l.starts_with("cross-build:")) {
         say(l);
@@ -108,7 +108,7 @@ fn build_image(target: &str, machine: &str) -> Vec<(String, String)> {
     assert!(
         out.status.success(),
         "scripts/qemu/build-initramfs.sh failed:\n{}",
-        tail(&text, 40)
+        common::tail(&text, 40)
     );
     for l in text.lines().filter(|l| l.starts_with("build-initramfs:")) {
         say(l);
@@ -128,11 +128,6 @@ fn build_image(target: &str, machine: &str) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// What the guest printed that matters.
@@ -320,6 +315,6 @@ fn run_guest(target: &str, machine: &str, model: &str, cmdline: &str, tools: &[&
         problems.is_empty(),
         "the emulated {model} failed:\n  {}\n--- last console lines ---\n{}",
         problems.join("\n  "),
-        tail(&seen.console.join("\n"), 80)
+        common::tail(&seen.console.join("\n"), 80)
     );
 }

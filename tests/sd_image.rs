@@ -56,11 +56,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 fn run_ok(cmd: &mut Command, what: &str) -> String {
     let out = cmd
         .stdin(Stdio::null())
@@ -68,7 +63,11 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed:\n{}", tail(&text, 60));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        common::tail(&text, 60)
+    );
     text
 }
 
@@ -113,26 +112,25 @@ fn fat(card: &Path) -> String {
     format!("{}@@{FAT_OFFSET}", card.display())
 }
 
-fn mcopy_out(card: &Path, name: &str, to: &Path) {
+/// Copies `from` to `to` with mtools; `::NAME` is a file on the card's
+/// boot partition.
+fn mcopy(card: &Path, from: &Path, to: &Path) {
     run_ok(
         Command::new("mcopy")
             .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-n", "-i", &fat(card)])
-            .arg(format!("::{name}"))
+            .args(["-n", "-o", "-i", &fat(card)])
+            .arg(from)
             .arg(to),
-        &format!("mcopy ::{name} out of the image"),
+        &format!("mcopy {} {}", from.display(), to.display()),
     );
 }
 
+fn mcopy_out(card: &Path, name: &str, to: &Path) {
+    mcopy(card, Path::new(&format!("::{name}")), to);
+}
+
 fn mcopy_in(card: &Path, from: &Path, name: &str) {
-    run_ok(
-        Command::new("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .args(["-o", "-i", &fat(card)])
-            .arg(from)
-            .arg(format!("::{name}")),
-        &format!("mcopy {name} onto the image"),
-    );
+    mcopy(card, from, Path::new(&format!("::{name}")));
 }
 
 /// What the owner writes on the boot partition before the first boot: the
@@ -546,7 +544,7 @@ fn boot_and_check(img: &Path, dir: &Path) {
         problems.is_empty(),
         "the image did not boot into a working camera:\n  {}\n--- last console lines ---\n{}",
         problems.join("\n  "),
-        tail(&console.text(), 100)
+        common::tail(&console.text(), 100)
     );
 }
 
@@ -637,7 +635,7 @@ fn view(mqtt: &str, device: &str, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
         serde_json::json!({
             "error": "no JSON report",
-            "stderr": tail(&String::from_utf8_lossy(&out.stderr), 10),
+            "stderr": common::tail(&String::from_utf8_lossy(&out.stderr), 10),
         })
     })
 }

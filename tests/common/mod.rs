@@ -618,3 +618,9 @@ pub fn output_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     }
     rx
 }
+
+/// The last `n` lines of `text` (for failure messages).
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
