@@ -469,6 +469,21 @@ pub struct ViewArgs {
     /// `<key_id>:<password>` (as `campeer keys token` prints it).
     #[arg(long, value_name = "FILE", requires = "whep")]
     pub token_file: Option<PathBuf>,
+    /// When the device hands the viewer over to its Janus relay, report
+    /// the refusal instead of watching there.
+    #[arg(long)]
+    pub no_relay: bool,
+    /// Watch a Janus Streaming mountpoint directly, with --mountpoint and
+    /// --pin, without asking the device (diagnostics: is the relay fed?
+    /// is a PIN refused?).
+    #[arg(long, value_name = "URL", requires = "mountpoint")]
+    pub janus: Option<String>,
+    /// With --janus: the mountpoint id.
+    #[arg(long, value_name = "ID", requires = "janus")]
+    pub mountpoint: Option<u64>,
+    /// With --janus: the mountpoint's PIN (none if left out).
+    #[arg(long, value_name = "PIN", requires = "janus")]
+    pub pin: Option<String>,
 }
 
 #[cfg(test)]

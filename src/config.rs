@@ -140,6 +140,8 @@ pub struct Config {
     pub access: AccessConfig,
     /// Home Assistant MQTT discovery (`[homeassistant]`).
     pub homeassistant: crate::homeassistant::HomeAssistantConfig,
+    /// Relaying to a Janus server for more viewers (`[relay]`).
+    pub relay: crate::relay::RelayConfig,
 }
 
 /// The device's own MQTT broker: a Mosquitto that the daemon configures,
@@ -522,6 +524,7 @@ impl Default for Config {
             gpio: Vec::new(),
             access: AccessConfig::default(),
             homeassistant: Default::default(),
+            relay: Default::default(),
         }
     }
 }
@@ -696,6 +699,7 @@ impl Config {
         self.webrtc.validate()?;
         validate_gpio(&self.gpio).map_err(ConfigError::Control)?;
         self.homeassistant.validate()?;
+        self.relay.validate()?;
         self.access.validate().map_err(ConfigError::Control)
     }
 
@@ -723,6 +727,9 @@ impl Config {
             if key.secret.is_some() {
                 key.secret = Some(REDACTED.to_owned());
             }
+        }
+        if !shown.relay.admin_key.is_empty() {
+            shown.relay.admin_key = REDACTED.to_owned();
         }
         toml::to_string(&shown).map_err(|e| ConfigError::Render(e.to_string()))
     }

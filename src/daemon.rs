@@ -24,6 +24,8 @@ use crate::encode::pipeline::VideoPipeline;
 use crate::keystore::ClaimDecision;
 use crate::media::audio::{open_audio_source, AudioSettings, AudioSourceSpec};
 use crate::media::{open_video_source_with, H264Request, VideoSourceSpec};
+use crate::relay::task::{RelayCommand, RelayHandle};
+use crate::relay::RelayState;
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::rtc::metrics::Metrics;
 use crate::rtc::session::{Outbox, SessionContext, SessionEvent, TaskSpawner};
@@ -32,7 +34,7 @@ use crate::signaling::auth::KeyEntry;
 use crate::signaling::messages::ByeReason;
 use crate::signaling::mqtt::{LinkEvent, MqttLink};
 use crate::signaling::presence::{AudioInfo, AuthMode, Presence, VideoInfo};
-use crate::signaling::presence::{ControlDirection, ControlInfo};
+use crate::signaling::presence::{ControlDirection, ControlInfo, RelayInfo};
 use crate::signaling::topics::Topics;
 use crate::supervisor::{Health, MediaHealth, Supervisor};
 use crate::web::ClaimOutcome;
@@ -101,6 +103,8 @@ struct PresenceInfo {
     video: Option<VideoInfo>,
     audio: Option<AudioInfo>,
     controls: Vec<ControlInfo>,
+    /// `Some` while a relay is configured.
+    relay: Option<RelayInfo>,
 }
 
 impl PresenceInfo {
@@ -116,7 +120,27 @@ impl PresenceInfo {
             self.controls.clone(),
         )
         .with_nonce(nonce)
+        .with_relay(self.relay.clone())
     }
+}
+
+fn relay_info(viewers: u64, up: bool) -> RelayInfo {
+    RelayInfo {
+        state: if up { "up" } else { "down" }.into(),
+        viewers,
+    }
+}
+
+/// The relay's next state change; never, without a relay.
+async fn relay_changed(relay: &mut Option<RelayHandle>) -> RelayState {
+    let Some(r) = relay else {
+        return std::future::pending().await;
+    };
+    if r.state.changed().await.is_err() {
+        // The relay task ended: nothing will change any more.
+        return std::future::pending().await;
+    }
+    r.state.borrow_and_update().clone()
 }
 
 /// The running daemon: everything the loop owns.
@@ -146,6 +170,7 @@ struct Daemon {
     supervisor: Supervisor,
     health: MediaHealth,
     chores: Housekeeping,
+    relay: Option<RelayHandle>,
 }
 
 impl Daemon {
@@ -195,6 +220,7 @@ impl Daemon {
                 channels: config.audio.channels,
             }),
             controls: control_infos(&gpio),
+            relay: config.relay.enabled.then(|| relay_info(0, false)),
         };
 
         let t = Instant::now();
@@ -273,6 +299,16 @@ impl Daemon {
             table_limits(&config),
             ev_tx,
         );
+        let relay = config.relay.enabled.then(|| {
+            crate::relay::task::spawn(
+                config.relay.clone(),
+                &config.device_id,
+                crate::relay::forward::Sources {
+                    video: video.clone(),
+                    audio: audio.clone(),
+                },
+            )
+        });
         let supervisor = Supervisor::new();
         let chores = Housekeeping::new(
             crate::clock::monotonic_us(),
@@ -305,6 +341,7 @@ impl Daemon {
             supervisor,
             health: MediaHealth::default(),
             chores,
+            relay,
         })
     }
 
@@ -339,7 +376,27 @@ impl Daemon {
                         self.chores.presence_changed();
                     }
                 }
+                state = relay_changed(&mut self.relay) => {
+                    self.table.set_relay(state.target);
+                    self.presence.relay = Some(relay_info(state.viewers, self.table_relay_up()));
+                    self.chores.presence_changed();
+                }
                 _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn table_relay_up(&self) -> bool {
+        self.relay
+            .as_ref()
+            .is_some_and(|r| r.state.borrow().target.is_some())
+    }
+
+    /// Tells the relay that a viewer was handed over (it feeds Janus now).
+    fn after_message(&mut self) {
+        if self.table.take_handed_over() {
+            if let Some(r) = &self.relay {
+                let _ = r.commands.try_send(RelayCommand::HandedOver);
             }
         }
     }
@@ -363,6 +420,7 @@ impl Daemon {
                 if self.table.len() != before {
                     self.chores.presence_changed();
                 }
+                self.after_message();
             }
         }
     }
@@ -401,9 +459,16 @@ impl Daemon {
                     warn!("the own broker did not take the new keys: {e}");
                 }
             }
+            let before = self.table.authz().key_ids();
             let closed = self.table.set_keys(keys);
             if closed > 0 {
                 info!(closed, "sessions of revoked keys closed");
+            }
+            let after = self.table.authz().key_ids();
+            if before.iter().any(|k| !after.contains(k)) {
+                if let Some(r) = &self.relay {
+                    let _ = r.commands.try_send(RelayCommand::Revoke);
+                }
             }
         }
         if self.table.key_used(crate::keystore::ADMIN_KEY) {
@@ -435,6 +500,12 @@ impl Daemon {
                 send_p95_us = lat.p95_us,
                 send_samples = lat.samples,
                 keyframe_requests = self.metrics.keyframe_requests(),
+                relay_kbytes = self.relay.as_ref().map(|r| r
+                    .stats
+                    .bytes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    / 1000),
+                relay_viewers = self.relay.as_ref().map(|r| r.state.borrow().viewers),
                 "stats"
             );
         }
@@ -468,6 +539,7 @@ impl Daemon {
             mut ev_rx,
             offline,
             supervisor,
+            relay,
             ..
         } = self;
         info!(sessions = table.len(), "shutting down");
@@ -486,6 +558,9 @@ impl Daemon {
             Ok(()) if !config.gpio.is_empty() => info!("every output is at its safe value"),
             Ok(()) => {}
             Err(e) => warn!("could not put every output in its safe state: {e}"),
+        }
+        if let Some(r) = relay {
+            r.stop().await;
         }
         link.publish_status(offline);
         link.disconnect();

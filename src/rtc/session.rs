@@ -311,6 +311,7 @@ impl Session {
                 self.send(DeviceMessage::Error {
                     code: ErrorCode::Internal,
                     message: e.to_string(),
+                    relay: None,
                 });
                 self.ended(None).await;
                 return;
@@ -319,7 +320,11 @@ impl Session {
         let t0 = Instant::now();
         if let Err(Refusal(code, message)) = self.negotiate(&pc, &offer).await {
             info!(sid = %self.sid, ?code, "offer refused: {message}");
-            self.send(DeviceMessage::Error { code, message });
+            self.send(DeviceMessage::Error {
+                code,
+                message,
+                relay: None,
+            });
             let _ = pc.close().await;
             self.ended(None).await;
             return;
@@ -351,7 +356,7 @@ impl Session {
                     Some(SessionInput::Offer(sdp)) => {
                         if let Err(Refusal(code, message)) = self.renegotiate(&pc, &sdp).await {
                             info!(sid = %self.sid, "renegotiation refused: {message}");
-                            self.send(DeviceMessage::Error { code, message });
+                            self.send(DeviceMessage::Error { code, message, relay: None });
                         }
                     }
                 },
@@ -690,6 +695,7 @@ impl Session {
             self.send(DeviceMessage::Error {
                 code: ErrorCode::BadRequest,
                 message: format!("bad candidate: {e}"),
+                relay: None,
             });
         }
     }

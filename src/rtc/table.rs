@@ -5,7 +5,9 @@
 //! effects, starting a session and sending a message, go through traits, so
 //! the whole decision logic is unit-tested in simulated time (table/tests.rs).
 
+use crate::encode::pipeline::VideoCodec;
 use crate::ratelimit::TokenBucket;
+use crate::relay::{RelayMode, RelayTarget};
 use crate::rtc::offer::{OfferError, OfferSummary};
 use crate::rtc::session::{Access, Outbox, SessionEvent, SessionHandle, SessionInput, SessionSpec};
 use crate::signaling::auth::{
@@ -13,7 +15,7 @@ use crate::signaling::auth::{
 };
 use crate::signaling::messages::{
     candidate_body, parse_viewer_envelope, ByeReason, CandidateInit, DeviceMessage, ErrorCode,
-    ViewerMessage, MAX_PAYLOAD,
+    RelayOffer, ViewerMessage, MAX_PAYLOAD,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -100,6 +102,10 @@ pub struct SessionTable {
     bad_mac_logged_us: Option<u64>,
     /// Keys that opened at least one session.
     used_keys: HashSet<String>,
+    /// Where viewers may be handed over to, while the relay is up.
+    relay: Option<RelayTarget>,
+    /// A viewer was handed over since [`SessionTable::take_handed_over`].
+    handed_over: bool,
 }
 
 impl SessionTable {
@@ -131,7 +137,20 @@ impl SessionTable {
             bad_macs: 0,
             bad_mac_logged_us: None,
             used_keys: HashSet::new(),
+            relay: None,
+            handed_over: false,
         }
+    }
+
+    /// The relay's current mountpoint, or `None` while it is down (or not
+    /// configured): viewers are then served directly, within the limits.
+    pub fn set_relay(&mut self, relay: Option<RelayTarget>) {
+        self.relay = relay;
+    }
+
+    /// Whether a viewer was handed over since the last call.
+    pub fn take_handed_over(&mut self) -> bool {
+        std::mem::take(&mut self.handed_over)
     }
 
     /// Live sessions (negotiating or connected).
@@ -189,15 +208,26 @@ impl SessionTable {
     fn refuse(&self, sid: &str, code: ErrorCode, message: impl Into<String>) {
         let message = message.into();
         info!(%sid, ?code, "refused: {message}");
-        self.outbox
-            .send(sid, DeviceMessage::Error { code, message }, None);
+        self.outbox.send(
+            sid,
+            DeviceMessage::Error {
+                code,
+                message,
+                relay: None,
+            },
+            None,
+        );
     }
 
     /// An error on a live session, with its mac when signed.
     fn refuse_live(&self, sid: &str, code: ErrorCode, message: impl Into<String>) {
         let message = message.into();
         info!(%sid, ?code, "refused: {message}");
-        let msg = DeviceMessage::Error { code, message };
+        let msg = DeviceMessage::Error {
+            code,
+            message,
+            relay: None,
+        };
         let mac = self
             .sessions
             .get(sid)
@@ -369,6 +399,10 @@ impl SessionTable {
             );
             return;
         }
+        if let Some(target) = self.relay_for(&sdp) {
+            self.hand_over(sid, target, &grant, now_us);
+            return;
+        }
         let Some(summary) = self.admit(sid, &sdp, now_us) else {
             return;
         };
@@ -382,6 +416,74 @@ impl SessionTable {
         }
         let early = self.take_early(sid, grant.session_key.as_ref(), now_us);
         self.start(sid, sdp, summary, grant, early);
+    }
+
+    /// The relay to send this (authorized) offer to instead of serving it:
+    /// only while the relay is up, only an offer with H.264 (the relay
+    /// carries nothing else), and in `overflow` mode only when the
+    /// device's own sessions are full.
+    fn relay_for(&self, sdp: &str) -> Option<RelayTarget> {
+        let target = self.relay.as_ref()?;
+        let full = self.sessions.len() >= self.limits.max_sessions;
+        if target.mode == RelayMode::Overflow && !full {
+            return None;
+        }
+        let summary = OfferSummary::parse(sdp).ok()?;
+        (summary.video_codec() == Some(VideoCodec::H264)).then(|| target.clone())
+    }
+
+    /// Refuses the offer with `busy` and where to watch instead; the PIN
+    /// sealed under the session key the offer would have had.
+    fn hand_over(&mut self, sid: &str, target: RelayTarget, grant: &Grant, now_us: u64) {
+        if !self.offers.try_take(now_us) {
+            let why = format!(
+                "offers are arriving faster than {} per second; try again shortly",
+                self.limits.offer_rate
+            );
+            self.refuse(sid, ErrorCode::Busy, why);
+            return;
+        }
+        if !self.authz.record_session(sid, grant) {
+            self.refuse(
+                sid,
+                ErrorCode::Busy,
+                "too many recent sessions; try again shortly",
+            );
+            return;
+        }
+        let key = grant.session_key.as_ref();
+        let offer = match key {
+            Some(k) => {
+                let Some(pin_x) = k.seal_pin(sid, &target.pin) else {
+                    self.refuse(sid, ErrorCode::Internal, "the relay PIN is too long");
+                    return;
+                };
+                RelayOffer {
+                    mac: Some(k.relay_mac(&target.janus, target.mountpoint, &pin_x)),
+                    janus: target.janus,
+                    mountpoint: target.mountpoint,
+                    pin: None,
+                    pin_x: Some(pin_x),
+                }
+            }
+            None => RelayOffer {
+                janus: target.janus,
+                mountpoint: target.mountpoint,
+                pin: Some(target.pin),
+                pin_x: None,
+                mac: None,
+            },
+        };
+        info!(%sid, key = grant.key_id.as_deref().unwrap_or("-"), mountpoint = offer.mountpoint,
+              sessions = self.sessions.len(), mode = ?target.mode, "handed the viewer over to the relay");
+        let msg = DeviceMessage::Error {
+            code: ErrorCode::Busy,
+            message: "watch through the relay".into(),
+            relay: Some(Box::new(offer)),
+        };
+        let mac = seal(key, &msg);
+        self.outbox.send(sid, msg, mac);
+        self.handed_over = true;
     }
 
     /// The limits and the SDP, the last checks before a session starts:

@@ -162,6 +162,9 @@ impl Direction {
     }
 }
 
+/// Context of relay PIN encryption and relay macs (docs/protocol.md).
+const RELAY_CONTEXT: &str = "campeer-relay-v2";
+
 /// A session's key K (32 bytes); macs every message after the offer.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionKey([u8; 32]);
@@ -203,6 +206,55 @@ impl SessionKey {
             return false;
         };
         self.hmac(dir, kind, body).verify_slice(&bytes).is_ok()
+    }
+
+    fn relay_hmac(&self, parts: &[&str]) -> HmacSha256 {
+        let mut mac = hmac(&self.0);
+        mac.update(RELAY_CONTEXT.as_bytes());
+        for p in parts {
+            mac.update(b"\n");
+            mac.update(p.as_bytes());
+        }
+        mac
+    }
+
+    /// A relay PIN (at most 32 bytes) encrypted for the viewer of `sid`:
+    /// b64u(PIN XOR HMAC(K, "campeer-relay-v2\n" + sid)). `None` if longer.
+    pub fn seal_pin(&self, sid: &str, pin: &str) -> Option<String> {
+        self.pin_pad(sid, pin.as_bytes())
+            .map(|b| URL_SAFE_NO_PAD.encode(b))
+    }
+
+    /// The PIN back from [`SessionKey::seal_pin`]'s text.
+    pub fn open_pin(&self, sid: &str, sealed: &str) -> Option<String> {
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        String::from_utf8(self.pin_pad(sid, &bytes)?).ok()
+    }
+
+    fn pin_pad(&self, sid: &str, data: &[u8]) -> Option<Vec<u8>> {
+        if data.len() > 32 {
+            return None;
+        }
+        let pad = self.relay_hmac(&[sid]).finalize().into_bytes();
+        Some(data.iter().zip(pad.iter()).map(|(a, b)| a ^ b).collect())
+    }
+
+    /// The `mac` of a relay object: b64u(HMAC(K, "campeer-relay-v2\n" +
+    /// janus + "\n" + mountpoint + "\n" + pin_x)).
+    pub fn relay_mac(&self, janus: &str, mountpoint: u64, pin_x: &str) -> String {
+        let m = mountpoint.to_string();
+        URL_SAFE_NO_PAD.encode(self.relay_hmac(&[janus, &m, pin_x]).finalize().into_bytes())
+    }
+
+    /// Whether a relay object's `mac` is right, in constant time.
+    pub fn verify_relay(&self, janus: &str, mountpoint: u64, pin_x: &str, mac: &str) -> bool {
+        let Some(bytes) = decode_sig(mac) else {
+            return false;
+        };
+        let m = mountpoint.to_string();
+        self.relay_hmac(&[janus, &m, pin_x])
+            .verify_slice(&bytes)
+            .is_ok()
     }
 }
 

@@ -219,7 +219,40 @@ pub enum DeviceMessage {
         code: ErrorCode,
         /// For people.
         message: String,
+        /// With `busy`: where to watch instead (the relay extension,
+        /// docs/protocol.md "Watching through a relay").
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        relay: Option<Box<RelayOffer>>,
     },
+}
+
+/// Where to watch instead of the device: a Janus Streaming mountpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayOffer {
+    /// Janus's HTTP API for viewers.
+    pub janus: String,
+    /// The mountpoint id.
+    pub mountpoint: u64,
+    /// The PIN in clear (open devices only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pin: Option<String>,
+    /// The PIN encrypted under the session key (signed devices).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pin_x: Option<String>,
+    /// The relay object's own mac (signed devices).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mac: Option<String>,
+}
+
+impl DeviceMessage {
+    /// An error with no relay.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> DeviceMessage {
+        DeviceMessage::Error {
+            code,
+            message: message.into(),
+            relay: None,
+        }
+    }
 }
 
 /// Fallback JSON if encoding ever failed (it cannot for these types: no
@@ -348,6 +381,7 @@ impl ProtocolError {
         DeviceMessage::Error {
             code: self.code,
             message: self.message.clone(),
+            relay: None,
         }
     }
 }
@@ -432,9 +466,15 @@ impl TryFrom<Value> for DeviceMessage {
                 let code = ErrorCode::from_wire(&code).ok_or_else(|| {
                     ProtocolError::bad_request(format!("unknown error code {}", quote(&code)))
                 })?;
+                // A relay that does not parse is no relay: the refusal stands.
+                let relay = obj
+                    .get("relay")
+                    .and_then(|r| serde_json::from_value::<RelayOffer>(r.clone()).ok())
+                    .map(Box::new);
                 Ok(DeviceMessage::Error {
                     code,
                     message: required_string(obj, "message", "")?,
+                    relay,
                 })
             }
             other => Err(unknown_type(other)),
@@ -983,7 +1023,8 @@ mod tests {
         assert_eq!(
             DeviceMessage::Error {
                 code: ErrorCode::TooLarge,
-                message: "big".into()
+                message: "big".into(),
+                relay: None,
             }
             .to_json(),
             r#"{"type":"error","code":"too_large","message":"big"}"#
@@ -1049,6 +1090,7 @@ mod tests {
             DeviceMessage::Error {
                 code: ErrorCode::Busy,
                 message: "full \"now\"".into(),
+                relay: None,
             },
         ]
         .into_iter()
@@ -1056,6 +1098,7 @@ mod tests {
         .chain(ErrorCode::ALL.map(|code| DeviceMessage::Error {
             code,
             message: String::new(),
+            relay: None,
         }));
         for m in all {
             let json = m.to_json();
@@ -1163,6 +1206,7 @@ mod tests {
         let err = DeviceMessage::Error {
             code: ErrorCode::Unauthorized,
             message: "no".into(),
+            relay: None,
         };
         assert_eq!(err.mac_input(), ("error", "unauthorized".to_owned()));
         let bye = DeviceMessage::Bye {

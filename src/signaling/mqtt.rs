@@ -193,6 +193,7 @@ async fn run_loop(
                                 message: format!(
                                     "invalid session id {raw:?}: need 8-64 of [A-Za-z0-9_-]"
                                 ),
+                                relay: None,
                             };
                             let _ = client.try_publish(
                                 topics.session_out(&raw),

@@ -75,6 +75,15 @@ pub struct ControlInfo {
 }
 
 /// The presence document.
+/// The relay's part of the presence document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    /// `up` while the mountpoint exists and viewers can be handed over.
+    pub state: String,
+    /// Viewers watching through Janus, as it last said.
+    pub viewers: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Presence {
@@ -105,6 +114,10 @@ pub enum Presence {
         /// The controls offered on the data channel.
         #[serde(default)]
         controls: Vec<ControlInfo>,
+        /// Only while a relay is configured (docs/protocol.md, "Watching
+        /// through a relay").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<RelayInfo>,
     },
     /// The device is gone (clean shutdown, or the broker published its will).
     Offline {
@@ -138,7 +151,16 @@ impl Presence {
             video,
             audio,
             controls,
+            relay: None,
         }
+    }
+
+    /// The same document with the relay's state.
+    pub fn with_relay(mut self, value: Option<RelayInfo>) -> Presence {
+        if let Presence::Online { relay, .. } = &mut self {
+            *relay = value;
+        }
+        self
     }
 
     /// The same document carrying `nonce` (online documents only).
@@ -302,7 +324,8 @@ mod tests {
                 nonce: None,
                 video: None,
                 audio: None,
-                controls: vec![]
+                controls: vec![],
+                relay: None,
             }
         );
         let p = Presence::from_json(br#"{"state":"offline","device":"cam1","at":5}"#).unwrap();

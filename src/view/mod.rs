@@ -9,6 +9,7 @@
 pub mod assemble;
 pub mod audio;
 pub mod control;
+mod relay;
 pub mod report;
 mod signal;
 mod whep;
@@ -54,6 +55,8 @@ enum Event {
     Control(ControlEvent),
     /// Decoded audio so far, ms.
     AudioProgress(f64),
+    /// The far end ended the stream (the relay: Janus hung up).
+    Ended(String),
 }
 
 struct Handler {
@@ -100,9 +103,12 @@ impl PeerConnectionEventHandler for Handler {
 
 /// Runs the viewer; prints the report; exit code 0 when it saw what it was asked to.
 pub async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
-    let report = match &args.whep {
-        Some(url) => whep::view(&args, url).await?,
-        None => view(&args).await?,
+    let report = match (&args.whep, &args.janus, args.mountpoint) {
+        (Some(url), _, _) => whep::view(&args, url).await?,
+        (None, Some(janus), Some(id)) => {
+            relay::watch(&args, janus, id, args.pin.as_deref(), ViewReport::new("")).await?
+        }
+        _ => view(&args).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -268,6 +274,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     let mut latencies: Vec<f64> = Vec::new();
     let mut pli = tokio::time::interval(Duration::from_millis(1000));
     let mut answers = 0u32;
+    let mut break_to_relay: Option<(String, u64, String)> = None;
 
     // Once everything asked for is seen, linger briefly for notifications
     // (only when control calls were made; plain video runs end at once).
@@ -333,13 +340,24 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                         report.bye = Some(reason);
                         break Ok(());
                     }
-                    DeviceMessage::Error { code, message } if have_answer => {
+                    DeviceMessage::Error { code, message, .. } if have_answer => {
                         // A refused renegotiation or candidate: the session
                         // itself goes on (someone may be forging them).
                         warn!(?code, "the device refused a message: {message}");
                         report.late_errors += 1;
                     }
-                    DeviceMessage::Error { code, message } => {
+                    DeviceMessage::Error { relay: Some(r), .. } if !args.no_relay => {
+                        match sig.open_relay(&sid, &r) {
+                            Some(pin) => break_to_relay = Some((r.janus, r.mountpoint, pin)),
+                            None => {
+                                warn!("ignored a relay whose mac does not verify");
+                                report.unverified += 1;
+                                continue;
+                            }
+                        }
+                        break Ok(());
+                    }
+                    DeviceMessage::Error { code, message, .. } => {
                         report.error_code = Some(code);
                         report.error = Some(message);
                         break Ok(());
@@ -348,6 +366,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
             }
             ev = rx.recv() => match ev {
                 None => break Err(anyhow::anyhow!("peer connection events ended")),
+                Some(Event::Ended(why)) => break Err(anyhow::anyhow!(why)),
                 Some(Event::LocalCandidate(c)) => {
                     debug!(candidate = ?c.as_ref().map(|c| &c.candidate), "local candidate");
                     sig.publish(&ViewerMessage::Candidate { candidate: c })
@@ -414,6 +433,11 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     if let Err(e) = &outcome {
         report.error = Some(e.to_string());
     }
+    if let Some((janus, id, pin)) = break_to_relay {
+        let _ = pc.close().await;
+        sig.close().await;
+        return relay::watch(args, &janus, id, Some(&pin), report).await;
+    }
     report.finish(&mut latencies);
     report.audio = audio_state
         .lock()
@@ -426,6 +450,69 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     let _ = pc.close().await;
     sig.close().await;
     Ok(report)
+}
+
+/// Receives media on a connected (or connecting) peer connection that has
+/// no signaling left to do (WHEP, the relay) until the run is complete,
+/// the deadline passes or the connection fails; then fills in `report`.
+async fn receive(
+    args: &ViewArgs,
+    pc: &Arc<dyn PeerConnection>,
+    rx: &mut mpsc::Receiver<Event>,
+    report: &mut ViewReport,
+    offer_at: Instant,
+    deadline: tokio::time::Instant,
+    audio_state: &Arc<std::sync::Mutex<Option<AudioReceiver>>>,
+) {
+    let mut latencies = Vec::new();
+    let mut pli = tokio::time::interval(Duration::from_millis(1000));
+    loop {
+        if !args.hold && video_done(args, report) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                if !args.hold {
+                    report.error = Some(format!("timeout after {} s", args.timeout));
+                }
+                break;
+            }
+            ev = rx.recv() => match ev {
+                None => { report.error = Some("peer connection events ended".into()); break; }
+                Some(Event::State(s)) => match s {
+                    RTCPeerConnectionState::Connected => {
+                        report.connected_ms.get_or_insert(offer_at.elapsed().as_secs_f64() * 1e3);
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        report.error = Some(format!("connection {s}"));
+                        break;
+                    }
+                    _ => {}
+                },
+                Some(Event::AudioProgress(ms)) => report.audio_decoded_ms = ms,
+                Some(Event::Frame(obs)) => {
+                    if obs.keyframe {
+                        report.keyframes += 1;
+                    }
+                    report.observe_frame(&obs, offer_at, &mut latencies);
+                }
+                Some(Event::Ended(why)) => {
+                    report.error = Some(why);
+                    break;
+                }
+                Some(_) => {}
+            },
+            _ = pli.tick(), if report.frames == 0 => {
+                report.plis_sent += send_pli(pc).await;
+            }
+        }
+    }
+    report.finish(&mut latencies);
+    report.audio = audio_state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|a| a.report());
 }
 
 /// How long the viewer stays after its calls were answered, for notifications.

@@ -25,6 +25,11 @@ pub struct FrameObservation {
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct ViewReport {
     pub sid: String,
+    /// The Janus mountpoint watched, when the device handed the viewer
+    /// over to its relay (or `--janus` was given).
+    pub relay_mountpoint: Option<u64>,
+    /// Janus's URL then.
+    pub relay_janus: Option<String>,
     /// With `--whep`: the HTTP status of the `POST`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,

@@ -3,7 +3,7 @@
 use crate::cli::ViewArgs;
 use crate::config::{MqttConfig, MqttTarget};
 use crate::signaling::auth::{Direction, SessionKey};
-use crate::signaling::messages::{parse_device_envelope, DeviceMessage, ViewerMessage};
+use crate::signaling::messages::{parse_device_envelope, DeviceMessage, RelayOffer, ViewerMessage};
 use crate::signaling::mqtt_options::mqtt_options;
 use crate::signaling::presence::Presence;
 use crate::signaling::topics::Topics;
@@ -160,6 +160,19 @@ impl ViewerSignal {
 
     /// Publishes one message to the device (QoS 1), with its mac when the
     /// session is signed.
+    /// The PIN of a relay the device sent, if the relay verifies: sealed
+    /// under the session key on a signed device, in clear on an open one.
+    pub fn open_relay(&self, sid: &str, r: &RelayOffer) -> Option<String> {
+        match &self.key {
+            None => r.pin.clone(),
+            Some(k) => {
+                let pin_x = r.pin_x.as_deref()?;
+                k.verify_relay(&r.janus, r.mountpoint, pin_x, r.mac.as_deref()?)
+                    .then(|| k.open_pin(sid, pin_x))?
+            }
+        }
+    }
+
     pub fn publish(&self, msg: &ViewerMessage) {
         let mac = match (&self.key, msg.mac_input()) {
             (Some(k), Some((kind, body))) => Some(k.mac(Direction::In, kind, &body)),

@@ -4,15 +4,15 @@
 //! `201`, and the resource is `DELETE`d at the end. Plain `http://` only.
 
 use super::report::ViewReport;
-use super::{send_pli, strip_line_end, video_done, Event, Handler};
+use super::{receive, strip_line_end, Event, Handler};
 use crate::cli::ViewArgs;
 use crate::config::WebRtcConfig;
+use crate::http_client::Exchange;
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::signaling::auth::key_password;
 use crate::whep::resources::with_candidates;
 use anyhow::{bail, Context};
-use axum::body::Body;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
-use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
+use webrtc::peer_connection::PeerConnection;
 
 /// Longest answer read, bytes.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -46,7 +46,7 @@ fn token(args: &ViewArgs) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// One HTTP/1.1 exchange on a fresh connection: status, headers, body.
+/// One WHEP exchange: status, headers, body.
 async fn exchange(
     url: &url::Url,
     method: Method,
@@ -54,45 +54,16 @@ async fn exchange(
     content_type: Option<&str>,
     body: String,
 ) -> anyhow::Result<(StatusCode, hyper::HeaderMap, String)> {
-    if url.scheme() != "http" {
-        bail!("--whep takes http:// URLs only");
+    let resp = Exchange {
+        bearer: token,
+        content_type,
+        body,
+        max_body: MAX_ANSWER,
+        ..Exchange::new(method, url)
     }
-    let host = url.host_str().context("the WHEP URL has no host")?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .with_context(|| format!("connecting to {host}:{port}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    let conn = tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!("WHEP connection: {e}");
-        }
-    });
-    let host_header = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_owned(),
-    };
-    let mut req = Request::builder()
-        .method(method)
-        .uri(url.path())
-        .header(hyper::header::HOST, host_header);
-    if let Some(t) = token {
-        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    if let Some(ct) = content_type {
-        req = req.header(hyper::header::CONTENT_TYPE, ct);
-    }
-    let resp = sender.send_request(req.body(Body::from(body))?).await?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = axum::body::to_bytes(Body::new(resp.into_body()), MAX_ANSWER).await?;
-    conn.abort();
-    Ok((
-        status,
-        headers,
-        String::from_utf8_lossy(&bytes).into_owned(),
-    ))
+    .send()
+    .await?;
+    Ok((resp.status, resp.headers, resp.body))
 }
 
 /// The whole WHEP viewer session.
@@ -183,51 +154,16 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
     report.set_answer(&body);
     pc.set_remote_description(RTCSessionDescription::answer(body)?)
         .await?;
-    let mut latencies = Vec::new();
-    let mut pli = tokio::time::interval(Duration::from_millis(1000));
-    loop {
-        if !args.hold && video_done(args, &report) {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                if !args.hold {
-                    report.error = Some(format!("timeout after {} s", args.timeout));
-                }
-                break;
-            }
-            ev = rx.recv() => match ev {
-                None => { report.error = Some("peer connection events ended".into()); break; }
-                Some(Event::State(s)) => match s {
-                    RTCPeerConnectionState::Connected => {
-                        report.connected_ms.get_or_insert(offer_at.elapsed().as_secs_f64() * 1e3);
-                    }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        report.error = Some(format!("connection {s}"));
-                        break;
-                    }
-                    _ => {}
-                },
-                Some(Event::AudioProgress(ms)) => report.audio_decoded_ms = ms,
-                Some(Event::Frame(obs)) => {
-                    if obs.keyframe {
-                        report.keyframes += 1;
-                    }
-                    report.observe_frame(&obs, offer_at, &mut latencies);
-                }
-                Some(_) => {}
-            },
-            _ = pli.tick(), if report.frames == 0 => {
-                report.plis_sent += send_pli(&pc).await;
-            }
-        }
-    }
-    report.finish(&mut latencies);
-    report.audio = audio_state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|a| a.report());
+    receive(
+        args,
+        &pc,
+        &mut rx,
+        &mut report,
+        offer_at,
+        deadline,
+        &audio_state,
+    )
+    .await;
     if let Some(r) = resource {
         match exchange(&r, Method::DELETE, token.as_deref(), None, String::new()).await {
             Ok((s, _, _)) if s.is_success() => debug!("WHEP resource deleted"),

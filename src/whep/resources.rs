@@ -162,7 +162,7 @@ impl Resources {
                 Stage::Gathering { .. } => Some(r.go_live()),
                 _ => None,
             },
-            DeviceMessage::Error { code, message } => {
+            DeviceMessage::Error { code, message, .. } => {
                 if matches!(r.stage, Stage::Live) {
                     // A refused candidate on a live session: it goes on.
                     return None;
@@ -356,6 +356,7 @@ mod tests {
         let err = DeviceMessage::Error {
             code: ErrorCode::BadRequest,
             message: "bad candidate".into(),
+            relay: None,
         };
         assert_eq!(r.on_device("a", err, 2 * SEC), None);
         assert_eq!(r.len(), 1);
@@ -394,6 +395,7 @@ mod tests {
         let busy = DeviceMessage::Error {
             code: ErrorCode::Busy,
             message: "session limit reached (1 of 1)".into(),
+            relay: None,
         };
         assert_eq!(
             r.on_device("a", busy, 0),

@@ -246,7 +246,7 @@ fn a_replayed_offer_cannot_open_a_second_session() {
     b.send(SID, &offer, 2 * period + 3);
     assert_eq!(b.spawned(), 1);
     let sent = b.sent();
-    let DeviceMessage::Error { code, message } = &sent[0].1 else {
+    let DeviceMessage::Error { code, message, .. } = &sent[0].1 else {
         panic!("{sent:?}")
     };
     assert_eq!(*code, ErrorCode::Unauthorized);
@@ -581,4 +581,129 @@ fn direct_candidates_bye_and_bad_offers() {
     let inputs = b.inputs(0);
     assert_eq!(inputs.len(), REMOTE_CANDIDATES_MAX + 1);
     assert!(matches!(inputs.last(), Some(SessionInput::Bye)));
+}
+
+// The relay: who is handed over, and what they are given.
+
+fn relay(mode: crate::relay::RelayMode) -> Option<crate::relay::RelayTarget> {
+    Some(crate::relay::RelayTarget {
+        janus: "http://127.0.0.1:8088/janus".into(),
+        mountpoint: 77,
+        pin: "pin-0123456789".into(),
+        mode,
+    })
+}
+
+fn relay_offer(m: &DeviceMessage) -> Option<&RelayOffer> {
+    match m {
+        DeviceMessage::Error {
+            code: ErrorCode::Busy,
+            relay: Some(r),
+            ..
+        } => Some(r),
+        _ => None,
+    }
+}
+
+#[test]
+fn overflow_viewers_get_the_relay_sealed_under_their_session_key() {
+    let mut b = bench_with(OfferAuthorizer::signed(keys(), [0; 16], 0), 1);
+    b.table.set_relay(relay(crate::relay::RelayMode::Overflow));
+    let (first, _) = b.offer(SID, "phone", SECRET, "control", SDP);
+    b.send(SID, &first, SEC);
+    assert_eq!(b.spawned(), 1, "room left: served directly");
+    assert!(!b.table.take_handed_over());
+    let (second, sig) = b.offer("sessionB2", "wall", b"wall-secret-0123456789", "view", SDP);
+    b.send("sessionB2", &second, SEC);
+    assert_eq!(
+        b.spawned(),
+        1,
+        "no peer connection for a handed-over viewer"
+    );
+    assert!(b.table.take_handed_over());
+    let sent = b.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (sid, msg, mac) = &sent[0];
+    assert_eq!(sid, "sessionB2");
+    let k = SessionKey::derive(b"wall-secret-0123456789", &sig);
+    assert!(k.verify(Direction::Out, "error", "busy", mac.as_deref()));
+    let r = relay_offer(msg).expect("a relay");
+    assert_eq!(
+        (r.janus.as_str(), r.mountpoint),
+        ("http://127.0.0.1:8088/janus", 77)
+    );
+    assert!(r.pin.is_none(), "never in clear on a signed device");
+    let pin_x = r.pin_x.as_deref().unwrap();
+    assert_eq!(
+        k.open_pin("sessionB2", pin_x).as_deref(),
+        Some("pin-0123456789")
+    );
+    assert!(k.verify_relay(&r.janus, 77, pin_x, r.mac.as_deref().unwrap()));
+    assert!(!k.verify_relay(&r.janus, 78, pin_x, r.mac.as_deref().unwrap()));
+    // Another key's K opens nothing.
+    let other = SessionKey::derive(SECRET, &sig);
+    assert_ne!(
+        other.open_pin("sessionB2", pin_x).as_deref(),
+        Some("pin-0123456789")
+    );
+    // The same offer again is a replay, not a second handover.
+    b.send("sessionB2", &second, 2 * SEC);
+    assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::Unauthorized));
+}
+
+#[test]
+fn all_mode_hands_over_h264_offers_only_and_only_while_up() {
+    let mut b = bench();
+    b.table.set_relay(relay(crate::relay::RelayMode::All));
+    let (o, _) = b.offer(SID, "phone", SECRET, "view", SDP);
+    b.send(SID, &o, SEC);
+    assert_eq!(b.spawned(), 0);
+    assert!(relay_offer(&b.sent()[0].1).is_some());
+    // VP8 only: the relay cannot carry it; served directly.
+    let vp8 = SDP.replace("H264/90000", "VP8/90000");
+    let (o, _) = b.offer("sessionC3", "phone", SECRET, "view", &vp8);
+    b.send("sessionC3", &o, SEC);
+    assert_eq!(b.spawned(), 1);
+    // Relay down: everyone direct again.
+    b.table.set_relay(None);
+    let (o, _) = b.offer("sessionD4", "phone", SECRET, "view", SDP);
+    b.send("sessionD4", &o, SEC);
+    assert_eq!(b.spawned(), 2);
+    assert!(b.sent().iter().all(|(_, m, _)| relay_offer(m).is_none()));
+}
+
+#[test]
+fn unauthorized_offers_never_learn_the_relay() {
+    let mut b = bench_with(OfferAuthorizer::signed(keys(), [0; 16], 0), 1);
+    b.table.set_relay(relay(crate::relay::RelayMode::All));
+    let (o, _) = b.offer(SID, "phone", b"not-the-secret-at-all", "view", SDP);
+    b.send(SID, &o, SEC);
+    let unsigned = serde_json::json!({"type":"offer","sdp":SDP}).to_string();
+    b.send("sessionE5", &unsigned, SEC);
+    let sent = b.sent();
+    assert_eq!(sent.len(), 2);
+    for (_, m, _) in &sent {
+        assert_eq!(error_code(m), Some(ErrorCode::Unauthorized));
+        assert!(relay_offer(m).is_none());
+        assert!(!m.to_json().contains("8088"), "{m:?}");
+    }
+    assert!(!b.table.take_handed_over());
+}
+
+#[test]
+fn open_devices_hand_over_the_pin_in_clear() {
+    let mut b = bench_with(OfferAuthorizer::open([0; 16], 0), 4);
+    b.table.set_relay(relay(crate::relay::RelayMode::All));
+    b.send(
+        SID,
+        &serde_json::json!({"type":"offer","sdp":SDP}).to_string(),
+        SEC,
+    );
+    let sent = b.sent();
+    let r = relay_offer(&sent[0].1).expect("relay");
+    assert_eq!(r.pin.as_deref(), Some("pin-0123456789"));
+    assert!(r.pin_x.is_none() && r.mac.is_none() && sent[0].2.is_none());
+    let json: serde_json::Value = serde_json::from_str(&sent[0].1.to_json()).unwrap();
+    assert_eq!(json["relay"]["mountpoint"], 77);
+    assert_eq!(json["code"], "busy");
 }

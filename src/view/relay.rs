@@ -1,0 +1,183 @@
+//! `campeer view` watching through the device's Janus relay: the device
+//! refused the offer with `busy` and a relay (docs/protocol.md, "Watching
+//! through a relay"), or `--janus` named a mountpoint. Janus offers, the
+//! viewer answers (candidates gathered first), a task keeps the Janus
+//! session alive and turns a hang-up into the end of the run; the media
+//! part is the same as every other viewer's.
+
+use super::report::ViewReport;
+use super::{receive, Event, Handler};
+use crate::cli::ViewArgs;
+use crate::config::WebRtcConfig;
+use crate::encode::pipeline::VideoCodec;
+use crate::relay::janus::{plugin_data, Handle, Janus};
+use crate::rtc::engine::{Role, RtcEngine};
+use crate::whep::resources::with_candidates;
+use anyhow::{bail, Context};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+/// How long local candidate gathering may take before the answer goes.
+const GATHER_WAIT: Duration = Duration::from_secs(3);
+/// Janus ends sessions after 60 s without a request.
+const KEEPALIVE: Duration = Duration::from_secs(25);
+
+/// Watches mountpoint `id` on `janus` with `pin`; `report` carries what the
+/// device exchange already measured.
+pub async fn watch(
+    args: &ViewArgs,
+    janus_url: &str,
+    id: u64,
+    pin: Option<&str>,
+    mut report: ViewReport,
+) -> anyhow::Result<ViewReport> {
+    report.relay_mountpoint = Some(id);
+    report.relay_janus = Some(janus_url.to_owned());
+    info!(
+        janus = janus_url,
+        mountpoint = id,
+        "watching through the relay"
+    );
+    let janus = Janus::new(janus_url).context("the relay's Janus URL")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let started = Instant::now();
+    let h = janus.attach("janus.plugin.streaming").await?;
+    let mut body = json!({"request": "watch", "id": id});
+    if let Some(p) = pin {
+        body["pin"] = json!(p);
+    }
+    let offer_at = Instant::now();
+    janus.send(h, body, None).await?;
+    let offer = match next_offer(&janus, h, deadline).await {
+        Ok(o) => o,
+        Err(e) => {
+            report.error = Some(format!("the relay refused: {e:#}"));
+            let _ = janus.destroy(h.session).await;
+            return Ok(report);
+        }
+    };
+    report.answer_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
+    let cfg = WebRtcConfig {
+        include_loopback: true,
+        ..WebRtcConfig::default()
+    };
+    let engine = RtcEngine::new(&cfg, Role::Offerer)?;
+    let (tx, mut rx) = mpsc::channel(1024);
+    let audio_state = Arc::new(std::sync::Mutex::new(None));
+    let pc = engine
+        .build(Arc::new(Handler {
+            tx: tx.clone(),
+            started,
+            codec: VideoCodec::H264,
+            audio: audio_state.clone(),
+        }))
+        .await?;
+    pc.set_remote_description(RTCSessionDescription::offer(offer)?)
+        .await?;
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer).await?;
+    let mut candidates = Vec::new();
+    let gather_deadline = tokio::time::Instant::now() + GATHER_WAIT;
+    loop {
+        match tokio::time::timeout_at(gather_deadline, rx.recv()).await {
+            Ok(Some(Event::LocalCandidate(Some(c)))) => candidates.push(c.candidate),
+            Ok(Some(Event::LocalCandidate(None))) | Err(_) => break,
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("peer connection events ended"),
+        }
+    }
+    let sdp = pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .context("no local description")?;
+    let jsep = json!({"type": "answer", "sdp": with_candidates(&sdp, &candidates)});
+    janus
+        .send(h, json!({"request": "start"}), Some(jsep))
+        .await?;
+    let keeper = tokio::spawn(keep(janus.clone(), h, tx));
+    receive(
+        args,
+        &pc,
+        &mut rx,
+        &mut report,
+        offer_at,
+        deadline,
+        &audio_state,
+    )
+    .await;
+    keeper.abort();
+    let _ = janus.destroy(h.session).await;
+    if let Err(e) = pc.close().await {
+        debug!("close: {e}");
+    }
+    Ok(report)
+}
+
+/// The SDP of the offer Janus sends after `watch`, or why there is none
+/// (a wrong PIN, no such mountpoint, ...).
+async fn next_offer(
+    janus: &Janus,
+    h: Handle,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<String> {
+    loop {
+        let events = tokio::time::timeout_at(deadline, janus.poll(h.session))
+            .await
+            .context("no offer from Janus in time")??;
+        for ev in events {
+            if ev["janus"] != "event" {
+                debug!(event = %ev, "Janus");
+                continue;
+            }
+            plugin_data(&ev)?;
+            if let Some(sdp) = ev["jsep"]["sdp"].as_str() {
+                return Ok(sdp.to_owned());
+            }
+        }
+    }
+}
+
+/// Keeps the Janus session alive and watches its events: a hang-up or a
+/// lost session ends the run.
+async fn keep(janus: Janus, h: Handle, tx: mpsc::Sender<Event>) {
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = janus.keepalive(h.session).await {
+                    let _ = tx.send(Event::Ended(format!("relay keepalive: {e}"))).await;
+                    return;
+                }
+            }
+            events = janus.poll(h.session) => match events {
+                Ok(events) => {
+                    if let Some(why) = events.iter().find_map(hang_up) {
+                        let _ = tx.send(Event::Ended(why)).await;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Event::Ended(format!("relay: {e}"))).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn hang_up(ev: &Value) -> Option<String> {
+    match ev["janus"].as_str() {
+        Some("hangup") => Some(format!(
+            "the relay hung up: {}",
+            ev["reason"].as_str().unwrap_or("no reason")
+        )),
+        Some("detached") => Some("the relay detached the viewer".into()),
+        _ => None,
+    }
+}
