@@ -899,6 +899,11 @@ async fn start_http(
             .map(PageIceServer::from)
             .collect(),
         own_broker: broker.is_some(),
+        relay_origin: config
+            .relay
+            .enabled
+            .then(|| crate::web::origin_of(config.relay.viewer_url()))
+            .flatten(),
         ..PageConfig::default()
     };
     if page.ws_url.is_none() && mqtt.is_none() {

@@ -40,7 +40,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionIceEvent,
@@ -108,7 +108,7 @@ pub async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
         (None, Some(janus), Some(id)) => {
             relay::watch(&args, janus, id, args.pin.as_deref(), ViewReport::new("")).await?
         }
-        _ => view(&args).await?,
+        _ => view_rejoining(&args).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -120,6 +120,36 @@ pub async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Pause before going back to the device after losing the relay.
+const REJOIN_PAUSE: Duration = Duration::from_secs(1);
+
+/// [`view`], going back to the device whenever the relay is lost (Janus
+/// restarted, say) while time remains: the device then answers directly
+/// or hands over to its new mountpoint, as the page does.
+async fn view_rejoining(args: &ViewArgs) -> anyhow::Result<ViewReport> {
+    let end = Instant::now() + Duration::from_secs(args.timeout);
+    let mut report = view(args).await?;
+    while report.relay_lost && !args.no_relay {
+        tokio::time::sleep(REJOIN_PAUSE).await;
+        let left = end.saturating_duration_since(Instant::now()).as_secs();
+        if left == 0 {
+            break;
+        }
+        info!(
+            left_s = left,
+            why = report.error.as_deref().unwrap_or("-"),
+            "the relay was lost; going back to the device"
+        );
+        let again = ViewArgs {
+            timeout: left,
+            ..args.clone()
+        };
+        let next = view(&again).await?;
+        report.rejoin(next);
+    }
+    Ok(report)
 }
 
 /// The whole viewer session, returning what was observed.

@@ -56,6 +56,8 @@ pub async fn watch(
         Ok(o) => o,
         Err(e) => {
             report.error = Some(format!("the relay refused: {e:#}"));
+            // An old mountpoint (Janus restarted) or PIN: ask the device again.
+            report.relay_lost = true;
             let _ = janus.destroy(h.session).await;
             return Ok(report);
         }
@@ -111,6 +113,8 @@ pub async fn watch(
     )
     .await;
     keeper.abort();
+    // Anything but the deadline or a complete run ended the stream under us.
+    report.relay_lost = tokio::time::Instant::now() < deadline && report.error.is_some();
     let _ = janus.destroy(h.session).await;
     if let Err(e) = pc.close().await {
         debug!("close: {e}");

@@ -22,6 +22,16 @@ pub struct FrameObservation {
 }
 
 /// The viewer's findings.
+/// One return to the device after the relay was lost.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rejoin {
+    pub relay_mountpoint: Option<u64>,
+    pub frames: u64,
+    pub stamped_frames: u64,
+    pub first_frame_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct ViewReport {
     pub sid: String,
@@ -30,6 +40,12 @@ pub struct ViewReport {
     pub relay_mountpoint: Option<u64>,
     /// Janus's URL then.
     pub relay_janus: Option<String>,
+    /// The relayed stream ended under the viewer (Janus hung up, went
+    /// away or the connection failed).
+    pub relay_lost: bool,
+    /// Each time the viewer went back to the device after losing the
+    /// relay, and what it got then.
+    pub rejoins: Vec<Rejoin>,
     /// With `--whep`: the HTTP status of the `POST`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
@@ -179,6 +195,21 @@ impl ViewReport {
     }
 
     /// Whether the run met what was asked.
+    /// Records a later run after the relay was lost; its outcome is the
+    /// run's outcome.
+    pub fn rejoin(&mut self, next: ViewReport) {
+        self.rejoins.push(Rejoin {
+            relay_mountpoint: next.relay_mountpoint,
+            frames: next.frames,
+            stamped_frames: next.stamped_frames,
+            first_frame_ms: next.first_frame_ms,
+            error: next.error.clone(),
+        });
+        self.relay_lost = next.relay_lost;
+        self.error = next.error;
+        self.error_code = next.error_code;
+    }
+
     pub fn success(&self, args: &ViewArgs) -> bool {
         if self.error.is_some() || self.error_code.is_some() {
             return false;

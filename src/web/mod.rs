@@ -70,6 +70,10 @@ pub struct PageConfig {
     /// from [`Hooks::claimable`]; the value given to [`serve`] is ignored.
     #[serde(default)]
     pub claimable: bool,
+    /// The origin of the relay's Janus API (`[relay]`), which the page's
+    /// content security policy must let it call.
+    #[serde(skip)]
+    pub relay_origin: Option<String>,
 }
 
 /// One STUN or TURN server, as the browser's `RTCIceServer`.
@@ -107,6 +111,7 @@ impl Default for PageConfig {
             ice_servers: Vec::new(),
             own_broker: false,
             claimable: false,
+            relay_origin: None,
         }
     }
 }
@@ -360,11 +365,23 @@ async fn serve_listeners(
 }
 
 // The page's scripts, styles and media come from the device itself; the
-// broker may be on another port or host, hence ws: and wss:.
-const CSP: &str =
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-                   media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; \
-                   frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+// broker may be on another port or host, hence ws: and wss:; the relay's
+// Janus, if any, is the one other origin it may call.
+fn csp(relay_origin: Option<&str>) -> String {
+    let relay = relay_origin.map(|o| format!(" {o}")).unwrap_or_default();
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+         media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:{relay}; \
+         frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+}
+
+/// The origin (`scheme://host[:port]`) of a URL, for the CSP.
+pub fn origin_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let origin = u.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
 
 async fn handle(State(site): State<Arc<Site>>, req: Request) -> Response {
     let method = req.method().clone();
@@ -622,14 +639,14 @@ fn respond(site: &Site, path: &str, headers: &HeaderMap) -> Response {
                 p => p.strip_prefix('/').unwrap_or(p),
             };
             match assets::find(name) {
-                Some(a) => asset(a, headers),
+                Some(a) => asset(a, headers, site.page.relay_origin.as_deref()),
                 None => plain(StatusCode::NOT_FOUND, "not found\n"),
             }
         }
     }
 }
 
-fn asset(a: &'static assets::Asset, headers: &HeaderMap) -> Response {
+fn asset(a: &'static assets::Asset, headers: &HeaderMap, relay_origin: Option<&str>) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -652,10 +669,9 @@ fn asset(a: &'static assets::Asset, headers: &HeaderMap) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::ETAG, HeaderValue::from_static(a.etag));
     if a.content_type.starts_with("text/html") {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
+        if let Ok(v) = HeaderValue::from_str(&csp(relay_origin)) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
     }
     common_headers(&mut r);
     r

@@ -81,6 +81,7 @@ fn page() -> PageConfig {
         ],
         own_broker: true,
         claimable: false,
+        relay_origin: None,
     }
 }
 
@@ -614,4 +615,23 @@ async fn slow_heads_and_silent_websockets_are_dropped() {
         .expect("a ping in time");
     assert_eq!(op, 9, "a ping");
     assert!(closed_by_server(&mut s, Duration::from_secs(5)).await);
+}
+
+#[test]
+fn the_csp_lets_the_page_call_only_its_relay() {
+    assert_eq!(
+        origin_of("http://relay.example:8088/janus").as_deref(),
+        Some("http://relay.example:8088")
+    );
+    assert_eq!(
+        origin_of("https://relay.example/janus").as_deref(),
+        Some("https://relay.example")
+    );
+    assert_eq!(origin_of("not a url"), None);
+    let with = csp(Some("http://relay.example:8088"));
+    assert!(
+        with.contains("connect-src 'self' ws: wss: http://relay.example:8088;"),
+        "{with}"
+    );
+    assert!(!csp(None).contains("http"), "no relay, no other origin");
 }

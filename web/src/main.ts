@@ -8,6 +8,12 @@
 // once a session plays. A refused key never leads to a retry: it needs the
 // user (pair again).
 //
+// Relay (PROTOCOL.md, "Watching through a relay"): a device that refuses
+// the offer `busy` with a relay object that checks out hands the page to
+// its Janus relay. The page then watches there (relay.ts) with the same
+// video element and figures, without the control channel, and when that
+// stream ends it goes back to calling the device, with the same backoff.
+//
 // Authorization (PROTOCOL.md section 5): a pairing link (`#pair=id.secret`)
 // gives the page a key, kept per device in localStorage. On a signed device
 // the page logs in to the device's own broker with it, fetches its ICE
@@ -32,6 +38,7 @@ import {
 import { Rpc, RpcError } from "./rpc";
 import { forcedCodec } from "./codecs";
 import { EndReason, Session, SessionState, Signaling, errText } from "./session";
+import { JanusWatch, RelayState, RelayTarget, reachableFrom } from "./relay";
 import { Stamp, diffMod32, readStamp } from "./stamp";
 import { MqttState, Ui, fmtBitrate, fmtMs } from "./ui";
 
@@ -42,6 +49,7 @@ type ViewerState =
   | "need-key"
   | "no-nonce"
   | "signaling"
+  | "relay"
   | "connecting"
   | "connected"
   | "playing"
@@ -76,6 +84,10 @@ interface Exposed {
   claimLink: string | null;
   sid: string | null;
   sessions: number;
+  /** The relay the page watches through (PIN left out), null when watching directly or not at all. */
+  relay: { janus: string; mountpoint: number; state: RelayState } | null;
+  /** How many times the page was handed to a relay. */
+  relays: number;
   videoWidth: number;
   videoHeight: number;
   framesSeen: number;
@@ -139,6 +151,8 @@ class Viewer {
     claimLink: null,
     sid: null,
     sessions: 0,
+    relay: null,
+    relays: 0,
     videoWidth: 0,
     videoHeight: 0,
     framesSeen: 0,
@@ -169,6 +183,10 @@ class Viewer {
   private client: MqttClient | null = null;
   private failedConnects = 0;
   private session: Session | null = null;
+  /** The watch through the device's relay, instead of a session. */
+  private relay: JanusWatch | null = null;
+  /** When the offer that the relay hand-over answered went out. */
+  private relayOfferSentAt: number | null = null;
   private rpc: Rpc | null = null;
   private key: StoredKey | null = null;
   private ladder: RoleLadder | null = null;
@@ -242,6 +260,10 @@ class Viewer {
     setInterval(() => void this.stats(), STATS_EVERY_MS);
     setInterval(() => void this.ping(), PING_EVERY_MS);
     window.addEventListener("pagehide", () => this.leave());
+    // The daemon's policy decides whom the page may fetch from (a relay, say).
+    document.addEventListener("securitypolicyviolation", (e) => {
+      this.error("csp", `the page's security policy blocked ${e.blockedURI} (${e.effectiveDirective})`);
+    });
     // A hidden tab presents no frames: that is not a stalled stream.
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") this.lastFrameAt = performance.now();
@@ -515,13 +537,13 @@ class Viewer {
     if (auth !== this.st.auth) {
       this.log(`the camera is ${auth === "open" ? "open" : "signed"}`);
       this.st.auth = auth;
-      if (this.session) this.endSession(true);
+      if (this.active()) this.endSession(true);
       this.iceServers = null;
       this.loadIce();
     }
     if (p.state === "offline") {
       if (was !== "offline") this.log("camera offline", "bad");
-      if (this.session) this.endSession(false);
+      if (this.active()) this.endSession(false);
       this.cancelRestart();
       this.render();
       return;
@@ -534,12 +556,12 @@ class Viewer {
       // Back after an absence: if the running session shows no new frame
       // within a second, it died with the old process (a crash sends no
       // bye); start anew rather than wait for ICE to notice.
-      const s = this.session;
+      const s = this.active();
       if (s && p.video) {
         const since = performance.now();
         setTimeout(() => {
           const visible = document.visibilityState === "visible";
-          if (this.session === s && this.lastFrameAt < since && visible) {
+          if (this.active() === s && this.lastFrameAt < since && visible) {
             this.log("camera is back but the picture stopped: new session");
             this.endSession(true);
             this.cancelRestart();
@@ -558,7 +580,7 @@ class Viewer {
 
   /** Starts a session if one should run and none does. */
   private ensureSession(): void {
-    if (this.session || this.restartTimer || this.halted) return;
+    if (this.active() || this.restartTimer || this.halted) return;
     if (this.st.mqtt !== "connected" || this.st.device?.state !== "online") return;
     const signed = this.st.auth === "signed";
     if (signed && !this.key) {
@@ -604,7 +626,7 @@ class Viewer {
           if (this.session === s) this.onNotification(m, params);
         },
         ended: (why) => {
-          if (this.session === s) this.onEnded(why);
+          if (this.session === s) this.onEnded(why, s);
         },
         unverified: (type) => {
           if (this.session === s) this.onUnverified(type);
@@ -618,15 +640,8 @@ class Viewer {
     this.st.role = role;
     this.st.sid = s.sid;
     this.st.sessions++;
-    this.st.sessionFrames = 0;
     this.st.state = "signaling";
-    this.clock.reset();
-    this.latencies = [];
-    this.st.latencySamples = [];
-    this.keyframeAsked = false;
-    this.stampMisses = 0;
-    this.st.lastStamp = null;
-    this.prevBytes = null;
+    this.resetFigures();
     this.log(`calling the camera (session ${s.sid.slice(0, 6)}…${key ? `, key "${key.id}" as ${role}` : ""})`);
     this.clearTimer("connectTimer");
     this.connectTimer = setTimeout(() => {
@@ -636,6 +651,23 @@ class Viewer {
       if (this.session === s) this.fail(`could not offer: ${errText(e)}`);
     });
     this.render();
+  }
+
+  /** Per-session figures start over with each session (or relay watch). */
+  private resetFigures(): void {
+    this.st.sessionFrames = 0;
+    this.clock.reset();
+    this.latencies = [];
+    this.st.latencySamples = [];
+    this.keyframeAsked = false;
+    this.stampMisses = 0;
+    this.st.lastStamp = null;
+    this.prevBytes = null;
+  }
+
+  /** What the page watches through now: a session to the device, or its relay. */
+  private active(): Session | JanusWatch | null {
+    return this.session ?? this.relay;
   }
 
   private onSessionState(s: Session, state: SessionState): void {
@@ -665,9 +697,15 @@ class Viewer {
     this.render();
   }
 
-  private onEnded(why: EndReason): void {
+  private onEnded(why: EndReason, s: Session): void {
+    // A relay hand-over follows an offer the device accepted in every
+    // respect (key, role): the role is the key's, as with an answer.
+    if (why.kind === "relay") this.roleAccepted();
     this.dropSession();
-    if (why.kind === "bye") {
+    if (why.kind === "relay") {
+      this.log(`the camera sends this viewer to its relay (${why.message || "busy"})`);
+      this.startRelay(why.relay, s.offerSentAt);
+    } else if (why.kind === "bye") {
       this.log(`the camera ended the session (${why.reason})`, why.reason === "shutdown" ? undefined : "bad");
       if (why.reason === "replaced") {
         this.halted = "replaced";
@@ -697,6 +735,78 @@ class Viewer {
     this.render();
   }
 
+  // ---- the relay ----------------------------------------------------------
+
+  /** Watches through the device's relay, with the same video, figures and recovery as a session. */
+  private startRelay(target: RelayTarget, offerSentAt: number | null): void {
+    if (!reachableFrom(window.location.protocol, target.janus)) {
+      this.error("relay", `the relay ${target.janus} is plain http: and this page is https: (the browser blocks it)`);
+      this.scheduleRestart(3000);
+      return;
+    }
+    const r: JanusWatch = new JanusWatch(
+      target,
+      { iceServers: this.iceServers ?? [] },
+      {
+        state: (state) => {
+          if (this.relay === r) this.onRelayState(r, state);
+        },
+        stream: (ms) => {
+          if (this.relay === r) this.ui.attach(ms);
+        },
+        log: (text, tone) => {
+          if (this.relay === r) this.log(`relay: ${text}`, tone);
+        },
+        ended: (message) => {
+          if (this.relay !== r) return;
+          this.error("relay", message);
+          this.dropSession();
+          this.scheduleRestart();
+          this.render();
+        },
+      },
+    );
+    this.relay = r;
+    this.relayOfferSentAt = offerSentAt;
+    this.st.relay = { janus: target.janus, mountpoint: target.mountpoint, state: r.state };
+    this.st.relays++;
+    this.st.state = "relay";
+    // No data channel there: the switches' states would go stale.
+    const unknown: Record<string, ControlState> = {};
+    for (const [name, c] of Object.entries(this.st.controls)) unknown[name] = { direction: c.direction, value: null };
+    this.st.controls = unknown;
+    this.resetFigures();
+    this.mark("relay");
+    this.log(`watching through the relay ${hostOf(target.janus)} (mountpoint ${target.mountpoint}); no controls there`);
+    this.clearTimer("connectTimer");
+    this.connectTimer = setTimeout(() => {
+      if (this.relay === r && r.state !== "connected") this.fail(`no connection to the relay within ${CONNECT_DEADLINE_MS / 1000} s`);
+    }, CONNECT_DEADLINE_MS);
+    void r.start();
+    this.render();
+  }
+
+  private onRelayState(r: JanusWatch, state: RelayState): void {
+    if (this.st.relay) this.st.relay.state = state;
+    if (state === "connecting") {
+      this.st.state = "connecting";
+      this.log("relay: answered its offer, connecting");
+    } else if (state === "connected") {
+      this.mark("connected");
+      this.clearTimer("connectTimer");
+      this.clearTimer("disconnectTimer");
+      if (this.st.state !== "playing") this.st.state = "connected";
+      this.log("connected to the relay", "ok");
+    } else if (state === "disconnected") {
+      this.log("connection to the relay interrupted", "bad");
+      this.clearTimer("disconnectTimer");
+      this.disconnectTimer = setTimeout(() => {
+        if (this.relay === r && r.state === "disconnected") this.fail("connection to the relay lost");
+      }, DISCONNECTED_GRACE_MS);
+    }
+    this.render();
+  }
+
   /** Gives up on the current session and tries again later. */
   private fail(message: string): void {
     this.error("failed", message);
@@ -705,15 +815,20 @@ class Viewer {
     this.render();
   }
 
+  /** Ends the session or the relay watch; `bye` tells the device (a relay is always told). */
   private endSession(bye: boolean): void {
     const s = this.session;
-    if (!s) return;
-    s.close(bye);
+    const r = this.relay;
+    if (!s && !r) return;
+    s?.close(bye);
+    r?.close();
     this.dropSession();
   }
 
   private dropSession(): void {
     this.session = null;
+    this.relay = null;
+    this.st.relay = null;
     this.rpc = null;
     this.st.sid = null;
     this.clearTimer("connectTimer");
@@ -1055,8 +1170,7 @@ class Viewer {
   }
 
   private onFrame(displayAt: number, width: number, height: number): void {
-    const s = this.session;
-    if (!s) return;
+    if (!this.active()) return;
     this.st.framesSeen++;
     this.st.sessionFrames++;
     this.lastFrameAt = performance.now();
@@ -1069,7 +1183,8 @@ class Viewer {
       this.log(`first frame ${fmtMs(this.st.firstFrameMs)} after opening the page`, "ok");
     }
     if (this.st.sessionFrames === 1) {
-      if (s.offerSentAt !== null) this.st.offerToFirstFrameMs = Math.round(performance.now() - s.offerSentAt);
+      const sentAt = this.session ? this.session.offerSentAt : this.relayOfferSentAt;
+      if (sentAt !== null) this.st.offerToFirstFrameMs = Math.round(performance.now() - sentAt);
       this.st.state = "playing";
       this.attempt = 0;
       this.ui.setAspect(width, height);
@@ -1119,19 +1234,20 @@ class Viewer {
   }
 
   private async stats(): Promise<void> {
-    const s = this.session;
+    const s = this.active();
     this.watchdog();
-    if (!s) {
+    const pc = s?.peer;
+    if (!s || !pc) {
       this.render();
       return;
     }
     let report: RTCStatsReport;
     try {
-      report = await s.peer.getStats();
+      report = await pc.getStats();
     } catch {
       return;
     }
-    if (this.session !== s) return;
+    if (this.active() !== s) return;
     let bytes = 0;
     let frames = 0;
     let fps: number | null = null;
@@ -1180,7 +1296,7 @@ class Viewer {
 
   /** A session that stopped showing pictures gets a keyframe, then a new start. */
   private watchdog(): void {
-    const s = this.session;
+    const s = this.active();
     if (!s || this.st.state !== "playing" || !this.st.device?.video || document.visibilityState !== "visible") return;
     const quiet = performance.now() - this.lastFrameAt;
     if (quiet > STALL_RESTART_MS) {
@@ -1220,7 +1336,7 @@ class Viewer {
   private render(): void {
     const st = this.st;
     // Derived states that no event sets by itself.
-    if (!this.session && !this.restartTimer && !this.halted && st.state !== "loading") {
+    if (!this.active() && !this.restartTimer && !this.halted && st.state !== "loading") {
       if (st.auth === "signed" && !this.key) st.state = "need-key";
       else if (st.mqtt !== "connected") st.state = "broker";
       else if (st.device?.state !== "online") st.state = "offline";
@@ -1242,9 +1358,10 @@ class Viewer {
       role: st.role,
       sid: st.sid,
       hasRpc: this.rpc !== null,
+      relay: st.relay ? { host: hostOf(st.relay.janus), mountpoint: st.relay.mountpoint } : null,
       controls: st.controls,
       figures: {
-        resolution: st.videoWidth && this.session ? `${st.videoWidth}×${st.videoHeight}` : "–",
+        resolution: st.videoWidth && this.active() ? `${st.videoWidth}×${st.videoHeight}` : "–",
         fps: st.fps === null ? "–" : `${st.fps.toFixed(1)}`,
         bitrate: st.bitrateKbps === null ? "–" : fmtBitrate(st.bitrateKbps),
         rtt: st.rttMs === null ? "–" : fmtMs(st.rttMs),
@@ -1252,6 +1369,15 @@ class Viewer {
         first: st.firstFrameMs === null ? "–" : fmtMs(st.firstFrameMs),
       },
     });
+  }
+}
+
+/** The host (and port) of a URL, for the log and the page. */
+function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
   }
 }
 

@@ -42,7 +42,14 @@ export type OutMessage =
   | { type: "answer"; sdp: string; mac: string | null }
   | { type: "candidate"; candidate: WireCandidate | null; mac: string | null }
   | { type: "bye"; reason: string | null; mac: string | null }
-  | { type: "error"; code: string; message: string; mac: string | null };
+  | {
+      type: "error";
+      code: string;
+      message: string;
+      mac: string | null;
+      /** A `busy` that hands the viewer to the device's relay: the raw object, checked by relay.ts. */
+      relay?: unknown;
+    };
 
 export class Topics {
   readonly base: string;
@@ -151,6 +158,7 @@ export function parseOut(payload: Uint8Array | string): OutMessage | null {
       return { type: "bye", reason: m.reason ?? null, mac };
     case "error":
       if (typeof m.code !== "string" || !optString(m.message)) return null;
+      if (m.relay !== undefined && m.relay !== null) return { type: "error", code: m.code, message: m.message ?? "", mac, relay: m.relay };
       return { type: "error", code: m.code, message: m.message ?? "", mac };
     default:
       return null;

@@ -3,11 +3,14 @@
 // data channel. On a signed device the offer is signed over the device's
 // nonce, and every later message is mac'd with the session key both ways
 // (PROTOCOL.md section 5): the page acts only on device messages that verify.
+// A `busy` refusal that hands the viewer to the device's relay (relay.ts)
+// ends the session as `{kind: "relay"}`: the caller watches there instead.
 
 import { AccessKey, Role, WireCandidate, judge, sessionKey } from "./auth";
 import { OutMessage, Topics, byeMessage, candidateMessage, newSid, offerMessage } from "./protocol";
 import { Rpc } from "./rpc";
 import { canReceiveCameraVideo, NO_CODEC_TEXT, onlyCodec, type ForcedCodec } from "./codecs";
+import { RelayTarget, readRelay } from "./relay";
 
 /** What a session needs from the MQTT connection. */
 export interface Signaling {
@@ -22,7 +25,12 @@ export type EndReason =
   | { kind: "bye"; reason: string }
   /** `verified`: false for an error without a valid mac (an offer refusal on a signed device). */
   | { kind: "error"; code: string; message: string; verified: boolean }
-  | { kind: "failed"; message: string };
+  | { kind: "failed"; message: string }
+  /**
+   * The device refused the offer `busy` and handed this viewer to its relay
+   * (a relay object that passed every check): watch there instead.
+   */
+  | { kind: "relay"; relay: RelayTarget; message: string };
 
 /**
  * How long an unverified `error` waits before it ends an attempt that has no
@@ -181,7 +189,11 @@ export class Session {
       return;
     }
     if (verdict === "unverified-error") {
-      if (msg.type !== "error" || this.pendingError) return;
+      if (msg.type !== "error") return;
+      // A relay without the outer mac still counts when its own mac (under
+      // the same session key) verifies; one with a wrong outer mac does not.
+      if (msg.mac === null && this.followRelay(msg, false)) return;
+      if (this.pendingError) return;
       const { code, message } = msg;
       this.pendingError = setTimeout(() => {
         this.pendingError = null;
@@ -216,9 +228,28 @@ export class Session {
         // renegotiation, which leaves the session as it was (this page
         // does not renegotiate, but says so if it ever happens).
         if (this.remoteSet && this.signed) this.ev.notice(msg.code, msg.message);
-        else this.end({ kind: "error", code: msg.code, message: msg.message, verified: this.signed });
+        else if (!this.followRelay(msg, true)) this.end({ kind: "error", code: msg.code, message: msg.message, verified: this.signed });
         return;
     }
+  }
+
+  /**
+   * A `busy` with a relay, before any answer: ends the session with the
+   * relay when it checks out. `verified`: the outer mac verified (or the
+   * session is open). A relay that does not check out ends the session as
+   * an ordinary error when `verified`, with the reason; otherwise it is
+   * left to the caller.
+   */
+  private followRelay(msg: Extract<OutMessage, { type: "error" }>, verified: boolean): boolean {
+    if (msg.relay === undefined || msg.code !== "busy" || this.remoteSet) return false;
+    const r = readRelay(msg.relay, { sid: this.sid, signed: this.signed, k: this.k });
+    if (r.ok) {
+      this.end({ kind: "relay", relay: r.relay, message: msg.message });
+      return true;
+    }
+    if (!verified) return false;
+    this.end({ kind: "error", code: msg.code, message: `${msg.message || msg.code} (its relay was refused: ${r.why})`, verified: this.signed });
+    return true;
   }
 
   /** Ends the session from this side; tells the device when `bye` is set. */

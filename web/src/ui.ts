@@ -26,6 +26,8 @@ export interface View {
   role: Role | null;
   sid: string | null;
   hasRpc: boolean;
+  /** The relay the page watches through (no control channel there), null when direct. */
+  relay: { host: string; mountpoint: number } | null;
   controls: Record<string, { direction: "input" | "output"; value: boolean | null }>;
   figures: Record<"resolution" | "fps" | "bitrate" | "rtt" | "latency" | "first", string>;
 }
@@ -53,6 +55,7 @@ const OVERLAY: Record<string, string> = {
   "need-key": "This camera shows its picture only to paired browsers: pair this one below.",
   "no-nonce": "The camera sends no nonce: it runs an older campeer than this page. Update it.",
   signaling: "Calling the camera…",
+  relay: "The camera sends this viewer to its relay: connecting there…",
   connecting: "Connecting…",
   connected: "Connected, waiting for the picture…",
   reconnecting: "Reconnecting…",
@@ -233,10 +236,11 @@ export class Ui {
         ? "ok"
         : v.state === "unauthorized" || v.state === "unsupported"
           ? "bad"
-          : ["signaling", "connecting", "reconnecting"].includes(v.state)
+          : ["signaling", "relay", "connecting", "reconnecting"].includes(v.state)
             ? "wait"
             : "idle";
-    this.pill("pill-session", sLevel, v.state === "need-key" ? "not paired" : v.state === "unauthorized" ? "key refused" : v.state);
+    const sText = v.state === "need-key" ? "not paired" : v.state === "unauthorized" ? "key refused" : v.state;
+    this.pill("pill-session", sLevel, v.relay && v.state !== "relay" ? `${sText} via relay` : sText);
 
     // Overlay over the picture.
     const playing = v.state === "playing";
@@ -245,6 +249,8 @@ export class Ui {
       text = `Reconnecting in ${Math.ceil((this.retryAt - performance.now()) / 1000)} s…`;
     }
     if (v.state === "connected" && v.device && !v.device.video) text = "This camera has no video source.";
+    if (v.relay && v.state === "connecting") text = "Connecting to the relay…";
+    if (v.relay && v.state === "connected") text = "Connected to the relay, waiting for the picture…";
     this.overlay.hidden = playing;
     this.overlayText.textContent = text;
     const bad = ["unauthorized", "unsupported", "no-nonce"].includes(v.state);
@@ -280,7 +286,11 @@ export class Ui {
     this.renderControls(v);
 
     const info = el("session-info");
-    info.textContent = v.sid ? `session ${v.sid.slice(0, 8)}… · ${v.role ?? ""}` : "";
+    info.textContent = v.relay
+      ? `watching through the relay ${v.relay.host} · mountpoint ${v.relay.mountpoint}`
+      : v.sid
+        ? `session ${v.sid.slice(0, 8)}… · ${v.role ?? ""}`
+        : "";
 
     const d = v.device;
     const parts: string[] = [];
@@ -325,7 +335,11 @@ export class Ui {
       );
     }
     const canControl = v.hasRpc && v.role !== "view";
-    el("controls-view-only").hidden = !(v.role === "view" && names.some((n) => v.controls[n].direction === "output"));
+    const outputs = names.some((n) => v.controls[n].direction === "output");
+    // Over the relay there is no data channel: no switching, and the lamps
+    // do not follow.
+    el("controls-relay").hidden = !(v.relay && names.length > 0);
+    el("controls-view-only").hidden = !(v.role === "view" && outputs && !v.relay);
     for (const li of Array.from(this.controlsList.children) as HTMLElement[]) {
       const name = li.dataset.name ?? "";
       const c = v.controls[name];
@@ -344,7 +358,13 @@ export class Ui {
         b.setAttribute("aria-pressed", String(!!c.value));
         b.setAttribute("aria-label", `${name}: switch ${c.value ? "off" : "on"}`);
         b.disabled = !canControl || this.pending.has(name);
-        b.title = !v.hasRpc ? "not connected" : v.role === "view" ? "this key may only watch" : `switch ${name}`;
+        b.title = v.relay
+          ? "not available through the relay"
+          : !v.hasRpc
+            ? "not connected"
+            : v.role === "view"
+              ? "this key may only watch"
+              : `switch ${name}`;
       }
     }
   }

@@ -342,3 +342,41 @@ fn debug_and_errors_never_show_secrets() {
         .expect_err("wrong sig");
     assert!(!err.to_string().contains(SECRET));
 }
+
+/// The relay extension's vector, computed independently (node:crypto and
+/// openssl) for the page's tests: both sides must agree byte for byte.
+#[test]
+fn relay_pin_and_mac_match_the_independent_vector() {
+    let k = SessionKey::derive(b"s3cret-key", "abc");
+    let janus = "http://127.0.0.1:8088/janus";
+    let pin_x = k.seal_pin("sid12345abcd", "pin-0123456789").unwrap();
+    assert_eq!(pin_x, "tU6_i4IHSggPy1AErL4");
+    assert_eq!(
+        k.relay_mac(janus, 77, &pin_x),
+        "46BVHrT-WkaBmTAsOrU8fpra9b3cYxFhfNyly36tzwM"
+    );
+    assert_eq!(
+        k.mac(Direction::Out, "error", "busy"),
+        "bRDbuQEEJLM5-pEpvTrp45MAbUIxe2856Nh_fg465EM"
+    );
+    assert_eq!(
+        k.open_pin("sid12345abcd", &pin_x).as_deref(),
+        Some("pin-0123456789")
+    );
+    assert!(
+        k.seal_pin("s", &"x".repeat(33)).is_none(),
+        "at most 32 bytes"
+    );
+    assert!(k.verify_relay(
+        janus,
+        77,
+        &pin_x,
+        "46BVHrT-WkaBmTAsOrU8fpra9b3cYxFhfNyly36tzwM"
+    ));
+    assert!(!k.verify_relay(
+        janus,
+        77,
+        &pin_x,
+        "46BVHrT-WkaBmTAsOrU8fpra9b3cYxFhfNyly36tzwm"
+    ));
+}

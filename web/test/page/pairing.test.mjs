@@ -6,6 +6,8 @@
 // `control`, answers role `view` with a real SDP answer made by a second
 // Chromium page, and forges messages the page must ignore. An HTTP server
 // here plays the daemon's: the page's files, config.json, ice.json, claim.
+// Another plays a Janus relay (its HTTP API and Streaming plugin), with a
+// Chromium page as its media side, for the relay hand-over.
 //
 // Without Chromium or Mosquitto the tests say why and pass, unless
 // CAMPEER_REQUIRE_BROWSER=1.
@@ -64,9 +66,18 @@ async function until(what, fn, ms = 15000) {
   }
 }
 
-let dir, mosq, http, browser, device;
+let dir, mosq, http, janusHttp, browser, device;
 const ports = {};
-const site = { config: {}, requests: [], claimed: false };
+/** `csp`: another policy than the daemon's, when set. */
+const site = { config: {}, requests: [], claimed: false, csp: null };
+/** The stand-in Janus: what it was asked, and its events for the long poll. */
+const janus = { requests: [], events: [], waiters: [], pin: null, onWatch: null, onStart: null };
+
+function janusPush(event) {
+  const w = janus.waiters.shift();
+  if (w) w(event);
+  else janus.events.push(event);
+}
 
 before(async () => {
   if (skip) return;
@@ -76,6 +87,7 @@ before(async () => {
   ports.tcp = await freePort();
   ports.ws = await freePort();
   ports.http = await freePort();
+  ports.janus = await freePort();
   const pw = join(dir, "passwd");
   execFileSync("/usr/bin/mosquitto_passwd", ["-b", "-c", pw, "phone", mqttPassword(SECRET)]);
   execFileSync("/usr/bin/mosquitto_passwd", ["-b", pw, "device", "device-password"]);
@@ -90,7 +102,7 @@ before(async () => {
     site.requests.push({ method: req.method, url: req.url, authorization: req.headers.authorization ?? null, type: req.headers["content-type"] ?? null });
     const path = req.url.split("?")[0];
     const send = (status, type, body) => {
-      res.writeHead(status, { "Content-Type": type, "Content-Security-Policy": CSP, "Cache-Control": "no-store" });
+      res.writeHead(status, { "Content-Type": type, "Content-Security-Policy": site.csp ?? CSP, "Cache-Control": "no-store" });
       res.end(body);
     };
     if (path === "/config.json") return send(200, "application/json", JSON.stringify(site.config));
@@ -113,6 +125,62 @@ before(async () => {
   });
   await new Promise((r) => http.listen(ports.http, "127.0.0.1", r));
 
+  // Janus's HTTP API as the page uses it: session 1234, handle 5678, CORS
+  // as Janus sends it.
+  janusHttp = createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const text = Buffer.concat(chunks).toString();
+    let body = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch {
+      /* recorded as null */
+    }
+    janus.requests.push({ method: req.method, url: req.url, type: req.headers["content-type"] ?? null, body });
+    const cors = { "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS" };
+    if (req.headers["access-control-request-headers"]) cors["Access-Control-Allow-Headers"] = req.headers["access-control-request-headers"];
+    const reply = (status, v) => {
+      res.writeHead(status, { ...cors, "Content-Type": "application/json" });
+      res.end(v === undefined ? "" : JSON.stringify(v));
+    };
+    if (req.method === "OPTIONS") return reply(200);
+    const path = req.url.split("?")[0];
+    if (req.method === "GET" && path === "/janus/1234") {
+      const ev =
+        janus.events.shift() ??
+        (await new Promise((r) => {
+          janus.waiters.push(r);
+          setTimeout(() => r({ janus: "keepalive" }), 30_000);
+        }));
+      return reply(200, ev);
+    }
+    if (req.method !== "POST" || !body) return reply(404);
+    const t = body.transaction;
+    if (path === "/janus" && body.janus === "create") return reply(200, { janus: "success", transaction: t, data: { id: 1234 } });
+    if (path === "/janus/1234" && body.janus === "attach") return reply(200, { janus: "success", transaction: t, session_id: 1234, data: { id: 5678 } });
+    if (path === "/janus/1234" && ["keepalive", "destroy"].includes(body.janus)) {
+      return reply(200, { janus: body.janus === "destroy" ? "success" : "ack", transaction: t });
+    }
+    if (path === "/janus/1234/5678" && body.janus === "message") {
+      reply(200, { janus: "ack", session_id: 1234, transaction: t });
+      const event = (data, jsep) => ({ janus: "event", session_id: 1234, sender: 5678, plugindata: { plugin: "janus.plugin.streaming", data }, ...(jsep ? { jsep } : {}) });
+      if (body.body?.request === "watch") {
+        if (body.body.pin !== janus.pin) return janusPush(event({ streaming: "event", error_code: 457, error: "Unauthorized (wrong pin)" }));
+        const sdp = await janus.onWatch();
+        return janusPush(event({ streaming: "event", result: { status: "preparing" } }, { type: "offer", sdp }));
+      }
+      if (body.body?.request === "start") {
+        await janus.onStart(body.jsep);
+        janusPush(event({ streaming: "event", result: { status: "starting" } }));
+        return janusPush({ janus: "webrtcup", session_id: 1234, sender: 5678 });
+      }
+      return;
+    }
+    return reply(200, { janus: "error", transaction: t, error: { code: 458, reason: "No such session" } });
+  });
+  await new Promise((r) => janusHttp.listen(ports.janus, "127.0.0.1", r));
+
   const { chromium } = await import("playwright-core");
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -133,6 +201,8 @@ after(async () => {
   await device?.endAsync(true).catch(() => {});
   await browser?.close().catch(() => {});
   http?.close();
+  janusHttp?.closeAllConnections?.();
+  janusHttp?.close();
   mosq?.kill();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -364,5 +434,128 @@ test("an open device shows its warning banner and fits a 375 px screen", { skip,
   await shot(page, "open-banner");
   // Nothing wider than the screen.
   assert.ok((await st(page, "document.documentElement.scrollWidth")) <= 375);
+  await context.close();
+});
+
+test("a busy with a relay: the page watches through Janus, without controls, and calls the device again after", { skip, timeout: 90_000 }, async () => {
+  site.config = { ...signedConfig(), claimable: false };
+  const janusUrl = `http://127.0.0.1:${ports.janus}/janus`;
+  // The daemon's policy lets the page fetch only from its own origin and
+  // WebSockets: the relay's origin has to be allowed too.
+  site.csp = CSP.replace("connect-src 'self' ws: wss:", `connect-src 'self' ws: wss: http://127.0.0.1:${ports.janus}`);
+  const PIN = "pin-0123456789";
+  janus.pin = PIN;
+  janus.requests.length = 0;
+  janus.events.length = 0;
+  const B = `campeer/${DEVICE}`;
+  await device.subscribeAsync(`${B}/session/+/in`, { qos: 1 });
+  const inbox = [];
+  const onMessage = (topic, payload) => inbox.push({ topic, msg: JSON.parse(payload.toString()) });
+  device.on("message", onMessage);
+  const presence = {
+    state: "online",
+    device: DEVICE,
+    protocol: 2,
+    auth: "signed",
+    nonce: NONCE,
+    sessions: 4,
+    max_sessions: 4,
+    video: { codec: "H264", width: 640, height: 480, fps: 30 },
+    audio: null,
+    controls: [{ name: "led", direction: "output" }],
+  };
+  await device.publishAsync(`${B}/status`, JSON.stringify(presence), { qos: 1, retain: true });
+
+  const base = `http://127.0.0.1:${ports.http}/`;
+  const { context, page, problems } = await openPage(`${base}#pair=phone.${SECRET}`);
+
+  // Janus's media side: a Chromium page that offers a canvas's video.
+  const janusPage = await context.newPage();
+  await janusPage.goto(`${base}config.json`);
+  janus.onWatch = () =>
+    janusPage.evaluate(async () => {
+      const pc = new RTCPeerConnection();
+      window.pc = pc;
+      const canvas = document.createElement("canvas");
+      canvas.width = 320;
+      canvas.height = 240;
+      const ctx = canvas.getContext("2d");
+      let n = 0;
+      setInterval(() => {
+        ctx.fillStyle = `hsl(${n++ % 360} 80% 50%)`;
+        ctx.fillRect(0, 0, 320, 240);
+      }, 33);
+      pc.addTransceiver(canvas.captureStream(30).getVideoTracks()[0], { direction: "sendonly" });
+      pc.addTransceiver("audio", { direction: "sendonly" });
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((r) => {
+        if (pc.iceGatheringState === "complete") r();
+        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && r());
+      });
+      return pc.localDescription.sdp;
+    });
+  janus.onStart = (jsep) => janusPage.evaluate((a) => window.pc.setRemoteDescription(a), { type: jsep.type, sdp: jsep.sdp });
+
+  /** The device's hand-over for an offer: busy, with the relay sealed under the offer's K. */
+  const handOver = (offer) => {
+    const sid = offer.topic.split("/")[3];
+    const K = mac(SECRET, `campeer-session-v2\n${offer.msg.auth.sig}`);
+    const pad = mac(K, `campeer-relay-v2\n${sid}`);
+    const pinX = b64u(Buffer.from(PIN).map((b, i) => b ^ pad[i]));
+    const relay = { janus: janusUrl, mountpoint: 77, pin_x: pinX, mac: b64u(mac(K, `campeer-relay-v2\n${janusUrl}\n77\n${pinX}`)) };
+    const msg = { type: "error", code: "busy", message: "watch through the relay", relay, mac: msgMac(K, "out", "error", "busy") };
+    return device.publishAsync(`${B}/session/${sid}/out`, JSON.stringify(msg), { qos: 1 });
+  };
+
+  const offer = await until("an offer", () => inbox.find((m) => m.msg.type === "offer"));
+  const sid = offer.topic.split("/")[3];
+  await handOver(offer);
+
+  await until("video through the relay", () => st(page, "window.campeer.state === 'playing' && window.campeer.relay !== null"), 30_000);
+  assert.deepEqual(await st(page, "window.campeer.relay"), { janus: janusUrl, mountpoint: 77, state: "connected" });
+  const posts = janus.requests.filter((r) => r.method === "POST");
+  assert.deepEqual(
+    posts.slice(0, 4).map((r) => [r.url, r.body.janus, r.body.body?.request ?? r.body.plugin ?? null]),
+    [
+      ["/janus", "create", null],
+      ["/janus/1234", "attach", "janus.plugin.streaming"],
+      ["/janus/1234/5678", "message", "watch"],
+      ["/janus/1234/5678", "message", "start"],
+    ],
+  );
+  assert.deepEqual(posts[2].body.body, { request: "watch", id: 77, pin: PIN });
+  assert.equal(posts[3].body.jsep.type, "answer");
+  assert.ok(janus.requests.every((r) => r.method !== "OPTIONS"), "simple requests: no CORS preflight");
+  assert.ok(janus.requests.some((r) => r.method === "GET" && /^\/janus\/1234\?rid=\d+&maxev=1$/.test(r.url)));
+  // It says so, and the controls are off.
+  assert.match(await st(page, "document.querySelector('#pill-session b').textContent"), /playing via relay/);
+  assert.match(await st(page, "document.getElementById('session-info').textContent"), /through the relay 127\.0\.0\.1:\d+ · mountpoint 77/);
+  await until("the led's switch", () => st(page, "!!document.querySelector('button[data-control=\"led\"]')"));
+  assert.equal(await st(page, "document.querySelector('button[data-control=\"led\"]').disabled"), true);
+  assert.equal(await st(page, "document.querySelector('button[data-control=\"led\"]').title"), "not available through the relay");
+  assert.equal(await st(page, "document.getElementById('controls-relay').hidden"), false);
+  assert.equal(await st(page, "document.getElementById('overlay').hidden"), true);
+  // Handing over accepted the key's role (control), as an answer would.
+  assert.equal(JSON.parse(await st(page, `localStorage.getItem('campeer.key.campeer/${DEVICE}')`)).role, "control");
+  await shot(page, "relay");
+
+  // Janus hangs up: the page calls the device again, on a new sid.
+  janusPush({ janus: "hangup", session_id: 1234, sender: 5678, reason: "test" });
+  const again = await until("a new offer", () => inbox.find((m) => m.msg.type === "offer" && !m.topic.includes(sid)));
+  assert.ok(again.msg.auth.sig);
+  assert.equal(await st(page, "window.campeer.relay"), null);
+  assert.ok((await st(page, "window.campeer.log")).some((l) => /relay: the relay hung up \(test\)/.test(l)));
+  await until("the Janus session destroyed", () => janus.requests.some((r) => r.body?.janus === "destroy"));
+
+  // A wrong PIN: Janus refuses, the page says so and goes back to the device.
+  janus.pin = "another-pin";
+  const sid2 = again.topic.split("/")[3];
+  await handOver(again);
+  await until("the refusal", async () => (await st(page, "window.campeer.errors")).some((e) => /wrong pin/.test(e.message)));
+  await until("a third offer", () => inbox.find((m) => m.msg.type === "offer" && !m.topic.includes(sid) && !m.topic.includes(sid2)), 20_000);
+  assert.deepEqual(problems.filter((p) => !/WebSocket|Failed to load resource/.test(p)), []);
+
+  device.off("message", onMessage);
+  site.csp = null;
   await context.close();
 });
