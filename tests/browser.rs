@@ -646,6 +646,7 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
         ice_servers: Vec::new(),
         own_broker: true,
         claimable: false,
+        relay_origin: None,
     };
     let listener = tokio::net::TcpListener::bind(lo(http))
         .await
