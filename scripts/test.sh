@@ -76,6 +76,8 @@ export CAMPEER_REQUIRE_BROWSER=1
 # So does the Home Assistant test when its venv is missing.
 export CAMPEER_REQUIRE_HOMEASSISTANT=1
 export CAMPEER_REQUIRE_FRESH_MACHINE=1
+# And the relay test when Janus is missing.
+export CAMPEER_REQUIRE_JANUS=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

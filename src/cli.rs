@@ -381,8 +381,13 @@ pub struct ViewArgs {
     /// Topic root the device uses.
     #[arg(long, value_name = "P", default_value = "campeer")]
     pub prefix: String,
-    /// The device id to view.
-    #[arg(long, value_name = "ID")]
+    /// The device id to view (not needed with --janus).
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "janus",
+        default_value = ""
+    )]
     pub device: String,
     /// Stop after this many decoded frames.
     #[arg(long, value_name = "N", default_value_t = 300)]

@@ -37,6 +37,9 @@ pub const CANDIDATE_MAX_LEN: usize = 1024;
 pub const REMOTE_CANDIDATES_MAX: usize = 64;
 /// Most accepted offer signatures remembered per session (renegotiations).
 pub const SESSION_SIGS_MAX: usize = 64;
+/// How many times the offer rate (and burst) viewers may be handed over to
+/// the relay.
+pub const HANDOVER_RATE_FACTOR: u32 = 10;
 /// Shortest gap between two log lines about messages with a bad `mac`.
 const BAD_MAC_LOG_GAP_US: u64 = 1_000_000;
 
@@ -104,6 +107,10 @@ pub struct SessionTable {
     used_keys: HashSet<String>,
     /// Where viewers may be handed over to, while the relay is up.
     relay: Option<RelayTarget>,
+    /// Handovers allowed: ten times the offer rate, since one costs an
+    /// HMAC and a message, not a peer connection (a crowd arriving at once
+    /// is what the relay is for).
+    handovers: TokenBucket,
     /// A viewer was handed over since [`SessionTable::take_handed_over`].
     handed_over: bool,
 }
@@ -138,6 +145,10 @@ impl SessionTable {
             bad_mac_logged_us: None,
             used_keys: HashSet::new(),
             relay: None,
+            handovers: TokenBucket::new(
+                limits.offer_rate.saturating_mul(HANDOVER_RATE_FACTOR),
+                limits.offer_burst.saturating_mul(HANDOVER_RATE_FACTOR),
+            ),
             handed_over: false,
         }
     }
@@ -435,10 +446,10 @@ impl SessionTable {
     /// Refuses the offer with `busy` and where to watch instead; the PIN
     /// sealed under the session key the offer would have had.
     fn hand_over(&mut self, sid: &str, target: RelayTarget, grant: &Grant, now_us: u64) {
-        if !self.offers.try_take(now_us) {
+        if !self.handovers.try_take(now_us) {
             let why = format!(
                 "offers are arriving faster than {} per second; try again shortly",
-                self.limits.offer_rate
+                self.limits.offer_rate.saturating_mul(HANDOVER_RATE_FACTOR)
             );
             self.refuse(sid, ErrorCode::Busy, why);
             return;

@@ -24,7 +24,9 @@ use crate::media::stamp::read_stamp;
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::signaling::auth::sign;
 use crate::signaling::auth::{key_password, SessionKey};
-use crate::signaling::messages::{CandidateInit, DeviceMessage, OfferAuth, ViewerMessage};
+use crate::signaling::messages::{
+    CandidateInit, DeviceMessage, ErrorCode, OfferAuth, ViewerMessage,
+};
 use crate::signaling::topics::Topics;
 use anyhow::Context;
 use assemble::{AccessUnitAssembler, Vp8FrameAssembler};
@@ -131,7 +133,11 @@ const REJOIN_PAUSE: Duration = Duration::from_secs(1);
 async fn view_rejoining(args: &ViewArgs) -> anyhow::Result<ViewReport> {
     let end = Instant::now() + Duration::from_secs(args.timeout);
     let mut report = view(args).await?;
-    while report.relay_lost && !args.no_relay {
+    // Busy while rejoining: the relay is not back yet; keep trying.
+    let again = |r: &ViewReport| {
+        r.relay_lost || (!r.rejoins.is_empty() && r.error_code == Some(ErrorCode::Busy))
+    };
+    while again(&report) && !args.no_relay {
         tokio::time::sleep(REJOIN_PAUSE).await;
         let left = end.saturating_duration_since(Instant::now()).as_secs();
         if left == 0 {

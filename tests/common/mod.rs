@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+pub mod janus;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_campeer");
 
 /// A scratch directory removed on drop.
