@@ -14,9 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # time), openssl (the TLS tests make their certificates with it), CA
 # certificates (npm's registry is HTTPS), and Node.js with npm to build the
 # viewer page, unless a node and npm are already on the PATH (e.g. from
-# nodesource or nvm). libvpx-dev: VP8 for browsers without H.264. janus:
-# the WebRTC server tests/relay.rs relays through (docs/relay.md).
-PKGS=(build-essential mosquitto nasm pkg-config libasound2-dev libopus-dev libvpx-dev libclang-dev clang openssl ca-certificates janus)
+# nodesource or nvm). libvpx-dev: VP8 for browsers without H.264.
+PKGS=(build-essential mosquitto nasm pkg-config libasound2-dev libopus-dev libvpx-dev libclang-dev clang openssl ca-certificates)
 command -v node >/dev/null || PKGS+=(nodejs)
 command -v npm >/dev/null || PKGS+=(npm)
 missing=()
@@ -33,13 +32,10 @@ else
     echo "install-deps: Debian packages present"
 fi
 
-# The system mosquitto and janus services are not needed (tests start
-# their own, on free ports).
-for svc in mosquitto janus; do
-    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
-        $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
-    fi
-done
+# The system mosquitto service is not needed (tests start their own brokers).
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found: install Rust 1.85 or later with rustup (https://rustup.rs); Debian's rustc is too old" >&2; exit 1; }
 echo "install-deps: done"

@@ -48,7 +48,7 @@ bash scripts/install-deps.sh
 if ! cargo deny --version >/dev/null 2>&1; then
     bg_start cargo-deny cargo install --locked cargo-deny@0.20.2 --no-default-features
 fi
-step "install: browsers, cross toolchains, mmdebstrap, MSRV, Home Assistant"
+step "install: browsers, cross toolchains, mmdebstrap, Janus, MSRV, Home Assistant"
 bash scripts/install-web-deps.sh
 if [ -f scripts/install-cross-deps.sh ]; then bash scripts/install-cross-deps.sh; fi
 # tests/fresh_machine.rs makes a fresh Debian root with mmdebstrap.
@@ -57,6 +57,18 @@ if ! command -v mmdebstrap >/dev/null; then
     SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq || true
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mmdebstrap
+fi
+# tests/relay.rs relays through Debian's Janus (the daemon itself does not
+# need it, so scripts/install-deps.sh, shared with scripts/run.sh, leaves
+# it out). Its own service is not wanted: the test starts Janus itself.
+if ! command -v janus >/dev/null; then
+    echo "test: installing janus"
+    SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends janus
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet janus 2>/dev/null; then
+        $SUDO systemctl disable --now janus >/dev/null 2>&1 || true
+    fi
 fi
 # The oldest Rust the crate says it supports, checked with that toolchain.
 msrv=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)

@@ -124,6 +124,13 @@ impl PresenceInfo {
     }
 }
 
+fn relay_kbytes(stats: &crate::relay::forward::ForwardStats) -> u64 {
+    stats
+        .payload_bytes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        / 1000
+}
+
 fn relay_info(viewers: u64, up: bool) -> RelayInfo {
     RelayInfo {
         state: if up { "up" } else { "down" }.into(),
@@ -500,11 +507,8 @@ impl Daemon {
                 send_p95_us = lat.p95_us,
                 send_samples = lat.samples,
                 keyframe_requests = self.metrics.keyframe_requests(),
-                relay_kbytes = self.relay.as_ref().map(|r| r
-                    .stats
-                    .bytes
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    / 1000),
+                video_kbytes = self.metrics.media_bytes() / 1000,
+                relay_kbytes = self.relay.as_ref().map(|r| relay_kbytes(&r.stats)),
                 relay_viewers = self.relay.as_ref().map(|r| r.state.borrow().viewers),
                 "stats"
             );

@@ -5,7 +5,7 @@
 //! device sends one upstream; Janus killed and restarted: the device makes
 //! a new mountpoint and the relayed viewers come back through it, while
 //! the direct viewer sees nothing happen; strangers get neither the relay
-//! nor the stream. Needs /usr/bin/janus (scripts/install-deps.sh installs
+//! nor the stream. Needs /usr/bin/janus (scripts/test.sh installs
 //! it; without it the test says why and passes, unless
 //! CAMPEER_REQUIRE_JANUS is set, as scripts/test.sh does).
 

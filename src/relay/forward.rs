@@ -49,7 +49,10 @@ pub struct Feed {
 #[derive(Debug, Default)]
 pub struct ForwardStats {
     pub packets: AtomicU64,
+    /// On the wire (RTP or SRTP).
     pub bytes: AtomicU64,
+    /// Encoded media before RTP, as the sessions' `media_bytes`.
+    pub payload_bytes: AtomicU64,
     pub keyframe_requests: AtomicU64,
 }
 

@@ -11,6 +11,7 @@ const WINDOW: usize = 4096;
 #[derive(Default)]
 pub struct Metrics {
     frames_sent: AtomicU64,
+    media_bytes: AtomicU64,
     keyframe_requests: AtomicU64,
     send_us: Mutex<VecDeque<u64>>,
 }
@@ -33,6 +34,16 @@ impl Metrics {
             v.pop_front();
         }
         v.push_back(us);
+    }
+
+    /// Encoded media (video access units, Opus packets) handed to a
+    /// session's track, bytes: what viewers cost upstream, before RTP.
+    pub fn record_bytes(&self, n: usize) {
+        self.media_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn media_bytes(&self) -> u64 {
+        self.media_bytes.load(Ordering::Relaxed)
     }
 
     pub fn record_keyframe_request(&self) {

@@ -817,6 +817,7 @@ async fn write_video(
                     continue;
                 }
                 metrics.record_send(monotonic_us().saturating_sub(frame.capture_us));
+                metrics.record_bytes(frame.data.len());
                 sent += 1;
                 if sent == 1 {
                     debug!(%sid, "first video frame sent");

@@ -16,7 +16,7 @@ pub fn missing() -> Option<String> {
     if Path::new(JANUS).exists() {
         return None;
     }
-    let why = format!("{JANUS} is missing: run scripts/install-deps.sh (apt-get install janus)");
+    let why = format!("{JANUS} is missing: apt-get install janus (scripts/test.sh does)");
     assert!(
         std::env::var_os("CAMPEER_REQUIRE_JANUS").is_none(),
         "{why} (CAMPEER_REQUIRE_JANUS is set)"
