@@ -314,6 +314,9 @@ impl Daemon {
                     video: video.clone(),
                     audio: audio.clone(),
                 },
+                crate::keystore::state_dir(config.access.state_dir.as_deref())
+                    .ok()
+                    .map(|d| d.join("relay-mountpoint.json")),
             )
         });
         let supervisor = Supervisor::new();

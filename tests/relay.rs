@@ -272,4 +272,16 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
         "one feed per mountpoint:\n{}",
         tail(&d.log_text(), 40)
     );
+    // A clean stop takes the mountpoint down with it.
+    let mut d = d;
+    d.terminate();
+    let log = d.log_text();
+    assert!(
+        log.contains(&format!(
+            "relay: mountpoint destroyed mountpoint={}",
+            mps[1]
+        )),
+        "{}",
+        tail(&log, 20)
+    );
 }

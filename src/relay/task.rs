@@ -53,8 +53,16 @@ impl RelayHandle {
     }
 }
 
-/// Starts the relay task; `device` names the mountpoint.
-pub fn spawn(cfg: RelayConfig, device: &str, sources: Sources) -> RelayHandle {
+/// Starts the relay task; `device` names the mountpoint. `record` is a
+/// file in the state directory where the live mountpoint's id and secret
+/// are kept, so a restarted daemon destroys the one it left behind (a
+/// crash, a power cut) instead of leaving Janus holding its ports.
+pub fn spawn(
+    cfg: RelayConfig,
+    device: &str,
+    sources: Sources,
+    record: Option<std::path::PathBuf>,
+) -> RelayHandle {
     let (state_tx, state) = watch::channel(RelayState::default());
     let (commands, cmd_rx) = mpsc::channel(64);
     let (stop, stop_rx) = watch::channel(false);
@@ -69,6 +77,7 @@ pub fn spawn(cfg: RelayConfig, device: &str, sources: Sources) -> RelayHandle {
         has_audio: has.1,
         machine: RelayMachine::new(monotonic_us(), Duration::from_secs(cfg.pin_lifetime_secs)),
         cfg,
+        record,
         remote: None,
         viewers: 0,
         state_tx,
@@ -96,6 +105,7 @@ struct Remote {
 
 struct Relay {
     cfg: RelayConfig,
+    record: Option<std::path::PathBuf>,
     janus: Janus,
     description: String,
     has_video: bool,
@@ -120,6 +130,7 @@ impl Relay {
         mut stop: watch::Receiver<bool>,
     ) {
         info!(janus = %self.cfg.janus_url, mode = ?self.cfg.mode, srtp = self.cfg.srtp, "relay: starting");
+        self.destroy_left_behind().await;
         loop {
             let now = monotonic_us();
             self.publish(now);
@@ -206,6 +217,7 @@ impl Relay {
             Ok(r) => {
                 info!(mountpoint = r.id, video = ?r.feed.video, audio = ?r.feed.audio,
                       "relay: mountpoint created on Janus; viewers can be handed over");
+                self.remember(&r);
                 self.remote = Some(r);
                 self.viewers = 0;
                 self.machine.created(monotonic_us());
@@ -337,15 +349,58 @@ impl Relay {
     }
 
     async fn destroy(&self, r: Remote) {
-        let body = json!({"request": "destroy", "id": r.id, "secret": r.secret});
-        match self.janus.request(r.handle, body).await {
-            Ok(_) => info!(mountpoint = r.id, "relay: mountpoint destroyed"),
-            Err(e) => info!(
-                mountpoint = r.id,
-                "relay: destroying the old mountpoint: {e}"
-            ),
-        }
+        self.destroy_mountpoint(r.handle, r.id, &r.secret).await;
         let _ = self.janus.destroy(r.handle.session).await;
+        if let Some(path) = &self.record {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    async fn destroy_mountpoint(&self, h: Handle, id: u64, secret: &str) {
+        let body = json!({"request": "destroy", "id": id, "secret": secret});
+        match self.janus.request(h, body).await {
+            Ok(_) => info!(mountpoint = id, "relay: mountpoint destroyed"),
+            Err(e) => info!(mountpoint = id, "relay: destroying the old mountpoint: {e}"),
+        }
+    }
+
+    /// Keeps the live mountpoint's id and secret in the state directory.
+    fn remember(&self, r: &Remote) {
+        let Some(path) = &self.record else { return };
+        let text = json!({"janus": self.cfg.janus_url, "id": r.id, "secret": r.secret}).to_string();
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = crate::private_file::write_private(path, text.as_bytes(), None) {
+            warn!(path = %path.display(), "relay: cannot record the mountpoint (a crash would leave it on Janus): {e}");
+        }
+    }
+
+    /// Destroys the mountpoint an earlier run recorded, if it is on this
+    /// Janus (best effort: Janus may have restarted since).
+    async fn destroy_left_behind(&self) {
+        let Some(path) = &self.record else { return };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let _ = std::fs::remove_file(path);
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            return;
+        };
+        let (Some(id), Some(secret)) = (v["id"].as_u64(), v["secret"].as_str()) else {
+            return;
+        };
+        if v["janus"] != self.cfg.janus_url.as_str() {
+            return;
+        }
+        info!(
+            mountpoint = id,
+            "relay: destroying the mountpoint an earlier run left on Janus"
+        );
+        if let Ok(h) = self.janus.attach("janus.plugin.streaming").await {
+            self.destroy_mountpoint(h, id, secret).await;
+            let _ = self.janus.destroy(h.session).await;
+        }
     }
 }
 
