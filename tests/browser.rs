@@ -1276,3 +1276,116 @@ async fn unpaired_pages_get_no_video_and_a_revoked_key_stops_at_once() {
     );
     b.quit().await;
 }
+
+/// The id of the `n`th mountpoint the device logged as created.
+async fn wait_mountpoints(stack: &Stack, n: usize) -> u64 {
+    let t = Instant::now();
+    loop {
+        let log = stack.log_text();
+        let ids: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("mountpoint created"))
+            .filter_map(|l| {
+                l.split("mountpoint=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if ids.len() >= n {
+            return ids[n - 1];
+        }
+        assert!(t.elapsed() < T, "no mountpoint #{n}:\n{}", log);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The page handed over to the relay (docs/relay.md) by a signed device in
+/// `relay.mode = "all"`, against Debian's Janus with the project's example
+/// configuration: it decrypts the PIN, watches through Janus with live
+/// stamps, shows that controls are not available there, and after Janus is
+/// killed and restarted it comes back by itself through the device to the
+/// new mountpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_watches_through_the_janus_relay_and_survives_its_restart() {
+    let Some(_serial) = prerequisites().await else {
+        return;
+    };
+    if let Some(why) = common::janus::missing() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut janus = common::janus::Janus::start();
+    let config = format!(
+        "{}\n[relay]\nenabled = true\njanus_url = \"{}\"\nadmin_key = \"{}\"\nmode = \"all\"\n",
+        signed_config(),
+        janus.url(),
+        janus.admin_key
+    );
+    let stack = Stack::start(BrokerKind::Embedded, None, &config).await;
+    let mut b = Browser::launch().await;
+    let page = b
+        .open(&format!("{}#pair=wall.{VIEW_SECRET}", stack.url()))
+        .await;
+    b.wait(
+        page,
+        "window.campeer.relay && window.campeer.relay.mountpoint",
+        T,
+    )
+    .await;
+    let first = assert_plays(&mut b, page, "through the relay").await;
+    let mp1 = first["relay"]["mountpoint"].as_u64().expect("a mountpoint");
+    assert!(
+        stack
+            .log_text()
+            .contains("handed the viewer over to the relay"),
+        "the device never handed the page over"
+    );
+    let note = b
+        .eval(page, "!document.getElementById('controls-relay').hidden")
+        .await;
+    assert_eq!(note, json!(true), "the page says controls are not relayed");
+    let led = b
+        .eval(
+            page,
+            "document.querySelector('button[data-control=\"led\"]').disabled",
+        )
+        .await;
+    assert_eq!(led, json!(true), "no switch through the relay");
+
+    janus.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    janus.restart();
+    let t = Instant::now();
+    // While Janus is down the device serves viewers itself (within
+    // max_sessions); once it is back, new viewers go to its new mountpoint.
+    // The page comes back either way, by itself.
+    let cond = format!(
+        "window.campeer.state === 'playing' && (!window.campeer.relay || \
+         (window.campeer.relay.mountpoint && window.campeer.relay.mountpoint !== {mp1}))"
+    );
+    b.wait(page, &cond, Duration::from_secs(40)).await;
+    let how = b.eval(page, "window.campeer.relay").await;
+    eprintln!(
+        "page playing again {:.1} s after Janus restarted ({})",
+        t.elapsed().as_secs_f64(),
+        if how.is_null() {
+            "from the device, the relay being down".to_string()
+        } else {
+            format!("through the new mountpoint: {how}")
+        }
+    );
+    assert_plays(&mut b, page, "after Janus restarted").await;
+    let mp2 = wait_mountpoints(&stack, 2).await;
+    assert_ne!(mp1, mp2, "the device made a new mountpoint");
+    // A second page now is handed over to the new mountpoint.
+    let second = b
+        .open(&format!("{}#pair=wall.{VIEW_SECRET}", stack.url()))
+        .await;
+    let cond = format!("window.campeer.relay && window.campeer.relay.mountpoint === {mp2}");
+    b.wait(second, &cond, T).await;
+    assert_plays(&mut b, second, "a new page through the new mountpoint").await;
+    b.quit().await;
+}

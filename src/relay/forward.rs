@@ -301,6 +301,11 @@ impl Forwarder {
             *need_keyframe = false;
         }
         let to = self.fed.as_ref().and_then(|f| f.feed.video);
+        if to.is_some() {
+            self.stats
+                .payload_bytes
+                .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        }
         let packets = self
             .video
             .packets(&frame.data, frame.capture_us, frame.duration_us);
@@ -309,6 +314,11 @@ impl Forwarder {
 
     async fn send_audio(&mut self, packet: &EncodedAudio) {
         let to = self.fed.as_ref().and_then(|f| f.feed.audio);
+        if to.is_some() {
+            self.stats
+                .payload_bytes
+                .fetch_add(packet.data.len() as u64, Ordering::Relaxed);
+        }
         let packets = self
             .audio
             .packets(&packet.data, packet.capture_us, packet.duration_us);
