@@ -385,7 +385,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                     // A relay is followed only if its own mac verifies, and
                     // the refusal's too when it carries one.
                     DeviceMessage::Error { relay: Some(r), .. }
-                        if !args.no_relay && !(mac.is_some() && report.unverified_error) =>
+                        if !(args.no_relay || mac.is_some() && report.unverified_error) =>
                     {
                         match sig.open_relay(&sid, &r) {
                             Some(pin) => break_to_relay = Some((r.janus, r.mountpoint, pin)),
