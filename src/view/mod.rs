@@ -124,6 +124,67 @@ pub async fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A viewer's peer connection, its events and its audio receiver.
+struct ViewerPc {
+    pc: Arc<dyn PeerConnection>,
+    tx: mpsc::Sender<Event>,
+    rx: mpsc::Receiver<Event>,
+    audio: Arc<std::sync::Mutex<Option<AudioReceiver>>>,
+}
+
+/// Builds the viewer's peer connection (loopback candidates included),
+/// receiving `codec` only when it is VP8 (`--codec vp8`), else H.264.
+async fn viewer_pc(started: Instant, codec: VideoCodec) -> anyhow::Result<ViewerPc> {
+    let cfg = WebRtcConfig {
+        include_loopback: true,
+        ..WebRtcConfig::default()
+    };
+    let engine = RtcEngine::new(&cfg, Role::Offerer)?
+        .with_only_video_codec((codec == VideoCodec::Vp8).then_some(codec));
+    let (tx, rx) = mpsc::channel(1024);
+    let audio = Arc::new(std::sync::Mutex::new(None));
+    let pc = engine
+        .build(Arc::new(Handler {
+            tx: tx.clone(),
+            started,
+            codec,
+            audio: audio.clone(),
+        }))
+        .await?;
+    Ok(ViewerPc { pc, tx, rx, audio })
+}
+
+/// The local description with the candidates gathered within `wait`, for
+/// signaling without trickle (WHEP, the relay).
+async fn local_sdp_gathered(v: &mut ViewerPc, wait: Duration) -> anyhow::Result<String> {
+    let mut candidates = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, v.rx.recv()).await {
+            Ok(Some(Event::LocalCandidate(Some(c)))) => candidates.push(c.candidate),
+            Ok(Some(Event::LocalCandidate(None))) | Err(_) => break,
+            Ok(Some(_)) => {}
+            Ok(None) => anyhow::bail!("peer connection events ended"),
+        }
+    }
+    let sdp =
+        v.pc.local_description()
+            .await
+            .map(|d| d.sdp)
+            .context("no local description")?;
+    Ok(crate::whep::resources::with_candidates(&sdp, &candidates))
+}
+
+fn audio_report(
+    state: &std::sync::Mutex<Option<AudioReceiver>>,
+) -> Option<crate::view::audio::AudioReport> {
+    state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|a| a.report())
+}
+
 /// Pause before going back to the device after losing the relay.
 const REJOIN_PAUSE: Duration = Duration::from_secs(1);
 
@@ -201,27 +262,17 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         None => None,
     };
 
-    let webrtc_cfg = WebRtcConfig {
-        include_loopback: true,
-        ..WebRtcConfig::default()
-    };
     let codec = if args.codec == "vp8" {
         VideoCodec::Vp8
     } else {
         VideoCodec::H264
     };
-    let engine = RtcEngine::new(&webrtc_cfg, Role::Offerer)?
-        .with_only_video_codec((codec == VideoCodec::Vp8).then_some(codec));
-    let (tx, mut rx) = mpsc::channel(1024);
-    let audio_state = Arc::new(std::sync::Mutex::new(None));
-    let pc = engine
-        .build(Arc::new(Handler {
-            tx: tx.clone(),
-            started,
-            codec,
-            audio: audio_state.clone(),
-        }))
-        .await?;
+    let ViewerPc {
+        pc,
+        tx,
+        mut rx,
+        audio: audio_state,
+    } = viewer_pc(started, codec).await?;
 
     let calls = parse_calls(&args.call)?;
     report.calls = calls.clone();
@@ -479,11 +530,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         return relay::watch(args, &janus, id, Some(&pin), report).await;
     }
     report.finish(&mut latencies);
-    report.audio = audio_state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|a| a.report());
+    report.audio = audio_report(&audio_state);
     if report.bye.is_none() {
         sig.publish(&ViewerMessage::Bye);
     }
@@ -548,11 +595,7 @@ async fn receive(
         }
     }
     report.finish(&mut latencies);
-    report.audio = audio_state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|a| a.report());
+    report.audio = audio_report(audio_state);
 }
 
 /// How long the viewer stays after its calls were answered, for notifications.

@@ -6,17 +6,13 @@
 //! part is the same as every other viewer's.
 
 use super::report::ViewReport;
-use super::{receive, Event, Handler};
+use super::{local_sdp_gathered, receive, viewer_pc, Event};
 use crate::cli::ViewArgs;
-use crate::config::WebRtcConfig;
 use crate::encode::pipeline::VideoCodec;
 use crate::relay::janus::{plugin_data, Handle, Janus};
-use crate::rtc::engine::{Role, RtcEngine};
-use crate::whep::resources::with_candidates;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
@@ -63,60 +59,32 @@ pub async fn watch(
         }
     };
     report.answer_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
-    let cfg = WebRtcConfig {
-        include_loopback: true,
-        ..WebRtcConfig::default()
-    };
-    let engine = RtcEngine::new(&cfg, Role::Offerer)?;
-    let (tx, mut rx) = mpsc::channel(1024);
-    let audio_state = Arc::new(std::sync::Mutex::new(None));
-    let pc = engine
-        .build(Arc::new(Handler {
-            tx: tx.clone(),
-            started,
-            codec: VideoCodec::H264,
-            audio: audio_state.clone(),
-        }))
+    let mut v = viewer_pc(started, VideoCodec::H264).await?;
+    v.pc.set_remote_description(RTCSessionDescription::offer(offer)?)
         .await?;
-    pc.set_remote_description(RTCSessionDescription::offer(offer)?)
-        .await?;
-    let answer = pc.create_answer(None).await?;
-    pc.set_local_description(answer).await?;
-    let mut candidates = Vec::new();
-    let gather_deadline = tokio::time::Instant::now() + GATHER_WAIT;
-    loop {
-        match tokio::time::timeout_at(gather_deadline, rx.recv()).await {
-            Ok(Some(Event::LocalCandidate(Some(c)))) => candidates.push(c.candidate),
-            Ok(Some(Event::LocalCandidate(None))) | Err(_) => break,
-            Ok(Some(_)) => {}
-            Ok(None) => bail!("peer connection events ended"),
-        }
-    }
-    let sdp = pc
-        .local_description()
-        .await
-        .map(|d| d.sdp)
-        .context("no local description")?;
-    let jsep = json!({"type": "answer", "sdp": with_candidates(&sdp, &candidates)});
+    let answer = v.pc.create_answer(None).await?;
+    v.pc.set_local_description(answer).await?;
+    let sdp = local_sdp_gathered(&mut v, GATHER_WAIT).await?;
+    let jsep = json!({"type": "answer", "sdp": sdp});
     janus
         .send(h, json!({"request": "start"}), Some(jsep))
         .await?;
-    let keeper = tokio::spawn(keep(janus.clone(), h, tx));
+    let keeper = tokio::spawn(keep(janus.clone(), h, v.tx.clone()));
     receive(
         args,
-        &pc,
-        &mut rx,
+        &v.pc,
+        &mut v.rx,
         &mut report,
         offer_at,
         deadline,
-        &audio_state,
+        &v.audio,
     )
     .await;
     keeper.abort();
     // Anything but the deadline or a complete run ended the stream under us.
     report.relay_lost = tokio::time::Instant::now() < deadline && report.error.is_some();
     let _ = janus.destroy(h.session).await;
-    if let Err(e) = pc.close().await {
+    if let Err(e) = v.pc.close().await {
         debug!("close: {e}");
     }
     Ok(report)

@@ -4,21 +4,18 @@
 //! `201`, and the resource is `DELETE`d at the end. Plain `http://` only.
 
 use super::report::ViewReport;
-use super::{receive, strip_line_end, Event, Handler};
+use super::{local_sdp_gathered, receive, strip_line_end, viewer_pc};
 use crate::cli::ViewArgs;
-use crate::config::WebRtcConfig;
+use crate::encode::pipeline::VideoCodec;
 use crate::http_client::Exchange;
-use crate::rtc::engine::{Role, RtcEngine};
 use crate::signaling::auth::key_password;
-use crate::whep::resources::with_candidates;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use hyper::{Method, StatusCode};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use webrtc::peer_connection::PeerConnection;
 
@@ -73,22 +70,9 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
     let mut report = ViewReport::new("");
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
-    let cfg = WebRtcConfig {
-        include_loopback: true,
-        ..WebRtcConfig::default()
-    };
-    let engine = RtcEngine::new(&cfg, Role::Offerer)?;
-    let (tx, mut rx) = mpsc::channel(1024);
-    let audio_state = Arc::new(std::sync::Mutex::new(None));
-    let pc = engine
-        .build(Arc::new(Handler {
-            tx,
-            started,
-            // WHEP offers H.264 (the device's preferred codec).
-            codec: crate::encode::pipeline::VideoCodec::H264,
-            audio: audio_state.clone(),
-        }))
-        .await?;
+    // WHEP offers H.264 (the device's preferred codec).
+    let mut v = viewer_pc(started, VideoCodec::H264).await?;
+    let pc = v.pc.clone();
     let kinds: &[(RtpCodecKind, bool)] = &[
         (RtpCodecKind::Video, !args.no_video),
         (RtpCodecKind::Audio, !args.no_audio),
@@ -106,22 +90,7 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
     // Non-trickle: gather, then put the candidates into the offer.
-    let mut candidates = Vec::new();
-    let gather_deadline = tokio::time::Instant::now() + GATHER_WAIT;
-    loop {
-        match tokio::time::timeout_at(gather_deadline, rx.recv()).await {
-            Ok(Some(Event::LocalCandidate(Some(c)))) => candidates.push(c.candidate),
-            Ok(Some(Event::LocalCandidate(None))) | Err(_) => break,
-            Ok(Some(_)) => {}
-            Ok(None) => bail!("peer connection events ended"),
-        }
-    }
-    let sdp = pc
-        .local_description()
-        .await
-        .map(|d| d.sdp)
-        .context("no local description")?;
-    let offer_sdp = with_candidates(&sdp, &candidates);
+    let offer_sdp = local_sdp_gathered(&mut v, GATHER_WAIT).await?;
 
     let offer_at = Instant::now();
     let (status, headers, body) = exchange(
@@ -157,11 +126,11 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
     receive(
         args,
         &pc,
-        &mut rx,
+        &mut v.rx,
         &mut report,
         offer_at,
         deadline,
-        &audio_state,
+        &v.audio,
     )
     .await;
     if let Some(r) = resource {
