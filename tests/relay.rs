@@ -4,8 +4,9 @@
 //! more to Janus, which they watch with live stamped frames while the
 //! device sends one upstream; Janus killed and restarted: the device makes
 //! a new mountpoint and the relayed viewers come back through it, while
-//! the direct viewer sees nothing happen; strangers get neither the relay
-//! nor the stream. Needs /usr/bin/janus (scripts/test.sh installs
+//! the direct viewer sees nothing happen; a revoked key loses the relay
+//! (the mountpoint is re-created) while the others come back; strangers
+//! get neither the relay nor the stream. Needs /usr/bin/janus (scripts/test.sh installs
 //! it; without it the test says why and passes, unless
 //! CAMPEER_REQUIRE_JANUS is set, as scripts/test.sh does).
 
@@ -47,6 +48,46 @@ fn mountpoints(log: &str) -> Vec<u64> {
             l[at..].split_whitespace().next()?.parse().ok()
         })
         .collect()
+}
+
+/// Adds a view key with `campeer keys add` and waits until the running
+/// daemon has it; returns the path of a file holding its secret.
+fn add_key(d: &Daemon, id: &str, dir: &TempDir) -> String {
+    let state = d.state_dir();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "keys",
+            "--state-dir",
+            &state.to_string_lossy(),
+            "add",
+            id,
+            "--role",
+            "view",
+        ])
+        .output()
+        .expect("campeer keys add");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let tag = format!("#pair={id}.");
+    let at = text
+        .find(&tag)
+        .unwrap_or_else(|| panic!("no pairing link: {text}"))
+        + tag.len();
+    let secret: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let path = dir.0.join(format!("{id}.key"));
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    let t = Instant::now();
+    while !d.log_text().contains("access keys changed; reloaded") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the daemon never reloaded its keys"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    path.to_string_lossy().into_owned()
 }
 
 /// `campeer view` straight at Janus, as a stranger who learned the
@@ -97,6 +138,8 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
         tail(&janus.log_text(), 40)
     );
     let first_mp = mountpoints(&d.log_text())[0];
+    // A second key, made the way an owner would, for the revocation below.
+    let guest = add_key(&d, "guest", &dir);
 
     let key = [
         "--key",
@@ -132,12 +175,30 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
             )
         })
         .collect();
+    let guest_args = [
+        "--key",
+        "guest",
+        "--secret-file",
+        &guest,
+        "--role",
+        "view",
+        "--no-audio",
+        "--hold",
+        "--timeout",
+        &WATCH_S.to_string(),
+    ]
+    .map(str::to_owned);
+    let guest_view = view_spawn(
+        &broker,
+        DEVICE,
+        &guest_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let t0 = Instant::now();
     let all = wait_status(
         broker.port,
         "campeer",
         DEVICE,
-        |v| v["relay"]["viewers"].as_u64() == Some(RELAYED as u64),
+        |v| v["relay"]["viewers"].as_u64() == Some(RELAYED as u64 + 1),
         Duration::from_secs(30),
     )
     .await;
@@ -201,7 +262,7 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
         broker.port,
         "campeer",
         DEVICE,
-        |v| v["relay"]["viewers"].as_u64() == Some(RELAYED as u64),
+        |v| v["relay"]["viewers"].as_u64() == Some(RELAYED as u64 + 1),
         Duration::from_secs(25),
     )
     .await;
@@ -215,8 +276,49 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
         "{RELAYED} viewers back through the new mountpoint {:.1} s after Janus was killed",
         killed.elapsed().as_secs_f64()
     );
+    assert_eq!(
+        mountpoints(&d.log_text()).len(),
+        2,
+        "one mountpoint per Janus life"
+    );
+
+    // The guest's key is revoked: the device re-creates the mountpoint so
+    // the PIN the guest holds stops working; the others come back to the
+    // new one, the guest is refused.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "keys",
+            "--state-dir",
+            &d.state_dir().to_string_lossy(),
+            "revoke",
+            "guest",
+        ])
+        .output()
+        .expect("campeer keys revoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revoked = Instant::now();
+    let third = wait_status(
+        broker.port,
+        "campeer",
+        DEVICE,
+        |v| v["relay"]["viewers"].as_u64() == Some(RELAYED as u64),
+        Duration::from_secs(25),
+    )
+    .await;
     let mps = mountpoints(&d.log_text());
-    assert_eq!(mps.len(), 2, "one mountpoint per Janus life: {mps:?}");
+    assert!(
+        third.is_some() && mps.len() == 3,
+        "after the revocation: {mps:?}\n{}",
+        tail(&d.log_text(), 40)
+    );
+    eprintln!(
+        "{RELAYED} viewers on the third mountpoint {:.1} s after the guest key was revoked",
+        revoked.elapsed().as_secs_f64()
+    );
 
     for (i, v) in relayed.into_iter().enumerate() {
         let r = v.await.unwrap();
@@ -233,9 +335,15 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
         let last = rejoins
             .last()
             .unwrap_or_else(|| panic!("viewer {i} never came back: {r}"));
+        assert!(
+            rejoins
+                .iter()
+                .any(|j| j["relay_mountpoint"].as_u64() == Some(mps[1])),
+            "viewer {i} missed the mountpoint after the restart: {r}"
+        );
         assert_eq!(
             last["relay_mountpoint"].as_u64(),
-            Some(mps[1]),
+            Some(mps[2]),
             "viewer {i}: {r}"
         );
         assert!(
@@ -244,6 +352,25 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
         );
         assert!(r["error"].is_null(), "viewer {i} ended in error: {r}");
     }
+    let g = guest_view.await.unwrap();
+    assert_eq!(g["relay_mountpoint"].as_u64(), Some(first_mp), "{g}");
+    assert_eq!(
+        g["error_code"], "unauthorized",
+        "the revoked guest must be refused: {g}"
+    );
+    let g_rejoins = g["rejoins"].as_array().cloned().unwrap_or_default();
+    assert!(
+        g_rejoins
+            .iter()
+            .any(|j| j["relay_mountpoint"].as_u64() == Some(mps[1])),
+        "the guest watched again after the Janus restart, before its revocation: {g}"
+    );
+    assert!(
+        g_rejoins
+            .iter()
+            .all(|j| j["relay_mountpoint"].as_u64() != Some(mps[2])),
+        "the revoked guest reached the new mountpoint: {g}"
+    );
     let direct = direct.await.unwrap();
     assert!(direct["relay_mountpoint"].is_null(), "{direct}");
     assert!(
@@ -268,7 +395,7 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
     let feeds = d.log_text().matches("relay: feeding Janus").count();
     assert_eq!(
         feeds,
-        2,
+        3,
         "one feed per mountpoint:\n{}",
         tail(&d.log_text(), 40)
     );
@@ -279,7 +406,7 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
     assert!(
         log.contains(&format!(
             "relay: mountpoint destroyed mountpoint={}",
-            mps[1]
+            mps[2]
         )),
         "{}",
         tail(&log, 20)

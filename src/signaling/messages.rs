@@ -1078,6 +1078,42 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_rides_on_busy_and_a_bad_one_is_no_relay() {
+        let text = r#"{"type":"error","code":"busy","message":"watch through the relay",
+            "relay":{"janus":"http://j:8088/janus","mountpoint":77,"pin_x":"abc","mac":"m"}}"#;
+        let DeviceMessage::Error { code, relay, .. } =
+            parse_device_message(text.as_bytes()).unwrap()
+        else {
+            panic!("not an error");
+        };
+        assert_eq!(code, ErrorCode::Busy);
+        let r = relay.expect("a relay");
+        assert_eq!(
+            (r.janus.as_str(), r.mountpoint),
+            ("http://j:8088/janus", 77)
+        );
+        assert_eq!((r.pin_x.as_deref(), r.pin.as_deref()), (Some("abc"), None));
+        for bad in [
+            r#"{"type":"error","code":"busy","message":"x","relay":{"janus":"http://j/","mountpoint":"77"}}"#,
+            r#"{"type":"error","code":"busy","message":"x","relay":{"mountpoint":77}}"#,
+            r#"{"type":"error","code":"busy","message":"x","relay":"http://j/"}"#,
+        ] {
+            match parse_device_message(bad.as_bytes()) {
+                Ok(DeviceMessage::Error {
+                    relay: None,
+                    code: ErrorCode::Busy,
+                    ..
+                }) => {}
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // Without a relay, the wire form is unchanged.
+        assert!(!DeviceMessage::error(ErrorCode::Busy, "full")
+            .to_json()
+            .contains("relay"));
+    }
+
+    #[test]
     fn device_messages_round_trip() {
         let all = [
             DeviceMessage::Answer {

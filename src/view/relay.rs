@@ -41,34 +41,27 @@ pub async fn watch(
     let janus = Janus::new(janus_url).context("the relay's Janus URL")?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let started = Instant::now();
-    let h = janus.attach("janus.plugin.streaming").await?;
-    let mut body = json!({"request": "watch", "id": id});
-    if let Some(p) = pin {
-        body["pin"] = json!(p);
-    }
     let offer_at = Instant::now();
-    janus.send(h, body, None).await?;
-    let offer = match next_offer(&janus, h, deadline).await {
-        Ok(o) => o,
+    let (h, offer) = match ask(&janus, id, pin, deadline).await {
+        Ok(got) => got,
         Err(e) => {
+            // Janus gone (not noticed by the device yet), an old mountpoint
+            // or PIN: the run goes back to the device.
             report.error = Some(format!("the relay refused: {e:#}"));
-            // An old mountpoint (Janus restarted) or PIN: ask the device again.
+            report.relay_lost = true;
+            return Ok(report);
+        }
+    };
+    report.answer_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
+    let mut v = match answer(&janus, h, offer, started).await {
+        Ok(v) => v,
+        Err(e) => {
+            report.error = Some(format!("the relay's offer could not be answered: {e:#}"));
             report.relay_lost = true;
             let _ = janus.destroy(h.session).await;
             return Ok(report);
         }
     };
-    report.answer_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
-    let mut v = viewer_pc(started, VideoCodec::H264).await?;
-    v.pc.set_remote_description(RTCSessionDescription::offer(offer)?)
-        .await?;
-    let answer = v.pc.create_answer(None).await?;
-    v.pc.set_local_description(answer).await?;
-    let sdp = local_sdp_gathered(&mut v, GATHER_WAIT).await?;
-    let jsep = json!({"type": "answer", "sdp": sdp});
-    janus
-        .send(h, json!({"request": "start"}), Some(jsep))
-        .await?;
     let keeper = tokio::spawn(keep(janus.clone(), h, v.tx.clone()));
     receive(
         args,
@@ -88,6 +81,53 @@ pub async fn watch(
         debug!("close: {e}");
     }
     Ok(report)
+}
+
+/// A peer connection that answered Janus's `offer` (candidates gathered
+/// first) and told Janus to start.
+async fn answer(
+    janus: &Janus,
+    h: Handle,
+    offer: String,
+    started: Instant,
+) -> anyhow::Result<super::ViewerPc> {
+    let mut v = viewer_pc(started, VideoCodec::H264).await?;
+    v.pc.set_remote_description(RTCSessionDescription::offer(offer)?)
+        .await?;
+    let answer = v.pc.create_answer(None).await?;
+    v.pc.set_local_description(answer).await?;
+    let sdp = local_sdp_gathered(&mut v, GATHER_WAIT).await?;
+    let jsep = json!({"type": "answer", "sdp": sdp});
+    if let Err(e) = janus.send(h, json!({"request": "start"}), Some(jsep)).await {
+        let _ = v.pc.close().await;
+        return Err(e.into());
+    }
+    Ok(v)
+}
+
+/// A Janus session watching mountpoint `id`, and Janus's offer.
+async fn ask(
+    janus: &Janus,
+    id: u64,
+    pin: Option<&str>,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<(Handle, String)> {
+    let h = janus.attach("janus.plugin.streaming").await?;
+    let mut body = json!({"request": "watch", "id": id});
+    if let Some(p) = pin {
+        body["pin"] = json!(p);
+    }
+    let asked = async {
+        janus.send(h, body, None).await?;
+        next_offer(janus, h, deadline).await
+    };
+    match asked.await {
+        Ok(offer) => Ok((h, offer)),
+        Err(e) => {
+            let _ = janus.destroy(h.session).await;
+            Err(e)
+        }
+    }
 }
 
 /// The SDP of the offer Janus sends after `watch`, or why there is none
