@@ -28,6 +28,7 @@ fn config(dir: &TempDir, janus: &Janus) -> String {
         &path,
         format!(
             "[video]\nwidth = 320\nheight = 240\n\n\
+             [audio]\nsource = \"tone:440\"\n\n\
              [webrtc]\nmax_sessions = 1\n\n\
              [[access.keys]]\nid = \"viewer\"\nsecret = \"0123456789abcdef-viewer\"\nrole = \"view\"\n\n\
              [relay]\nenabled = true\njanus_url = \"{}\"\nadmin_key = \"{}\"\nmode = \"overflow\"\n",
@@ -182,7 +183,6 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
         &guest,
         "--role",
         "view",
-        "--no-audio",
         "--hold",
         "--timeout",
         &WATCH_S.to_string(),
@@ -354,6 +354,16 @@ async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothin
     }
     let g = guest_view.await.unwrap();
     assert_eq!(g["relay_mountpoint"].as_u64(), Some(first_mp), "{g}");
+    // The guest listened too: the tone came through Janus.
+    let hz = g["audio"]["dominant_hz"].as_f64().unwrap_or(0.0);
+    assert!(
+        (hz - 440.0).abs() < 2.0,
+        "no 440 Hz tone through the relay: {g}"
+    );
+    assert!(
+        g["audio"]["decoded_ms"].as_f64().unwrap_or(0.0) >= 1000.0,
+        "{g}"
+    );
     assert_eq!(
         g["error_code"], "unauthorized",
         "the revoked guest must be refused: {g}"
