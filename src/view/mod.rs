@@ -544,13 +544,12 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
 /// the deadline passes or the connection fails; then fills in `report`.
 async fn receive(
     args: &ViewArgs,
-    pc: &Arc<dyn PeerConnection>,
-    rx: &mut mpsc::Receiver<Event>,
+    v: &mut ViewerPc,
     report: &mut ViewReport,
     offer_at: Instant,
     deadline: tokio::time::Instant,
-    audio_state: &Arc<std::sync::Mutex<Option<AudioReceiver>>>,
 ) {
+    let (pc, rx, audio_state) = (&v.pc, &mut v.rx, &v.audio);
     let mut latencies = Vec::new();
     let mut pli = tokio::time::interval(Duration::from_millis(1000));
     loop {

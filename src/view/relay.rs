@@ -63,16 +63,7 @@ pub async fn watch(
         }
     };
     let keeper = tokio::spawn(keep(janus.clone(), h, v.tx.clone()));
-    receive(
-        args,
-        &v.pc,
-        &mut v.rx,
-        &mut report,
-        offer_at,
-        deadline,
-        &v.audio,
-    )
-    .await;
+    receive(args, &mut v, &mut report, offer_at, deadline).await;
     keeper.abort();
     // Anything but the deadline or a complete run ended the stream under us.
     report.relay_lost = tokio::time::Instant::now() < deadline && report.error.is_some();

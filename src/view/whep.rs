@@ -123,16 +123,7 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
     report.set_answer(&body);
     pc.set_remote_description(RTCSessionDescription::answer(body)?)
         .await?;
-    receive(
-        args,
-        &pc,
-        &mut v.rx,
-        &mut report,
-        offer_at,
-        deadline,
-        &v.audio,
-    )
-    .await;
+    receive(args, &mut v, &mut report, offer_at, deadline).await;
     if let Some(r) = resource {
         match exchange(&r, Method::DELETE, token.as_deref(), None, String::new()).await {
             Ok((s, _, _)) if s.is_success() => debug!("WHEP resource deleted"),
