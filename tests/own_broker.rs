@@ -57,6 +57,7 @@ fn lan(b: &ManagedBroker) -> SocketAddr {
 enum Seen {
     Msg(String, Vec<u8>, bool),
     SubAck(Vec<rumqttc::SubscribeReasonCode>),
+    PubAck,
     Closed(String),
 }
 
@@ -102,6 +103,9 @@ async fn connect(o: MqttOptions) -> Result<Client, String> {
                 }
                 Ok(Event::Incoming(Incoming::SubAck(a))) => {
                     let _ = tx.send(Seen::SubAck(a.return_codes));
+                }
+                Ok(Event::Incoming(Incoming::PubAck(_))) => {
+                    let _ = tx.send(Seen::PubAck);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -165,7 +169,7 @@ impl Client {
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(Seen::SubAck(codes))) => return codes,
-                Ok(Some(Seen::Msg(..))) => {}
+                Ok(Some(Seen::Msg(..) | Seen::PubAck)) => {}
                 Ok(Some(Seen::Closed(e))) => panic!("closed while subscribing to {filter}: {e}"),
                 _ => panic!("no SUBACK for {filter}"),
             }
@@ -179,13 +183,28 @@ impl Client {
             .expect("publish queued");
     }
 
+    /// Publishes and waits for the broker's PUBACK: a retained message is
+    /// stored by then, so a later subscriber gets the retained copy rather
+    /// than the live one (other messages seen meanwhile are dropped).
+    async fn publish_acked(&mut self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        self.publish(topic, payload, retain).await;
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Seen::PubAck)) => return,
+                Ok(Some(Seen::Msg(..) | Seen::SubAck(_))) => {}
+                _ => panic!("no PUBACK for {topic}"),
+            }
+        }
+    }
+
     /// The next message within `within`; `None` if none (or closed).
     async fn next_msg(&mut self, within: Duration) -> Option<(String, Vec<u8>, bool)> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(Seen::Msg(t, p, r))) => return Some((t, p, r)),
-                Ok(Some(Seen::SubAck(_))) => {}
+                Ok(Some(Seen::SubAck(_) | Seen::PubAck)) => {}
                 _ => return None,
             }
         }
@@ -238,7 +257,8 @@ async fn a_viewer_reads_status_and_out_writes_in_and_nothing_else() {
     let b = start(false, &[alice(), bob()]);
     let mut dev = device_client(&b).await;
     dev.sub(&format!("{B}/session/+/in")).await;
-    dev.publish(&format!("{B}/status"), "online", true).await;
+    dev.publish_acked(&format!("{B}/status"), "online", true)
+        .await;
 
     let mut viewer = key_client(lan(&b), &alice(), "alice-1")
         .await
