@@ -30,7 +30,9 @@
 # file: no machine-id, no host keys, no keys of campeer's (its first start
 # makes them), mtimes clamped to the commit's time (SOURCE_DATE_EPOCH),
 # fixed file system ids. Downloaded packages are kept in
-# target/image-debs, so a second build needs no network.
+# target/image-debs (or $CAMPEER_IMAGE_DEBS), so a second build needs no
+# network. CAMPEER_IMAGE_DEB=path puts that campeer package in the image
+# instead of building one (two builds at once must not both write it).
 #
 # Needs root (mmdebstrap's root mode keeps file owners; mkfs.ext4 -d copies
 # them). Installs what it lacks: mmdebstrap, qemu-user-static, dosfstools,
@@ -54,8 +56,9 @@ esac
 version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
 out="${CAMPEER_IMAGE_DIR:-${CARGO_TARGET_DIR:-$root_dir/target}/image}"
 case "$out" in /*) ;; *) out="$root_dir/$out" ;; esac
-# Downloaded packages, shared by every build of this work tree.
-debs="${CARGO_TARGET_DIR:-$root_dir/target}/image-debs"
+# Downloaded packages, shared by every build of this work tree (two builds
+# running at once each need a directory of their own).
+debs="${CAMPEER_IMAGE_DEBS:-${CARGO_TARGET_DIR:-$root_dir/target}/image-debs}"
 case "$debs" in /*) ;; *) debs="$root_dir/$debs" ;; esac
 mkdir -p "$out" "$debs"
 name="campeer-$version-$arch"
@@ -80,12 +83,19 @@ if [ ! -e "$binfmt/qemu-$qemu_name" ]; then
     conf=/usr/lib/binfmt.d/qemu-$qemu_name.conf
     [ -f "$conf" ] || die "$conf is missing (qemu-user-static)"
     say "registering qemu-$qemu_name with binfmt_misc"
-    cat "$conf" > "$binfmt/register"
+    # A build running beside this one may have registered it meanwhile.
+    cat "$conf" > "$binfmt/register" 2>/dev/null || [ -e "$binfmt/qemu-$qemu_name" ] \
+        || die "cannot register qemu-$qemu_name with binfmt_misc"
 fi
 
 # --- the campeer package -------------------------------------------------------
-deb=$(bash scripts/build-deb.sh "$arch" | tail -n1)
-[ -f "$deb" ] || die "scripts/build-deb.sh did not make a package"
+if [ -n "${CAMPEER_IMAGE_DEB:-}" ]; then
+    deb=$CAMPEER_IMAGE_DEB
+    [ -f "$deb" ] || die "CAMPEER_IMAGE_DEB=$deb: no such package"
+else
+    deb=$(bash scripts/build-deb.sh "$arch" | tail -n1)
+    [ -f "$deb" ] || die "scripts/build-deb.sh did not make a package"
+fi
 deb=$(realpath "$deb")  # mmdebstrap takes a package file by its absolute path
 say "package: $deb"
 
