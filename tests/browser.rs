@@ -963,6 +963,17 @@ async fn page_plays_live_video_through_the_embedded_broker() {
         json!(""),
         "the page removes the key from the address bar"
     );
+    // Chromium nominates on its first check, which reaches the device
+    // before the device has checked that pair: the device answers it as
+    // soon as its own check succeeds, not at Chromium's next check
+    // (docs/design.md, pitfall 16).
+    assert!(
+        stack
+            .log_text()
+            .contains("answering the peer's first nominating check"),
+        "the device did not answer Chromium's first nominating check at once:\n{}",
+        common::tail(&stack.log_text(), 40)
+    );
 
     // The latency figure needs a ping for the clock mapping (every 2 s).
     let latency = b.wait(page, "window.campeer.latencyMs !== null && window.campeer.bitrateKbps !== null && window.campeer.latencyMs", Duration::from_secs(15)).await;

@@ -266,7 +266,12 @@ impl RtcEngine {
             settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
         }
 
-        let pc = PeerConnectionBuilder::new()
+        let mut builder = PeerConnectionBuilder::new();
+        if self.role == Role::Answerer {
+            // Browsers' first (nominating) check answered at once (pitfall 16).
+            builder = builder.with_runtime(Arc::new(super::nomination::DeviceRuntime));
+        }
+        let pc = builder
             .with_configuration(config)
             .with_media_engine(me)
             .with_setting_engine(settings.build())

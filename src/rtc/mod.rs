@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod keyframe;
 pub mod metrics;
+pub mod nomination;
 pub mod offer;
 pub mod offer_trim;
 pub mod playout_delay;

@@ -299,6 +299,7 @@ impl Session {
     async fn run(mut self, offer: String, mut inputs: mpsc::Receiver<SessionInput>) {
         let (ev_tx, mut ev_rx) = mpsc::channel(256);
         let codec = self.video_codec();
+        let t_build = Instant::now();
         let pc = match self
             .ctx
             .engine
@@ -317,6 +318,7 @@ impl Session {
                 return;
             }
         };
+        let build_ms = t_build.elapsed().as_millis() as u64;
         let t0 = Instant::now();
         if let Err(Refusal(code, message)) = self.negotiate(&pc, &offer).await {
             info!(sid = %self.sid, ?code, "offer refused: {message}");
@@ -329,7 +331,7 @@ impl Session {
             self.ended(None).await;
             return;
         }
-        info!(sid = %self.sid, ms = t0.elapsed().as_millis() as u64, video = self.video.is_some(),
+        info!(sid = %self.sid, build_ms, ms = t0.elapsed().as_millis() as u64, video = self.video.is_some(),
               audio = self.audio.is_some(), "answer sent");
 
         let connect_deadline = tokio::time::Instant::now() + self.ctx.connect_timeout;
