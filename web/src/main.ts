@@ -677,6 +677,7 @@ class Viewer {
       if (s.subscribedAt !== null) this.mark("subscribed", s.subscribedAt);
       if (s.offerMadeAt !== null) this.mark("offer-made", s.offerMadeAt);
       if (s.offerSentAt !== null) this.mark("offer", s.offerSentAt);
+      if (s.answerInAt !== null) this.mark("answer-in", s.answerInAt);
       this.st.state = "connecting";
       this.log(s.signed ? "verified answer received, connecting" : "answer received, connecting");
       this.roleAccepted();

@@ -77,11 +77,14 @@ export class Session {
   subscribedAt: number | null = null;
   offerMadeAt: number | null = null;
   offerSentAt: number | null = null;
+  /** When the answer message arrived, before it was checked and applied. */
+  answerInAt: number | null = null;
   answeredAt: number | null = null;
   state: SessionState = "signaling";
 
   private readonly pc: RTCPeerConnection;
   private readonly stream = new MediaStream();
+  private readonly video: RTCRtpTransceiver;
   private remoteSet = false;
   private remoteQueue: (WireCandidate | null)[] = [];
   private offerSent = false;
@@ -98,6 +101,7 @@ export class Session {
   ) {
     this.pc = new RTCPeerConnection({ iceServers: opts.iceServers });
     const video = this.pc.addTransceiver("video", { direction: "recvonly" });
+    this.video = video;
     if (opts.codec) {
       const caps = RTCRtpReceiver.getCapabilities("video")?.codecs ?? [];
       const keep = onlyCodec(caps, opts.codec);
@@ -139,6 +143,16 @@ export class Session {
 
   /** Subscribes to the answer topic, then offers. */
   async start(): Promise<void> {
+    // The video receiver's track exists before any answer: showing it now
+    // lets the browser set up its player while the offer and answer
+    // travel, instead of between the answer and the first frame (tens of
+    // milliseconds of the page's main thread in headless Chromium). Audio
+    // still comes with its `track` event, only when the device sends it.
+    const track = this.opts.wantVideo ? this.video.receiver?.track : undefined;
+    if (track) {
+      this.stream.addTrack(track);
+      this.ev.stream(this.stream);
+    }
     await this.sig.subscribe(this.topicOut);
     this.subscribedAt = performance.now();
     if (this.done) return;
@@ -183,6 +197,7 @@ export class Session {
   /** A message from this session's `out` topic. */
   async handle(msg: OutMessage): Promise<void> {
     if (this.done) return;
+    if (msg.type === "answer" && this.answerInAt === null) this.answerInAt = performance.now();
     const verdict = judge(msg, { signed: this.signed, k: this.k, answered: this.remoteSet });
     if (verdict === "ignore") {
       this.ev.unverified(msg.type);
