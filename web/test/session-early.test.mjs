@@ -2,37 +2,11 @@
 // browser sets up its player while signaling travels (docs/viewer.md).
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
-
-const VIDEO_TRACK = { kind: "video", id: "video-receiver", stop() {} };
-
-/** Just what Session touches before an answer. */
-class FakePeer {
-  addTransceiver(kind) {
-    return { setCodecPreferences() {}, receiver: { track: kind === "video" ? VIDEO_TRACK : { kind, id: `${kind}-receiver`, stop() {} } } };
-  }
-  createDataChannel() {
-    return { addEventListener() {} };
-  }
-  addEventListener() {}
-  async createOffer() {
-    return { type: "offer", sdp: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n" };
-  }
-  async setLocalDescription() {}
-  close() {}
-}
+import { installFakes } from "./fakes.mjs";
 
 let lib;
 before(async () => {
-  globalThis.RTCPeerConnection ??= FakePeer;
-  globalThis.MediaStream ??= class {
-    tracks = [];
-    addTrack(t) {
-      this.tracks.push(t);
-    }
-    getTracks() {
-      return this.tracks;
-    }
-  };
+  installFakes();
   lib = await import("../.test-build/lib.mjs");
 });
 

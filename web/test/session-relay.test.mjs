@@ -5,34 +5,14 @@
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
+import { installFakes } from "./fakes.mjs";
 
 const b64u = (buf) => Buffer.from(buf).toString("base64").replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 const hmac = (key, text) => createHmac("sha256", key).update(text, "utf8").digest();
 
-/** Just what Session touches before an answer. */
-class FakePeer {
-  addTransceiver() {
-    return { setCodecPreferences() {} };
-  }
-  createDataChannel() {
-    return { addEventListener() {} };
-  }
-  addEventListener() {}
-  async createOffer() {
-    return { type: "offer", sdp: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n" };
-  }
-  async setLocalDescription() {}
-  close() {}
-}
-
 let lib;
 before(async () => {
-  globalThis.RTCPeerConnection ??= FakePeer;
-  globalThis.MediaStream ??= class {
-    getTracks() {
-      return [];
-    }
-  };
+  installFakes();
   lib = await import("../.test-build/lib.mjs");
 });
 
