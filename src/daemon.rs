@@ -46,7 +46,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Options that are not part of the configuration file.
 #[derive(Clone, Debug)]
@@ -169,6 +169,8 @@ struct Daemon {
     ev_rx: mpsc::Receiver<SessionEvent>,
     whep: Arc<crate::whep::Whep>,
     whep_rx: mpsc::Receiver<crate::whep::Command>,
+    /// Byes from pages going away (`POST /bye/{sid}`).
+    bye_rx: mpsc::Receiver<(String, Vec<u8>)>,
     metrics: Arc<Metrics>,
     presence: PresenceInfo,
     /// The latest presence document, for `device.info`.
@@ -247,14 +249,18 @@ impl Daemon {
         // plus a few being refused at the limit.
         let (whep, whep_rx) = crate::whep::Whep::new(config.webrtc.max_sessions + 4);
         drop(whep.spawn_ticker());
+        let (bye_tx, bye_rx) = mpsc::channel(crate::web::bye::BYE_QUEUE);
         let http_task = start_http(
             &config,
             broker.as_ref(),
             authz.mode(),
             access.clone(),
-            whep.clone(),
+            HttpParts {
+                whep: whep.clone(),
+                snapshot: snapshot.clone(),
+                bye: bye_tx,
+            },
             stop_rx.clone(),
-            snapshot.clone(),
         )
         .await;
         let offline = Presence::offline(&config.device_id).to_json().into_bytes();
@@ -344,6 +350,7 @@ impl Daemon {
             ev_rx,
             whep,
             whep_rx,
+            bye_rx,
             metrics,
             presence,
             current,
@@ -371,6 +378,10 @@ impl Daemon {
                         return;
                     }
                 },
+                Some((sid, payload)) = self.bye_rx.recv() => {
+                    debug!(%sid, "bye by HTTP, from a page going away");
+                    self.on_viewer_message(&sid, &payload);
+                }
                 Some(cmd) = self.whep_rx.recv() => {
                     let before = self.table.len();
                     crate::whep::apply(&mut self.table, cmd, crate::clock::monotonic_us());
@@ -423,16 +434,19 @@ impl Daemon {
                 self.chores.connected(crate::clock::monotonic_us());
             }
             LinkEvent::Disconnected => {}
-            LinkEvent::Message { sid, payload } => {
-                let before = self.table.len();
-                self.table
-                    .handle_message(&sid, &payload, crate::clock::monotonic_us());
-                if self.table.len() != before {
-                    self.chores.presence_changed();
-                }
-                self.after_message();
-            }
+            LinkEvent::Message { sid, payload } => self.on_viewer_message(&sid, &payload),
         }
+    }
+
+    /// A viewer's message for session `sid`, from MQTT or `POST /bye`.
+    fn on_viewer_message(&mut self, sid: &str, payload: &[u8]) {
+        let before = self.table.len();
+        self.table
+            .handle_message(sid, payload, crate::clock::monotonic_us());
+        if self.table.len() != before {
+            self.chores.presence_changed();
+        }
+        self.after_message();
     }
 
     /// Table timers, nonce rotation, key reloads, then what housekeeping
@@ -871,14 +885,21 @@ fn lock(a: &SharedAccess) -> std::sync::MutexGuard<'_, AccessState> {
 
 /// Serves the viewer page; a port that cannot be bound is logged, and the
 /// daemon streams on without the page.
+/// What the page server hands to the daemon, or serves from it.
+struct HttpParts {
+    whep: Arc<crate::whep::Whep>,
+    snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
+    /// `POST /bye/{sid}` (crate::web::bye) into the daemon's loop.
+    bye: crate::web::bye::ByeSender,
+}
+
 async fn start_http(
     config: &Config,
     broker: Option<&ManagedBroker>,
     auth: &str,
     access: SharedAccess,
-    whep: Arc<crate::whep::Whep>,
+    parts: HttpParts,
     mut stop: watch::Receiver<bool>,
-    snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if config.http.listen.is_empty() {
         return None;
@@ -919,8 +940,9 @@ async fn start_http(
         );
     }
     let mut hooks = crate::web::Hooks::default().with_config(&config.http);
-    hooks.whep = Some(whep);
-    hooks.snapshot = snapshot;
+    hooks.whep = Some(parts.whep);
+    hooks.snapshot = parts.snapshot;
+    hooks.bye = Some(parts.bye);
     let device_id = config.device_id.clone();
     let a = access.clone();
     hooks.check_key =

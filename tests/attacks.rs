@@ -168,10 +168,18 @@ async fn forgeries_and_replays_change_nothing_for_a_streaming_viewer() {
         "forgeries not logged:\n{log}"
     );
     assert!(log.contains("renegotiation not authorized"), "{log}");
-    assert!(
-        !log.contains("192.0.2."),
-        "a forged candidate reached ICE:\n{log}"
-    );
+    // The forged candidates' addresses with their port 9 (the machine's
+    // own address may be in 192.0.2.0/24 too, with a real port).
+    let forged = (0..50).find(|i| {
+        let addr = format!("192.0.2.{i}");
+        log.match_indices(&addr).any(|(at, _)| {
+            let rest = &log[at + addr.len()..];
+            let port9 =
+                |r: &str| r.starts_with('9') && !r[1..].starts_with(|c: char| c.is_ascii_digit());
+            rest.strip_prefix(':').is_some_and(port9) || rest.strip_prefix(' ').is_some_and(port9)
+        })
+    });
+    assert_eq!(forged, None, "a forged candidate reached ICE:\n{log}");
 
     // 5. The captured offer, replayed after its session ended.
     assert_eq!(wait_sessions(broker.port, DEV, 0, T).await, Some(0));

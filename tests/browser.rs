@@ -1046,6 +1046,30 @@ async fn page_plays_live_video_through_the_embedded_broker() {
     };
     b.screenshot(page, &shot).await;
     println!("screenshot: {}", shot.display());
+
+    // Leaving the page ends its session at once: its bye goes out as a
+    // beacon (POST /bye/{sid}) too, since the MQTT one does not get out
+    // before the page's WebSocket closes. Without it the device would
+    // stream on until ICE gave up (~10 s).
+    b.must(
+        json!({"cmd": "close", "page": page}),
+        Duration::from_secs(10),
+    )
+    .await;
+    let left = std::time::Instant::now();
+    let said = |log: &str| log.contains("bye by HTTP") && log.contains("viewer said bye");
+    while !said(&stack.log_text()) && left.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        said(&stack.log_text()),
+        "the closed page's session did not end with its bye within 5 s:\n{}",
+        common::tail(&stack.log_text(), 30)
+    );
+    println!(
+        "closed page: its session ended {} ms after the tab closed",
+        left.elapsed().as_millis()
+    );
     b.quit().await;
 }
 

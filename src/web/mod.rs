@@ -16,6 +16,7 @@
 //! method a path does not take is 405. Nothing here touches the file system.
 
 pub mod assets;
+pub mod bye;
 pub mod guard;
 mod server;
 pub mod ws_bridge;
@@ -195,6 +196,8 @@ pub struct Hooks {
     pub whep: Option<Arc<crate::whep::Whep>>,
     /// Makes `GET /snapshot.jpg` (`None`: no video, answered 404).
     pub snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
+    /// Takes `POST /bye/{sid}` ([`bye`]); `None`: 404 there.
+    pub bye: Option<bye::ByeSender>,
 }
 
 impl Default for Hooks {
@@ -209,6 +212,7 @@ impl Default for Hooks {
             ws_listener: None,
             whep: None,
             snapshot: None,
+            bye: None,
         }
     }
 }
@@ -264,6 +268,7 @@ struct Site {
     stop: watch::Receiver<bool>,
     whep: Option<Arc<crate::whep::Whep>>,
     snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
+    bye: Option<bye::ByeSender>,
 }
 
 #[derive(Serialize)]
@@ -328,6 +333,7 @@ async fn serve_listeners(
         stop: stop_rx.clone(),
         whep: hooks.whep,
         snapshot: hooks.snapshot,
+        bye: hooks.bye,
     });
     let app = axum::Router::new().fallback(handle).with_state(site);
     let l = hooks.limits;
@@ -418,6 +424,11 @@ async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
             claim(site, ip, req).await
         }
         "/claim" => not_allowed("POST"),
+        p if p.starts_with("/bye/") => match (&site.bye, method == Method::POST) {
+            (Some(tx), true) => bye::handle(tx, &site.origins, req).await,
+            (Some(_), false) => not_allowed("POST"),
+            (None, _) => plain(StatusCode::NOT_FOUND, "not found\n"),
+        },
         p if p == "/whep" || p.starts_with("/whep/") => match &site.whep {
             Some(whep) => {
                 let gate = crate::whep::http::Gate {

@@ -635,3 +635,86 @@ fn the_csp_lets_the_page_call_only_its_relay() {
     );
     assert!(!csp(None).contains("http"), "no relay, no other origin");
 }
+
+fn post_bye(path: &str, content_type: &str, origin: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{content_type}{origin}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn a_page_going_away_says_bye_by_post() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let hooks = Hooks {
+        bye: Some(tx),
+        ..Hooks::default()
+    };
+    let (addr, _stop, _task) = start_with(page(), None, hooks).await;
+    let json = "Content-Type: application/json\r\n";
+    let own = "Origin: http://127.0.0.1:8080\r\n";
+    let bye = r#"{"type":"bye","mac":"AAAA"}"#;
+    let sid = "abcdefgh12345678";
+    let path = format!("/bye/{sid}");
+
+    // Refused, and nothing reaches the daemon: not JSON, a foreign origin,
+    // a bad session id, another message, a big body, another method.
+    let refused = [
+        (
+            post_bye(&path, "Content-Type: text/plain\r\n", own, bye),
+            415,
+        ),
+        (
+            post_bye(&path, json, "Origin: http://evil.example\r\n", bye),
+            403,
+        ),
+        (post_bye("/bye/a/b", json, own, bye), 404),
+        (post_bye("/bye/", json, own, bye), 404),
+        (
+            post_bye(&path, json, own, r#"{"type":"offer","sdp":"v=0"}"#),
+            400,
+        ),
+        (post_bye(&path, json, own, "not json"), 400),
+        (post_bye(&path, json, own, &"x".repeat(5000)), 413),
+        (
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"),
+            405,
+        ),
+    ];
+    for (raw, status) in &refused {
+        let r = request(addr, raw).await;
+        assert_eq!(r.status, *status, "{raw}");
+    }
+    assert!(rx.try_recv().is_err(), "a refused bye reached the daemon");
+
+    // The page's own bye goes to the daemon as sent, with its session id.
+    let r = request(addr, &post_bye(&path, json, own, bye)).await;
+    assert_eq!(r.status, 202);
+    let (got_sid, got) = rx.try_recv().expect("the bye reached the daemon");
+    assert_eq!(got_sid, sid);
+    assert_eq!(got, bye.as_bytes());
+
+    // A full queue is answered 503 (the MQTT bye may still arrive).
+    for _ in 0..2 {
+        let r = request(addr, &post_bye(&path, json, own, bye)).await;
+        assert_eq!(r.status, 202);
+    }
+    let r = request(addr, &post_bye(&path, json, own, bye)).await;
+    assert_eq!(r.status, 503);
+}
+
+#[tokio::test]
+async fn without_a_bye_hook_the_route_is_not_there() {
+    let (addr, _stop, _task) = start().await;
+    let r = request(
+        addr,
+        &post_bye(
+            "/bye/abcdefgh12345678",
+            "Content-Type: application/json\r\n",
+            "",
+            r#"{"type":"bye"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}

@@ -1059,6 +1059,15 @@ class Viewer {
   }
 
   private leave(): void {
+    // The MQTT bye below does not get out before the page's WebSocket
+    // closes; a beacon does (POST /bye/{sid}, the same message). Without
+    // either, the device would stream to this closed page until ICE gives
+    // up, holding one of its sessions.
+    const beacon = this.session?.byeBeacon();
+    if (beacon && typeof navigator.sendBeacon === "function") {
+      const url = new URL(`bye/${encodeURIComponent(beacon.sid)}`, window.location.href);
+      navigator.sendBeacon(url, new Blob([beacon.json], { type: "application/json" }));
+    }
     this.endSession(true);
     this.client?.end();
   }

@@ -267,6 +267,17 @@ export class Session {
     return true;
   }
 
+  /**
+   * The `bye` this session would publish, for a page going away to send by
+   * `navigator.sendBeacon` as well (its MQTT message does not get out
+   * before the page's WebSocket closes). Null before the offer is out or
+   * once the session has ended.
+   */
+  byeBeacon(): { sid: string; json: string } | null {
+    if (this.done || !this.offerSent) return null;
+    return { sid: this.sid, json: byeMessage(this.k) };
+  }
+
   /** Ends the session from this side; tells the device when `bye` is set. */
   close(bye: boolean): void {
     if (this.done) return;

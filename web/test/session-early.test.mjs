@@ -47,3 +47,18 @@ test("a device without video: nothing is shown before the answer", async () => {
   assert.ok(!order.some((e) => e.startsWith("stream")), order.join(" | "));
   assert.ok(order.includes("publish offer"), order.join(" | "));
 });
+
+test("the bye a page going away sends as a beacon: only for an offered, live session", async () => {
+  const sig = { publish: async () => {}, subscribe: async () => {}, unsubscribe: () => {} };
+  const events = { state() {}, stream() {}, rpc() {}, notification() {}, ended() {}, unverified() {}, notice() {} };
+  const s = new lib.Session(
+    { topics: new lib.Topics("campeer", "cam1"), deviceId: "cam1", iceServers: [], auth: null, wantVideo: false },
+    sig,
+    events,
+  );
+  assert.equal(s.byeBeacon(), null, "no offer out yet");
+  await s.start();
+  assert.deepEqual(s.byeBeacon(), { sid: s.sid, json: '{"type":"bye"}' });
+  s.close(false);
+  assert.equal(s.byeBeacon(), null, "ended");
+});
