@@ -14,7 +14,7 @@
 //! cannot send it without a CORS preflight, never granted) from an allowed
 //! origin, with a small body.
 
-use super::{check_origin, header_str, plain, plain_text};
+use super::{check_origin, header_str, is_json, plain, plain_text};
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
@@ -39,12 +39,7 @@ fn is_bye(body: &[u8]) -> bool {
 /// Answers `POST /bye/{sid}` (the route has checked the method).
 pub async fn handle(tx: &ByeSender, origins: &[String], req: Request) -> Response {
     let h = req.headers();
-    let json = header_str(h, header::CONTENT_TYPE).is_some_and(|t| {
-        t.split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-    });
-    if !json {
+    if !is_json(h) {
         return plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "POST /bye/{sid} takes Content-Type: application/json\n",

@@ -398,6 +398,17 @@ async fn handle(State(site): State<Arc<Site>>, req: Request) -> Response {
     r
 }
 
+/// Whether the Content-Type is `application/json` (parameters such as
+/// `charset` allowed): what a form on another site cannot send without a
+/// CORS preflight, which the device never grants.
+fn is_json(headers: &HeaderMap) -> bool {
+    header_str(headers, header::CONTENT_TYPE).is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -485,12 +496,7 @@ async fn websocket(site: &Arc<Site>, page_port: Option<u16>, req: Request) -> Re
 /// body is read up to [`MAX_CLAIM_BODY`] and ignored.
 async fn claim(site: &Arc<Site>, ip: Option<IpAddr>, req: Request) -> Response {
     let h = req.headers();
-    let json = header_str(h, header::CONTENT_TYPE).is_some_and(|t| {
-        t.split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-    });
-    if !json {
+    if !is_json(h) {
         return plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "POST /claim takes Content-Type: application/json\n",
