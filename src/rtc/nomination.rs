@@ -33,6 +33,7 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -71,9 +72,14 @@ enum Stun {
     Success(TransactionId),
 }
 
+/// RFC 7983: STUN starts with 0-3; RTP, RTCP and DTLS never do. The one
+/// test media packets pay: the sockets look no further for them.
+fn may_be_stun(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| *b <= 3)
+}
+
 fn classify(datagram: &[u8]) -> Option<Stun> {
-    // RFC 7983: STUN starts with 0-3; RTP, RTCP and DTLS never do.
-    if datagram.first().is_none_or(|b| *b > 3) || !is_stun_message(datagram) {
+    if !may_be_stun(datagram) || !is_stun_message(datagram) {
         return None;
     }
     let mut m = Message::new();
@@ -92,9 +98,10 @@ impl Replay {
     /// agent right after this datagram, when this is the answer to the
     /// device's own check from the address whose nomination went unanswered.
     pub fn inbound(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
+        let stun = classify(datagram)?;
         self.kept
             .retain(|k| now.saturating_duration_since(k.at) < KEEP_FOR);
-        match classify(datagram)? {
+        match stun {
             Stun::NominatingCheck(id) => {
                 if datagram.len() > MAX_CHECK_BYTES {
                     return None;
@@ -154,6 +161,9 @@ struct State {
 pub struct ReplaySocket {
     inner: Arc<dyn AsyncUdpSocket>,
     state: Mutex<State>,
+    /// Whether `state.queued` has anything, read without the lock on
+    /// every receive (written under it).
+    queued: AtomicBool,
 }
 
 impl ReplaySocket {
@@ -161,6 +171,7 @@ impl ReplaySocket {
         ReplaySocket {
             inner,
             state: Mutex::new(State::default()),
+            queued: AtomicBool::new(false),
         }
     }
 
@@ -169,7 +180,12 @@ impl ReplaySocket {
     }
 
     /// Fills `bufs`/`meta` from the queue; returns how many were filled.
-    fn take_queued(st: &mut State, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+    fn take_queued(
+        &self,
+        st: &mut State,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> usize {
         let mut n = 0;
         while n < bufs.len().min(meta.len()) {
             let Some(q) = st.queued.pop_front() else {
@@ -187,6 +203,7 @@ impl ReplaySocket {
             meta[n] = m;
             n += 1;
         }
+        self.queued.store(!st.queued.is_empty(), Ordering::Release);
         n
     }
 }
@@ -213,7 +230,7 @@ impl AsyncUdpSocket for ReplaySocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        if transmit.segment_size.is_none() {
+        if transmit.segment_size.is_none() && may_be_stun(transmit.contents) {
             self.state()
                 .replay
                 .outbound(transmit.destination, transmit.contents);
@@ -227,19 +244,25 @@ impl AsyncUdpSocket for ReplaySocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        {
-            let mut st = self.state();
-            if !st.queued.is_empty() {
-                let n = Self::take_queued(&mut st, bufs, meta);
-                if n > 0 {
-                    return Poll::Ready(Ok(n));
-                }
+        if self.queued.load(Ordering::Acquire) {
+            let n = self.take_queued(&mut self.state(), bufs, meta);
+            if n > 0 {
+                return Poll::Ready(Ok(n));
             }
         }
         let n = match self.inner.poll_recv(cx, bufs, meta) {
             Poll::Ready(Ok(n)) => n,
             other => return other,
         };
+        // Media (the common case) is not STUN: no lock, no clock.
+        if !bufs
+            .iter()
+            .zip(meta.iter())
+            .take(n)
+            .any(|(b, m)| may_be_stun(&b[..m.len.min(b.len())]) || m.stride < m.len)
+        {
+            return Poll::Ready(Ok(n));
+        }
         let now = Instant::now();
         let mut st = self.state();
         for (buf, m) in bufs.iter().zip(meta.iter()).take(n) {
@@ -255,7 +278,7 @@ impl AsyncUdpSocket for ReplaySocket {
                 }
             }
         }
-        let extra = Self::take_queued(&mut st, &mut bufs[n..], &mut meta[n..]);
+        let extra = self.take_queued(&mut st, &mut bufs[n..], &mut meta[n..]);
         if !st.queued.is_empty() {
             // Handed over at the next receive, which this wake-up asks for.
             cx.waker().wake_by_ref();
