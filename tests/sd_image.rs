@@ -119,16 +119,21 @@ fn finish_build(mut b: Build) -> (PathBuf, String, f64) {
         common::tail(&(text.clone() + &err), 60)
     );
     // The image's path is the last line on stdout.
-    let img = text
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.ends_with(".img"))
-        .map(PathBuf::from)
-        .expect("build-image.sh printed no image path");
+    let img = printed_path(&text, ".img").expect("build-image.sh printed no image path");
     assert!(img.is_file(), "{} is missing", img.display());
     let manifest = std::fs::read_to_string(img.with_extension("manifest")).expect("manifest");
     (img, manifest, secs)
+}
+
+/// The last line of a script's output that names a file ending in `ext`
+/// (the scripts print what they made last), under the work tree when
+/// relative.
+fn printed_path(text: &str, ext: &str) -> Option<PathBuf> {
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.ends_with(ext))
+        .map(|l| root().join(l))
 }
 
 /// Builds both images at once: mmdebstrap runs the arm64 maintainer
@@ -141,13 +146,7 @@ fn build_twice(top: &Path) -> [(PathBuf, String, f64); 2] {
             .current_dir(root()),
         "scripts/build-deb.sh arm64",
     );
-    let deb = deb
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.ends_with(".deb"))
-        .map(|l| root().join(l))
-        .expect("build-deb.sh printed no package path");
+    let deb = printed_path(&deb, ".deb").expect("build-deb.sh printed no package path");
     say(&format!("package: {}", deb.display()));
     let mut a = start_build(&top.join("a"), &deb, true);
     // The first build installs any tool the script lacks and registers
