@@ -989,6 +989,26 @@ async fn page_plays_live_video_through_the_embedded_broker() {
         lat.is_finite() && (-50.0..2000.0).contains(&lat),
         "implausible latency {lat} ms"
     );
+    // Chromium reports every stage of a WebRTC frame's way (web/src/latency.ts),
+    // and on one clock a frame arrives before the page's callback has it.
+    let stages = b.eval(page, "window.campeer.latencyStages").await;
+    let median = |stage: &str| {
+        let mut v: Vec<f64> = stages[stage]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect();
+        assert!(!v.is_empty(), "no {stage} figures: {stages}");
+        common::pct(&mut v, 0.5)
+    };
+    let (received, shown) = (median("received"), median("shown"));
+    assert!(
+        received <= shown,
+        "frames received ({received} ms) after the page showed them ({shown} ms): {stages}"
+    );
+    median("composed");
+    median("expected");
     b.wait(
         page,
         "window.campeer.controls.led && window.campeer.controls.led.value !== null",

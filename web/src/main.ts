@@ -23,6 +23,7 @@
 import mqtt from "mqtt";
 import type { MqttClient } from "mqtt";
 import { ClockMap, median } from "./clock";
+import { FrameTimes, LatencyWindows, Stage } from "./latency";
 import { AccessKey, Role, RoleLadder, mqttPassword } from "./auth";
 import { StoredKey, fragmentWithoutPair, keyFromFragment, pairValueOfFragment, pairingLink, parsePairingInput, parseStoredKey } from "./pairing";
 import {
@@ -39,7 +40,7 @@ import { Rpc, RpcError } from "./rpc";
 import { forcedCodec } from "./codecs";
 import { EndReason, Session, SessionState, Signaling, errText } from "./session";
 import { JanusWatch, RelayState, RelayTarget, reachableFrom } from "./relay";
-import { Stamp, diffMod32, readStamp } from "./stamp";
+import { Stamp, readStamp } from "./stamp";
 import { MqttState, Ui, fmtBitrate, fmtMs } from "./ui";
 
 type ViewerState =
@@ -98,6 +99,8 @@ interface Exposed {
   latencyMs: number | null;
   /** The last capture-to-display figures (ms) behind latencyMs, oldest first. */
   latencySamples: number[];
+  /** The same frames' figures up to each stage of their way (latency.ts). */
+  latencyStages: Record<Stage, number[]>;
   rttMs: number | null;
   pingRttMs: number | null;
   clockOffsetMs: number | null;
@@ -128,6 +131,9 @@ const DISCONNECTED_GRACE_MS = 5_000;
 const STALL_KEYFRAME_MS = 3_000;
 const STALL_RESTART_MS = 8_000;
 const PING_EVERY_MS = 2_000;
+/** Extra pings when the control channel opens, this far apart (ms). */
+const CLOCK_WARMUP_PINGS = 5;
+const CLOCK_WARMUP_GAP_MS = 200;
 const STATS_EVERY_MS = 1_000;
 const LATENCY_WINDOW = 30;
 /** ICE servers from ice.json are fetched again for a session after this long (TURN credentials may expire). */
@@ -162,6 +168,7 @@ class Viewer {
     framesMissed: 0,
     latencyMs: null,
     latencySamples: [],
+    latencyStages: new LatencyWindows().all(),
     rttMs: null,
     pingRttMs: null,
     clockOffsetMs: null,
@@ -208,7 +215,7 @@ class Viewer {
   private connectTimer: ReturnType<typeof setTimeout> | null = null;
   private disconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly clock = new ClockMap();
-  private latencies: number[] = [];
+  private readonly latencies = new LatencyWindows(LATENCY_WINDOW);
   private lastFrameAt = 0;
   private keyframeAsked = false;
   /** Frames in a row without a stamp: past a few, stamps are looked for less often. */
@@ -657,8 +664,9 @@ class Viewer {
   private resetFigures(): void {
     this.st.sessionFrames = 0;
     this.clock.reset();
-    this.latencies = [];
+    this.latencies.reset();
     this.st.latencySamples = [];
+    this.st.latencyStages = this.latencies.all();
     this.keyframeAsked = false;
     this.stampMisses = 0;
     this.st.lastStamp = null;
@@ -1077,7 +1085,15 @@ class Viewer {
   private async onRpc(rpc: Rpc): Promise<void> {
     this.rpc = rpc;
     this.log("control channel open");
+    // The clock map is as good as its fastest ping, and the first ones come
+    // while the page is busy starting its video: a few more right away keep
+    // the latency figure from starting off by several ms.
     void this.ping();
+    for (let i = 1; i <= CLOCK_WARMUP_PINGS; i++) {
+      setTimeout(() => {
+        if (this.rpc === rpc) void this.ping();
+      }, i * CLOCK_WARMUP_GAP_MS);
+    }
     try {
       const info = await rpc.call<Presence>("device.info");
       if (info && typeof info === "object" && this.rpc === rpc) {
@@ -1154,24 +1170,36 @@ class Viewer {
 
   private frameLoop(): void {
     const video = this.ui.video;
-    type Meta = { width: number; height: number; expectedDisplayTime?: number };
+    type Meta = {
+      width: number;
+      height: number;
+      expectedDisplayTime?: number;
+      presentationTime?: number;
+      receiveTime?: number;
+    };
     type RvfcVideo = HTMLVideoElement & {
       requestVideoFrameCallback?: (cb: (now: number, meta: Meta) => void) => number;
     };
     const v = video as RvfcVideo;
     if (typeof v.requestVideoFrameCallback === "function") {
-      const cb = (now: number, meta: Meta) => {
-        this.onFrame(meta.expectedDisplayTime ?? now, meta.width, meta.height);
+      const cb = (_now: number, meta: Meta) => {
+        const times: FrameTimes = {
+          received: meta.receiveTime,
+          composed: meta.presentationTime,
+          shown: performance.now(),
+          expected: meta.expectedDisplayTime,
+        };
+        this.onFrame(times, meta.width, meta.height);
         v.requestVideoFrameCallback!(cb);
       };
       v.requestVideoFrameCallback(cb);
     } else {
       // Older browsers: watch the playback position change.
       let last = -1;
-      const tick = (now: number) => {
+      const tick = () => {
         if (video.currentTime !== last && video.videoWidth > 0) {
           last = video.currentTime;
-          this.onFrame(now, video.videoWidth, video.videoHeight);
+          this.onFrame({ shown: performance.now() }, video.videoWidth, video.videoHeight);
         }
         requestAnimationFrame(tick);
       };
@@ -1179,7 +1207,7 @@ class Viewer {
     }
   }
 
-  private onFrame(displayAt: number, width: number, height: number): void {
+  private onFrame(times: FrameTimes, width: number, height: number): void {
     if (!this.active()) return;
     this.st.framesSeen++;
     this.st.sessionFrames++;
@@ -1217,16 +1245,11 @@ class Viewer {
     }
     this.st.lastStamp = stamp;
     this.st.stampsRead++;
-    const deviceNow = this.clock.deviceMs(displayAt);
-    if (deviceNow !== null) {
-      const lat = diffMod32(deviceNow, stamp.ms);
-      if (lat > -1000 && lat < 60_000) {
-        this.latencies.push(lat);
-        if (this.latencies.length > LATENCY_WINDOW) this.latencies.shift();
-        this.st.latencySamples = this.latencies.slice();
-        const m = median(this.latencies);
-        this.st.latencyMs = m === null ? null : Math.round(m);
-      }
+    if (this.latencies.add(stamp.ms, times, (at) => this.clock.deviceMs(at))) {
+      this.st.latencyStages = this.latencies.all();
+      this.st.latencySamples = this.st.latencyStages.shown;
+      const m = median(this.st.latencySamples);
+      this.st.latencyMs = m === null ? null : Math.round(m);
     }
   }
 
