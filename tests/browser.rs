@@ -809,6 +809,36 @@ async fn assert_codec(b: &mut Browser, page: u64, codec: &str) {
     assert_eq!(got, json!(codec), "the negotiated video codec");
 }
 
+/// The page's latency figures, stage by stage (web/src/latency.ts): Chromium
+/// and Firefox report every stage of a WebRTC frame's way, and on one clock
+/// a frame arrives before the page's callback has it.
+async fn assert_latency_stages(b: &mut Browser, page: u64) {
+    b.wait(
+        page,
+        "window.campeer.latencyStages.shown.length >= 10",
+        Duration::from_secs(15),
+    )
+    .await;
+    let stages = b.eval(page, "window.campeer.latencyStages").await;
+    let median = |stage: &str| {
+        let mut v: Vec<f64> = stages[stage]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect();
+        assert!(!v.is_empty(), "no {stage} figures: {stages}");
+        common::pct(&mut v, 0.5)
+    };
+    let (received, shown) = (median("received"), median("shown"));
+    assert!(
+        received <= shown,
+        "frames received ({received} ms) after the page showed them ({shown} ms): {stages}"
+    );
+    median("composed");
+    median("expected");
+}
+
 // ---------------------------------------------------------------------------
 // The tests
 
@@ -826,6 +856,7 @@ async fn firefox_plays_vp8_switches_an_output_and_receives_audio() {
     let page = b.open(&stack.url()).await;
     let st = assert_plays(&mut b, page, "Firefox").await;
     assert_codec(&mut b, page, "video/VP8").await;
+    assert_latency_stages(&mut b, page).await;
     assert!(
         stack.log_text().contains("VP8 encoder started"),
         "the device encodes VP8 for Firefox; log:\n{}",
@@ -989,26 +1020,7 @@ async fn page_plays_live_video_through_the_embedded_broker() {
         lat.is_finite() && (-50.0..2000.0).contains(&lat),
         "implausible latency {lat} ms"
     );
-    // Chromium reports every stage of a WebRTC frame's way (web/src/latency.ts),
-    // and on one clock a frame arrives before the page's callback has it.
-    let stages = b.eval(page, "window.campeer.latencyStages").await;
-    let median = |stage: &str| {
-        let mut v: Vec<f64> = stages[stage]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_f64)
-            .collect();
-        assert!(!v.is_empty(), "no {stage} figures: {stages}");
-        common::pct(&mut v, 0.5)
-    };
-    let (received, shown) = (median("received"), median("shown"));
-    assert!(
-        received <= shown,
-        "frames received ({received} ms) after the page showed them ({shown} ms): {stages}"
-    );
-    median("composed");
-    median("expected");
+    assert_latency_stages(&mut b, page).await;
     b.wait(
         page,
         "window.campeer.controls.led && window.campeer.controls.led.value !== null",
