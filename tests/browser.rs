@@ -837,6 +837,13 @@ async fn assert_latency_stages(b: &mut Browser, page: u64) {
     );
     median("composed");
     median("expected");
+    // The figure's tooltip says the same in words.
+    b.wait(
+        page,
+        "document.getElementById('fig-latency').title.startsWith('from capture: last packet in ')",
+        Duration::from_secs(5),
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------

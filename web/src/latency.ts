@@ -8,6 +8,7 @@
 // rendering step that has the frame. All are page times; the stamp holds
 // the capture time on the device's clock, and the clock map joins the two.
 
+import { median } from "./clock";
 import { diffMod32 } from "./stamp";
 
 /** When one frame reached each stage, in page time (performance.now()). */
@@ -80,4 +81,25 @@ export class LatencyWindows {
   reset(): void {
     for (const s of STAGES) this.w.set(s, []);
   }
+}
+
+const STAGE_WORDS: Record<Stage, string> = {
+  received: "last packet in",
+  composed: "to the compositor",
+  shown: "in the page",
+  expected: "on screen (the browser's estimate)",
+};
+
+/**
+ * The median of each stage in words, for the latency figure's tooltip:
+ * "from capture: last packet in 2 ms, to the compositor 3 ms, ...". Stages
+ * without figures are left out; empty when there are none.
+ */
+export function describeStages(stages: Record<Stage, number[]>): string {
+  const parts: string[] = [];
+  for (const stage of STAGES) {
+    const m = median(stages[stage] ?? []);
+    if (m !== null) parts.push(`${STAGE_WORDS[stage]} ${Math.round(m * 10) / 10} ms`);
+  }
+  return parts.length ? `from capture: ${parts.join(", ")}` : "";
 }

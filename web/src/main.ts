@@ -23,7 +23,7 @@
 import mqtt from "mqtt";
 import type { MqttClient } from "mqtt";
 import { ClockMap, median } from "./clock";
-import { FrameTimes, LatencyWindows, Stage } from "./latency";
+import { FrameTimes, LatencyWindows, Stage, describeStages } from "./latency";
 import { AccessKey, Role, RoleLadder, mqttPassword } from "./auth";
 import { StoredKey, fragmentWithoutPair, keyFromFragment, pairValueOfFragment, pairingLink, parsePairingInput, parseStoredKey } from "./pairing";
 import {
@@ -1401,6 +1401,7 @@ class Viewer {
         latency: st.latencyMs === null ? "–" : fmtMs(st.latencyMs),
         first: st.firstFrameMs === null ? "–" : fmtMs(st.firstFrameMs),
       },
+      latencyDetail: st.latencyMs === null ? "" : describeStages(st.latencyStages),
     });
   }
 }

@@ -30,6 +30,8 @@ export interface View {
   relay: { host: string; mountpoint: number } | null;
   controls: Record<string, { direction: "input" | "output"; value: boolean | null }>;
   figures: Record<"resolution" | "fps" | "bitrate" | "rtt" | "latency" | "first", string>;
+  /** The latency figure's stages in words (its tooltip); empty without figures. */
+  latencyDetail: string;
 }
 
 function el<T extends HTMLElement>(id: string): T {
@@ -258,6 +260,7 @@ export class Ui {
     this.spinner.hidden = bad || ["need-key", "no-nonce", "replaced", "offline"].includes(v.state);
 
     for (const [k, val] of Object.entries(v.figures)) el(`fig-${k}`).textContent = val;
+    el("fig-latency").title = v.latencyDetail;
     // A device without a microphone still gets an (empty) audio track.
     this.unmute.disabled = !this.hasAudio || !v.device?.audio;
 

@@ -1,7 +1,7 @@
 // The page's capture-to-display figures, stage by stage (src/latency.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { LatencyWindows, STAGES } from "../.test-build/lib.mjs";
+import { LatencyWindows, STAGES, describeStages } from "../.test-build/lib.mjs";
 
 // Device clock = page clock + 5000 ms.
 const toDevice = (pageMs) => pageMs + 5000;
@@ -53,4 +53,12 @@ test("each window keeps the last figures only, and reset empties it", () => {
   assert.deepEqual(w.samples("shown"), [2, 3, 4]);
   w.reset();
   assert.deepEqual(w.samples("shown"), []);
+});
+
+test("the stages are described in words, each by its median", () => {
+  assert.equal(describeStages({ received: [], composed: [], shown: [], expected: [] }), "");
+  assert.equal(
+    describeStages({ received: [2, 1.94, 9], composed: [2.5], shown: [12, 8, 9], expected: [] }),
+    "from capture: last packet in 2 ms, to the compositor 2.5 ms, in the page 9 ms",
+  );
 });
