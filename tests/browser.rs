@@ -830,13 +830,12 @@ async fn assert_latency_stages(b: &mut Browser, page: u64) {
         assert!(!v.is_empty(), "no {stage} figures: {stages}");
         common::pct(&mut v, 0.5)
     };
-    let (received, shown) = (median("received"), median("shown"));
+    let [received, _composed, shown, _expected] =
+        ["received", "composed", "shown", "expected"].map(median);
     assert!(
         received <= shown,
         "frames received ({received} ms) after the page showed them ({shown} ms): {stages}"
     );
-    median("composed");
-    median("expected");
     // The figure's tooltip says the same in words.
     b.wait(
         page,

@@ -216,6 +216,8 @@ class Viewer {
   private disconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly clock = new ClockMap();
   private readonly latencies = new LatencyWindows(LATENCY_WINDOW);
+  /** Frames were added to `latencies` since they were last published. */
+  private latencyFresh = false;
   private lastFrameAt = 0;
   private keyframeAsked = false;
   /** Frames in a row without a stamp: past a few, stamps are looked for less often. */
@@ -665,6 +667,7 @@ class Viewer {
     this.st.sessionFrames = 0;
     this.clock.reset();
     this.latencies.reset();
+    this.latencyFresh = false;
     this.st.latencySamples = [];
     this.st.latencyStages = this.latencies.all();
     this.keyframeAsked = false;
@@ -847,6 +850,7 @@ class Viewer {
     this.st.bitrateKbps = null;
     this.st.rttMs = null;
     this.st.latencyMs = null;
+    this.latencyFresh = false;
     if (this.st.state === "playing" || this.st.state === "connected") this.st.state = "reconnecting";
   }
 
@@ -1245,12 +1249,17 @@ class Viewer {
     }
     this.st.lastStamp = stamp;
     this.st.stampsRead++;
-    if (this.latencies.add(stamp.ms, times, (at) => this.clock.deviceMs(at))) {
-      this.st.latencyStages = this.latencies.all();
-      this.st.latencySamples = this.st.latencyStages.shown;
-      const m = median(this.st.latencySamples);
-      this.st.latencyMs = m === null ? null : Math.round(m);
-    }
+    if (this.latencies.add(stamp.ms, times, (at) => this.clock.deviceMs(at))) this.latencyFresh = true;
+  }
+
+  /** The exposed latency figures from the windows: once a second, with the other figures, not per frame. */
+  private publishLatency(): void {
+    if (!this.latencyFresh) return;
+    this.latencyFresh = false;
+    this.st.latencyStages = this.latencies.all();
+    this.st.latencySamples = this.st.latencyStages.shown;
+    const m = median(this.st.latencySamples);
+    this.st.latencyMs = m === null ? null : Math.round(m);
   }
 
   private readStamp(width: number, height: number): Stamp | null {
@@ -1269,6 +1278,7 @@ class Viewer {
   private async stats(): Promise<void> {
     const s = this.active();
     this.watchdog();
+    this.publishLatency();
     const pc = s?.peer;
     if (!s || !pc) {
       this.render();
