@@ -23,9 +23,34 @@ pub fn encode_kept_frame(
     was_idle && queue_empty && captured_us.is_some_and(|t| now_us.saturating_sub(t) <= MAX_AGE_US)
 }
 
+/// Whether the encoder should encode a frame taken from its queue. A
+/// captured frame always is. The kept frame, queued again for a first
+/// viewer, races with the encoder: the encoder may have encoded that very
+/// frame, or a newer one, between the viewer subscribing and the kept frame
+/// being queued. Encoding it then would repeat a frame or send one out of
+/// order, so it is encoded only if it is newer than the last encoded frame.
+pub fn encode_queued(kept: bool, captured_us: u64, last_encoded_us: Option<u64>) -> bool {
+    !kept || last_encoded_us.is_none_or(|last| captured_us > last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_frame_is_encoded_only_if_newer_than_the_last_encoded() {
+        assert!(encode_queued(true, 100, None), "nothing encoded yet");
+        assert!(encode_queued(true, 100, Some(66)), "encoded before idling");
+        assert!(!encode_queued(true, 100, Some(100)), "the same frame");
+        assert!(
+            !encode_queued(true, 100, Some(133)),
+            "a newer one went first"
+        );
+        assert!(
+            encode_queued(false, 100, Some(133)),
+            "captured frames always"
+        );
+    }
 
     #[test]
     fn only_a_recent_kept_frame_for_the_first_viewer() {

@@ -204,9 +204,17 @@ impl StopSignal {
     }
 }
 
+/// A raw frame waiting for the encoder: `kept` when it is the kept frame
+/// queued again for a first viewer (`encode::first_frame`), which the
+/// encoder may have taken already.
+struct Queued {
+    frame: I420Frame,
+    kept: bool,
+}
+
 /// The bounded raw-frame queue between capture and encoder.
 struct RawQueue {
-    frames: Mutex<(VecDeque<I420Frame>, bool)>,
+    frames: Mutex<(VecDeque<Queued>, bool)>,
     cv: Condvar,
 }
 
@@ -218,12 +226,21 @@ impl RawQueue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, (VecDeque<I420Frame>, bool)> {
+    fn lock(&self) -> MutexGuard<'_, (VecDeque<Queued>, bool)> {
         self.frames.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame; returns how many old frames were dropped for it.
+    /// Queues a captured frame; returns how many old frames were dropped.
     fn push(&self, frame: I420Frame) -> u64 {
+        self.push_queued(Queued { frame, kept: false })
+    }
+
+    /// Queues the kept frame again for a first viewer.
+    fn push_kept(&self, frame: I420Frame) {
+        self.push_queued(Queued { frame, kept: true });
+    }
+
+    fn push_queued(&self, frame: Queued) -> u64 {
         let mut g = self.lock();
         let mut dropped = 0;
         while g.0.len() >= RAW_QUEUE {
@@ -237,7 +254,7 @@ impl RawQueue {
     }
 
     /// Waits for the next frame; `None` once closed.
-    fn pop(&self) -> Option<I420Frame> {
+    fn pop(&self) -> Option<Queued> {
         let mut g = self.lock();
         loop {
             if g.1 {
@@ -409,7 +426,7 @@ impl VideoPipeline {
         let now = clock::monotonic_us();
         if first_frame::encode_kept_frame(was_idle, queue_empty, Some(kept.capture_us), now) {
             debug!(seq = kept.seq, "first viewer: encoding the kept frame now");
-            self.shared.queue.push(I420Frame::clone(&kept));
+            self.shared.queue.push_kept(I420Frame::clone(&kept));
         }
     }
 
@@ -669,8 +686,16 @@ fn encode_loop(
 ) {
     let mut failures = 0u32;
     let mut idle = false;
-    while let Some(mut frame) = shared.queue.pop() {
+    let mut last_encoded_us = None;
+    while let Some(Queued { mut frame, kept }) = shared.queue.pop() {
         let now = clock::monotonic_us();
+        if !first_frame::encode_queued(kept, frame.capture_us, last_encoded_us) {
+            debug!(
+                seq = frame.seq,
+                "the kept frame was encoded already or is older: skipped"
+            );
+            continue;
+        }
         if tx.receiver_count() == 0 {
             // Nobody is watching: capture goes on (the camera stays warm and
             // the watchdog sees frames), encoding does not.
@@ -693,6 +718,7 @@ fn encode_loop(
             crate::media::stamp::write_stamp(&mut frame, seq, ms);
         }
         let result = encoder.encode(&frame, force_idr);
+        last_encoded_us = Some(frame.capture_us);
         let took = clock::monotonic_us().saturating_sub(now);
         let seq = frame.seq;
         // Stamped already (encoded path): stored as is.
@@ -837,8 +863,9 @@ mod tests {
         assert_eq!(q.push(f(1)), 0);
         assert_eq!(q.push(f(2)), 1);
         assert_eq!(q.push(f(3)), 1);
-        assert_eq!(q.pop().map(|f| f.seq), Some(2));
-        assert_eq!(q.pop().map(|f| f.seq), Some(3));
+        q.push_kept(f(4));
+        assert_eq!(q.pop().map(|q| (q.frame.seq, q.kept)), Some((3, false)));
+        assert_eq!(q.pop().map(|q| (q.frame.seq, q.kept)), Some((4, true)));
         q.close();
         assert!(q.pop().is_none());
     }
@@ -932,6 +959,44 @@ mod tests {
         let got = (0..10).map(|_| recv(&mut rx)).position(|f| f.keyframe);
         assert!(got.is_some(), "no second keyframe");
         assert_eq!(asked.load(Ordering::SeqCst), 2);
+        p.stop();
+    }
+
+    /// The race the kept frame loses: a viewer subscribes while the encoder
+    /// takes the next captured frame, so the kept (older) frame is queued
+    /// behind it. The encoder must not send it: a viewer would see a frame
+    /// repeated or out of order.
+    #[test]
+    fn a_kept_frame_behind_a_newer_one_is_not_encoded() {
+        let reopen: Reopen = Box::new(|| Err(MediaError::NoSource));
+        let p = VideoPipeline::start_without_source(reopen, settings(64, 48)).unwrap();
+        let mut rx = p.subscribe();
+        let f = |seq, capture_us| I420Frame {
+            seq,
+            capture_us,
+            ..I420Frame::black(64, 48)
+        };
+        // At most two at a time: the queue holds two.
+        let mut seqs = Vec::new();
+        for pair in [
+            [(1, 200, false), (0, 100, true)],
+            [(1, 200, true), (2, 300, false)],
+        ] {
+            for (seq, at, kept) in pair {
+                p.shared.queue.push_queued(Queued {
+                    frame: f(seq, at),
+                    kept,
+                });
+            }
+            seqs.push(recv(&mut rx).seq);
+        }
+        p.shared.queue.push_kept(f(3, 400));
+        seqs.push(recv(&mut rx).seq);
+        assert_eq!(
+            seqs,
+            vec![1, 2, 3],
+            "older and repeated kept frames skipped"
+        );
         p.stop();
     }
 
