@@ -1313,9 +1313,18 @@ async fn unpaired_pages_get_no_video_and_a_revoked_key_stops_at_once() {
     assert_plays(&mut b, view_page, "view key").await;
     b.wait(view_page, "window.campeer.role === 'view'", T).await;
 
-    // A key made with `campeer keys add` while the daemon runs: plays.
+    // A key made with `campeer keys add` while the daemon runs: plays once
+    // the daemon has taken it (it looks at the key file every 250 ms and
+    // hands new keys to its broker; a page that came first was refused).
+    let taken = "the device's own MQTT broker: access keys updated";
+    let before = stack.log_text().matches(taken).count();
     let out = stack.keys(&["add", "tablet", "--role", "control"]);
     assert!(out.contains("#pair=tablet."), "{out}");
+    assert!(
+        common::wait_count(|| stack.log_text(), taken, before + 1, T).await,
+        "the daemon did not take the new key; log:\n{}",
+        stack.log_text()
+    );
     let pair = stack.stored_key("tablet");
     let tablet = b.open(&format!("{}#pair={pair}", stack.url())).await;
     assert_plays(&mut b, tablet, "a key added while running").await;

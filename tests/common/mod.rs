@@ -239,14 +239,7 @@ impl Daemon {
     /// event a test waits for (a session connected, a control channel
     /// open, a failed broker connection), rather than a guessed sleep.
     pub async fn wait_log(&self, needle: &str, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.log_text().matches(needle).count() < n {
-            if Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        wait_count(|| self.log_text(), needle, n, timeout).await
     }
 
     /// Waits until `n` sessions have connected (ICE and DTLS up) since the
@@ -625,4 +618,22 @@ pub fn output_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Waits until `text()` holds `needle` at least `n` times (a log the test
+/// reads again every 20 ms); false after `timeout`.
+pub async fn wait_count(
+    text: impl Fn() -> String,
+    needle: &str,
+    n: usize,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while text().matches(needle).count() < n {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
