@@ -372,6 +372,25 @@ impl SecureDaemon {
         st
     }
 
+    /// SIGTERM; the daemon must be running then and exit cleanly.
+    fn stop_cleanly(&mut self) {
+        assert!(self.is_running(), "the daemon died:\n{}", self.log_text());
+        let st = self.terminate();
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "{st:?}\n{}",
+            self.log_text()
+        );
+    }
+
+    /// The log after `window`, in which the daemon must not have died (a
+    /// broker it cannot use is retried, never fatal).
+    fn log_after(&mut self, window: Duration) -> String {
+        std::thread::sleep(window);
+        assert!(self.is_running(), "the daemon died:\n{}", self.log_text());
+        self.log_text()
+    }
+
     /// Waits until the log contains `needle`.
     fn wait_log(&self, needle: &str, limit: Duration) -> bool {
         let t = Instant::now();
@@ -652,13 +671,7 @@ async fn mutual_tls_and_passwords_carry_video_under_the_acl() {
         "{stderr}"
     );
 
-    assert!(daemon.is_running());
-    let st = daemon.terminate();
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "{st:?}\n{}",
-        daemon.log_text()
-    );
+    daemon.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -667,13 +680,7 @@ async fn a_wrong_ca_is_a_clear_error_retried_with_backoff() {
     let broker = TlsBroker::start(&pki, "server.crt");
     let mut daemon = SecureDaemon::spawn(&mtls_device(&pki, &broker, "other-ca.crt"), &[]);
     let window = Duration::from_secs(5);
-    std::thread::sleep(window);
-    assert!(
-        daemon.is_running(),
-        "the daemon died:\n{}",
-        daemon.log_text()
-    );
-    let log = daemon.log_text();
+    let log = daemon.log_after(window);
     assert!(
         log.contains("TLS: the broker's certificate is not signed by a CA in")
             && log.contains("other-ca.crt (mqtt.ca_file)"),
@@ -682,12 +689,7 @@ async fn a_wrong_ca_is_a_clear_error_retried_with_backoff() {
     assert!(log.contains("UnknownIssuer"), "{log}");
     assert!(!log.contains("connected to broker"), "{log}");
     assert_backoff(&log, window);
-    let st = daemon.terminate();
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "{st:?}\n{}",
-        daemon.log_text()
-    );
+    daemon.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,24 +698,13 @@ async fn a_clock_before_the_certificate_is_a_clear_error_retried_with_backoff() 
     let broker = TlsBroker::start(&pki, "future.crt");
     let mut daemon = SecureDaemon::spawn(&mtls_device(&pki, &broker, "certs/ca.crt"), &[]);
     let window = Duration::from_secs(5);
-    std::thread::sleep(window);
-    assert!(
-        daemon.is_running(),
-        "the daemon died:\n{}",
-        daemon.log_text()
-    );
-    let log = daemon.log_text();
+    let log = daemon.log_after(window);
     assert!(
         log.contains("TLS: certificate not valid yet (valid from 2099-01-01 00:00:00 UTC): is the clock right?"),
         "no clear clock hint:\n{log}"
     );
     assert_backoff(&log, window);
-    let st = daemon.terminate();
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "{st:?}\n{}",
-        daemon.log_text()
-    );
+    daemon.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,13 +719,7 @@ async fn a_wrong_password_is_a_clear_error_retried_with_backoff() {
     );
     let mut daemon = SecureDaemon::spawn(&mqtt, &[]);
     let window = Duration::from_secs(5);
-    std::thread::sleep(window);
-    assert!(
-        daemon.is_running(),
-        "the daemon died:\n{}",
-        daemon.log_text()
-    );
-    let log = daemon.log_text();
+    let log = daemon.log_after(window);
     assert!(
         log.lines().any(|l| l.contains("cannot reach the broker")
             && l.contains("Connection refused")
@@ -955,13 +940,7 @@ async fn the_acl_keeps_viewers_to_their_own_sessions() {
         "the broker did not log the denied presence"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(outside.is_running(), "{}", outside.log_text());
-    let st = outside.terminate();
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "{st:?}\n{}",
-        outside.log_text()
-    );
+    outside.stop_cleanly();
 }
 
 #[test]
