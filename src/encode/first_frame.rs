@@ -24,7 +24,9 @@ pub fn encode_kept_frame(
 }
 
 /// Whether the encoder should encode a frame taken from its queue. A
-/// captured frame always is. The kept frame, queued again for a first
+/// captured frame always is: the capture thread queues frames in the order
+/// it takes them, so only the re-queued one can be out of order, and no
+/// source's timestamps need to be trusted for the rest. The kept frame, queued again for a first
 /// viewer, races with the encoder: the encoder may have encoded that very
 /// frame, or a newer one, between the viewer subscribing and the kept frame
 /// being queued. Encoding it then would repeat a frame or send one out of
