@@ -19,6 +19,7 @@ pub mod homeassistant;
 pub mod http_client;
 pub mod keys_cli;
 pub mod keystore;
+pub mod logtext;
 pub mod media;
 pub mod private_file;
 pub mod ratelimit;

@@ -1,4 +1,5 @@
-//! A token bucket for request and offer rate limits.
+//! A token bucket for request and offer rate limits, and a gate that
+//! keeps a repeated log line to one per interval.
 
 /// A token bucket. Pure: time is an argument (any monotonic µs clock).
 #[derive(Clone, Debug)]
@@ -42,9 +43,53 @@ impl TokenBucket {
     }
 }
 
+/// Lets a repeated log line through at most once per `gap_us`, counting
+/// the ones held back so the next line can say how many there were.
+#[derive(Clone, Debug)]
+pub struct LogGate {
+    gap_us: u64,
+    last_us: Option<u64>,
+    held: u64,
+}
+
+impl LogGate {
+    pub fn new(gap_us: u64) -> Self {
+        LogGate {
+            gap_us,
+            last_us: None,
+            held: 0,
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now, `n` being how many were
+    /// held back since the last one; `None` to stay quiet.
+    pub fn pass(&mut self, now_us: u64) -> Option<u64> {
+        let due = self
+            .last_us
+            .is_none_or(|t| now_us.saturating_sub(t) >= self.gap_us);
+        if !due {
+            self.held += 1;
+            return None;
+        }
+        self.last_us = Some(now_us);
+        Some(std::mem::take(&mut self.held))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_gate_lets_one_line_per_gap_and_counts_the_rest() {
+        let mut g = LogGate::new(MICRO);
+        assert_eq!(g.pass(0), Some(0));
+        assert_eq!(g.pass(10), None);
+        assert_eq!(g.pass(999_999), None);
+        assert_eq!(g.pass(1_000_000), Some(2));
+        assert_eq!(g.pass(1_500_000), None);
+        assert_eq!(g.pass(5_000_000), Some(1));
+    }
 
     #[test]
     fn burst_then_rate() {

@@ -6,12 +6,12 @@
 //! the whole decision logic is unit-tested in simulated time (table/tests.rs).
 
 use crate::encode::pipeline::VideoCodec;
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{LogGate, TokenBucket};
 use crate::relay::{RelayMode, RelayTarget};
 use crate::rtc::offer::{OfferError, OfferSummary};
 use crate::rtc::session::{Access, Outbox, SessionEvent, SessionHandle, SessionInput, SessionSpec};
 use crate::signaling::auth::{
-    Direction, Grant, KeyEntry, OfferAuthFields, OfferAuthorizer, SessionKey,
+    AuthError, Direction, Grant, KeyEntry, OfferAuthFields, OfferAuthorizer, SessionKey,
 };
 use crate::signaling::messages::{
     candidate_body, parse_viewer_envelope, ByeReason, CandidateInit, DeviceMessage, ErrorCode,
@@ -102,7 +102,9 @@ pub struct SessionTable {
     events: mpsc::Sender<SessionEvent>,
     /// Messages ignored for a missing or wrong `mac`.
     bad_macs: u64,
-    bad_mac_logged_us: Option<u64>,
+    bad_mac_log: LogGate,
+    /// Refused offers, logged at most once a second.
+    refused_log: LogGate,
     /// Keys that opened at least one session.
     used_keys: HashSet<String>,
     /// Where viewers may be handed over to, while the relay is up.
@@ -142,7 +144,8 @@ impl SessionTable {
             next_id: 1,
             events,
             bad_macs: 0,
-            bad_mac_logged_us: None,
+            bad_mac_log: LogGate::new(BAD_MAC_LOG_GAP_US),
+            refused_log: LogGate::new(BAD_MAC_LOG_GAP_US),
             used_keys: HashSet::new(),
             relay: None,
             handovers: TokenBucket::new(
@@ -198,18 +201,29 @@ impl SessionTable {
         true
     }
 
-    /// New key set; sessions opened with a key that is gone are closed.
+    /// New key set. A session opened with a key that is gone, whose
+    /// secret changed, or whose highest role is now below the session's
+    /// role is closed: a key's rights hold for its live sessions too.
     /// Returns how many were closed.
     pub fn set_keys(&mut self, keys: Vec<KeyEntry>) -> usize {
         self.authz.set_keys(keys);
         let mut closed = 0;
         for live in self.sessions.values() {
-            if let Some(id) = &live.key_id {
-                if !self.authz.has_key(id) {
-                    info!(sid = %live.handle.sid, key = %id, "key revoked; closing its session");
-                    live.handle.deliver(SessionInput::Close(ByeReason::Closed));
-                    closed += 1;
-                }
+            let Some(id) = &live.key_id else { continue };
+            let allowed = match (&live.key, live.sigs.first()) {
+                (Some(k), Some(sig)) => self.authz.still_allows(id, live.role, sig, k),
+                // Direct (WHEP) sessions: view only, keyed by the HTTP check.
+                _ => self.authz.has_key(id),
+            };
+            if !allowed {
+                let why = if self.authz.has_key(id) {
+                    "its key's role or secret changed"
+                } else {
+                    "its key was revoked"
+                };
+                info!(sid = %live.handle.sid, key = %id, role = %live.role, "closing a session: {why}");
+                live.handle.deliver(SessionInput::Close(ByeReason::Closed));
+                closed += 1;
             }
         }
         closed
@@ -217,8 +231,8 @@ impl SessionTable {
 
     /// An error to a viewer with no session (cannot carry a mac).
     fn refuse(&self, sid: &str, code: ErrorCode, message: impl Into<String>) {
-        let message = message.into();
-        info!(%sid, ?code, "refused: {message}");
+        let message = bounded_message(message.into());
+        log_refusal(sid, code, &message);
         self.outbox.send(
             sid,
             DeviceMessage::Error {
@@ -232,8 +246,8 @@ impl SessionTable {
 
     /// An error on a live session, with its mac when signed.
     fn refuse_live(&self, sid: &str, code: ErrorCode, message: impl Into<String>) {
-        let message = message.into();
-        info!(%sid, ?code, "refused: {message}");
+        let message = bounded_message(message.into());
+        log_refusal(sid, code, &message);
         let msg = DeviceMessage::Error {
             code,
             message,
@@ -246,14 +260,19 @@ impl SessionTable {
         self.outbox.send(sid, msg, mac);
     }
 
+    /// Logs a refused offer, at most once a second (a flood of forged
+    /// offers must not flood the journal), with the key id it named
+    /// escaped and clipped.
+    fn log_refused_offer(&mut self, sid: &str, what: &str, e: &AuthError, now_us: u64) {
+        if let Some(held) = self.refused_log.pass(now_us) {
+            warn!(%sid, held_back = held, "{what} not authorized: {e}");
+        }
+    }
+
     /// Counts and (rate-limited) logs a message ignored for its mac.
     fn bad_mac(&mut self, sid: &str, kind: &str, now_us: u64) {
         self.bad_macs += 1;
-        let due = self
-            .bad_mac_logged_us
-            .is_none_or(|t| now_us.saturating_sub(t) >= BAD_MAC_LOG_GAP_US);
-        if due {
-            self.bad_mac_logged_us = Some(now_us);
+        if self.bad_mac_log.pass(now_us).is_some() {
             warn!(%sid, kind, total = self.bad_macs, "ignored a message whose mac is missing or wrong (someone else on the broker?)");
         }
     }
@@ -305,7 +324,7 @@ impl SessionTable {
                     sig: a.sig,
                 });
                 if self.sessions.contains_key(sid) {
-                    self.offer_on_live(sid, sdp, fields)
+                    self.offer_on_live(sid, sdp, fields, now_us)
                 } else {
                     self.new_session(sid, sdp, fields, now_us)
                 }
@@ -326,7 +345,13 @@ impl SessionTable {
     }
 
     /// An offer for a sid with a live session: a repeat, or a renegotiation.
-    fn offer_on_live(&mut self, sid: &str, sdp: String, auth: Option<OfferAuthFields>) {
+    fn offer_on_live(
+        &mut self,
+        sid: &str,
+        sdp: String,
+        auth: Option<OfferAuthFields>,
+        now_us: u64,
+    ) {
         let Some(live) = self.sessions.get(sid) else {
             return;
         };
@@ -355,8 +380,8 @@ impl SessionTable {
         {
             Ok(g) => g,
             Err(e) => {
-                warn!(%sid, "renegotiation not authorized: {e}");
-                self.refuse_live(sid, ErrorCode::Unauthorized, e.to_string());
+                self.log_refused_offer(sid, "renegotiation", &e, now_us);
+                self.refuse_live(sid, ErrorCode::Unauthorized, e.public_message());
                 return;
             }
         };
@@ -395,9 +420,8 @@ impl SessionTable {
         {
             Ok(g) => g,
             Err(e) => {
-                let key = auth.as_ref().map(|a| a.key.as_str()).unwrap_or("-");
-                warn!(%sid, %key, "offer not authorized: {e}");
-                self.refuse(sid, ErrorCode::Unauthorized, e.to_string());
+                self.log_refused_offer(sid, "offer", &e, now_us);
+                self.refuse(sid, ErrorCode::Unauthorized, e.public_message());
                 return;
             }
         };
@@ -736,6 +760,29 @@ pub fn seal(key: Option<&SessionKey>, msg: &DeviceMessage) -> Option<String> {
 }
 
 mod direct;
+
+/// Longest `message` in an `error` the device sends, characters.
+const MAX_ERROR_MESSAGE: usize = 200;
+
+/// `message` cut to [`MAX_ERROR_MESSAGE`] characters: an error quotes the
+/// device's own reasons, but some (a parse error) carry a piece of what
+/// the viewer sent, which must not come back at any length.
+fn bounded_message(mut message: String) -> String {
+    if let Some((i, _)) = message.char_indices().nth(MAX_ERROR_MESSAGE) {
+        message.truncate(i);
+    }
+    message
+}
+
+/// Refusals of bad signatures are logged, rate-limited, where they are
+/// decided; every other refusal once, here.
+fn log_refusal(sid: &str, code: ErrorCode, message: &str) {
+    if code == ErrorCode::Unauthorized {
+        debug!(%sid, ?code, "refused: {}", crate::logtext::clip(message));
+    } else {
+        info!(%sid, ?code, "refused: {}", crate::logtext::clip(message));
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::control::config::Role;
+use crate::logtext::clip;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -73,20 +74,64 @@ pub struct OfferAuthFields {
 pub enum AuthError {
     #[error("offer has no auth but the device requires signed offers")]
     Missing,
-    #[error("key {key:?}: auth has no nonce (a version-1 signature); sign over the device's nonce (protocol 2)")]
+    #[error("key {}: auth has no nonce (a version-1 signature); sign over the device's nonce (protocol 2)", clip(key))]
     NoNonce { key: String },
-    #[error("unknown access key {key:?}")]
+    #[error("unknown access key {}", clip(key))]
     UnknownKey { key: String },
-    #[error("key {key:?}: role {role:?} is neither \"view\" nor \"control\"")]
+    #[error(
+        "key {}: role {} is neither \"view\" nor \"control\"",
+        clip(key),
+        clip(role)
+    )]
     BadRole { key: String, role: String },
-    #[error("key {key:?}: sig is not 43 characters of base64url without padding")]
+    #[error(
+        "key {}: sig is not 43 characters of base64url without padding",
+        clip(key)
+    )]
     MalformedSignature { key: String },
-    #[error("key {key:?}: signature does not match")]
+    #[error("key {}: signature does not match", clip(key))]
     BadSignature { key: String },
-    #[error("key {key:?}: the nonce is unknown or expired; sign over the nonce in the device's current status")]
+    #[error("key {}: the nonce is unknown or expired; sign over the nonce in the device's current status", clip(key))]
     StaleNonce { key: String },
-    #[error("key {key:?}: role {role} is above the key's highest role {max}")]
+    #[error("key {}: role {role} is above the key's highest role {max}", clip(key))]
     RoleNotAllowed { key: String, role: Role, max: Role },
+}
+
+impl AuthError {
+    /// The text sent back to the viewer: fixed per cause, so nothing the
+    /// sender chose (its key id, its role text) is echoed to the broker.
+    /// The [`Display`](fmt::Display) text, with the key, is for the log
+    /// only, through [`crate::logtext::clip`].
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "this device requires signed offers (auth)",
+            AuthError::NoNonce { .. } => {
+                "auth has no nonce; sign over the nonce in the device's status"
+            }
+            AuthError::UnknownKey { .. } => "the access key is not valid",
+            AuthError::BadRole { .. } => "the role must be \"view\" or \"control\"",
+            AuthError::MalformedSignature { .. } => "auth.sig is malformed",
+            AuthError::BadSignature { .. } => "the signature does not match",
+            AuthError::StaleNonce { .. } => {
+                "the nonce is unknown or expired; sign over the nonce in the device's current status"
+            }
+            AuthError::RoleNotAllowed { .. } => "this key may not take that role",
+        }
+    }
+
+    /// The key id the offer named, if any (for a clipped log line).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            AuthError::Missing => None,
+            AuthError::NoNonce { key }
+            | AuthError::UnknownKey { key }
+            | AuthError::BadRole { key, .. }
+            | AuthError::MalformedSignature { key }
+            | AuthError::BadSignature { key }
+            | AuthError::StaleNonce { key }
+            | AuthError::RoleNotAllowed { key, .. } => Some(key),
+        }
+    }
 }
 
 /// What an authorized offer grants.
@@ -316,6 +361,17 @@ impl OfferAuthorizer {
     /// Whether key `id` exists now.
     pub fn has_key(&self, id: &str) -> bool {
         self.keys.contains_key(id)
+    }
+
+    /// Whether a session opened by key `id` with `role`, whose key was
+    /// derived from the offer signature `sig`, may go on under the current
+    /// keys: the key still exists with the same secret (a key revoked and
+    /// added again under its name has a new one) and its highest role is
+    /// still at least `role`.
+    pub fn still_allows(&self, id: &str, role: Role, sig: &str, session_key: &SessionKey) -> bool {
+        self.keys
+            .get(id)
+            .is_some_and(|k| role <= k.role && SessionKey::derive(&k.secret, sig) == *session_key)
     }
 
     /// `"open"` or `"signed"`, as in presence (`auth`).

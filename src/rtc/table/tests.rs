@@ -454,6 +454,68 @@ fn revoking_a_key_closes_its_sessions() {
 }
 
 #[test]
+fn lowering_a_keys_role_closes_its_control_sessions_only() {
+    let mut b = bench();
+    b.open(); // phone, control
+    let (offer, _) = b.offer("sessionV1", "phone", SECRET, "view", SDP);
+    b.send("sessionV1", &offer, SEC);
+    assert_eq!(b.spawned(), 2, "{:?}", b.sent());
+    let mut lowered = keys();
+    lowered[0].role = Role::View;
+    assert_eq!(b.table.set_keys(lowered.clone()), 1);
+    assert!(matches!(
+        b.inputs(0)[..],
+        [SessionInput::Close(ByeReason::Closed)]
+    ));
+    assert!(b.inputs(1).is_empty(), "the view session goes on");
+    // The same key set again closes nothing more.
+    assert_eq!(
+        b.table.set_keys(lowered),
+        1,
+        "the closing session is still listed until it ends"
+    );
+}
+
+#[test]
+fn a_key_given_a_new_secret_under_its_name_closes_its_sessions() {
+    let mut b = bench();
+    b.open();
+    let mut replaced = keys();
+    replaced[0].secret = b"another-secret-0123456789".to_vec();
+    assert_eq!(b.table.set_keys(replaced), 1);
+    assert!(matches!(
+        b.inputs(0)[..],
+        [SessionInput::Close(ByeReason::Closed)]
+    ));
+}
+
+#[test]
+fn unchanged_keys_close_nothing() {
+    let mut b = bench();
+    b.open();
+    assert_eq!(b.table.set_keys(keys()), 0);
+    assert!(b.inputs(0).is_empty());
+}
+
+#[test]
+fn a_refusal_echoes_nothing_the_sender_chose() {
+    let mut b = bench();
+    let long_id = format!("evil{}\nforged", "x".repeat(5000));
+    let (offer, _) = b.offer(SID, &long_id, SECRET, "control", SDP);
+    b.send(SID, &offer, SEC);
+    let (_, msg, _) = &b.sent()[0];
+    let DeviceMessage::Error { code, message, .. } = msg else {
+        panic!("expected an error, got {msg:?}");
+    };
+    assert_eq!(*code, ErrorCode::Unauthorized);
+    assert!(
+        !message.contains("evil") && !message.contains("forged"),
+        "{message}"
+    );
+    assert!(message.len() < 200, "{message}");
+}
+
+#[test]
 fn open_devices_take_unsigned_messages() {
     let mut b = bench_with(OfferAuthorizer::open([0; 16], 0), 4);
     b.send(
