@@ -598,7 +598,24 @@ fn boot_and_check(img: &Path, dir: &Path) {
         ));
     }
     if let (Some(device), Some(_)) = (&device, &online) {
-        owner_claims_and_watches(http_port, mqtt_port, device, dir, &mut problems);
+        if let Some(secret) =
+            owner_claims_and_watches(http_port, mqtt_port, device, dir, &mut problems)
+        {
+            // The unit's journal is forwarded to the console: neither the
+            // admin key's secret nor its MQTT password may be in it, from
+            // the first boot through the claim and a session.
+            let journal = console.text();
+            let password = campeer::broker::key_password(secret.as_bytes(), device);
+            for (what, s) in [("secret", secret.as_str()), ("MQTT password", &password)] {
+                if journal.contains(s) {
+                    problems.push(format!("the journal holds the admin key's {what}"));
+                }
+            }
+            say(&format!(
+                "journal: {} lines searched for the admin key's secret and password",
+                journal.lines().count()
+            ));
+        }
     }
     assert!(
         problems.is_empty(),
@@ -609,14 +626,15 @@ fn boot_and_check(img: &Path, dir: &Path) {
 }
 
 /// The page answers, the first claim gets the admin key, and a viewer that
-/// signs with it gets stamped video; one without a key does not.
+/// signs with it gets stamped video; one without a key is refused. Returns
+/// the admin key's secret.
 fn owner_claims_and_watches(
     http_port: u16,
     mqtt_port: u16,
     device: &str,
     dir: &Path,
     problems: &mut Vec<String>,
-) {
+) -> Option<String> {
     match http(http_port, "GET", "/") {
         Ok((200, body)) if body.contains("<html") || body.contains("<!doctype") => {
             say(&format!("the page: {} bytes", body.len()))
@@ -634,7 +652,7 @@ fn owner_claims_and_watches(
     };
     let Some(pair) = pair else {
         problems.push("the claim gave no key".into());
-        return;
+        return None;
     };
     let (id, secret) = pair.split_once('.').expect("pair is id.secret");
     let secret_file = dir.join("admin.secret");
@@ -676,10 +694,16 @@ fn owner_claims_and_watches(
             "the paired viewer got no live stamped video: {report}"
         ));
     }
+    // A viewer without a key is refused by the device's broker: it must
+    // say so, not merely show no frames (a crashed viewer shows none too).
     let stranger = view(&mqtt, device, &["--frames", "5", "--timeout", "30"]);
-    if stranger["frames"].as_u64().unwrap_or(0) > 0 {
-        problems.push(format!("a viewer without a key got video: {stranger}"));
+    let refused = stranger["error"].is_string() && stranger.to_string().contains("refused");
+    if !refused || stranger["frames"].as_u64().is_some_and(|f| f > 0) {
+        problems.push(format!(
+            "a viewer without a key was not refused: {stranger}"
+        ));
     }
+    Some(secret.to_owned())
 }
 
 fn view(mqtt: &str, device: &str, extra: &[&str]) -> serde_json::Value {

@@ -304,22 +304,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                 .await?;
             }
             if !args.no_data {
-                let dc = pc.create_data_channel("control", None).await?;
-                let (ctl_tx, mut ctl_rx) = mpsc::channel(256);
-                tokio::spawn(control::run_channel(
-                    dc,
-                    args.send_raw.clone(),
-                    calls.clone(),
-                    ctl_tx,
-                ));
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    while let Some(ev) = ctl_rx.recv().await {
-                        if tx.send(Event::Control(ev)).await.is_err() {
-                            break;
-                        }
-                    }
-                });
+                open_control(&pc, args, &calls, &tx).await?;
             }
             let offer = pc.create_offer(None).await?;
             pc.set_local_description(offer).await?;
@@ -542,6 +527,35 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
 /// Receives media on a connected (or connecting) peer connection that has
 /// no signaling left to do (WHEP, the relay) until the run is complete,
 /// the deadline passes or the connection fails; then fills in `report`.
+/// Opens the `control` data channel on `pc`, makes `calls` on it once it
+/// is open, and forwards what it hears to the viewer's events.
+async fn open_control(
+    pc: &Arc<dyn PeerConnection>,
+    args: &ViewArgs,
+    calls: &[control::Call],
+    tx: &mpsc::Sender<Event>,
+) -> anyhow::Result<()> {
+    let dc = pc.create_data_channel("control", None).await?;
+    let (ctl_tx, mut ctl_rx) = mpsc::channel(256);
+    tokio::spawn(control::run_channel(
+        dc,
+        args.send_raw.clone(),
+        calls.to_vec(),
+        ctl_tx,
+    ));
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = ctl_rx.recv().await {
+            if tx.send(Event::Control(ev)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Receives media (and control answers, when calls were made) until the
+/// run is done, the deadline passes or the connection ends.
 async fn receive(
     args: &ViewArgs,
     v: &mut ViewerPc,
@@ -553,7 +567,7 @@ async fn receive(
     let mut latencies = Vec::new();
     let mut pli = tokio::time::interval(Duration::from_millis(1000));
     loop {
-        if !args.hold && video_done(args, report) {
+        if !args.hold && video_done(args, report) && report.calls_done() {
             break;
         }
         tokio::select! {
@@ -586,6 +600,11 @@ async fn receive(
                     report.error = Some(why);
                     break;
                 }
+                Some(Event::Control(ev)) => match ev {
+                    ControlEvent::Open => report.control_open = true,
+                    ControlEvent::Closed => {}
+                    ControlEvent::Message(v) => report.control_message(v),
+                },
                 Some(_) => {}
             },
             _ = pli.tick(), if report.frames == 0 => {

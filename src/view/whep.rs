@@ -87,6 +87,13 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
             pc.add_transceiver_from_kind(*kind, Some(init)).await?;
         }
     }
+    // A control channel only when calls are asked for: a WHEP session is
+    // view-only, so this is how a test shows that it cannot drive outputs.
+    let calls = super::control::parse_calls(&args.call)?;
+    report.calls = calls.clone();
+    if !calls.is_empty() && !args.no_data {
+        super::open_control(&pc, args, &calls, &v.tx).await?;
+    }
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer).await?;
     // Non-trickle: gather, then put the candidates into the offer.
