@@ -440,9 +440,9 @@ impl RpcSession {
             sid = %self.sid,
             key = %self.key_id.as_deref().unwrap_or("-"),
             role = %self.role,
-            method = %request.method,
+            method = %crate::logtext::clip(request.method),
             params = %params,
-            result = %result,
+            result = %truncate(&result, 256),
             "control call"
         );
     }

@@ -600,7 +600,7 @@ fn state_changing_calls_are_audited() {
     for needle in [
         "sid=sidABCDEFGH",
         "key=phone",
-        "method=gpio.set",
+        "method=\"gpio.set\"",
         r#""value":true"#,
         "role=control",
     ] {
@@ -611,7 +611,7 @@ fn state_changing_calls_are_audited() {
         );
     }
     assert!(
-        lines[1].contains("method=gpio.toggle") && lines[1].contains("-32001"),
+        lines[1].contains("method=\"gpio.toggle\"") && lines[1].contains("-32001"),
         "{}",
         lines[1]
     );
