@@ -20,6 +20,15 @@ pub fn monotonic() -> Duration {
     Duration::from_micros(monotonic_us())
 }
 
+/// Seconds since the Unix epoch by the wall clock (0 if it reads before
+/// 1970): what TURN credentials are dated by.
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Milliseconds of CLOCK_MONOTONIC modulo 2^32, as carried in the frame stamp.
 pub fn stamp_ms(capture_us: u64) -> u32 {
     (capture_us / 1_000) as u32

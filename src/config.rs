@@ -430,12 +430,68 @@ pub struct WebRtcConfig {
     pub disconnected_timeout_secs: u64,
     /// STUN/TURN servers offered to the ICE agent. Default none.
     pub ice_servers: Vec<IceServer>,
+    /// TURN credentials minted per request from a shared secret (coturn's
+    /// `use-auth-secret`): for the device's own connections and for
+    /// viewers that ask with `ice_request`. Default none.
+    pub turn_rest: Option<TurnRestConfig>,
     /// Local UDP sockets to gather from, e.g. `0.0.0.0:0`, `[::]:0`. At
     /// least one. Default `["0.0.0.0:0"]`.
     pub udp_bind: Vec<String>,
     /// Also gather loopback candidates (useful for same-host viewers and
     /// tests). Default true.
     pub include_loopback: bool,
+}
+
+/// `[webrtc.turn_rest]`: a TURN server that checks time-limited
+/// credentials made from a shared secret (coturn: `use-auth-secret`,
+/// `static-auth-secret`). The secret stays on the device; every viewer
+/// and every session gets credentials of its own.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TurnRestConfig {
+    /// The TURN server's URLs (`turn:` or `turns:`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub urls: Vec<String>,
+    /// A file holding the shared secret (mode 0600 or stricter; one line).
+    pub secret_file: PathBuf,
+    /// How long minted credentials work, seconds, 60..=604800. Default
+    /// 86400: longer than any session is likely to last, since a TURN
+    /// allocation is refreshed with the credentials it was made with.
+    #[serde(default = "default_turn_rest_lifetime")]
+    pub lifetime_secs: u64,
+}
+
+fn default_turn_rest_lifetime() -> u64 {
+    86_400
+}
+
+impl TurnRestConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.urls.is_empty() {
+            return Err(invalid(
+                "webrtc.turn_rest.urls",
+                "needs at least one turn: URL",
+            ));
+        }
+        for (i, url) in self.urls.iter().enumerate() {
+            let host = url
+                .strip_prefix("turn:")
+                .or_else(|| url.strip_prefix("turns:"));
+            if host.is_none_or(str::is_empty) {
+                return Err(invalid(
+                    format!("webrtc.turn_rest.urls[{i}]"),
+                    format!("{url:?} must be a turn: or turns: URL with a host"),
+                ));
+            }
+        }
+        if !(60..=604_800).contains(&self.lifetime_secs) {
+            return Err(invalid(
+                "webrtc.turn_rest.lifetime_secs",
+                "must be 60..=604800 (one minute to one week)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One STUN or TURN server, shaped like the browser's `RTCIceServer`.
@@ -576,6 +632,7 @@ impl Default for WebRtcConfig {
             connect_timeout_secs: 30,
             disconnected_timeout_secs: 5,
             ice_servers: Vec::new(),
+            turn_rest: None,
             udp_bind: vec!["0.0.0.0:0".into()],
             include_loopback: true,
         }
@@ -1003,6 +1060,9 @@ impl WebRtcConfig {
         }
         for (i, server) in self.ice_servers.iter().enumerate() {
             server.validate(&format!("webrtc.ice_servers[{i}]"))?;
+        }
+        if let Some(rest) = &self.turn_rest {
+            rest.validate()?;
         }
         if self.udp_bind.is_empty() {
             return Err(invalid(

@@ -4,8 +4,9 @@
 /// A token bucket. Pure: time is an argument (any monotonic µs clock).
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
-    /// Micro-tokens gained per µs, i.e. tokens per second.
+    /// Units gained per µs; a token costs `cost` units.
     rate_per_sec: u64,
+    cost: u64,
     capacity: u64,
     tokens: u64,
     last_us: Option<u64>,
@@ -16,9 +17,19 @@ pub const MICRO: u64 = 1_000_000;
 impl TokenBucket {
     /// A full bucket of `burst` tokens refilled at `rate_per_sec`.
     pub fn new(rate_per_sec: u32, burst: u32) -> Self {
-        let capacity = u64::from(burst).saturating_mul(MICRO);
+        Self::with_cost(u64::from(rate_per_sec), MICRO, burst)
+    }
+
+    /// A full bucket of `burst` tokens refilled at `rate_per_minute`.
+    pub fn per_minute(rate_per_minute: u32, burst: u32) -> Self {
+        Self::with_cost(u64::from(rate_per_minute), 60 * MICRO, burst)
+    }
+
+    fn with_cost(rate: u64, cost: u64, burst: u32) -> Self {
+        let capacity = u64::from(burst).saturating_mul(cost);
         TokenBucket {
-            rate_per_sec: u64::from(rate_per_sec),
+            rate_per_sec: rate,
+            cost,
             capacity,
             tokens: capacity,
             last_us: None,
@@ -34,8 +45,8 @@ impl TokenBucket {
             self.tokens = self.tokens.saturating_add(gained).min(self.capacity);
         }
         self.last_us = Some(self.last_us.map_or(now_us, |last| last.max(now_us)));
-        if self.tokens >= MICRO {
-            self.tokens -= MICRO;
+        if self.tokens >= self.cost {
+            self.tokens -= self.cost;
             true
         } else {
             false
@@ -79,6 +90,15 @@ impl LogGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_minute_buckets_refill_by_the_minute() {
+        let mut b = TokenBucket::per_minute(10, 2);
+        assert!(b.try_take(0) && b.try_take(0));
+        assert!(!b.try_take(5_999_999)); // 0.99 token after 5.99 s
+        assert!(b.try_take(6_000_000)); // one token per 6 s
+        assert!(!b.try_take(6_000_000));
+    }
 
     #[test]
     fn log_gate_lets_one_line_per_gap_and_counts_the_rest() {

@@ -115,6 +115,11 @@ pub struct SessionTable {
     handovers: TokenBucket,
     /// A viewer was handed over since [`SessionTable::take_handed_over`].
     handed_over: bool,
+    /// What `ice_request`s get, their per-key limits, and how many were
+    /// answered.
+    ice: ice::IceService,
+    ice_limits: HashMap<String, TokenBucket>,
+    ice_replies: u64,
 }
 
 impl SessionTable {
@@ -153,6 +158,9 @@ impl SessionTable {
                 limits.offer_burst.saturating_mul(HANDOVER_RATE_FACTOR),
             ),
             handed_over: false,
+            ice: ice::IceService::default(),
+            ice_limits: HashMap::new(),
+            ice_replies: 0,
         }
     }
 
@@ -330,6 +338,7 @@ impl SessionTable {
                 }
             }
             ViewerMessage::Candidate { candidate } => self.candidate(sid, candidate, mac, now_us),
+            ViewerMessage::IceRequest { auth } => self.ice_request(sid, auth, now_us),
             ViewerMessage::Bye => {
                 if let Some(live) = self.sessions.get(sid) {
                     live.handle.deliver(SessionInput::Bye);
@@ -760,6 +769,8 @@ pub fn seal(key: Option<&SessionKey>, msg: &DeviceMessage) -> Option<String> {
 }
 
 mod direct;
+mod ice;
+pub use ice::IceService;
 
 /// Longest `message` in an `error` the device sends, characters.
 const MAX_ERROR_MESSAGE: usize = 200;

@@ -32,6 +32,12 @@ pub const SESSION_CONTEXT: &str = "campeer-session-v2";
 pub const MESSAGE_CONTEXT: &str = "campeer-msg-v2";
 /// First line of the device's own broker password.
 pub const MQTT_CONTEXT: &str = "campeer-mqtt-v2";
+/// First line of an `ice_request` signature (section 8).
+pub const ICE_REQUEST_CONTEXT: &str = "campeer-ice-v2";
+/// First line of the `ice` reply's key K_ice.
+pub const ICE_KEY_CONTEXT: &str = "campeer-ice-key-v2";
+/// First line of each block of the `ice` reply's keystream.
+pub const ICE_STREAM_CONTEXT: &str = "campeer-ice-stream-v2";
 /// How long one nonce is the current one.
 pub const NONCE_PERIOD: Duration = Duration::from_secs(60);
 /// Most sids remembered as used (bounded by the offer rate long before).
@@ -132,6 +138,22 @@ impl AuthError {
             | AuthError::RoleNotAllowed { key, .. } => Some(key),
         }
     }
+}
+
+/// The `auth` of an `ice_request` (section 8): no role, no SDP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceAuthFields {
+    pub key: String,
+    pub nonce: String,
+    pub sig: String,
+}
+
+/// What an authorized `ice_request` gets: the key that asked and K_ice
+/// (both `None` on an open device, which answers in clear).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceGrant {
+    pub key_id: Option<String>,
+    pub key: Option<SessionKey>,
 }
 
 /// What an authorized offer grants.
@@ -251,6 +273,34 @@ impl SessionKey {
             return false;
         };
         self.hmac(dir, kind, body).verify_slice(&bytes).is_ok()
+    }
+
+    /// K_ice = HMAC(secret, "campeer-ice-key-v2\n" + sig), the key of an
+    /// `ice` reply (section 8); its `mac` is made like any other message's.
+    pub fn derive_ice(secret: &[u8], sig: &str) -> SessionKey {
+        let mut mac = hmac(secret);
+        mac.update(ICE_KEY_CONTEXT.as_bytes());
+        mac.update(b"\n");
+        mac.update(sig.as_bytes());
+        SessionKey(mac.finalize().into_bytes().into())
+    }
+
+    /// XORs `data` with the `ice` reply's keystream for `sid`: block i is
+    /// HMAC(K, "campeer-ice-stream-v2\n" + sid + "\n" + i). The same call
+    /// seals and opens.
+    pub fn ice_stream_xor(&self, sid: &str, data: &mut [u8]) {
+        for (i, chunk) in data.chunks_mut(32).enumerate() {
+            let mut mac = hmac(&self.0);
+            for part in [ICE_STREAM_CONTEXT, sid] {
+                mac.update(part.as_bytes());
+                mac.update(b"\n");
+            }
+            mac.update(i.to_string().as_bytes());
+            let block = mac.finalize().into_bytes();
+            for (b, k) in chunk.iter_mut().zip(block.iter()) {
+                *b ^= k;
+            }
+        }
     }
 
     fn relay_hmac(&self, parts: &[&str]) -> HmacSha256 {
@@ -483,6 +533,53 @@ impl OfferAuthorizer {
         })
     }
 
+    /// Who may have ICE servers (section 8): on an open device anyone; on
+    /// a signed one, an `ice_request` whose `auth` names a key and is
+    /// signed over `sid` and a current or previous nonce. Checked like an
+    /// offer, in constant time; the errors are the offer's.
+    pub fn authorize_ice(
+        &self,
+        device_id: &str,
+        sid: &str,
+        auth: Option<&IceAuthFields>,
+    ) -> Result<IceGrant, AuthError> {
+        if self.open {
+            return Ok(IceGrant {
+                key_id: None,
+                key: None,
+            });
+        }
+        let auth = auth.ok_or(AuthError::Missing)?;
+        let key_err = || auth.key.clone();
+        let key = self
+            .keys
+            .get(&auth.key)
+            .ok_or_else(|| AuthError::UnknownKey { key: key_err() })?;
+        let sig = decode_sig(&auth.sig)
+            .ok_or_else(|| AuthError::MalformedSignature { key: key_err() })?;
+        ice_request_mac(&key.secret, device_id, sid, &auth.nonce)
+            .verify_slice(&sig)
+            .map_err(|_| AuthError::BadSignature { key: key_err() })?;
+        if !self.nonces.accepts(&auth.nonce) {
+            return Err(AuthError::StaleNonce { key: key_err() });
+        }
+        Ok(IceGrant {
+            key_id: Some(auth.key.clone()),
+            key: Some(SessionKey::derive_ice(&key.secret, &auth.sig)),
+        })
+    }
+
+    /// Remembers `sid` as used by an `ice_request` signed over `nonce`, so
+    /// that neither an offer nor another request may use it. False when
+    /// the table of used sids is full.
+    pub fn record_ice_sid(&mut self, sid: &str, nonce: &str) -> bool {
+        if self.used.len() >= USED_SIDS_MAX && !self.used.contains_key(sid) {
+            return false;
+        }
+        self.used.insert(sid.to_owned(), nonce.to_owned());
+        true
+    }
+
     /// Whether `password` is key `id`'s password for the device's own
     /// broker (and the page's `ice.json`), in constant time.
     pub fn check_password(&self, device_id: &str, id: &str, password: &str) -> bool {
@@ -513,6 +610,26 @@ pub fn sign(
             .finalize()
             .into_bytes(),
     )
+}
+
+/// `sig` for an `ice_request`: b64u(HMAC(secret, "campeer-ice-v2\n" +
+/// device_id + "\n" + sid + "\n" + nonce)).
+pub fn sign_ice(secret: &[u8], device_id: &str, sid: &str, nonce: &str) -> String {
+    URL_SAFE_NO_PAD.encode(
+        ice_request_mac(secret, device_id, sid, nonce)
+            .finalize()
+            .into_bytes(),
+    )
+}
+
+fn ice_request_mac(secret: &[u8], device_id: &str, sid: &str, nonce: &str) -> HmacSha256 {
+    let mut mac = hmac(secret);
+    for part in [ICE_REQUEST_CONTEXT, device_id, sid] {
+        mac.update(part.as_bytes());
+        mac.update(b"\n");
+    }
+    mac.update(nonce.as_bytes());
+    mac
 }
 
 /// The device's own broker password for a key:

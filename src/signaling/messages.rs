@@ -192,6 +192,36 @@ pub enum ViewerMessage {
     },
     /// End the session now.
     Bye,
+    /// Ask for ICE servers (section 8); not a session.
+    IceRequest {
+        /// Required on a signed device; left out when `None`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        auth: Option<IceAuth>,
+    },
+}
+
+/// The `auth` of an `ice_request`: key, nonce and signature, no role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceAuth {
+    /// The access key's id.
+    pub key: String,
+    /// The device nonce the request is signed over.
+    pub nonce: String,
+    /// b64u HMAC-SHA256 over the request (section 8).
+    pub sig: String,
+}
+
+/// One STUN or TURN server as a browser's `RTCIceServer` takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServerEntry {
+    /// `stun:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub credential: Option<String>,
 }
 
 /// A message from the device, on `B/session/{sid}/out`.
@@ -223,6 +253,18 @@ pub enum DeviceMessage {
         /// docs/protocol.md "Watching through a relay").
         #[serde(skip_serializing_if = "Option::is_none", default)]
         relay: Option<Box<RelayOffer>>,
+    },
+    /// The viewer's ICE servers (section 8): sealed for its key on a
+    /// signed device (`servers_x`), in clear on an open one (`servers`).
+    Ice {
+        /// b64u of the servers' JSON XOR the reply's keystream.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        servers_x: Option<String>,
+        /// The servers in clear (open devices only).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        servers: Option<Vec<IceServerEntry>>,
+        /// Unix time after which the credentials stop working; 0: never.
+        expires: u64,
     },
 }
 
@@ -290,6 +332,12 @@ impl DeviceMessage {
             }
             DeviceMessage::Bye { reason } => ("bye", reason.as_str().to_owned()),
             DeviceMessage::Error { code, .. } => ("error", code.as_str().to_owned()),
+            DeviceMessage::Ice {
+                servers_x, expires, ..
+            } => (
+                "ice",
+                format!("{}\n{expires}", servers_x.as_deref().unwrap_or("")),
+            ),
         }
     }
 }
@@ -309,6 +357,7 @@ impl ViewerMessage {
                 Some(("candidate", candidate_body(candidate.as_ref())))
             }
             ViewerMessage::Bye => Some(("bye", String::new())),
+            ViewerMessage::IceRequest { .. } => None,
         }
     }
 }
@@ -437,6 +486,19 @@ impl TryFrom<Value> for ViewerMessage {
                 candidate: candidate_field(obj)?,
             }),
             "bye" => Ok(ViewerMessage::Bye),
+            "ice_request" => Ok(ViewerMessage::IceRequest {
+                auth: match obj.get("auth") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => {
+                        let a = field_object(v, "auth")?;
+                        Some(IceAuth {
+                            key: required_string(a, "key", "auth.")?,
+                            nonce: required_string(a, "nonce", "auth.")?,
+                            sig: required_string(a, "sig", "auth.")?,
+                        })
+                    }
+                },
+            }),
             other => Err(unknown_type(other)),
         }
     }
@@ -477,6 +539,19 @@ impl TryFrom<Value> for DeviceMessage {
                     relay,
                 })
             }
+            "ice" => Ok(DeviceMessage::Ice {
+                servers_x: optional_string(obj, "servers_x", "")?,
+                servers: match obj.get("servers") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(
+                        serde_json::from_value(v.clone())
+                            .map_err(|e| ProtocolError::bad_request(format!("`servers`: {e}")))?,
+                    ),
+                },
+                expires: obj.get("expires").and_then(Value::as_u64).ok_or_else(|| {
+                    ProtocolError::bad_request("`expires` must be a whole number of seconds")
+                })?,
+            }),
             other => Err(unknown_type(other)),
         }
     }

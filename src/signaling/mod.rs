@@ -1,5 +1,6 @@
 //! The wire protocol (docs/protocol.md) and its MQTT transport.
 pub mod auth;
+pub mod ice_servers;
 
 pub mod messages;
 pub mod mqtt;

@@ -438,6 +438,8 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                         report.error = Some(message);
                         break Ok(());
                     }
+                    // Asked for on a sid of its own, before the offer.
+                    DeviceMessage::Ice { .. } => debug!("ignored an ice reply on the session's sid"),
                 }
             }
             ev = rx.recv() => match ev {

@@ -180,6 +180,8 @@ impl Resources {
                     )
                 })
             }
+            // Only ever sent on an ice_request's sid, never a resource's.
+            DeviceMessage::Ice { .. } => None,
         }
     }
 

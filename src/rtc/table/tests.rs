@@ -769,3 +769,141 @@ fn open_devices_hand_over_the_pin_in_clear() {
     assert_eq!(json["relay"]["mountpoint"], 77);
     assert_eq!(json["code"], "busy");
 }
+
+mod ice_requests {
+    use super::*;
+    use crate::signaling::auth::{sign_ice, SessionKey};
+    use crate::signaling::ice_servers::{open, IceServerSource, TurnRest};
+    use crate::signaling::messages::IceServerEntry;
+
+    fn with_turn(b: &mut Bench) {
+        b.table.set_ice_service(IceService {
+            source: IceServerSource::new(
+                vec![IceServerEntry {
+                    urls: vec!["stun:stun.example.org".into()],
+                    username: None,
+                    credential: None,
+                }],
+                Some(TurnRest {
+                    urls: vec!["turn:turn.example.org".into()],
+                    secret: b"shared".to_vec(),
+                    lifetime: Duration::from_secs(600),
+                }),
+            ),
+            unix_now: Arc::new(|| 1_800_000_000),
+        });
+    }
+
+    fn request(b: &Bench, sid: &str, key: &str, secret: &[u8]) -> (String, String) {
+        let nonce = b.nonce();
+        let sig = sign_ice(secret, DEVICE, sid, &nonce);
+        let json = serde_json::json!({"type": "ice_request",
+            "auth": {"key": key, "nonce": nonce, "sig": sig}});
+        (json.to_string(), sig)
+    }
+
+    #[test]
+    fn a_signed_request_gets_servers_sealed_for_its_key() {
+        let mut b = bench();
+        with_turn(&mut b);
+        let (req, sig) = request(&b, "iceSid01", "phone", SECRET);
+        b.send("iceSid01", &req, SEC);
+        let sent = b.sent();
+        let (sid, msg, mac) = &sent[0];
+        assert_eq!(sid, "iceSid01");
+        let key = SessionKey::derive_ice(SECRET, &sig);
+        let (servers, expires) = open(Some(&key), sid, msg, mac.as_deref()).expect("opens");
+        assert_eq!(expires, 1_800_000_600);
+        assert_eq!(servers[0].username.as_deref(), Some("1800000600:phone"));
+        assert_eq!(servers.len(), 2);
+        assert_eq!(b.spawned(), 0, "no session");
+        assert_eq!(b.table.ice_replies(), 1);
+    }
+
+    #[test]
+    fn bad_requests_get_unauthorized_and_nothing_is_minted() {
+        let mut b = bench();
+        with_turn(&mut b);
+        let no_auth = serde_json::json!({"type": "ice_request"}).to_string();
+        let (wrong, _) = request(&b, "iceSid02", "phone", b"not-the-secret-0123456");
+        let (unknown, _) = request(&b, "iceSid03", "nobody", SECRET);
+        let (other_sid, _) = request(&b, "iceSid04", "phone", SECRET);
+        for (sid, req) in [
+            ("iceSid01", no_auth),
+            ("iceSid02", wrong),
+            ("iceSid03", unknown),
+            ("iceSid05", other_sid),
+        ] {
+            b.send(sid, &req, SEC);
+            let sent = b.sent();
+            assert_eq!(
+                error_code(&sent[0].1),
+                Some(ErrorCode::Unauthorized),
+                "{sid}"
+            );
+        }
+        assert_eq!(b.table.ice_replies(), 0);
+    }
+
+    #[test]
+    fn a_request_sid_serves_once_and_never_opens_a_session() {
+        let mut b = bench();
+        let (req, _) = request(&b, "iceSid01", "phone", SECRET);
+        b.send("iceSid01", &req, SEC);
+        assert!(matches!(b.sent()[0].1, DeviceMessage::Ice { .. }));
+        // The same request again (a replay), or a new one on that sid.
+        b.send("iceSid01", &req, 2 * SEC);
+        assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::Unauthorized));
+        let (offer, _) = b.offer("iceSid01", "phone", SECRET, "view", SDP);
+        b.send("iceSid01", &offer, 3 * SEC);
+        assert_eq!(error_code(&b.sent()[0].1), Some(ErrorCode::Unauthorized));
+        assert_eq!(b.spawned(), 0);
+        // A device with nothing to share answers with an empty list.
+        let (r, _) = request(&b, "iceSid02", "phone", SECRET);
+        b.send("iceSid02", &r, 4 * SEC);
+        let reply = b.sent()[0].1.clone();
+        let DeviceMessage::Ice { expires, .. } = reply else {
+            panic!("no ice reply: {reply:?}");
+        };
+        assert_eq!(expires, 0);
+    }
+
+    #[test]
+    fn a_flood_from_one_key_gets_busy_and_others_are_not_held_up() {
+        let mut b = bench();
+        with_turn(&mut b);
+        let mut busy = 0;
+        for i in 0..30 {
+            let sid = format!("iceFlood{i:02}");
+            let (req, _) = request(&b, &sid, "phone", SECRET);
+            b.send(&sid, &req, SEC);
+            if error_code(&b.sent()[0].1) == Some(ErrorCode::Busy) {
+                busy += 1;
+            }
+        }
+        assert_eq!(busy, 20, "a burst of 10, then busy");
+        assert_eq!(b.table.ice_replies(), 10);
+        let (req, _) = request(&b, "iceWall01", "wall", b"wall-secret-0123456789");
+        b.send("iceWall01", &req, SEC);
+        assert!(
+            matches!(b.sent()[0].1, DeviceMessage::Ice { .. }),
+            "another key is served"
+        );
+        // A minute later the key has ten more.
+        let (req, _) = request(&b, "iceLater01", "phone", SECRET);
+        b.send("iceLater01", &req, 61 * SEC);
+        assert!(matches!(b.sent()[0].1, DeviceMessage::Ice { .. }));
+    }
+
+    #[test]
+    fn open_devices_answer_anyone_in_clear() {
+        let mut b = bench_with(OfferAuthorizer::open([0; 16], 0), 4);
+        with_turn(&mut b);
+        b.send("iceOpen01", r#"{"type":"ice_request"}"#, SEC);
+        let sent = b.sent();
+        let (msg, mac) = (&sent[0].1, &sent[0].2);
+        assert!(mac.is_none());
+        let (servers, _) = open(None, "iceOpen01", msg, None).expect("clear");
+        assert_eq!(servers[0].username.as_deref(), Some("1800000600:viewer"));
+    }
+}
