@@ -844,12 +844,13 @@ fn start_broker(config: &Config, keys: &[BrokerKey]) -> anyhow::Result<Option<Ma
     Ok(Some(ManagedBroker::start(settings, keys)?))
 }
 
-/// The keys in force, for the own broker's password file.
+/// The keys in force, for the own broker's password and ACL files.
 fn broker_keys(keys: &[KeyEntry]) -> Vec<BrokerKey> {
     keys.iter()
         .map(|k| BrokerKey {
             id: k.id.clone(),
             secret: k.secret.clone(),
+            role: k.role,
         })
         .collect()
 }

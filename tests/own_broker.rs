@@ -6,7 +6,10 @@
 
 mod common;
 
-use campeer::broker::{key_password, BrokerKey, BrokerSettings, ManagedBroker, DEVICE_USER};
+use campeer::broker::{
+    key_password, BrokerKey, BrokerSettings, HaRights, ManagedBroker, DEVICE_USER,
+};
+use campeer::control::config::Role;
 use common::*;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS};
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ fn alice() -> BrokerKey {
     BrokerKey {
         id: "alice".into(),
         secret: b"alice-secret-0123456789".to_vec(),
+        role: Role::View,
     }
 }
 
@@ -30,6 +34,7 @@ fn bob() -> BrokerKey {
     BrokerKey {
         id: "bob".into(),
         secret: b"bob-secret-0123456789ab".to_vec(),
+        role: Role::View,
     }
 }
 
@@ -468,6 +473,74 @@ async fn keys_change_while_running() {
         .await;
     let (_, p, _) = bb.next_msg(T).await.expect("bob receives");
     assert_eq!(&p[..], b"hi");
+}
+
+fn ha_key(role: Role) -> BrokerKey {
+    BrokerKey {
+        id: "homeassistant".into(),
+        secret: b"ha-secret-0123456789abcd".to_vec(),
+        role,
+    }
+}
+
+/// Whether a command the HA key publishes reaches the device, retried for
+/// a few seconds when `want` (a reload may be under way).
+async fn ha_command_arrives(ha: &Client, dev: &mut Client, want: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        ha.publish(&format!("{B}/ha/gate/set"), "ON", false).await;
+        let got = dev.next_msg(QUIET).await.is_some();
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_home_assistant_key_commands_only_while_its_role_is_control() {
+    let mut s = settings(false);
+    s.homeassistant = Some(HaRights {
+        key_id: "homeassistant".into(),
+        discovery_prefix: "homeassistant".into(),
+    });
+    let b = ManagedBroker::start(s, &[ha_key(Role::View)]).expect("own broker starts");
+    let mut dev = device_client(&b).await;
+    dev.sub(&format!("{B}/ha/+/set")).await;
+    dev.sub(&format!("{B}/ha/+/state")).await;
+    let mut ha = key_client(lan(&b), &ha_key(Role::View), "ha-1")
+        .await
+        .expect("the HA key logs in");
+    ha.sub(&format!("{B}/ha/+/state")).await;
+
+    // A view key reads states...
+    dev.publish(&format!("{B}/ha/gate/state"), "OFF", true)
+        .await;
+    let (t, p, _) = ha.next_msg(T).await.expect("the view key reads a state");
+    assert_eq!(
+        (t.as_str(), &p[..]),
+        (format!("{B}/ha/gate/state").as_str(), &b"OFF"[..])
+    );
+    let _ = dev.next_msg(QUIET).await; // the device's own state, back
+                                       // ...but its commands never reach the device.
+    assert!(
+        !ha_command_arrives(&ha, &mut dev, false).await,
+        "a view key's command was delivered"
+    );
+
+    // The same connection, once the key's role is control: delivered.
+    b.update_keys(&[ha_key(Role::Control)])
+        .expect("update keys");
+    assert!(
+        ha_command_arrives(&ha, &mut dev, true).await,
+        "a control key's command never arrived"
+    );
+    // And back to view: refused again, without reconnecting.
+    b.update_keys(&[ha_key(Role::View)]).expect("update keys");
+    assert!(
+        !ha_command_arrives(&ha, &mut dev, false).await,
+        "a key turned view still commands"
+    );
+    assert!(ha.closed(Duration::from_millis(10)).await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
