@@ -543,6 +543,93 @@ async fn the_home_assistant_key_commands_only_while_its_role_is_control() {
     assert!(ha.closed(Duration::from_millis(10)).await.is_none());
 }
 
+/// Retained messages a fresh subscriber to `filter` gets within `within`.
+async fn retained_under(port: u16, filter: &str, within: Duration) -> Vec<String> {
+    let mut c = connect(options(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &format!("probe-{}", rand::random::<u32>()),
+        None,
+    ))
+    .await
+    .expect("probe connects");
+    c.sub(filter).await;
+    let mut got = Vec::new();
+    while let Some((t, _, retained)) = c.next_msg(within).await {
+        if retained {
+            got.push(t);
+        }
+    }
+    got
+}
+
+/// Retained junk parked on made-up session topics is emptied by the
+/// device. Observed on an anonymous Mosquitto (a key of the own broker may
+/// write `B/session/+/in` but not read it back); the device's side is the
+/// same on either broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_on_session_topics_are_emptied_by_the_device() {
+    let broker = Broker::start();
+    let dev = "cam-junk";
+    let d = common::Daemon::start(&broker, dev, &["--signed"]).await;
+    let root = format!("campeer/{dev}/session");
+    let mut junk = anon_client(broker.port).await;
+    for i in 0..20 {
+        junk.publish_acked(
+            &format!("{root}/madeup{i:04}/in"),
+            vec![b'j'; 60 * 1024],
+            true,
+        )
+        .await;
+    }
+    // The probe sees retained messages where the device leaves them alone.
+    junk.publish_acked(&format!("campeer/{dev}/elsewhere"), "kept", true)
+        .await;
+    assert_eq!(
+        retained_under(broker.port, &format!("campeer/{dev}/elsewhere"), QUIET).await,
+        [format!("campeer/{dev}/elsewhere")]
+    );
+
+    let t = Instant::now();
+    loop {
+        let left = retained_under(broker.port, &format!("{root}/#"), QUIET).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} retained session messages left after {:?}: {left:?}",
+            left.len(),
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "20 retained session messages emptied within {:?}",
+        t.elapsed()
+    );
+    assert!(
+        d.wait_log("emptied retained messages on session topics", 1, T)
+            .await,
+        "no log line for the emptied messages"
+    );
+    // And the device is still there for real sessions.
+    assert!(
+        wait_status(broker.port, "campeer", dev, |v| v["state"] == "online", T)
+            .await
+            .is_some()
+    );
+}
+
+async fn anon_client(port: u16) -> Client {
+    connect(options(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &format!("junk-{}", rand::random::<u32>()),
+        None,
+    ))
+    .await
+    .expect("connects")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_is_restarted_after_kill_9_and_gone_after_stop() {
     let b = start(false, &[alice()]);
