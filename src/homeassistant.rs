@@ -43,7 +43,9 @@ pub struct HomeAssistantConfig {
     pub discovery_prefix: String,
     /// The access key Home Assistant logs in to the device's own broker
     /// with: that key's broker user gets Home Assistant's rights (see
-    /// docs/homeassistant.md) instead of a viewer's. Default `homeassistant`.
+    /// docs/homeassistant.md) instead of a viewer's. Its role decides, on
+    /// any broker, whether Home Assistant may command outputs (`control`)
+    /// or only sees states (`view`). Default `homeassistant`.
     pub key: String,
     /// Length of the pulse a `button` press gives, milliseconds (an
     /// output's `max_on_ms` still caps it). Default 500.
