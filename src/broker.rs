@@ -59,7 +59,9 @@
 //!
 //! With `B = prefix/device_id`: a key user (and, when open, an anonymous
 //! client) may read `B/status` and `B/session/+/out` and write only
-//! `B/session/+/in`; the device user reads and writes `B/#`. Mosquitto
+//! `B/session/+/in`; the device user reads and writes `B/#`. The Home
+//! Assistant key (`homeassistant.key`, when discovery is on) reads states
+//! instead, and writes commands only if its role is `control`. Mosquitto
 //! checks the ACL at every delivery, so a subscription to `#` is accepted
 //! but delivers only what the ACL allows.
 //!
@@ -104,6 +106,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::control::config::Role;
 
 /// Largest publish payload the broker forwards, bytes (docs/protocol.md: 64 KiB).
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -136,8 +139,9 @@ const LOG_TAIL: usize = 12;
 /// Where Debian installs Mosquitto, when it is not on `PATH`.
 const DEFAULT_MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
-/// One access key as the broker needs it: its id (the MQTT user name) and
-/// its secret (the HMAC key of the MQTT password).
+/// One access key as the broker needs it: its id (the MQTT user name), its
+/// secret (the HMAC key of the MQTT password) and its role (what the Home
+/// Assistant key may write).
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerKey {
     /// Key id, `[a-z0-9][a-z0-9_-]{0,62}` (a leading `_` or `-` is accepted
@@ -145,6 +149,10 @@ pub struct BrokerKey {
     pub id: String,
     /// The secret's bytes (the UTF-8 of the configured text).
     pub secret: Vec<u8>,
+    /// The key's role. Viewers' rights do not depend on it (a session's
+    /// role is checked by the daemon on its signed offer); the Home
+    /// Assistant key may write commands only with [`Role::Control`].
+    pub role: Role,
 }
 
 // Hand-written: a secret never reaches a log.
@@ -152,6 +160,7 @@ impl fmt::Debug for BrokerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrokerKey")
             .field("id", &self.id)
+            .field("role", &self.role)
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -191,14 +200,18 @@ pub struct HaRights {
 }
 
 /// Home Assistant's rights under `base` (ACL `topic` lines): read the
-/// status, states, camera picture and discovery; write commands and its
-/// own birth message, nothing else.
-fn ha_rules(base: &str, ha: &HaRights) -> String {
+/// status, states, camera picture and discovery, write its own birth
+/// message; with a `control` key also write commands (`set`, `pulse`).
+/// Nothing else: a `view` key gets states only.
+fn ha_rules(base: &str, ha: &HaRights, role: Role) -> String {
     let d = &ha.discovery_prefix;
+    let commands = match role {
+        Role::Control => format!("topic write {base}/ha/+/set\ntopic write {base}/ha/+/pulse\n"),
+        Role::View => String::new(),
+    };
     format!(
         "topic read {base}/status\ntopic read {base}/ha/+/state\ntopic read {base}/ha/camera\n\
-         topic write {base}/ha/+/set\ntopic write {base}/ha/+/pulse\n\
-         topic read {d}/#\ntopic write {d}/status\n"
+         {commands}topic read {d}/#\ntopic write {d}/status\n"
     )
 }
 
@@ -340,8 +353,8 @@ fn viewer_rules(base: &str) -> String {
 }
 
 /// The ACL file: the anonymous section (open mode only), the device user,
-/// then one block per key.
-fn acl_text(base: &str, open: bool, key_ids: &[&str], ha: Option<&HaRights>) -> String {
+/// then one block per key (id and role).
+fn acl_text(base: &str, open: bool, keys: &[(&str, Role)], ha: Option<&HaRights>) -> String {
     let mut s =
         String::from("# Written by campeer for its own broker; rewritten when keys change.\n");
     if open {
@@ -358,10 +371,10 @@ fn acl_text(base: &str, open: bool, key_ids: &[&str], ha: Option<&HaRights>) -> 
             "topic readwrite {d}/+/campeer_{node}/+/config\ntopic read {d}/status\n"
         ));
     }
-    for id in key_ids {
+    for &(id, role) in keys {
         s.push_str(&format!("\nuser {id}\n"));
         match ha {
-            Some(ha) if ha.key_id == *id => s.push_str(&ha_rules(base, ha)),
+            Some(ha) if ha.key_id == id => s.push_str(&ha_rules(base, ha, role)),
             _ => s.push_str(&viewer_rules(base)),
         }
     }
@@ -506,13 +519,13 @@ impl Shared {
         let mut salt = [0u8; 12];
         rng.fill_bytes(&mut salt);
         let mut passwd = password_entry(DEVICE_USER, &self.device_password, &salt);
-        let mut ids: Vec<&str> = Vec::with_capacity(keys.len());
+        let mut ids: Vec<(&str, Role)> = Vec::with_capacity(keys.len());
         for k in keys {
             if !valid_key_id(&k.id) {
                 warn!(key = %k.id.escape_debug(), "access key left out of the broker: its id is not [a-z0-9_-]{{1,63}}");
                 continue;
             }
-            if ids.contains(&k.id.as_str()) {
+            if ids.iter().any(|(id, _)| *id == k.id) {
                 warn!(key = %k.id, "access key listed twice; the broker uses the first");
                 continue;
             }
@@ -522,7 +535,7 @@ impl Shared {
                 &key_password(&k.secret, &self.device_id),
                 &salt,
             ));
-            ids.push(&k.id);
+            ids.push((&k.id, k.role));
         }
         // The ACL first: a user that can log in before its rules exist
         // could do nothing anyway, but a removed user's rules go last.
@@ -835,7 +848,9 @@ impl ManagedBroker {
     /// Replaces the keys that may log in: rewrites the password and ACL
     /// files and makes Mosquitto reload them (SIGHUP). Connections of keys
     /// that are gone (or whose secret changed) are closed by Mosquitto;
-    /// all others stay up. A child that is restarting reads the new files
+    /// all others stay up, under the new ACL (Mosquitto checks it at every
+    /// publish and delivery, so a Home Assistant key turned `view` can no
+    /// longer command from its next message on). A child that is restarting reads the new files
     /// when it starts.
     pub fn update_keys(&self, keys: &[BrokerKey]) -> Result<(), BrokerError> {
         let n = self.shared.write_keys(keys)?;

@@ -163,6 +163,8 @@ struct Daemon {
     link_rx: mpsc::Receiver<LinkEvent>,
     link_task: tokio::task::JoinHandle<()>,
     ha_task: Option<tokio::task::JoinHandle<()>>,
+    /// The role of the Home Assistant key, for the bridge.
+    ha_role: watch::Sender<Option<crate::control::config::Role>>,
     http_task: Option<tokio::task::JoinHandle<()>>,
     stop_tx: watch::Sender<bool>,
     table: SessionTable,
@@ -273,8 +275,10 @@ impl Daemon {
             stop_rx,
         )
         .context("MQTT connection")?;
+        let (ha_role, ha_role_rx) = watch::channel(ha_key_role(&config, lock(&access).keys()));
         let ha_task = start_homeassistant(
             &config,
+            ha_role_rx,
             &topics,
             &presence.controls,
             video.is_some(),
@@ -344,6 +348,7 @@ impl Daemon {
             link_rx,
             link_task,
             ha_task,
+            ha_role,
             http_task,
             stop_tx,
             table,
@@ -483,6 +488,8 @@ impl Daemon {
                     warn!("the own broker did not take the new keys: {e}");
                 }
             }
+            self.ha_role
+                .send_if_modified(|r| replace(r, ha_key_role(&self.config, &keys)));
             let before = self.table.authz().key_ids();
             let closed = self.table.set_keys(keys);
             if closed > 0 {
@@ -624,10 +631,26 @@ fn stop_pipelines(video: Option<Arc<VideoPipeline>>, audio: Option<Arc<AudioPipe
     }
 }
 
+/// The role of the key Home Assistant logs in with, `None` if no key has
+/// its id (then Home Assistant may not command).
+fn ha_key_role(config: &Config, keys: &[KeyEntry]) -> Option<crate::control::config::Role> {
+    keys.iter()
+        .find(|k| k.id == config.homeassistant.key)
+        .map(|k| k.role)
+}
+
+/// Sets `*slot` to `value`; whether that changed it.
+fn replace<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    let changed = *slot != value;
+    *slot = value;
+    changed
+}
+
 /// The Home Assistant bridge (its own MQTT connection), when enabled.
 #[allow(clippy::too_many_arguments)]
 fn start_homeassistant(
     config: &Config,
+    role: watch::Receiver<Option<crate::control::config::Role>>,
     topics: &Topics,
     controls: &[ControlInfo],
     has_video: bool,
@@ -657,6 +680,7 @@ fn start_homeassistant(
         config: config.homeassistant.clone(),
         gpio: gpio.clone(),
         snapshot: snapshot.clone(),
+        role,
     };
     crate::homeassistant::bridge::start(ha, mqtt_config, target, client_id, stop)
         .map(Some)
@@ -844,12 +868,13 @@ fn start_broker(config: &Config, keys: &[BrokerKey]) -> anyhow::Result<Option<Ma
     Ok(Some(ManagedBroker::start(settings, keys)?))
 }
 
-/// The keys in force, for the own broker's password file.
+/// The keys in force, for the own broker's password and ACL files.
 fn broker_keys(keys: &[KeyEntry]) -> Vec<BrokerKey> {
     keys.iter()
         .map(|k| BrokerKey {
             id: k.id.clone(),
             secret: k.secret.clone(),
+            role: k.role,
         })
         .collect()
 }

@@ -12,13 +12,20 @@
 //!
 //! | entity | for | topics |
 //! | --- | --- | --- |
-//! | `switch` | each output | state `B/ha/<name>/state`, command `B/ha/<name>/set` (`ON`/`OFF`) |
-//! | `button` | each output | command `B/ha/<name>/pulse` (`PRESS`): a pulse of `pulse_ms` |
+//! | `switch` | each output, `control` key | state `B/ha/<name>/state`, command `B/ha/<name>/set` (`ON`/`OFF`) |
+//! | `button` | each output, `control` key | command `B/ha/<name>/pulse` (`PRESS`): a pulse of `pulse_ms` |
+//! | `binary_sensor` | each output, `view` key | state `B/ha/<name>/state` (read-only) |
 //! | `binary_sensor` | each input | state `B/ha/<name>/state` |
 //! | `sensor` | viewers | `B/status`, `{{ value_json.sessions }}` |
 //! | `camera` | video | `B/ha/camera`: a JPEG |
 //!
 //! Discovery topics are `<discovery_prefix>/<component>/campeer_<device_id>/<object_id>/config`.
+//!
+//! Outputs are commandable only while the Home Assistant key
+//! (`homeassistant.key`) has the role `control`
+//! ([`Discovery::set_commandable`]); otherwise Home Assistant is shown
+//! them as read-only `binary_sensor`s, with no command topic at all, so
+//! its interface offers no switch that could not work.
 
 pub mod bridge;
 
@@ -36,7 +43,9 @@ pub struct HomeAssistantConfig {
     pub discovery_prefix: String,
     /// The access key Home Assistant logs in to the device's own broker
     /// with: that key's broker user gets Home Assistant's rights (see
-    /// docs/homeassistant.md) instead of a viewer's. Default `homeassistant`.
+    /// docs/homeassistant.md) instead of a viewer's. Its role decides, on
+    /// any broker, whether Home Assistant may command outputs (`control`)
+    /// or only sees states (`view`). Default `homeassistant`.
     pub key: String,
     /// Length of the pulse a `button` press gives, milliseconds (an
     /// output's `max_on_ms` still caps it). Default 500.
@@ -141,13 +150,16 @@ pub struct Discovery {
     pulse_ms: u64,
     controls: Vec<HaControl>,
     video: bool,
+    /// Outputs are advertised with command topics (the key may command).
+    commandable: bool,
 }
 
 /// The longest command payload looked at, bytes.
 pub const MAX_COMMAND: usize = 16;
 
 impl Discovery {
-    /// `base` is `<prefix>/<device_id>`.
+    /// `base` is `<prefix>/<device_id>`. Outputs start read-only: see
+    /// [`Discovery::set_commandable`].
     pub fn new(
         cfg: &HomeAssistantConfig,
         base: &str,
@@ -165,7 +177,24 @@ impl Discovery {
             pulse_ms: cfg.pulse_ms,
             controls,
             video,
+            commandable: false,
         }
+    }
+
+    /// Whether outputs are advertised as commandable (`switch` and
+    /// `button`) or read-only (`binary_sensor`). Returns the configs the
+    /// change makes stale (empty, to be published), none if unchanged.
+    pub fn set_commandable(&mut self, commandable: bool) -> Vec<Retained> {
+        if self.commandable == commandable {
+            return Vec::new();
+        }
+        let before: Vec<String> = self.configs().into_iter().map(|r| r.topic).collect();
+        self.commandable = commandable;
+        self.removals(before.iter().map(String::as_str))
+    }
+
+    pub fn commandable(&self) -> bool {
+        self.commandable
     }
 
     pub fn status_topic(&self) -> String {
@@ -244,7 +273,7 @@ impl Discovery {
         };
         for c in &self.controls {
             let state = self.state_topic(&c.name);
-            if c.output {
+            if c.output && self.commandable {
                 push(
                     self.config_topic("switch", &c.name),
                     self.entity(&c.name, &c.name),

@@ -17,6 +17,7 @@ mod common;
 
 use campeer::signaling::auth::key_password;
 use common::{free_port, wait_status, Broker, TempDir, BIN};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -195,8 +196,13 @@ enum Link {
     External(String),
 }
 
-fn start_daemon(dir: &TempDir, link: &Link) -> Proc {
+/// Starts the daemon; `ha_role`: the HA key in the configuration file with
+/// this role, or (`None`) none there (the test writes keys.toml).
+fn start_daemon(dir: &TempDir, link: &Link, ha_role: Option<&str>) -> Proc {
     let cfg = dir.0.join("campeer.toml");
+    let ha_key = ha_role.map_or(String::new(), |role| {
+        format!("[[access.keys]]\nid = \"homeassistant\"\nsecret = \"{HA_SECRET}\"\nrole = \"{role}\"\n")
+    });
     let broker = match link {
         Link::OwnBroker(port) => {
             format!("[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\nws_listen = \"\"\n")
@@ -214,7 +220,7 @@ fn start_daemon(dir: &TempDir, link: &Link) -> Proc {
              [[gpio]]\nname = \"gate\"\nline = \"mock:gate\"\ndirection = \"output\"\nmax_on_ms = 60000\n\
              [[gpio]]\nname = \"door\"\nline = \"mock:door\"\ndirection = \"input\"\n\
              [[gpio]]\nname = \"door_jumper\"\nline = \"mock:door\"\ndirection = \"output\"\n\
-             [[access.keys]]\nid = \"homeassistant\"\nsecret = \"{HA_SECRET}\"\nrole = \"view\"\n"
+             {ha_key}"
         ),
     )
     .unwrap();
@@ -322,6 +328,11 @@ impl Ha {
 
 const LONG: Duration = Duration::from_secs(60);
 const SWITCH: &str = "switch.campeer_camha_gate";
+/// The same output, read-only (the HA key's role is view).
+const GATE_RO: &str = "binary_sensor.campeer_camha_gate";
+const BUTTON: &str = "button.campeer_camha_gate_pulse";
+const SET: &str = "campeer/camha/ha/gate/set";
+const PULSE: &str = "campeer/camha/ha/gate/pulse";
 const DOOR: &str = "binary_sensor.campeer_camha_door";
 
 /// The venv, or `None` after saying why the test does not run.
@@ -390,7 +401,7 @@ async fn home_assistant_discovers_and_drives_the_device_on_its_own_broker() {
     let dir = TempDir::new("ha");
     let mqtt = free_port();
     let t0 = Instant::now();
-    let daemon = start_daemon(&dir, &Link::OwnBroker(mqtt));
+    let daemon = start_daemon(&dir, &Link::OwnBroker(mqtt), Some("control"));
     let ha = start_home_assistant(&venv, &dir, mqtt, true).await;
 
     assert_eq!(
@@ -400,7 +411,7 @@ async fn home_assistant_discovers_and_drives_the_device_on_its_own_broker() {
     assert_eq!(ha.state(DOOR, |s| s == "off").await.as_deref(), Some("off"));
     let viewers = "sensor.campeer_camha_viewers";
     assert_eq!(ha.state(viewers, |s| s == "0").await.as_deref(), Some("0"));
-    let button = "button.campeer_camha_gate_pulse";
+    let button = BUTTON;
     assert!(ha.state(button, |s| s != "unavailable").await.is_some());
 
     // HA's switch drives the line: the device's state topic comes back on.
@@ -410,8 +421,9 @@ async fn home_assistant_discovers_and_drives_the_device_on_its_own_broker() {
     assert!(
         log.lines().any(|l| l.contains("control call")
             && l.contains("gpio.set")
-            && l.contains("homeassistant")),
-        "no audit line for HA's command"
+            && l.contains("key=homeassistant")
+            && l.contains("control")),
+        "no audit line naming HA's key and role for its command"
     );
     ha.call("switch/turn_off", SWITCH).await;
     assert_eq!(
@@ -468,6 +480,141 @@ async fn home_assistant_discovers_and_drives_the_device_on_its_own_broker() {
     eprintln!("home assistant test took {:?}", t0.elapsed());
 }
 
+/// How long "the output did not change" is watched for.
+const QUIET: Duration = Duration::from_secs(3);
+
+/// A raw MQTT client on 127.0.0.1:`port`, as Home Assistant's own would
+/// be, connected (its event loop polled in the background).
+async fn mqtt_client(port: u16, login: Option<(&str, String)>) -> AsyncClient {
+    let mut o = MqttOptions::new(format!("raw-{}", rand::random::<u32>()), "127.0.0.1", port);
+    if let Some((user, password)) = login {
+        o.set_credentials(user, password);
+    }
+    let (c, mut el) = AsyncClient::new(o, 16);
+    let t = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), el.poll()).await {
+            Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => {
+                assert!(t.elapsed() < LONG, "raw MQTT client: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    c
+}
+
+/// Writes the state directory's keys.toml with the HA key at `role`
+/// (atomically: the daemon reloads it when it changes).
+fn write_keys(dir: &TempDir, role: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let state = dir.0.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tmp = state.join("keys.toml.new");
+    std::fs::write(
+        &tmp,
+        format!(
+            "claimed = true\n[[keys]]\nid = \"homeassistant\"\nrole = \"{role}\"\nsecret = \"{HA_SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&tmp, state.join("keys.toml")).unwrap();
+}
+
+/// A view key: Home Assistant shows the outputs' states, read-only, and a
+/// command published as that key (as HA would) changes nothing; once the
+/// key's role is control (keys.toml changed while running) the same
+/// connection's command drives the output and HA gets a switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_key_shows_states_but_commands_nothing_until_its_role_is_control() {
+    let Some(venv) = require_venv() else {
+        return;
+    };
+    let dir = TempDir::new("ha-view");
+    write_keys(&dir, "view");
+    let mqtt = free_port();
+    let daemon = start_daemon(&dir, &Link::OwnBroker(mqtt), None);
+    let ha = start_home_assistant(&venv, &dir, mqtt, true).await;
+
+    // States: the output read-only, the input as before.
+    assert_eq!(
+        ha.state(GATE_RO, |s| s == "off").await.as_deref(),
+        Some("off")
+    );
+    assert_eq!(ha.state(DOOR, |s| s == "off").await.as_deref(), Some("off"));
+    for absent in [SWITCH, BUTTON] {
+        let got = http(
+            ha.addr,
+            "GET",
+            &format!("/api/states/{absent}"),
+            Some(&ha.token),
+            None,
+        )
+        .await;
+        assert_eq!(
+            got.map(|(s, _)| s),
+            Some(404),
+            "{absent} exists for a view key"
+        );
+    }
+
+    // Commands as the HA key: the broker drops them (its ACL).
+    let password = key_password(HA_SECRET.as_bytes(), DEVICE);
+    let raw = mqtt_client(mqtt, Some(("homeassistant", password))).await;
+    for (topic, payload) in [(SET, "ON"), (PULSE, "PRESS")] {
+        raw.publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        wait_state(ha.addr, &ha.token, GATE_RO, |s| s == "on", QUIET).await,
+        None,
+        "a view key's command changed the output"
+    );
+    assert!(
+        !daemon.log_text().contains("control call"),
+        "a view key's command reached the device"
+    );
+
+    // The role changes while running: the ACL and the bridge follow.
+    write_keys(&dir, "control");
+    assert_eq!(
+        ha.state(SWITCH, |s| s == "off").await.as_deref(),
+        Some("off"),
+        "no switch once the key may command"
+    );
+    let t = Instant::now();
+    while wait_state(
+        ha.addr,
+        &ha.token,
+        SWITCH,
+        |s| s == "on",
+        Duration::from_secs(1),
+    )
+    .await
+    .is_none()
+    {
+        assert!(
+            t.elapsed() < LONG,
+            "a control key's command never drove the output"
+        );
+        raw.publish(SET, QoS::AtLeastOnce, false, "ON")
+            .await
+            .unwrap();
+    }
+    assert!(
+        daemon.log_text().lines().any(|l| l.contains("control call")
+            && l.contains("gpio.set")
+            && l.contains("key=homeassistant")
+            && l.contains("control")),
+        "no audit line naming the key and its role"
+    );
+}
+
 /// The last will, apart from the broker: on an external Mosquitto that
 /// outlives the daemon, a `kill -9` leaves only the will to say offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,11 +624,38 @@ async fn a_killed_device_turns_unavailable_through_its_last_will() {
     };
     let dir = TempDir::new("ha-will");
     let broker = Broker::start();
-    let mut daemon = start_daemon(&dir, &Link::External(broker.url()));
+    let mut daemon = start_daemon(&dir, &Link::External(broker.url()), Some("view"));
     let ha = start_home_assistant(&venv, &dir, broker.port, false).await;
     assert_eq!(
-        ha.state(SWITCH, |s| s == "off").await.as_deref(),
+        ha.state(GATE_RO, |s| s == "off").await.as_deref(),
         Some("off")
+    );
+
+    // An external broker has no ACL of ours: anyone may publish commands
+    // there. With a view key the bridge itself refuses them.
+    let raw = mqtt_client(broker.port, None).await;
+    for (topic, payload) in [(SET, "ON"), (PULSE, "PRESS")] {
+        raw.publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    assert!(
+        daemon
+            .wait_line(|l| l.contains("command refused") && l.contains("role"))
+            .await,
+        "the bridge did not refuse a view key's command"
+    );
+    assert_eq!(
+        wait_state(ha.addr, &ha.token, GATE_RO, |s| s == "on", QUIET).await,
+        None,
+        "a command ran on a view key"
+    );
+    assert!(
+        !daemon
+            .log_text()
+            .lines()
+            .any(|l| l.contains("control call") && l.contains("gpio.") && !l.contains("refused")),
+        "a command ran on a view key"
     );
 
     daemon.child.kill().unwrap();
@@ -498,7 +672,7 @@ async fn a_killed_device_turns_unavailable_through_its_last_will() {
     .await;
     assert!(status.is_some(), "the broker never published the last will");
     assert_eq!(
-        ha.state(SWITCH, |s| s == "unavailable").await.as_deref(),
+        ha.state(GATE_RO, |s| s == "unavailable").await.as_deref(),
         Some("unavailable"),
         "{}",
         ha.proc.log_text()

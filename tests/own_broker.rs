@@ -6,7 +6,10 @@
 
 mod common;
 
-use campeer::broker::{key_password, BrokerKey, BrokerSettings, ManagedBroker, DEVICE_USER};
+use campeer::broker::{
+    key_password, BrokerKey, BrokerSettings, HaRights, ManagedBroker, DEVICE_USER,
+};
+use campeer::control::config::Role;
 use common::*;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, QoS};
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ fn alice() -> BrokerKey {
     BrokerKey {
         id: "alice".into(),
         secret: b"alice-secret-0123456789".to_vec(),
+        role: Role::View,
     }
 }
 
@@ -30,6 +34,7 @@ fn bob() -> BrokerKey {
     BrokerKey {
         id: "bob".into(),
         secret: b"bob-secret-0123456789ab".to_vec(),
+        role: Role::View,
     }
 }
 
@@ -468,6 +473,161 @@ async fn keys_change_while_running() {
         .await;
     let (_, p, _) = bb.next_msg(T).await.expect("bob receives");
     assert_eq!(&p[..], b"hi");
+}
+
+fn ha_key(role: Role) -> BrokerKey {
+    BrokerKey {
+        id: "homeassistant".into(),
+        secret: b"ha-secret-0123456789abcd".to_vec(),
+        role,
+    }
+}
+
+/// Whether a command the HA key publishes reaches the device, retried for
+/// a few seconds when `want` (a reload may be under way).
+async fn ha_command_arrives(ha: &Client, dev: &mut Client, want: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        ha.publish(&format!("{B}/ha/gate/set"), "ON", false).await;
+        let got = dev.next_msg(QUIET).await.is_some();
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_home_assistant_key_commands_only_while_its_role_is_control() {
+    let mut s = settings(false);
+    s.homeassistant = Some(HaRights {
+        key_id: "homeassistant".into(),
+        discovery_prefix: "homeassistant".into(),
+    });
+    let b = ManagedBroker::start(s, &[ha_key(Role::View)]).expect("own broker starts");
+    let mut dev = device_client(&b).await;
+    dev.sub(&format!("{B}/ha/+/set")).await;
+    dev.sub(&format!("{B}/ha/+/state")).await;
+    let mut ha = key_client(lan(&b), &ha_key(Role::View), "ha-1")
+        .await
+        .expect("the HA key logs in");
+    ha.sub(&format!("{B}/ha/+/state")).await;
+
+    // A view key reads states...
+    dev.publish(&format!("{B}/ha/gate/state"), "OFF", true)
+        .await;
+    let (t, p, _) = ha.next_msg(T).await.expect("the view key reads a state");
+    assert_eq!(
+        (t.as_str(), &p[..]),
+        (format!("{B}/ha/gate/state").as_str(), &b"OFF"[..])
+    );
+    let _ = dev.next_msg(QUIET).await; // the device's own state, back
+                                       // ...but its commands never reach the device.
+    assert!(
+        !ha_command_arrives(&ha, &mut dev, false).await,
+        "a view key's command was delivered"
+    );
+
+    // The same connection, once the key's role is control: delivered.
+    b.update_keys(&[ha_key(Role::Control)])
+        .expect("update keys");
+    assert!(
+        ha_command_arrives(&ha, &mut dev, true).await,
+        "a control key's command never arrived"
+    );
+    // And back to view: refused again, without reconnecting.
+    b.update_keys(&[ha_key(Role::View)]).expect("update keys");
+    assert!(
+        !ha_command_arrives(&ha, &mut dev, false).await,
+        "a key turned view still commands"
+    );
+    assert!(ha.closed(Duration::from_millis(10)).await.is_none());
+}
+
+/// Retained messages a fresh subscriber to `filter` gets within `within`.
+async fn retained_under(port: u16, filter: &str, within: Duration) -> Vec<String> {
+    let mut c = connect(options(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &format!("probe-{}", rand::random::<u32>()),
+        None,
+    ))
+    .await
+    .expect("probe connects");
+    c.sub(filter).await;
+    let mut got = Vec::new();
+    while let Some((t, _, retained)) = c.next_msg(within).await {
+        if retained {
+            got.push(t);
+        }
+    }
+    got
+}
+
+/// Retained junk parked on made-up session topics is emptied by the
+/// device. Observed on an anonymous Mosquitto (a key of the own broker may
+/// write `B/session/+/in` but not read it back); the device's side is the
+/// same on either broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_on_session_topics_are_emptied_by_the_device() {
+    let broker = Broker::start();
+    let dev = "cam-junk";
+    let d = common::Daemon::start(&broker, dev, &["--signed"]).await;
+    let root = format!("campeer/{dev}/session");
+    let mut junk = anon_client(broker.port).await;
+    for i in 0..20 {
+        junk.publish_acked(
+            &format!("{root}/madeup{i:04}/in"),
+            vec![b'j'; 60 * 1024],
+            true,
+        )
+        .await;
+    }
+    // The probe sees retained messages where the device leaves them alone.
+    junk.publish_acked(&format!("campeer/{dev}/elsewhere"), "kept", true)
+        .await;
+    assert_eq!(
+        retained_under(broker.port, &format!("campeer/{dev}/elsewhere"), QUIET).await,
+        [format!("campeer/{dev}/elsewhere")]
+    );
+
+    let t = Instant::now();
+    loop {
+        let left = retained_under(broker.port, &format!("{root}/#"), QUIET).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} retained session messages left after {:?}: {left:?}",
+            left.len(),
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "20 retained session messages emptied within {:?}",
+        t.elapsed()
+    );
+    assert!(
+        d.wait_log("emptied retained messages on session topics", 1, T)
+            .await,
+        "no log line for the emptied messages"
+    );
+    // And the device is still there for real sessions.
+    assert!(
+        wait_status(broker.port, "campeer", dev, |v| v["state"] == "online", T)
+            .await
+            .is_some()
+    );
+}
+
+async fn anon_client(port: u16) -> Client {
+    connect(options(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &format!("junk-{}", rand::random::<u32>()),
+        None,
+    ))
+    .await
+    .expect("connects")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

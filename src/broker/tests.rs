@@ -77,7 +77,12 @@ fn key_ids_that_could_break_the_files_are_refused() {
 
 #[test]
 fn acl_gives_viewers_status_out_and_in_only() {
-    let closed = acl_text("campeer/cam1", false, &["alice", "bob"], None);
+    let closed = acl_text(
+        "campeer/cam1",
+        false,
+        &[("alice", Role::View), ("bob", Role::Control)],
+        None,
+    );
     let want_alice = "\nuser alice\ntopic read campeer/cam1/status\ntopic read campeer/cam1/session/+/out\ntopic write campeer/cam1/session/+/in\n";
     assert!(closed.contains(want_alice), "{closed}");
     assert!(closed.contains("\nuser bob\n"), "{closed}");
@@ -443,6 +448,7 @@ async fn mqtt_over_websocket_needs_a_key_and_reaches_tcp_clients() {
     let key = BrokerKey {
         id: "alice".into(),
         secret: b"0123456789abcdef".to_vec(),
+        role: Role::View,
     };
     let b = ManagedBroker::start(
         settings(false, None, Some(loopback(0))),
@@ -533,8 +539,18 @@ async fn a_stalled_websocket_client_blocks_no_one() {
     assert_eq!(&buf, b"HTTP/1.1 101");
 }
 
+/// The HA key's block in `acl`.
+fn ha_block(acl: &str) -> Vec<&str> {
+    acl.split("\nuser homeassistant\n")
+        .nth(1)
+        .expect("a block for the HA key")
+        .lines()
+        .take_while(|l| l.starts_with("topic"))
+        .collect()
+}
+
 #[test]
-fn acl_gives_home_assistant_commands_states_and_discovery_only() {
+fn acl_gives_a_control_home_assistant_key_commands_states_and_discovery_only() {
     let ha = HaRights {
         key_id: "homeassistant".into(),
         discovery_prefix: "homeassistant".into(),
@@ -542,16 +558,10 @@ fn acl_gives_home_assistant_commands_states_and_discovery_only() {
     let acl = acl_text(
         "campeer/cam1",
         false,
-        &["alice", "homeassistant"],
+        &[("alice", Role::Control), ("homeassistant", Role::Control)],
         Some(&ha),
     );
-    let block: Vec<&str> = acl
-        .split("\nuser homeassistant\n")
-        .nth(1)
-        .expect("a block for the HA key")
-        .lines()
-        .take_while(|l| l.starts_with("topic"))
-        .collect();
+    let block = ha_block(&acl);
     assert_eq!(
         block,
         [
@@ -573,8 +583,38 @@ fn acl_gives_home_assistant_commands_states_and_discovery_only() {
         "\nuser campeer.device\ntopic readwrite campeer/cam1/#\n\
          topic readwrite homeassistant/+/campeer_cam1/+/config\ntopic read homeassistant/status\n"
     ));
-    // Other keys stay viewers.
+    // Other keys stay viewers, whatever their role.
     assert!(acl.contains(
         "\nuser alice\ntopic read campeer/cam1/status\ntopic read campeer/cam1/session/+/out\n"
     ));
+}
+
+#[test]
+fn acl_gives_a_view_home_assistant_key_states_but_no_commands() {
+    let ha = HaRights {
+        key_id: "homeassistant".into(),
+        discovery_prefix: "homeassistant".into(),
+    };
+    let acl = acl_text(
+        "campeer/cam1",
+        false,
+        &[("homeassistant", Role::View)],
+        Some(&ha),
+    );
+    assert_eq!(
+        ha_block(&acl),
+        [
+            "topic read campeer/cam1/status",
+            "topic read campeer/cam1/ha/+/state",
+            "topic read campeer/cam1/ha/camera",
+            "topic read homeassistant/#",
+            "topic write homeassistant/status",
+        ]
+    );
+    // No write anywhere under the device's topics: not set, not pulse.
+    let writes: Vec<&str> = ha_block(&acl)
+        .into_iter()
+        .filter(|l| l.starts_with("topic write") || l.starts_with("topic readwrite"))
+        .collect();
+    assert_eq!(writes, ["topic write homeassistant/status"], "{acl}");
 }

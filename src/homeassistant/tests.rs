@@ -8,14 +8,87 @@ fn disc(controls: &[(&str, bool)], video: bool) -> Discovery {
             output: *o,
         })
         .collect();
-    Discovery::new(
+    let mut d = Discovery::new(
         &HomeAssistantConfig::default(),
         "campeer/cam1",
         "cam1",
         "1.2.3",
         controls,
         video,
-    )
+    );
+    // As with a `control` key; read-only discovery has its own test.
+    let _ = d.set_commandable(true);
+    d
+}
+
+fn topics(d: &Discovery) -> Vec<String> {
+    d.configs().into_iter().map(|r| r.topic).collect()
+}
+
+#[test]
+fn outputs_are_read_only_until_the_key_may_command() {
+    let mut d = Discovery::new(
+        &HomeAssistantConfig::default(),
+        "campeer/cam1",
+        "cam1",
+        "1.2.3",
+        vec![
+            HaControl {
+                name: "gate".into(),
+                output: true,
+            },
+            HaControl {
+                name: "door".into(),
+                output: false,
+            },
+        ],
+        false,
+    );
+    assert!(!d.commandable(), "read-only by default");
+    let read_only = [
+        "homeassistant/binary_sensor/campeer_cam1/gate/config",
+        "homeassistant/binary_sensor/campeer_cam1/door/config",
+        "homeassistant/sensor/campeer_cam1/viewers/config",
+    ];
+    assert_eq!(topics(&d), read_only);
+    for r in d.configs() {
+        let v: Value = serde_json::from_slice(&r.payload).unwrap();
+        assert!(v.get("command_topic").is_none(), "{}: {v}", r.topic);
+    }
+    let gate = config_of(&d, read_only[0]);
+    assert_eq!(gate["state_topic"], "campeer/cam1/ha/gate/state");
+
+    // To control: the read-only output's config is emptied, switch and
+    // button appear; the input is untouched.
+    let stale = d.set_commandable(true);
+    assert_eq!(
+        stale,
+        [Retained {
+            topic: read_only[0].into(),
+            payload: Vec::new()
+        }]
+    );
+    assert!(
+        d.set_commandable(true).is_empty(),
+        "no change, nothing stale"
+    );
+    assert!(topics(&d).contains(&"homeassistant/switch/campeer_cam1/gate/config".to_owned()));
+
+    // And back: the switch and button go.
+    let mut stale: Vec<String> = d
+        .set_commandable(false)
+        .into_iter()
+        .map(|r| r.topic)
+        .collect();
+    stale.sort();
+    assert_eq!(
+        stale,
+        [
+            "homeassistant/button/campeer_cam1/gate_pulse/config",
+            "homeassistant/switch/campeer_cam1/gate/config",
+        ]
+    );
+    assert_eq!(topics(&d), read_only);
 }
 
 fn config_of(d: &Discovery, topic: &str) -> Value {

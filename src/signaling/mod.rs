@@ -6,4 +6,5 @@ pub mod messages;
 pub mod mqtt;
 pub mod mqtt_options;
 pub mod presence;
+pub mod retained;
 pub mod topics;

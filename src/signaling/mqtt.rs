@@ -2,12 +2,17 @@
 //! reconnect with backoff. Publishing never blocks: when the broker is away,
 //! messages queue in a bounded buffer and the overflow is dropped with a log
 //! line, so media and live sessions never wait on the broker.
+//!
+//! Retained messages on session topics are emptied (see `retained`): the
+//! link subscribes again after session traffic, at most every two
+//! seconds, so the broker hands them over with the retain flag set.
 
 use crate::backoff::Backoff;
 use crate::config::{MqttConfig, MqttTarget};
 use crate::rtc::session::Outbox;
 use crate::signaling::messages::{DeviceMessage, ErrorCode, MAX_PAYLOAD};
 use crate::signaling::mqtt_options::{connection_hint, mqtt_options, MqttSetupError};
+use crate::signaling::retained::{RetainedSweep, SWEEP_GAP_US};
 use crate::signaling::topics::{InTopic, Topics};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, LastWill, QoS};
 use std::time::Duration;
@@ -124,9 +129,16 @@ async fn run_loop(
 ) {
     let mut connected = false;
     let mut failures = 0u32;
+    let mut sweep = RetainedSweep::default();
+    let mut sweep_tick = tokio::time::interval(Duration::from_micros(SWEEP_GAP_US / 2));
+    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let polled = tokio::select! {
             p = eventloop.poll() => p,
+            _ = sweep_tick.tick() => {
+                sweep_if_due(&client, &topics, &mut sweep, connected);
+                continue;
+            }
             _ = shutdown.changed() => {
                 // Give queued messages (offline status, byes) a moment to leave.
                 let _ = tokio::time::timeout(Duration::from_millis(800), async {
@@ -154,6 +166,10 @@ async fn run_loop(
                     {
                         warn!("subscribe not queued: {e}");
                     }
+                    sweep.subscribed(crate::clock::monotonic_us());
+                } else {
+                    // Away for a while: look for retained messages soon.
+                    sweep.traffic();
                 }
                 let _ = tx.try_send(LinkEvent::Connected);
             }
@@ -170,9 +186,14 @@ async fn run_loop(
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 if p.retain {
-                    info!(topic = %p.topic, "dropping retained message on a session topic (stale by definition)");
+                    clear_retained(&client, &p.topic, &mut sweep);
                     continue;
                 }
+                if p.payload.is_empty() {
+                    // Never a message; what a cleared retained one looks like.
+                    continue;
+                }
+                sweep.traffic();
                 match topics.classify(&p.topic) {
                     InTopic::Session(sid) => {
                         if tx
@@ -225,6 +246,37 @@ async fn run_loop(
                     _ = shutdown.changed() => return,
                 }
             }
+        }
+    }
+}
+
+/// A retained message on a session topic: stale by definition, never used;
+/// emptied on the broker (within the sweep's budget).
+fn clear_retained(client: &AsyncClient, topic: &str, sweep: &mut RetainedSweep) {
+    if !sweep.may_clear(crate::clock::monotonic_us()) {
+        debug!(%topic, "retained message on a session topic left for the next sweep");
+        return;
+    }
+    debug!(%topic, "dropping a retained message on a session topic (stale by definition) and emptying it");
+    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, Vec::new()) {
+        debug!(%topic, "retained message not emptied (queue full): {e}");
+    }
+}
+
+/// Subscribes to the session filter again when a sweep is due (the broker
+/// then sends retained session messages with the flag set), and logs what
+/// the last second's sweeps cleared.
+fn sweep_if_due(client: &AsyncClient, topics: &Topics, sweep: &mut RetainedSweep, connected: bool) {
+    let cleared = sweep.take_cleared();
+    if cleared > 0 {
+        info!(
+            cleared,
+            "emptied retained messages on session topics (stale by definition; nobody's to keep)"
+        );
+    }
+    if connected && sweep.due(crate::clock::monotonic_us()) {
+        if let Err(e) = client.try_subscribe(topics.session_in_filter(), QoS::AtLeastOnce) {
+            debug!("sweep subscribe not queued: {e}");
         }
     }
 }
