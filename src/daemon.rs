@@ -10,6 +10,7 @@
 //! offline presence and stops within about two seconds.
 
 pub mod housekeeping;
+mod ice;
 
 use crate::access::AccessState;
 use crate::broker::{BrokerKey, BrokerSettings, ManagedBroker};
@@ -235,7 +236,9 @@ impl Daemon {
         };
 
         let t = Instant::now();
-        let engine = RtcEngine::new(&config.webrtc, Role::Answerer)?;
+        let ice_source = ice::ice_source(&config.webrtc)?;
+        let engine =
+            RtcEngine::new(&config.webrtc, Role::Answerer)?.with_ice_source(ice_source.clone());
         info!(
             ms = t.elapsed().as_millis() as u64,
             "DTLS certificate ready"
@@ -308,7 +311,7 @@ impl Daemon {
             metrics: metrics.clone(),
         });
         let (ev_tx, ev_rx) = mpsc::channel(256);
-        let table = SessionTable::new(
+        let mut table = SessionTable::new(
             Arc::new(TaskSpawner(ctx)),
             outbox,
             authz,
@@ -316,6 +319,10 @@ impl Daemon {
             table_limits(&config),
             ev_tx,
         );
+        table.set_ice_service(crate::rtc::table::IceService {
+            source: ice_source,
+            ..Default::default()
+        });
         let relay = config.relay.enabled.then(|| {
             crate::relay::task::spawn(
                 config.relay.clone(),

@@ -5,6 +5,8 @@ use crate::config::WebRtcConfig;
 use crate::encode::pipeline::VideoCodec;
 use crate::rtc::keyframe::{self, KeyframeRequestForwarder};
 use crate::rtc::playout_delay::{self, PlayoutDelayZero};
+use crate::signaling::ice_servers::IceServerSource;
+use crate::signaling::messages::IceServerEntry;
 use rtc::interceptor::Slot;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::media_engine::{
@@ -167,9 +169,24 @@ pub enum Role {
     Offerer,
 }
 
+/// The configured `webrtc.ice_servers`, as handed to browsers.
+pub fn static_servers(cfg: &WebRtcConfig) -> Vec<IceServerEntry> {
+    cfg.ice_servers
+        .iter()
+        .map(|s| IceServerEntry {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect()
+}
+
 /// Shared, start-up-time WebRTC state.
 pub struct RtcEngine {
     cfg: WebRtcConfig,
+    /// The ICE servers of every connection: the configured ones, and TURN
+    /// credentials minted per connection when `webrtc.turn_rest` is set.
+    ice: IceServerSource,
     certificate: RTCCertificate,
     role: Role,
     only_video: Option<VideoCodec>,
@@ -189,11 +206,19 @@ impl RtcEngine {
         )
         .map_err(|e| EngineError::Certificate(e.to_string()))?;
         Ok(RtcEngine {
+            ice: IceServerSource::new(static_servers(cfg), None),
             cfg: cfg.clone(),
             certificate,
             role,
             only_video: None,
         })
+    }
+
+    /// ICE servers from `source` (static ones and minted TURN credentials)
+    /// instead of the configured static ones alone.
+    pub fn with_ice_source(mut self, source: IceServerSource) -> Self {
+        self.ice = source;
+        self
     }
 
     /// Offers or accepts only `codec` for video (the viewer's `--codec`).
@@ -231,14 +256,15 @@ impl RtcEngine {
             registry = registry.with(Slot::from(playout_delay::SLOT), PlayoutDelayZero::default());
         }
 
-        let ice_servers = self
-            .cfg
-            .ice_servers
-            .iter()
+        // Minted now, so a connection made at any time has fresh TURN
+        // credentials that outlive it (webrtc.turn_rest.lifetime_secs).
+        let (servers, _) = self.ice.mint("device", crate::clock::unix_secs());
+        let ice_servers = servers
+            .into_iter()
             .map(|s| RTCIceServer {
-                urls: s.urls.clone(),
-                username: s.username.clone().unwrap_or_default(),
-                credential: s.credential.clone().unwrap_or_default(),
+                urls: s.urls,
+                username: s.username.unwrap_or_default(),
+                credential: s.credential.unwrap_or_default(),
             })
             .collect();
         let config = RTCConfigurationBuilder::new()
