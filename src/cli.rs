@@ -120,11 +120,37 @@ pub enum KeysAction {
         /// The key id.
         name: String,
     },
-    /// Print the key's bearer token, `<id>:<password>`, for WHEP players
-    /// (`Authorization: Bearer <token>`) and `/ice.json`.
+    /// WHEP and snapshot tokens: view-only bearer tokens of their own,
+    /// several per key, each revocable without revoking the key.
     Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Let the next start open the claim window once more (the owner lost
+    /// the admin key and has no terminal on the device). The admin key
+    /// gets a new secret; refused while other keys exist. Needs write
+    /// access to the state directory (root or the campeer user).
+    ReopenClaim,
+}
+
+/// `campeer keys token ...`
+#[derive(Debug, Subcommand, Clone, PartialEq)]
+pub enum TokenAction {
+    /// Make a token for a key and print it (shown only now; the store
+    /// keeps its hash). Use as `Authorization: Bearer <token>`.
+    Add {
         /// The key id.
         name: String,
+    },
+    /// List tokens (ids, keys, dates; never the tokens), of one key or all.
+    List {
+        /// Only this key's tokens.
+        name: Option<String>,
+    },
+    /// Revoke one token by its id; the key keeps working.
+    Revoke {
+        /// The token id (the part before the dot; `keys token list`).
+        token_id: String,
     },
 }
 
