@@ -491,13 +491,12 @@ pub struct ViewArgs {
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// Pull the stream over WHEP from this URL (e.g.
-    /// `http://cam1.local:8080/whep`) instead of MQTT signaling; the
-    /// bearer token comes from --key/--secret-file (with --device) or
-    /// --token-file. The session is DELETEd at the end.
+    /// `http://cam1.local:8080/whep`) instead of MQTT signaling, with the
+    /// bearer token in --token-file. The session is DELETEd at the end.
     #[arg(long, value_name = "URL")]
     pub whep: Option<String>,
-    /// With --whep: file whose first line is the bearer token
-    /// `<key_id>:<password>` (as `campeer keys token` prints it).
+    /// With --whep: file whose first line is the bearer token (as
+    /// `campeer keys token add NAME` prints it).
     #[arg(long, value_name = "FILE", requires = "whep")]
     pub token_file: Option<PathBuf>,
     /// When the device hands the viewer over to its Janus relay, report
