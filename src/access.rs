@@ -98,7 +98,10 @@ impl AccessState {
                     self.claim.close();
                 }
                 if file.tokens != self.tokens {
-                    info!(tokens = file.tokens.len(), "WHEP/snapshot tokens changed; reloaded");
+                    info!(
+                        tokens = file.tokens.len(),
+                        "WHEP/snapshot tokens changed; reloaded"
+                    );
                     self.tokens = file.tokens.clone();
                 }
                 let keys = keystore::merged_keys(self.configured.clone(), &file);

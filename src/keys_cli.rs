@@ -110,7 +110,8 @@ pub fn keys(action: &KeysAction, args: &StoreArgs) -> anyhow::Result<ExitCode> {
 fn token(action: &TokenAction, config: &Config, store: &KeyStore) -> anyhow::Result<()> {
     match action {
         TokenAction::Add { name } => {
-            let keys = keystore::merged_keys(keystore::config_keys(&config.access)?, &store.load()?);
+            let keys =
+                keystore::merged_keys(keystore::config_keys(&config.access)?, &store.load()?);
             if !keys.iter().any(|k| &k.id == name) {
                 bail!(
                     "no key {name:?} in the configuration file or {}",
@@ -132,7 +133,11 @@ fn token(action: &TokenAction, config: &Config, store: &KeyStore) -> anyhow::Res
         TokenAction::List { name } => {
             let file = store.load()?;
             let mut any = false;
-            for t in file.tokens.iter().filter(|t| name.as_ref().is_none_or(|n| &t.key == n)) {
+            for t in file
+                .tokens
+                .iter()
+                .filter(|t| name.as_ref().is_none_or(|n| &t.key == n))
+            {
                 println!("{}\t{}\tcreated {}", t.id, t.key, t.created);
                 any = true;
             }
@@ -144,7 +149,9 @@ fn token(action: &TokenAction, config: &Config, store: &KeyStore) -> anyhow::Res
             if !store.revoke_token(token_id)? {
                 bail!("no token {token_id:?} in {}", store.path().display());
             }
-            eprintln!("campeer: revoked token {token_id}; a running daemon refuses it within a second");
+            eprintln!(
+                "campeer: revoked token {token_id}; a running daemon refuses it within a second"
+            );
         }
     }
     Ok(())

@@ -312,7 +312,10 @@ impl KeyStore {
         if file.tokens.len() >= tokens::MAX_TOKENS {
             return Err(KeyStoreError::Key {
                 id: key.into(),
-                message: format!("the store holds {} tokens already; revoke some", tokens::MAX_TOKENS),
+                message: format!(
+                    "the store holds {} tokens already; revoke some",
+                    tokens::MAX_TOKENS
+                ),
             });
         }
         let new = tokens::generate(key, now_unix);

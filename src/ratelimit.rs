@@ -108,7 +108,8 @@ impl FailureLimiter {
         let ip = client_prefix(ip);
         if !self.seen.contains_key(&ip) && self.seen.len() >= self.capacity {
             let window = self.window_us;
-            self.seen.retain(|_, &mut (start, _)| now_us < start + window);
+            self.seen
+                .retain(|_, &mut (start, _)| now_us < start + window);
             if self.seen.len() >= self.capacity {
                 if let Some(oldest) = self.seen.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| *k) {
                     self.seen.remove(&oldest);
@@ -136,9 +137,17 @@ mod tests {
             assert_eq!(l.check(a, i * MICRO), Ok(()), "failure {i} still allowed");
             l.fail(a, i * MICRO);
         }
-        assert_eq!(l.check(a, 10 * MICRO), Err(50), "wait until the minute is over");
+        assert_eq!(
+            l.check(a, 10 * MICRO),
+            Err(50),
+            "wait until the minute is over"
+        );
         assert_eq!(l.check(a, 59 * MICRO + 1), Err(1));
-        assert_eq!(l.check(b, 10 * MICRO), Ok(()), "another address is not held up");
+        assert_eq!(
+            l.check(b, 10 * MICRO),
+            Ok(()),
+            "another address is not held up"
+        );
         assert_eq!(l.check(a, 60 * MICRO), Ok(()), "a new minute");
         l.fail(a, 60 * MICRO);
         assert_eq!(l.check(a, 61 * MICRO), Ok(()), "the count started again");

@@ -52,7 +52,13 @@ async fn start(dir: &TempDir, run: usize) -> Daemon {
     let (mqtt, http) = (free_port(), free_port());
     let log = dir.0.join(format!("daemon-{run}.log"));
     let child = Command::new(BIN)
-        .args(["--log", "info,campeer=debug", "run", "--device-id", "claimcam"])
+        .args([
+            "--log",
+            "info,campeer=debug",
+            "run",
+            "--device-id",
+            "claimcam",
+        ])
         .args(["--state-dir", &dir.0.join("state").to_string_lossy()])
         .args(["--http", &format!("127.0.0.1:{http}")])
         .args(["--broker-listen", &format!("127.0.0.1:{mqtt}")])
@@ -153,7 +159,10 @@ async fn the_claim_window_opens_once_and_closes_for_good() {
     assert!(claimable(&d).await, "refusals do not close it");
     let log = d.stop();
     assert!(!log.contains(&first[6..]), "the admin secret is in the log");
-    assert!(log.contains("campeer pair"), "the log says how to pair:\n{log}");
+    assert!(
+        log.contains("campeer pair"),
+        "the log says how to pair:\n{log}"
+    );
 
     // A restart (a power cut) does not reopen it.
     let d = start(&dir, 2).await;
@@ -166,7 +175,10 @@ async fn the_claim_window_opens_once_and_closes_for_good() {
     let second = admin_pair(&state);
     assert_ne!(second, first, "reopening gives the admin key a new secret");
     let d = start(&dir, 3).await;
-    assert!(claimable(&d).await, "reopen-claim opens the next start's window");
+    assert!(
+        claimable(&d).await,
+        "reopen-claim opens the next start's window"
+    );
     // A key added by other means closes it at once.
     keys_cmd(&state, None, &["add", "phone", "--role", "view"]);
     d.wait_log("access keys changed; reloaded").await;

@@ -77,8 +77,12 @@ async fn snapshots_over_http_and_the_data_channel() {
     let token = keys_cmd(&d.state_dir(), Some(&cfg), &["token", "add", "phone"]);
     let good = format!("Bearer {}", token.trim());
     assert!(
-        d.wait_log("WHEP/snapshot tokens changed; reloaded", 1, Duration::from_secs(10))
-            .await,
+        d.wait_log(
+            "WHEP/snapshot tokens changed; reloaded",
+            1,
+            Duration::from_secs(10)
+        )
+        .await,
         "the daemon never took the token"
     );
 

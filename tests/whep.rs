@@ -276,7 +276,9 @@ async fn whep_plays_limits_and_frees_its_slot() {
     assert_eq!(post(&d, Some(&wrong), &dead_offer()).await.0, 401);
     // The key's MQTT password is no WHEP credential.
     assert_eq!(
-        post(&d, Some(&mqtt_password_bearer()), &dead_offer()).await.0,
+        post(&d, Some(&mqtt_password_bearer()), &dead_offer())
+            .await
+            .0,
         401
     );
     assert_eq!(post(&d, Some("ghost:abc"), &dead_offer()).await.0, 401);

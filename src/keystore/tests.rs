@@ -204,8 +204,14 @@ fn the_claim_window_opens_once_per_device() {
     let store = KeyStore::new(dir.clone());
     let made = store.ensure_admin(0).expect("ok").is_some();
     let file = store.load().expect("loads");
-    assert!(opens_claim_window(made, &file, 0), "the first boot opens it");
-    assert!(!opens_claim_window(made, &file, 1), "not with configured keys");
+    assert!(
+        opens_claim_window(made, &file, 0),
+        "the first boot opens it"
+    );
+    assert!(
+        !opens_claim_window(made, &file, 1),
+        "not with configured keys"
+    );
     store.mark_claim_window_opened().expect("recorded");
     // A restart (the admin key exists, nothing made now) never reopens it,
     // nor does a start that made the key but finds the opening recorded.
@@ -259,7 +265,10 @@ fn tokens_are_stored_hashed_listed_and_revoked_with_or_without_their_key() {
     let a = store.add_token("phone", 7).expect("token");
     let b = store.add_token("phone", 8).expect("token");
     let text = std::fs::read_to_string(store.path()).expect("file");
-    assert!(!text.contains(&a.token) && !text.contains(&a.token[17..]), "no token on disk");
+    assert!(
+        !text.contains(&a.token) && !text.contains(&a.token[17..]),
+        "no token on disk"
+    );
     assert!(text.contains(&a.stored.sha256));
     let keys = vec![phone.entry()];
     let file = store.load().expect("loads");
@@ -272,6 +281,9 @@ fn tokens_are_stored_hashed_listed_and_revoked_with_or_without_their_key() {
     assert_eq!(tokens::check(&file.tokens, &keys, &b.token), Some("phone"));
     assert_eq!(file.keys.len(), 1, "the key stays");
     assert!(store.revoke("phone").expect("revoked"));
-    assert!(store.load().expect("loads").tokens.is_empty(), "its tokens go with it");
+    assert!(
+        store.load().expect("loads").tokens.is_empty(),
+        "its tokens go with it"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

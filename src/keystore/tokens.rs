@@ -83,7 +83,10 @@ fn is_hex(s: &str, len: usize) -> bool {
 /// A stored token's fields, checked when the file is read.
 pub fn check_stored(t: &StoredToken) -> Result<(), String> {
     if !is_hex(&t.id, TOKEN_ID_LEN) {
-        return Err(format!("token id {:?} is not {TOKEN_ID_LEN} hex digits", t.id));
+        return Err(format!(
+            "token id {:?} is not {TOKEN_ID_LEN} hex digits",
+            t.id
+        ));
     }
     if !is_hex(&t.sha256, 64) {
         return Err(format!("token {}: sha256 is not 64 hex digits", t.id));
@@ -138,7 +141,10 @@ mod tests {
         let a = generate("phone", 1);
         let b = generate("phone", 2);
         assert_eq!(token_id(&a.token), Some(a.stored.id.as_str()));
-        assert!(!a.stored.sha256.contains(&a.token[17..]), "only the hash is kept");
+        assert!(
+            !a.stored.sha256.contains(&a.token[17..]),
+            "only the hash is kept"
+        );
         check_stored(&a.stored).expect("well formed");
         let keys = vec![key("phone")];
         let tokens = vec![a.stored.clone(), b.stored.clone()];

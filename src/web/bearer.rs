@@ -109,11 +109,20 @@ mod tests {
         let a = Some("192.168.1.7".parse().expect("ip"));
         let b = Some("192.168.1.8".parse().expect("ip"));
         let ok = |t: &str| (t == "good").then_some(());
-        assert_eq!(g.check(a, &HeaderMap::new(), 0, ok), Err(BearerRefusal::Missing));
-        assert_eq!(g.check(a, &auth("Basic good"), 0, ok), Err(BearerRefusal::Missing));
+        assert_eq!(
+            g.check(a, &HeaderMap::new(), 0, ok),
+            Err(BearerRefusal::Missing)
+        );
+        assert_eq!(
+            g.check(a, &auth("Basic good"), 0, ok),
+            Err(BearerRefusal::Missing)
+        );
         assert_eq!(g.check(a, &auth("Bearer good"), 0, ok), Ok(()));
         for _ in 0..10 {
-            assert_eq!(g.check(a, &auth("Bearer bad"), 1, ok), Err(BearerRefusal::Wrong));
+            assert_eq!(
+                g.check(a, &auth("Bearer bad"), 1, ok),
+                Err(BearerRefusal::Wrong)
+            );
         }
         // Now even the right token waits: guessing gains nothing.
         assert_eq!(

@@ -152,7 +152,11 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     if let Some(rest) = s.strip_prefix('[') {
         return rest.split_once(']')?.0.parse().ok();
     }
-    s.rsplit_once(':')?.0.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+    s.rsplit_once(':')?
+        .0
+        .parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -182,7 +186,9 @@ mod tests {
         assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
         let v6 = ProxyNet::parse("fd00::/8").expect("ok");
         assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
-        assert!(ProxyNet::parse("0.0.0.0/0").expect("ok").contains(ip("8.8.8.8")));
+        assert!(ProxyNet::parse("0.0.0.0/0")
+            .expect("ok")
+            .contains(ip("8.8.8.8")));
         for bad in ["", "10.0.0.0/33", "::/129", "host", "10.0.0.0/x"] {
             assert!(ProxyNet::parse(bad).is_err(), "{bad}");
         }
@@ -194,7 +200,10 @@ mod tests {
         let trusted = [ProxyNet::parse("127.0.0.1").expect("ok")];
         let xff = h(&[("x-forwarded-for", "192.168.1.9")]);
         // No header: the peer is the client.
-        assert_eq!(client_address(ip("192.168.1.9"), &h(&[]), &[]), Ok(ip("192.168.1.9")));
+        assert_eq!(
+            client_address(ip("192.168.1.9"), &h(&[]), &[]),
+            Ok(ip("192.168.1.9"))
+        );
         // A header from a peer nobody trusts: refused, whatever it says.
         for name in HEADERS {
             let m = h(&[(name, "192.168.1.9")]);
@@ -209,16 +218,28 @@ mod tests {
         // The rightmost untrusted hop: a client cannot pose as local by
         // sending its own header first.
         let spoof = h(&[("x-forwarded-for", "192.168.1.9, 203.0.113.7")]);
-        assert_eq!(client_address(proxy, &spoof, &trusted), Ok(ip("203.0.113.7")));
+        assert_eq!(
+            client_address(proxy, &spoof, &trusted),
+            Ok(ip("203.0.113.7"))
+        );
         let two = [trusted[0], ProxyNet::parse("10.0.0.2").expect("ok")];
         let via = h(&[("x-forwarded-for", "203.0.113.7, 10.0.0.2")]);
         assert_eq!(client_address(proxy, &via, &two), Ok(ip("203.0.113.7")));
-        let fwd = h(&[("forwarded", "for=192.0.2.60;proto=http, for=\"[2001:db8::7]:4711\"")]);
+        let fwd = h(&[(
+            "forwarded",
+            "for=192.0.2.60;proto=http, for=\"[2001:db8::7]:4711\"",
+        )]);
         assert_eq!(client_address(proxy, &fwd, &trusted), Ok(ip("2001:db8::7")));
         let real = h(&[("x-real-ip", "198.51.100.2")]);
-        assert_eq!(client_address(proxy, &real, &trusted), Ok(ip("198.51.100.2")));
+        assert_eq!(
+            client_address(proxy, &real, &trusted),
+            Ok(ip("198.51.100.2"))
+        );
         let port = h(&[("x-forwarded-for", "198.51.100.2:5000")]);
-        assert_eq!(client_address(proxy, &port, &trusted), Ok(ip("198.51.100.2")));
+        assert_eq!(
+            client_address(proxy, &port, &trusted),
+            Ok(ip("198.51.100.2"))
+        );
         for junk in ["unknown", "", "_hidden", "1.2.3.4, nonsense"] {
             let m = h(&[("x-forwarded-for", junk)]);
             assert_eq!(

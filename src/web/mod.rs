@@ -596,8 +596,14 @@ async fn snapshot(
     use crate::snapshot::SnapshotError;
     if site.page.auth != "open" {
         let now = crate::clock::monotonic_us();
-        if let Err(r) = site.bearer.check(peer, headers, now, |t| (site.check_token)(t)) {
-            return refused(r, "GET /snapshot.jpg needs Authorization: Bearer <token> (campeer keys token add)\n");
+        if let Err(r) = site
+            .bearer
+            .check(peer, headers, now, |t| (site.check_token)(t))
+        {
+            return refused(
+                r,
+                "GET /snapshot.jpg needs Authorization: Bearer <token> (campeer keys token add)\n",
+            );
         }
     }
     let Some(snap) = &site.snapshot else {
@@ -667,10 +673,16 @@ pub(crate) fn refused(why: bearer::BearerRefusal, text: &'static str) -> Respons
 fn ice(site: &Site, peer: Option<IpAddr>, headers: &HeaderMap) -> Response {
     if site.page.auth != "open" {
         let now = crate::clock::monotonic_us();
-        let verify =
-            |t: &str| key_password(t).is_some_and(|(id, pw)| (site.check_key)(id, pw)).then_some(());
+        let verify = |t: &str| {
+            key_password(t)
+                .is_some_and(|(id, pw)| (site.check_key)(id, pw))
+                .then_some(())
+        };
         if let Err(r) = site.bearer.check(peer, headers, now, verify) {
-            return refused(r, "GET /ice.json needs Authorization: Bearer <key_id>:<password>\n");
+            return refused(
+                r,
+                "GET /ice.json needs Authorization: Bearer <key_id>:<password>\n",
+            );
         }
     }
     json_response(site.ice_json.clone())

@@ -736,13 +736,24 @@ async fn wrong_bearers_are_rate_limited_per_address_across_paths() {
     assert_eq!(r.status, 401);
     let r = request(
         addr,
-        &get_with("/snapshot.jpg", "Authorization: Bearer 0123456789abcdef.tok\r\n"),
+        &get_with(
+            "/snapshot.jpg",
+            "Authorization: Bearer 0123456789abcdef.tok\r\n",
+        ),
     )
     .await;
     assert_eq!(r.status, 404, "past the token: this device has no video");
     for i in 0..9 {
-        let path = if i % 2 == 0 { "/ice.json" } else { "/snapshot.jpg" };
-        let r = request(addr, &get_with(path, "Authorization: Bearer guess:wrong\r\n")).await;
+        let path = if i % 2 == 0 {
+            "/ice.json"
+        } else {
+            "/snapshot.jpg"
+        };
+        let r = request(
+            addr,
+            &get_with(path, "Authorization: Bearer guess:wrong\r\n"),
+        )
+        .await;
         assert_eq!(r.status, 401, "failure {i}");
     }
     // Ten failures in all (one above): now even the right bearer waits.
@@ -805,7 +816,12 @@ async fn claims_behind_proxies_use_only_trusted_forwarded_addresses() {
     assert_eq!(r.status, 403);
     let r = request(addr, &with("X-Forwarded-For: 192.168.1.4\r\n")).await;
     assert_eq!(r.status, 200);
-    let ips: Vec<String> = seen.lock().expect("lock").iter().map(|i| i.to_string()).collect();
+    let ips: Vec<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
     assert_eq!(ips, ["203.0.113.9", "192.168.1.4"]);
     // A claim that cannot be recorded hands out nothing.
     let (addr, _stop3, _task3) = start_with(page(), None, hooks(trusted, true)).await;

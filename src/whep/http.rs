@@ -15,14 +15,14 @@
 use super::resources::ResourceRefusal;
 use super::{sdpfrag, valid_id, Whep, WhepError};
 use crate::signaling::messages::ErrorCode;
-use crate::web::guard::check_origin;
 use crate::web::bearer::BearerGuard;
+use crate::web::guard::check_origin;
 use crate::web::TokenCheck;
-use std::net::IpAddr;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use std::net::IpAddr;
 use tracing::{info, warn};
 
 /// Largest SDP offer body read, bytes (the offer check then applies its
@@ -79,7 +79,7 @@ pub async fn handle(whep: &Whep, gate: Gate<'_>, req: Request) -> Response {
         preflight(id.is_none())
     } else {
         match (authorize(&gate, &headers), id) {
-            (Err(r), _) => r,
+            (Err(r), _) => *r,
             (Ok(key), None) => post(whep, key, req).await,
             (Ok(key), Some(id)) if method == Method::PATCH => patch(whep, &id, key, req).await,
             (Ok(key), Some(id)) => delete(whep, &id, key),
@@ -144,7 +144,7 @@ fn preflight(collection: bool) -> Response {
 
 /// The bearer's key id (`None` on an open device), or the 401 (429
 /// after too many failures from the client).
-fn authorize(gate: &Gate<'_>, headers: &HeaderMap) -> Result<Option<String>, Response> {
+fn authorize(gate: &Gate<'_>, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
     if gate.open {
         return Ok(None);
     }
@@ -158,10 +158,10 @@ fn authorize(gate: &Gate<'_>, headers: &HeaderMap) -> Result<Option<String>, Res
             if why == crate::web::bearer::BearerRefusal::Wrong {
                 info!("WHEP request with a wrong or revoked token");
             }
-            Err(crate::web::refused(
+            Err(Box::new(crate::web::refused(
                 why,
                 "WHEP needs Authorization: Bearer <token> (campeer keys token add)\n",
-            ))
+            )))
         }
     }
 }

@@ -640,7 +640,11 @@ pub async fn wait_count(
 
 /// `campeer keys ARGS` (`--state-dir state`, and `--config` when given):
 /// its standard output; the command must succeed.
-pub fn keys_cmd(state: &std::path::Path, config: Option<&std::path::Path>, args: &[&str]) -> String {
+pub fn keys_cmd(
+    state: &std::path::Path,
+    config: Option<&std::path::Path>,
+    args: &[&str],
+) -> String {
     let mut cmd = Command::new(BIN);
     cmd.arg("keys").args(args).arg("--state-dir").arg(state);
     if let Some(c) = config {
@@ -664,10 +668,13 @@ pub fn pair_text(state: &std::path::Path) -> String {
         .arg(state)
         .output()
         .expect("run campeer pair");
-    let text = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "campeer pair: {text}");
-    let at = text.find("#pair=").unwrap_or_else(|| panic!("no link: {text}")) + 6;
+    let at = text
+        .find("#pair=")
+        .unwrap_or_else(|| panic!("no link: {text}"))
+        + 6;
     text[at..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
