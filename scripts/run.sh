@@ -33,6 +33,7 @@ echo
 echo "campeer: open http://localhost:$PORT/ (or http://$(hostname -I 2>/dev/null | awk '{print $1}'):$PORT/ from another machine)"
 echo "campeer: or watch from a shell: $BIN view --device demo --frames 300 --key admin --secret-file <file holding the secret>"
 echo "campeer: the device is paired by default: open the pairing link it prints below"
+echo "campeer: (printed to a terminal only; with output redirected, $BIN pair prints it)"
 echo "campeer: (already paired browsers just open the page; $BIN pair prints the link again)"
 echo
 # Pairing links name this machine as the browser here reaches it.

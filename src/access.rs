@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::keystore::{
-    self, ClaimDecision, ClaimWindow, Fingerprint, KeyStore, StoredKey, ADMIN_KEY,
+    self, ClaimDecision, ClaimWindow, Fingerprint, KeyStore, StoredKey, StoredToken, ADMIN_KEY,
 };
 use crate::signaling::auth::{KeyEntry, OfferAuthorizer};
 use anyhow::Context;
@@ -20,6 +20,8 @@ pub struct AccessState {
     keys: Vec<KeyEntry>,
     fingerprint: Fingerprint,
     claim: ClaimWindow,
+    /// WHEP and snapshot tokens (hashed).
+    tokens: Vec<StoredToken>,
 }
 
 impl AccessState {
@@ -35,6 +37,7 @@ impl AccessState {
                 keys: Vec::new(),
                 fingerprint: Fingerprint::default(),
                 claim: ClaimWindow::new(now_us, Duration::ZERO, false),
+                tokens: Vec::new(),
             };
             return Ok((
                 OfferAuthorizer::open(keystore::random_nonce(), now_us),
@@ -49,13 +52,14 @@ impl AccessState {
             .context("creating the first access key")?;
         let file = store.load().context("access keys")?;
         let admin = file.keys.iter().find(|k| k.id == ADMIN_KEY).cloned();
-        let claimable =
-            !file.claimed && admin.is_some() && file.keys.len() == 1 && configured.is_empty();
         if let Some(k) = &made {
             info!(dir = %store.dir().display(), "no access key yet: made key {:?}", k.id);
         }
+        let claimable = config.access.claim_window_secs > 0
+            && keystore::opens_claim_window(made.is_some(), &file, configured.len())
+            && record_window_opening(&store);
         if let (true, Some(admin)) = (!file.claimed, &admin) {
-            print_pairing(&page_base_url(config), admin);
+            announce_pairing(&page_base_url(config), admin, claimable);
         }
         let keys = keystore::merged_keys(configured.clone(), &file);
         info!(keys = keys.len(), store = %store.path().display(), claim_window = claimable, "access: signed");
@@ -74,6 +78,7 @@ impl AccessState {
                 keys,
                 fingerprint,
                 claim,
+                tokens: file.tokens,
             },
         ))
     }
@@ -89,10 +94,20 @@ impl AccessState {
         self.fingerprint = now;
         match store.load() {
             Ok(file) => {
-                if !file.keys.iter().any(|k| k.id == ADMIN_KEY) || file.claimed {
+                if keystore::closes_claim_window(&file) {
                     self.claim.close();
                 }
+                if file.tokens != self.tokens {
+                    info!(
+                        tokens = file.tokens.len(),
+                        "WHEP/snapshot tokens changed; reloaded"
+                    );
+                    self.tokens = file.tokens.clone();
+                }
                 let keys = keystore::merged_keys(self.configured.clone(), &file);
+                if keys == self.keys {
+                    return None;
+                }
                 info!(keys = keys.len(), "access keys changed; reloaded");
                 self.keys = keys.clone();
                 Some(keys)
@@ -115,6 +130,12 @@ impl AccessState {
         self.keys.iter().find(|k| k.id == id).is_some_and(|k| {
             crate::signaling::auth::password_matches(&k.secret, device_id, password)
         })
+    }
+
+    /// The key a WHEP/snapshot token belongs to, if it is a valid token
+    /// of a key in force (`keystore::tokens`).
+    pub fn check_token(&self, token: &str) -> Option<String> {
+        keystore::tokens::check(&self.tokens, &self.keys, token).map(str::to_owned)
     }
 
     /// The owner used the admin key: the claim window closes for good.
@@ -141,8 +162,11 @@ impl AccessState {
     }
 
     /// A claim from the page: the admin pairing text (`id.secret`) once.
+    /// `from` is the client's address (forwarded headers resolved by the
+    /// page server). The claim is recorded before the secret leaves: if it
+    /// cannot be, the claim is refused.
     pub fn claim(&mut self, now_us: u64, from: IpAddr) -> (ClaimDecision, Option<String>) {
-        let decision = self.claim.claim(now_us, from);
+        let decision = self.claim.check(now_us, from);
         if decision != ClaimDecision::Grant {
             info!(%from, ?decision, "claim refused");
             return (decision, None);
@@ -150,19 +174,25 @@ impl AccessState {
         let Some(store) = &self.store else {
             return (ClaimDecision::Closed, None);
         };
-        let admin = match store.load() {
-            Ok(file) => file.keys.into_iter().find(|k| k.id == ADMIN_KEY),
+        let file = match store.load() {
+            Ok(file) => file,
             Err(e) => {
-                warn!("claim: cannot read the key store: {e}");
-                None
+                warn!("claim refused: cannot read the key store: {e}");
+                return (ClaimDecision::Unrecorded, None);
             }
         };
-        let Some(admin) = admin else {
+        if keystore::closes_claim_window(&file) {
+            // Another key appeared since the last reload.
+            self.claim.close();
+            info!(%from, "claim refused: the device has other keys or is claimed");
             return (ClaimDecision::Closed, None);
-        };
-        if let Err(e) = store.mark_claimed() {
-            warn!("cannot record the claim: {e}");
         }
+        let admin = file.keys[0].clone();
+        if let Err(e) = store.mark_claimed() {
+            warn!("claim refused: cannot record it: {e}");
+            return (ClaimDecision::Unrecorded, None);
+        }
+        self.claim.close();
         self.fingerprint = store.fingerprint();
         info!(%from, "device claimed from the page: the admin key was handed over");
         (
@@ -172,8 +202,38 @@ impl AccessState {
     }
 }
 
-/// Prints the pairing link and its QR code to standard error, where a
-/// person starting the daemon (or the journal) sees it.
+/// Writes that the claim window opens now; false (no window) when that
+/// cannot be written.
+fn record_window_opening(store: &KeyStore) -> bool {
+    match store.mark_claim_window_opened() {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("the claim window stays closed: cannot record its opening: {e}");
+            false
+        }
+    }
+}
+
+/// How an unclaimed device tells its owner to pair: the link and QR code
+/// when standard error is a terminal (a person is looking), otherwise a
+/// line without the secret (standard error is a log, e.g. the journal).
+pub fn announce_pairing(base_url: &str, key: &StoredKey, claimable: bool) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        print_pairing(base_url, key);
+        return;
+    }
+    let how = if claimable {
+        "open the page and press Claim within the claim window, or run `sudo campeer pair` on the device"
+    } else {
+        "run `sudo campeer pair` on the device (it prints the pairing link and QR code)"
+    };
+    info!(page = %base_url, "this device is not paired yet: {how}");
+}
+
+/// Prints the pairing link and its QR code to standard error: only for a
+/// person at a terminal (`campeer pair`, `campeer keys add`, or the
+/// daemon when its standard error is one), never to a log.
 pub fn print_pairing(base_url: &str, key: &StoredKey) {
     let link = keystore::pairing_link(base_url, key);
     let qr = keystore::qr_text(&link).unwrap_or_default();

@@ -120,11 +120,37 @@ pub enum KeysAction {
         /// The key id.
         name: String,
     },
-    /// Print the key's bearer token, `<id>:<password>`, for WHEP players
-    /// (`Authorization: Bearer <token>`) and `/ice.json`.
+    /// WHEP and snapshot tokens: view-only bearer tokens of their own,
+    /// several per key, each revocable without revoking the key.
     Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Let the next start open the claim window once more (the owner lost
+    /// the admin key and has no terminal on the device). The admin key
+    /// gets a new secret; refused while other keys exist. Needs write
+    /// access to the state directory (root or the campeer user).
+    ReopenClaim,
+}
+
+/// `campeer keys token ...`
+#[derive(Debug, Subcommand, Clone, PartialEq)]
+pub enum TokenAction {
+    /// Make a token for a key and print it (shown only now; the store
+    /// keeps its hash). Use as `Authorization: Bearer <token>`.
+    Add {
         /// The key id.
         name: String,
+    },
+    /// List tokens (ids, keys, dates; never the tokens), of one key or all.
+    List {
+        /// Only this key's tokens.
+        name: Option<String>,
+    },
+    /// Revoke one token by its id; the key keeps working.
+    Revoke {
+        /// The token id (the part before the dot; `keys token list`).
+        token_id: String,
     },
 }
 
@@ -465,13 +491,12 @@ pub struct ViewArgs {
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// Pull the stream over WHEP from this URL (e.g.
-    /// `http://cam1.local:8080/whep`) instead of MQTT signaling; the
-    /// bearer token comes from --key/--secret-file (with --device) or
-    /// --token-file. The session is DELETEd at the end.
+    /// `http://cam1.local:8080/whep`) instead of MQTT signaling, with the
+    /// bearer token in --token-file. The session is DELETEd at the end.
     #[arg(long, value_name = "URL")]
     pub whep: Option<String>,
-    /// With --whep: file whose first line is the bearer token
-    /// `<key_id>:<password>` (as `campeer keys token` prints it).
+    /// With --whep: file whose first line is the bearer token (as
+    /// `campeer keys token add NAME` prints it).
     #[arg(long, value_name = "FILE", requires = "whep")]
     pub token_file: Option<PathBuf>,
     /// When the device hands the viewer over to its Janus relay, report

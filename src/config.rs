@@ -201,6 +201,11 @@ pub struct HttpConfig {
     /// device id, each with `.local`, `localhost`, IP addresses), e.g. a
     /// name in your DNS or a reverse proxy's. Default none.
     pub hosts: Vec<String>,
+    /// Reverse proxies (IP addresses or CIDR blocks, e.g. `127.0.0.1`,
+    /// `10.0.0.0/8`) whose `X-Forwarded-For`, `Forwarded` and `X-Real-IP`
+    /// headers name the client. From any other peer such a header makes a
+    /// claim fail. Default none.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -212,6 +217,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 16,
             allowed_origins: Vec::new(),
             hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -244,6 +250,10 @@ impl HttpConfig {
         }
         for (i, o) in self.allowed_origins.iter().enumerate() {
             normalize_origin(o).map_err(|e| invalid(format!("http.allowed_origins[{i}]"), e))?;
+        }
+        for (i, p) in self.trusted_proxies.iter().enumerate() {
+            crate::web::forwarded::ProxyNet::parse(p)
+                .map_err(|e| invalid(format!("http.trusted_proxies[{i}]"), e))?;
         }
         for (i, h) in self.hosts.iter().enumerate() {
             let ok = h.len() <= 253

@@ -980,12 +980,15 @@ async fn start_http(
     hooks.check_key =
         Arc::new(move |id, password| lock(&a).check_password(&device_id, id, password));
     let a = access.clone();
+    hooks.check_token = Arc::new(move |token| lock(&a).check_token(token));
+    let a = access.clone();
     hooks.claimable = Arc::new(move || lock(&a).claimable(crate::clock::monotonic_us()));
     hooks.claim =
         Arc::new(
             move |from| match lock(&access).claim(crate::clock::monotonic_us(), from) {
                 (ClaimDecision::Grant, Some(pair)) => ClaimOutcome::Claimed { pair },
                 (ClaimDecision::Refused, _) => ClaimOutcome::Refused,
+                (ClaimDecision::Unrecorded, _) => ClaimOutcome::Unavailable,
                 _ => ClaimOutcome::Closed,
             },
         );

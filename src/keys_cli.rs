@@ -1,7 +1,7 @@
 //! `campeer pair` and `campeer keys`: the key store from a shell.
 
 use crate::access::{page_base_url, print_pairing};
-use crate::cli::{KeysAction, StoreArgs};
+use crate::cli::{KeysAction, StoreArgs, TokenAction};
 use crate::config::Config;
 use crate::control::config::Role;
 use crate::keystore::{self, KeyStore, ADMIN_KEY};
@@ -93,23 +93,66 @@ pub fn keys(action: &KeysAction, args: &StoreArgs) -> anyhow::Result<ExitCode> {
             }
             eprintln!("campeer: revoked {name:?}; a running daemon drops it within a second");
         }
-        KeysAction::Token { name } => {
+        KeysAction::Token { action } => token(action, &config, &store)?,
+        KeysAction::ReopenClaim => {
+            store.reopen_claim()?;
+            eprintln!(
+                "campeer: the admin key has a new secret (the old one no longer works); \
+                 restart the daemon (systemctl restart campeer) and claim the device from \
+                 its page within access.claim_window_secs"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `campeer keys token add|list|revoke`.
+fn token(action: &TokenAction, config: &Config, store: &KeyStore) -> anyhow::Result<()> {
+    match action {
+        TokenAction::Add { name } => {
             let keys =
                 keystore::merged_keys(keystore::config_keys(&config.access)?, &store.load()?);
-            let Some(k) = keys.iter().find(|k| &k.id == name) else {
+            if !keys.iter().any(|k| &k.id == name) {
                 bail!(
                     "no key {name:?} in the configuration file or {}",
                     store.path().display()
                 );
-            };
-            let password = crate::signaling::auth::key_password(&k.secret, &config.device_id);
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let new = store.add_token(name, now)?;
             eprintln!(
-                "campeer: WHEP bearer token of key {name:?} ({}) for device {:?}; WHEP sessions are view-only",
-                k.role.as_str(),
-                config.device_id
+                "campeer: token {} of key {name:?} for WHEP and /snapshot.jpg (view only); \
+                 shown only now, use as `Authorization: Bearer <token>`",
+                new.stored.id
             );
-            println!("{}:{password}", k.id);
+            println!("{}", new.token);
+        }
+        TokenAction::List { name } => {
+            let file = store.load()?;
+            let mut any = false;
+            for t in file
+                .tokens
+                .iter()
+                .filter(|t| name.as_ref().is_none_or(|n| &t.key == n))
+            {
+                println!("{}\t{}\tcreated {}", t.id, t.key, t.created);
+                any = true;
+            }
+            if !any {
+                eprintln!("campeer: no tokens");
+            }
+        }
+        TokenAction::Revoke { token_id } => {
+            if !store.revoke_token(token_id)? {
+                bail!("no token {token_id:?} in {}", store.path().display());
+            }
+            eprintln!(
+                "campeer: revoked token {token_id}; a running daemon refuses it within a second"
+            );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -24,6 +24,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod tokens;
+pub use tokens::{NewToken, StoredToken};
+
 /// The key file's name inside the state directory.
 pub const KEYS_FILE: &str = "keys.toml";
 /// The id of the key made at first start.
@@ -117,10 +120,19 @@ impl StoredKey {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreFile {
-    /// Whether the owner has taken the first key (by the claim button or by
-    /// using it): the claim window is then closed for good.
+    /// Whether the owner has taken the first key (by the claim button, by
+    /// using it, or by adding another key): the claim window is then
+    /// closed for good.
     pub claimed: bool,
+    /// Written before the first-boot claim window opens: a restart never
+    /// opens it again.
+    pub claim_window_opened: bool,
+    /// Set by `campeer keys reopen-claim`: the next start opens the window
+    /// once more (and clears this).
+    pub reopen_claim: bool,
     pub keys: Vec<StoredKey>,
+    /// WHEP and snapshot tokens, hashed (`tokens`).
+    pub tokens: Vec<StoredToken>,
 }
 
 /// What the store file looks like on disk now (to notice changes).
@@ -166,6 +178,12 @@ impl KeyStore {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        for t in &file.tokens {
+            tokens::check_stored(t).map_err(|message| KeyStoreError::Key {
+                id: t.key.clone(),
+                message,
+            })?;
+        }
         for (i, k) in file.keys.iter().enumerate() {
             check_stored(k)?;
             if file.keys[..i].iter().any(|o| o.id == k.id) {
@@ -197,7 +215,9 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Adds a key with a generated secret.
+    /// Adds a key with a generated secret. Any key but the admin key
+    /// marks the store claimed: a key added by other means closes the
+    /// claim window.
     pub fn add(&self, id: &str, role: Role) -> Result<StoredKey, KeyStoreError> {
         if !is_valid_key_id(id) {
             return Err(KeyStoreError::Key {
@@ -218,11 +238,15 @@ impl KeyStore {
             secret: generate_secret(),
         };
         file.keys.push(key.clone());
+        if id != ADMIN_KEY {
+            file.claimed = true;
+            file.reopen_claim = false;
+        }
         self.save(&file)?;
         Ok(key)
     }
 
-    /// Removes key `id`; false when there was none.
+    /// Removes key `id` and its tokens; false when there was none.
     pub fn revoke(&self, id: &str) -> Result<bool, KeyStoreError> {
         let mut file = self.load()?;
         let before = file.keys.len();
@@ -230,6 +254,7 @@ impl KeyStore {
         if file.keys.len() == before {
             return Ok(false);
         }
+        file.tokens.retain(|t| t.key != id);
         self.save(&file)?;
         Ok(true)
     }
@@ -237,11 +262,78 @@ impl KeyStore {
     /// Marks the store claimed (the claim window closes for good).
     pub fn mark_claimed(&self) -> Result<(), KeyStoreError> {
         let mut file = self.load()?;
-        if !file.claimed {
+        if !file.claimed || file.reopen_claim {
             file.claimed = true;
+            file.reopen_claim = false;
             self.save(&file)?;
         }
         Ok(())
+    }
+
+    /// Records that the claim window opens now (before it opens: if this
+    /// fails, no window).
+    pub fn mark_claim_window_opened(&self) -> Result<(), KeyStoreError> {
+        let mut file = self.load()?;
+        file.claim_window_opened = true;
+        file.reopen_claim = false;
+        self.save(&file)
+    }
+
+    /// `campeer keys reopen-claim`: the admin key gets a new secret (so
+    /// whoever took the old one loses it), its tokens go, and the next
+    /// start opens the claim window once more. Refused while keys other
+    /// than the admin key exist (the window would close at once).
+    pub fn reopen_claim(&self) -> Result<StoredKey, KeyStoreError> {
+        let mut file = self.load()?;
+        if let Some(other) = file.keys.iter().find(|k| k.id != ADMIN_KEY) {
+            return Err(KeyStoreError::Key {
+                id: other.id.clone(),
+                message: "other keys exist: revoke them first, or pair with `campeer pair` instead"
+                    .into(),
+            });
+        }
+        file.keys = vec![StoredKey {
+            id: ADMIN_KEY.into(),
+            role: Role::Control,
+            secret: generate_secret(),
+        }];
+        file.tokens.retain(|t| t.key != ADMIN_KEY);
+        file.claimed = false;
+        file.claim_window_opened = false;
+        file.reopen_claim = true;
+        self.save(&file)?;
+        Ok(file.keys[0].clone())
+    }
+
+    /// A new WHEP/snapshot token for key `key`: stored hashed, returned
+    /// whole (shown once). The caller checks that the key exists.
+    pub fn add_token(&self, key: &str, now_unix: u64) -> Result<NewToken, KeyStoreError> {
+        let mut file = self.load()?;
+        if file.tokens.len() >= tokens::MAX_TOKENS {
+            return Err(KeyStoreError::Key {
+                id: key.into(),
+                message: format!(
+                    "the store holds {} tokens already; revoke some",
+                    tokens::MAX_TOKENS
+                ),
+            });
+        }
+        let new = tokens::generate(key, now_unix);
+        file.tokens.push(new.stored.clone());
+        self.save(&file)?;
+        Ok(new)
+    }
+
+    /// Removes token `id`; false when there was none.
+    pub fn revoke_token(&self, id: &str) -> Result<bool, KeyStoreError> {
+        let mut file = self.load()?;
+        let before = file.tokens.len();
+        file.tokens.retain(|t| t.id != id);
+        if file.tokens.len() == before {
+            return Ok(false);
+        }
+        self.save(&file)?;
+        Ok(true)
     }
 
     /// Creates the admin key when neither the store nor the configuration
@@ -411,12 +503,31 @@ pub struct ClaimWindow {
 /// What a claim attempt gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimDecision {
-    /// Hand over the admin key and close the window.
+    /// Hand over the admin key (once the claim is recorded).
     Grant,
     /// The window is closed (claimed already, or timed out).
     Closed,
     /// Not from a local network address.
     Refused,
+    /// The claim could not be recorded, so it was refused (the window
+    /// stays as it was).
+    Unrecorded,
+}
+
+/// Whether this start opens the claim window: only the start that made
+/// the admin key (`made_admin`), or the next start after `campeer keys
+/// reopen-claim`, and only while the admin key is the only key anywhere
+/// and the device is unclaimed. The caller records the opening before
+/// the window opens.
+pub fn opens_claim_window(made_admin: bool, file: &StoreFile, configured: usize) -> bool {
+    let first = made_admin && !file.claim_window_opened;
+    (first || file.reopen_claim) && !closes_claim_window(file) && configured == 0
+}
+
+/// Whether the store, as read now, closes an open claim window: claimed,
+/// no admin key, or any other key (added by other means).
+pub fn closes_claim_window(file: &StoreFile) -> bool {
+    file.claimed || file.keys.len() != 1 || file.keys[0].id != ADMIN_KEY
 }
 
 impl ClaimWindow {
@@ -435,19 +546,29 @@ impl ClaimWindow {
         self.open && now_us.saturating_sub(self.started_us) < self.length.as_micros() as u64
     }
 
-    /// A claim from `from` at `now_us`.
-    pub fn claim(&mut self, now_us: u64, from: std::net::IpAddr) -> ClaimDecision {
+    /// Whether a claim from `from` at `now_us` may be granted; the caller
+    /// records it and then [`ClaimWindow::close`]s the window.
+    pub fn check(&self, now_us: u64, from: std::net::IpAddr) -> ClaimDecision {
         if !self.is_open(now_us) {
             return ClaimDecision::Closed;
         }
         if !is_local_address(from) {
             return ClaimDecision::Refused;
         }
-        self.open = false;
         ClaimDecision::Grant
     }
 
-    /// The owner used the admin key (or it was revoked): close for good.
+    /// A claim from `from` at `now_us`, closing the window when granted.
+    pub fn claim(&mut self, now_us: u64, from: std::net::IpAddr) -> ClaimDecision {
+        let d = self.check(now_us, from);
+        if d == ClaimDecision::Grant {
+            self.open = false;
+        }
+        d
+    }
+
+    /// Claimed, the admin key used or revoked, or another key added:
+    /// close for good.
     pub fn close(&mut self) {
         self.open = false;
     }

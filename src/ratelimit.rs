@@ -1,5 +1,9 @@
-//! A token bucket for request and offer rate limits, and a gate that
-//! keeps a repeated log line to one per interval.
+//! A token bucket for request and offer rate limits, a gate that keeps a
+//! repeated log line to one per interval, and a per-address limit on
+//! failed credential checks.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// A token bucket. Pure: time is an argument (any monotonic µs clock).
 #[derive(Clone, Debug)]
@@ -87,6 +91,84 @@ impl LogGate {
     }
 }
 
+/// Failed bearer checks per client address: after `max` failures within
+/// `window_us`, further attempts from that address are refused (429)
+/// until the window that began at its first failure ends. Pure: time is an
+/// argument. IPv6 clients count per /64 (one host usually holds a whole
+/// /64). At most `capacity` addresses are tracked; when full, expired ones
+/// go first, then the one whose window began earliest.
+#[derive(Clone, Debug)]
+pub struct FailureLimiter {
+    max: u32,
+    window_us: u64,
+    capacity: usize,
+    /// Address (prefix) -> (window start, failures in it).
+    seen: HashMap<IpAddr, (u64, u32)>,
+}
+
+/// Failures allowed per address and minute on bearer checks.
+pub const BEARER_FAILURES_PER_MINUTE: u32 = 10;
+
+impl Default for FailureLimiter {
+    fn default() -> Self {
+        FailureLimiter::new(BEARER_FAILURES_PER_MINUTE, 60 * MICRO, 4096)
+    }
+}
+
+fn client_prefix(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+impl FailureLimiter {
+    pub fn new(max: u32, window_us: u64, capacity: usize) -> Self {
+        FailureLimiter {
+            max: max.max(1),
+            window_us: window_us.max(1),
+            capacity: capacity.max(1),
+            seen: HashMap::new(),
+        }
+    }
+
+    /// `Err(seconds to wait)` when `ip` has used up its failures at `now_us`.
+    pub fn check(&self, ip: IpAddr, now_us: u64) -> Result<(), u64> {
+        match self.seen.get(&client_prefix(ip)) {
+            Some(&(start, n)) if n >= self.max && now_us < start + self.window_us => {
+                Err((start + self.window_us - now_us).div_ceil(MICRO).max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed check from `ip` at `now_us`.
+    pub fn fail(&mut self, ip: IpAddr, now_us: u64) {
+        let ip = client_prefix(ip);
+        if !self.seen.contains_key(&ip) && self.seen.len() >= self.capacity {
+            let window = self.window_us;
+            self.seen
+                .retain(|_, &mut (start, _)| now_us < start + window);
+            if self.seen.len() >= self.capacity {
+                if let Some(oldest) = self.seen.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| *k) {
+                    self.seen.remove(&oldest);
+                }
+            }
+        }
+        let e = self.seen.entry(ip).or_insert((now_us, 0));
+        if now_us >= e.0 + self.window_us {
+            *e = (now_us, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +191,46 @@ mod tests {
         assert_eq!(g.pass(1_000_000), Some(2));
         assert_eq!(g.pass(1_500_000), None);
         assert_eq!(g.pass(5_000_000), Some(1));
+    }
+
+    #[test]
+    fn failures_are_limited_per_address_in_simulated_time() {
+        let a: IpAddr = "192.168.1.5".parse().expect("ip");
+        let b: IpAddr = "192.168.1.6".parse().expect("ip");
+        let mut l = FailureLimiter::new(10, 60 * MICRO, 8);
+        for i in 0..10 {
+            assert_eq!(l.check(a, i * MICRO), Ok(()), "failure {i} still allowed");
+            l.fail(a, i * MICRO);
+        }
+        assert_eq!(
+            l.check(a, 10 * MICRO),
+            Err(50),
+            "wait until the minute is over"
+        );
+        assert_eq!(l.check(a, 59 * MICRO + 1), Err(1));
+        assert_eq!(
+            l.check(b, 10 * MICRO),
+            Ok(()),
+            "another address is not held up"
+        );
+        assert_eq!(l.check(a, 60 * MICRO), Ok(()), "a new minute");
+        l.fail(a, 60 * MICRO);
+        assert_eq!(l.check(a, 61 * MICRO), Ok(()), "the count started again");
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_the_table_is_bounded() {
+        let mut l = FailureLimiter::new(2, 60 * MICRO, 3);
+        let x: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let y: IpAddr = "2001:db8:1:2::ffff".parse().expect("ip");
+        l.fail(x, 0);
+        l.fail(y, 0);
+        assert!(l.check(x, 1).is_err(), "same /64: same count");
+        for (i, ip) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].iter().enumerate() {
+            l.fail(ip.parse().expect("ip"), 10 + i as u64);
+        }
+        assert!(l.seen.len() <= 3);
+        assert!(l.check(x, 20).is_ok(), "the oldest entry made room");
     }
 
     #[test]

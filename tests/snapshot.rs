@@ -1,6 +1,6 @@
 //! Snapshots (`GET /snapshot.jpg` and the `video.snapshot` data-channel
 //! method) from a real daemon streaming the 720p test pattern: the bearer
-//! check, the JPEG's size, and its frame stamp (docs/protocol.md section 7)
+//! check (a token from `campeer keys token add`, not the MQTT password), the JPEG's size, and its frame stamp (docs/protocol.md section 7)
 //! being recent.
 
 mod common;
@@ -73,15 +73,24 @@ async fn snapshots_over_http_and_the_data_channel() {
     )
     .await;
     let addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
-    let good = format!("Bearer phone:{}", key_password(SECRET.as_bytes(), DEVICE));
-
-    // No bearer, a wrong password, an unknown key: 401, no picture.
-    let wrong = format!(
-        "Bearer phone:{}",
-        key_password(b"another-secret-xyz", DEVICE)
+    // A token of its own for the key (view only, revocable alone).
+    let token = keys_cmd(&d.state_dir(), Some(&cfg), &["token", "add", "phone"]);
+    let good = format!("Bearer {}", token.trim());
+    assert!(
+        d.wait_log(
+            "WHEP/snapshot tokens changed; reloaded",
+            1,
+            Duration::from_secs(10)
+        )
+        .await,
+        "the daemon never took the token"
     );
-    let stranger = format!("Bearer nobody:{}", key_password(SECRET.as_bytes(), DEVICE));
-    for auth in [None, Some(wrong.as_str()), Some(stranger.as_str())] {
+
+    // No bearer, the key's MQTT password (no snapshot credential any
+    // more), a made-up token: 401, no picture.
+    let password = format!("Bearer phone:{}", key_password(SECRET.as_bytes(), DEVICE));
+    let made_up = format!("Bearer 0123456789abcdef.{}", "A".repeat(43));
+    for auth in [None, Some(password.as_str()), Some(made_up.as_str())] {
         let (status, _, body) = get(addr, "/snapshot.jpg", auth).await;
         assert_eq!(status, 401, "{auth:?}");
         assert!(!body.starts_with(&[0xFF, 0xD8]));

@@ -35,6 +35,9 @@ struct Daemon {
     log: std::path::PathBuf,
     dir: TempDir,
     addr: SocketAddr,
+    /// A WHEP token of key `phone` (`campeer keys token add`), also in
+    /// `dir/token`.
+    token: String,
 }
 
 impl Daemon {
@@ -74,17 +77,19 @@ async fn start_daemon(width: u32, height: u32) -> Daemon {
     let child = Command::new(BIN)
         .args(["--log", "info,campeer=debug", "run", "--config"])
         .arg(&path)
-        .args(["--stats-interval", "0"])
+        .args(["--stats-interval", "0", "--state-dir"])
+        .arg(dir.0.join("state"))
         .stdout(Stdio::null())
         .stderr(logf)
         .spawn()
         .expect("start campeer");
     let addr: SocketAddr = format!("127.0.0.1:{http}").parse().expect("addr");
-    let d = Daemon {
+    let mut d = Daemon {
         child,
         log,
         dir,
         addr,
+        token: String::new(),
     };
     let t = Instant::now();
     loop {
@@ -98,10 +103,47 @@ async fn start_daemon(width: u32, height: u32) -> Daemon {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    d.token = keys_cmd(&d, &["token", "add", "phone"]).trim().to_owned();
+    std::fs::write(d.dir.0.join("token"), &d.token).expect("write token");
+    wait_log(&d, "WHEP/snapshot tokens changed; reloaded", 1).await;
     d
 }
 
-fn token() -> String {
+/// `campeer keys ARGS` on the daemon's store; its standard output.
+fn keys_cmd(d: &Daemon, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("keys")
+        .args(args)
+        .arg("--config")
+        .arg(d.dir.0.join("campeer.toml"))
+        .arg("--state-dir")
+        .arg(d.dir.0.join("state"))
+        .output()
+        .expect("run campeer keys");
+    assert!(
+        out.status.success(),
+        "campeer keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `needle` is in the daemon's log `n` times.
+async fn wait_log(d: &Daemon, needle: &str, n: usize) {
+    let t = Instant::now();
+    while d.log_text().matches(needle).count() < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "never logged {needle:?}:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The key's MQTT password as a bearer: what WHEP took before it had
+/// tokens of its own, refused now.
+fn mqtt_password_bearer() -> String {
     format!(
         "phone:{}",
         campeer::signaling::auth::key_password(SECRET.as_bytes(), DEVICE)
@@ -193,18 +235,16 @@ async fn view_whep(d: &Daemon, extra: &[&str]) -> serde_json::Value {
 async fn whep_plays_limits_and_frees_its_slot() {
     let _serial = SERIAL.lock().await;
     let d = start_daemon(320, 240).await;
-    let secret = d.dir.0.join("secret");
-    let secret = secret.to_str().expect("path");
-    let token = token();
+    let token = d.token.clone();
+    let token_file = d.dir.0.join("token");
+    let token_file = token_file.to_str().expect("path");
 
-    // The project's own client pulls stamped frames with the key.
+    // The project's own client pulls stamped frames with the token.
     let r = view_whep(
         &d,
         &[
-            "--key",
-            "phone",
-            "--secret-file",
-            secret,
+            "--token-file",
+            token_file,
             "--frames",
             "30",
             "--timeout",
@@ -222,31 +262,25 @@ async fn whep_plays_limits_and_frees_its_slot() {
         r["answer_ms"], r["connected_ms"], r["first_frame_ms"]
     );
 
-    // `campeer keys token` prints the token players use.
-    let out = Command::new(BIN)
-        .args(["keys", "token", "phone", "--config"])
-        .arg(d.dir.0.join("campeer.toml"))
-        .arg("--state-dir")
-        .arg(d.dir.0.join("state"))
-        .output()
-        .expect("run campeer keys token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
-    std::fs::write(d.dir.0.join("token"), &out.stdout).expect("write token");
+    // `campeer keys token list` names it by its public id, never whole.
+    let listed = keys_cmd(&d, &["token", "list", "phone"]);
+    let id = token.split('.').next().expect("id");
+    assert!(listed.contains(id) && listed.contains("phone"), "{listed}");
+    assert!(!listed.contains(&token[id.len()..]), "{listed}");
 
     // Missing and wrong tokens.
     let (status, head, body) = post(&d, None, &dead_offer()).await;
     assert_eq!(status, 401, "{body}");
     assert!(header(&head, "www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
-    let wrong = format!(
-        "phone:{}",
-        campeer::signaling::auth::key_password(b"not-the-secret", DEVICE)
-    );
+    let wrong = format!("{id}.{}", "A".repeat(43));
     assert_eq!(post(&d, Some(&wrong), &dead_offer()).await.0, 401);
+    // The key's MQTT password is no WHEP credential.
+    assert_eq!(
+        post(&d, Some(&mqtt_password_bearer()), &dead_offer())
+            .await
+            .0,
+        401
+    );
     assert_eq!(post(&d, Some("ghost:abc"), &dead_offer()).await.0, 401);
     std::fs::write(d.dir.0.join("bad-token"), &wrong).expect("write");
     let bad = d.dir.0.join("bad-token");
@@ -363,8 +397,6 @@ async fn whep_plays_limits_and_frees_its_slot() {
         .await
         .expect("answer");
     assert_eq!(s, 404, "gone");
-    let token_file = d.dir.0.join("token");
-    let token_file = token_file.to_str().expect("path");
     let r = view_whep(
         &d,
         &[
@@ -418,6 +450,39 @@ async fn whep_plays_limits_and_frees_its_slot() {
         .await
         .expect("answer");
     assert_eq!(s, 200);
+
+    // Revoking the token leaves the key; the daemon refuses the token
+    // once it has reloaded the store. A new token works.
+    keys_cmd(&d, &["token", "revoke", id]);
+    wait_log(&d, "WHEP/snapshot tokens changed; reloaded", 2).await;
+    assert_eq!(post(&d, Some(&token), &dead_offer()).await.0, 401);
+    assert!(keys_cmd(&d, &["list"]).contains("phone"), "the key stays");
+    let fresh = keys_cmd(&d, &["token", "add", "phone"]).trim().to_owned();
+    wait_log(&d, "WHEP/snapshot tokens changed; reloaded", 3).await;
+
+    // Wrong tokens from one address: five so far; at the tenth in a
+    // minute the address is refused with 429, even with a good token.
+    let mut tries = 0;
+    loop {
+        let (s, _, body) = post(&d, Some(&wrong), &dead_offer()).await;
+        tries += 1;
+        if s == 429 {
+            break;
+        }
+        assert_eq!(s, 401, "{body}");
+        assert!(tries <= 5, "still 401 after {tries} more wrong tokens");
+    }
+    let (s, head, _) = post(&d, Some(&fresh), &dead_offer()).await;
+    assert_eq!(s, 429);
+    let wait: u64 = header(&head, "retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&wait), "{head}");
+    assert!(
+        !d.log_text().contains(&fresh) && !d.log_text().contains(&token),
+        "no token in the log"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -627,15 +692,11 @@ async fn a_third_party_whep_client_plays_in_chromium() {
     // No token, a wrong one: the client's POST is refused with 401.
     let r = b.eval(&start("")).await;
     assert!(r.as_str().is_some_and(|s| s.contains("401")), "{r}");
-    let wrong = format!(
-        "phone:{}",
-        campeer::signaling::auth::key_password(b"wrong", DEVICE)
-    );
-    let r = b.eval(&start(&wrong)).await;
+    let r = b.eval(&start(&mqtt_password_bearer())).await;
     assert!(r.as_str().is_some_and(|s| s.contains("401")), "{r}");
 
     // The key's token: it plays, and the stamps in the decoded frames move.
-    assert_eq!(b.eval(&start(&token())).await, json!("ok"));
+    assert_eq!(b.eval(&start(&d.token)).await, json!("ok"));
     b.wait(
         "window.whepTest.st.stampsRead >= 5",
         Duration::from_secs(30),
@@ -668,13 +729,11 @@ async fn a_third_party_whep_client_plays_in_chromium() {
     );
 
     // It holds the only slot (max_sessions = 1)...
-    let secret = d.dir.0.join("secret");
-    let secret = secret.to_str().expect("path");
+    let token_file = d.dir.0.join("token");
+    let token_file = token_file.to_str().expect("path");
     let viewer = [
-        "--key",
-        "phone",
-        "--secret-file",
-        secret,
+        "--token-file",
+        token_file,
         "--frames",
         "10",
         "--timeout",

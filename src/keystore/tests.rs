@@ -120,6 +120,7 @@ fn configured_keys_win_over_stored_ones() {
                 secret: "y".repeat(43),
             },
         ],
+        ..StoreFile::default()
     };
     let merged = merged_keys(configured, &stored);
     assert_eq!(merged.len(), 2);
@@ -195,4 +196,94 @@ fn local_addresses() {
     for a in ["8.8.8.8", "2001:db8::1", "::ffff:8.8.8.8", "100.64.0.1"] {
         assert!(!is_local_address(a.parse().expect("ip")), "{a}");
     }
+}
+
+#[test]
+fn the_claim_window_opens_once_per_device() {
+    let dir = temp_dir("window");
+    let store = KeyStore::new(dir.clone());
+    let made = store.ensure_admin(0).expect("ok").is_some();
+    let file = store.load().expect("loads");
+    assert!(
+        opens_claim_window(made, &file, 0),
+        "the first boot opens it"
+    );
+    assert!(
+        !opens_claim_window(made, &file, 1),
+        "not with configured keys"
+    );
+    store.mark_claim_window_opened().expect("recorded");
+    // A restart (the admin key exists, nothing made now) never reopens it,
+    // nor does a start that made the key but finds the opening recorded.
+    let file = store.load().expect("loads");
+    assert!(file.claim_window_opened);
+    assert!(!opens_claim_window(false, &file, 0));
+    assert!(!opens_claim_window(true, &file, 0));
+    assert!(!closes_claim_window(&file), "admin only, unclaimed");
+
+    // The owner with root reopens it: a new admin secret, once.
+    let old = file.keys[0].secret.clone();
+    let admin = store.reopen_claim().expect("reopened");
+    assert_ne!(admin.secret, old, "whoever had the old secret loses it");
+    let file = store.load().expect("loads");
+    assert!(opens_claim_window(false, &file, 0));
+    store.mark_claim_window_opened().expect("recorded");
+    assert!(!opens_claim_window(false, &store.load().expect("loads"), 0));
+
+    // Another key added by other means closes it and marks the store claimed.
+    store.add("phone", Role::View).expect("added");
+    let file = store.load().expect("loads");
+    assert!(file.claimed && closes_claim_window(&file));
+    assert!(
+        store.reopen_claim().is_err(),
+        "not while other keys exist (the window would close at once)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_window_stays_shut_when_its_opening_cannot_be_recorded() {
+    let dir = temp_dir("readonly");
+    let store = KeyStore::new(dir.clone());
+    store.ensure_admin(0).expect("ok");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+    // Root writes anyway; the test means something only for other users.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(store.mark_claim_window_opened().is_err());
+        assert!(store.mark_claimed().is_err(), "a claim would be refused");
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tokens_are_stored_hashed_listed_and_revoked_with_or_without_their_key() {
+    let dir = temp_dir("tokens");
+    let store = KeyStore::new(dir.clone());
+    let phone = store.add("phone", Role::View).expect("added");
+    let a = store.add_token("phone", 7).expect("token");
+    let b = store.add_token("phone", 8).expect("token");
+    let text = std::fs::read_to_string(store.path()).expect("file");
+    assert!(
+        !text.contains(&a.token) && !text.contains(&a.token[17..]),
+        "no token on disk"
+    );
+    assert!(text.contains(&a.stored.sha256));
+    let keys = vec![phone.entry()];
+    let file = store.load().expect("loads");
+    assert_eq!(file.tokens.len(), 2);
+    assert_eq!(tokens::check(&file.tokens, &keys, &a.token), Some("phone"));
+    assert!(store.revoke_token(&a.stored.id).expect("revoked"));
+    assert!(!store.revoke_token(&a.stored.id).expect("nothing to revoke"));
+    let file = store.load().expect("loads");
+    assert_eq!(tokens::check(&file.tokens, &keys, &a.token), None);
+    assert_eq!(tokens::check(&file.tokens, &keys, &b.token), Some("phone"));
+    assert_eq!(file.keys.len(), 1, "the key stays");
+    assert!(store.revoke("phone").expect("revoked"));
+    assert!(
+        store.load().expect("loads").tokens.is_empty(),
+        "its tokens go with it"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

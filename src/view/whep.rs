@@ -8,7 +8,6 @@ use super::{local_sdp_gathered, receive, strip_line_end, viewer_pc};
 use crate::cli::ViewArgs;
 use crate::encode::pipeline::VideoCodec;
 use crate::http_client::Exchange;
-use crate::signaling::auth::key_password;
 use anyhow::Context;
 use hyper::{Method, StatusCode};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -24,7 +23,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// How long local candidate gathering may take before the offer goes out.
 const GATHER_WAIT: Duration = Duration::from_secs(3);
 
-/// The bearer token, `<key_id>:<password>`, if any was given.
+/// The bearer token (`campeer keys token add`), if any was given. A key's
+/// secret is no WHEP credential: WHEP takes tokens of its own.
 fn token(args: &ViewArgs) -> anyhow::Result<Option<String>> {
     if let Some(file) = &args.token_file {
         let bytes = std::fs::read(file)
@@ -34,11 +34,11 @@ fn token(args: &ViewArgs) -> anyhow::Result<Option<String>> {
             .to_owned();
         return Ok(Some(text));
     }
-    if let (Some(key), Some(file)) = (&args.key, &args.secret_file) {
-        let bytes = std::fs::read(file)
-            .with_context(|| format!("reading the secret file {}", file.display()))?;
-        let password = key_password(strip_line_end(&bytes), &args.device);
-        return Ok(Some(format!("{key}:{password}")));
+    if args.secret_file.is_some() {
+        anyhow::bail!(
+            "WHEP takes a token of its own, not a key's secret: make one with \
+             `campeer keys token add NAME` and pass it with --token-file"
+        );
     }
     Ok(None)
 }

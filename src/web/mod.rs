@@ -16,7 +16,9 @@
 //! method a path does not take is 405. Nothing here touches the file system.
 
 pub mod assets;
+pub mod bearer;
 pub mod bye;
+pub mod forwarded;
 pub mod guard;
 mod server;
 pub mod ws_bridge;
@@ -130,11 +132,16 @@ pub enum ClaimOutcome {
     Closed,
     /// This claimant may not claim it (e.g. its address). Answered 403.
     Refused,
+    /// The claim could not be recorded, so no key was handed out.
+    /// Answered 503.
+    Unavailable,
 }
 
 /// Checks an access key: `(key_id, password)` from
 /// `Authorization: Bearer <key_id>:<password>`.
 pub type KeyCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+/// Checks a WHEP/snapshot token; the key it belongs to.
+pub type TokenCheck = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// Claims the device for the client at this address.
 pub type ClaimHandler = Arc<dyn Fn(IpAddr) -> ClaimOutcome + Send + Sync>;
 /// Whether the device can be claimed now.
@@ -177,6 +184,11 @@ pub struct Hooks {
     /// Checks the bearer of `GET /ice.json` (not asked when the device is
     /// `open`).
     pub check_key: KeyCheck,
+    /// Checks the WHEP and `/snapshot.jpg` bearer (not asked when open).
+    pub check_token: TokenCheck,
+    /// `http.trusted_proxies`: peers whose forwarded-address headers are
+    /// believed; bad entries are logged and left out.
+    pub trusted_proxies: Vec<String>,
     /// Runs `POST /claim` (on a blocking thread: it may write files).
     pub claim: ClaimHandler,
     /// Evaluated for every `/config.json`, as its `claimable`.
@@ -204,6 +216,8 @@ impl Default for Hooks {
     fn default() -> Self {
         Hooks {
             check_key: Arc::new(|_, _| false),
+            check_token: Arc::new(|_| None),
+            trusted_proxies: Vec::new(),
             claim: Arc::new(|_| ClaimOutcome::Closed),
             claimable: Arc::new(|| false),
             limits: Limits::default(),
@@ -224,6 +238,7 @@ impl Hooks {
         self.limits.max_connections_per_ip = http.max_connections_per_ip;
         self.allowed_origins = http.allowed_origins.clone();
         self.hosts = http.hosts.clone();
+        self.trusted_proxies = http.trusted_proxies.clone();
         self
     }
 }
@@ -247,7 +262,7 @@ pub fn page_built() -> bool {
 
 /// Longest `POST /claim` body read (and ignored), bytes.
 const MAX_CLAIM_BODY: usize = 1024;
-/// Longest key id or password looked at in a bearer token.
+/// Longest key id or password looked at in an `/ice.json` bearer.
 const MAX_BEARER_PART: usize = 256;
 
 struct Site {
@@ -262,6 +277,9 @@ struct Site {
     /// same-origin check.
     page_port: Option<u16>,
     check_key: KeyCheck,
+    check_token: TokenCheck,
+    /// Trusted proxies and the bearer failure limit.
+    bearer: bearer::BearerGuard,
     claim: ClaimHandler,
     claimable: ClaimableCheck,
     ws: WsTimeouts,
@@ -313,6 +331,13 @@ async fn serve_listeners(
             Err(e) => warn!("http.allowed_origins: {e}; left out"),
         }
     }
+    let mut trusted = Vec::new();
+    for p in &hooks.trusted_proxies {
+        match forwarded::ProxyNet::parse(p) {
+            Ok(n) => trusted.push(n),
+            Err(e) => warn!("http.trusted_proxies: {e}; left out"),
+        }
+    }
     let machine = crate::config::read_host_name().unwrap_or_default();
     let page_port = match &page_listener {
         Some(l) => Some(l.local_addr()?.port()),
@@ -327,6 +352,8 @@ async fn serve_listeners(
         origins,
         page_port,
         check_key: hooks.check_key,
+        check_token: hooks.check_token,
+        bearer: bearer::BearerGuard::new(trusted),
         claim: hooks.claim,
         claimable: hooks.claimable,
         ws: hooks.limits.ws,
@@ -434,6 +461,13 @@ async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
             let ip = peer.map(|p| p.addr.ip());
             claim(site, ip, req).await
         }
+        "/snapshot.jpg" if method == Method::GET || method == Method::HEAD => {
+            let ip = peer.map(|p| p.addr.ip());
+            snapshot(site, ip, req.uri().query(), req.headers()).await
+        }
+        "/ice.json" if method == Method::GET || method == Method::HEAD => {
+            ice(site, peer.map(|p| p.addr.ip()), req.headers())
+        }
         "/claim" => not_allowed("POST"),
         p if p.starts_with("/bye/") => match (&site.bye, method == Method::POST) {
             (Some(tx), true) => bye::handle(tx, &site.origins, req).await,
@@ -444,7 +478,9 @@ async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
             Some(whep) => {
                 let gate = crate::whep::http::Gate {
                     open: site.page.auth == "open",
-                    check_key: &site.check_key,
+                    check_token: &site.check_token,
+                    bearer: &site.bearer,
+                    peer: peer.map(|p| p.addr.ip()),
                     origins: &site.origins,
                     page_port: site.page_port,
                 };
@@ -453,7 +489,6 @@ async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
             None => plain(StatusCode::NOT_FOUND, "not found\n"),
         },
         _ if method != Method::GET && method != Method::HEAD => not_allowed("GET, HEAD"),
-        "/snapshot.jpg" => snapshot(site, req.uri().query(), req.headers()).await,
         path => respond(site, path, req.headers()),
     }
 }
@@ -506,8 +541,17 @@ async fn claim(site: &Arc<Site>, ip: Option<IpAddr>, req: Request) -> Response {
     if let Err(why) = check_origin(origin, header_str(h, header::HOST), None, &site.origins) {
         return plain_text(StatusCode::FORBIDDEN, format!("{why}\n"));
     }
-    let Some(ip) = ip else {
+    let Some(peer) = ip else {
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "no peer address\n");
+    };
+    // Behind a proxy the client is what a trusted proxy says; a forwarded
+    // header from anyone else hides the client: no claim.
+    let ip = match forwarded::client_address(peer, h, site.bearer.trusted()) {
+        Ok(ip) => ip,
+        Err(e) => {
+            warn!(%peer, "claim refused: {e}");
+            return plain_text(StatusCode::FORBIDDEN, format!("{e}\n"));
+        }
     };
     let body = axum::body::to_bytes(req.into_body(), MAX_CLAIM_BODY);
     match tokio::time::timeout(Duration::from_secs(10), body).await {
@@ -533,15 +577,34 @@ async fn claim(site: &Arc<Site>, ip: Option<IpAddr>, req: Request) -> Response {
             StatusCode::FORBIDDEN,
             "this address may not claim the device\n",
         ),
+        ClaimOutcome::Unavailable => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the claim could not be recorded on the device, so no key was handed out; \
+             check the device's state directory and try again\n",
+        ),
     }
 }
 
-/// `GET /snapshot.jpg[?width=N]`: the latest frame as a JPEG, to the
-/// same bearers as `/ice.json`.
-async fn snapshot(site: &Site, query: Option<&str>, headers: &HeaderMap) -> Response {
+/// `GET /snapshot.jpg[?width=N]`: the latest frame as a JPEG, to holders
+/// of a WHEP/snapshot token (`campeer keys token add`).
+async fn snapshot(
+    site: &Site,
+    peer: Option<IpAddr>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
     use crate::snapshot::SnapshotError;
-    if !authorized(site, headers) {
-        return unauthorized("GET /snapshot.jpg needs Authorization: Bearer <key_id>:<password>\n");
+    if site.page.auth != "open" {
+        let now = crate::clock::monotonic_us();
+        if let Err(r) = site
+            .bearer
+            .check(peer, headers, now, |t| (site.check_token)(t))
+        {
+            return refused(
+                r,
+                "GET /snapshot.jpg needs Authorization: Bearer <token> (campeer keys token add)\n",
+            );
+        }
     }
     let Some(snap) = &site.snapshot else {
         return plain(StatusCode::NOT_FOUND, "this device has no video\n");
@@ -582,16 +645,19 @@ async fn snapshot(site: &Site, query: Option<&str>, headers: &HeaderMap) -> Resp
     }
 }
 
-/// Whether the request may have key-holder resources: always when the
-/// device is open, else with a valid `Authorization: Bearer <key_id>:<password>`.
-fn authorized(site: &Site, headers: &HeaderMap) -> bool {
-    site.page.auth == "open"
-        || header_str(headers, header::AUTHORIZATION)
-            .and_then(bearer)
-            .is_some_and(|(id, password)| (site.check_key)(id, password))
-}
-
-fn unauthorized(text: &'static str) -> Response {
+/// The answer to a refused bearer: 401 (with `text`), or 429 with
+/// `Retry-After` after too many failures.
+pub(crate) fn refused(why: bearer::BearerRefusal, text: &'static str) -> Response {
+    if let bearer::BearerRefusal::TooMany(secs) = why {
+        let mut r = plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong tokens from this address; try again later\n",
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let mut r = plain(StatusCode::UNAUTHORIZED, text);
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -601,23 +667,31 @@ fn unauthorized(text: &'static str) -> Response {
 }
 
 /// `GET /ice.json`: every ICE server, credentials included, to a key
-/// holder (`Authorization: Bearer <key_id>:<password>`), or to anyone when
-/// the device is open.
-fn ice(site: &Site, headers: &HeaderMap) -> Response {
-    if !authorized(site, headers) {
-        return unauthorized("GET /ice.json needs Authorization: Bearer <key_id>:<password>\n");
+/// holder (`Authorization: Bearer <key_id>:<password>`, the key's MQTT
+/// password, which the page holds anyway), or to anyone when the device
+/// is open. Failures count against the same limit as WHEP's.
+fn ice(site: &Site, peer: Option<IpAddr>, headers: &HeaderMap) -> Response {
+    if site.page.auth != "open" {
+        let now = crate::clock::monotonic_us();
+        let verify = |t: &str| {
+            key_password(t)
+                .is_some_and(|(id, pw)| (site.check_key)(id, pw))
+                .then_some(())
+        };
+        if let Err(r) = site.bearer.check(peer, headers, now, verify) {
+            return refused(
+                r,
+                "GET /ice.json needs Authorization: Bearer <key_id>:<password>\n",
+            );
+        }
     }
     json_response(site.ice_json.clone())
 }
 
-/// `(key_id, password)` out of `Bearer <key_id>:<password>`; `None` for
-/// anything else or anything oversized.
-pub(crate) fn bearer(value: &str) -> Option<(&str, &str)> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let (id, password) = token.trim().split_once(':')?;
+/// `(key_id, password)` out of a `<key_id>:<password>` bearer token;
+/// `None` for anything else or anything oversized.
+fn key_password(token: &str) -> Option<(&str, &str)> {
+    let (id, password) = token.split_once(':')?;
     let ok = |s: &str| !s.is_empty() && s.len() <= MAX_BEARER_PART;
     (ok(id) && ok(password)).then_some((id, password))
 }
@@ -649,7 +723,6 @@ fn respond(site: &Site, path: &str, headers: &HeaderMap) -> Response {
                 Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "config.json\n"),
             }
         }
-        "/ice.json" => ice(site, headers),
         _ => {
             let name = match path {
                 "/" => "index.html",

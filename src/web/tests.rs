@@ -718,3 +718,114 @@ async fn without_a_bye_hook_the_route_is_not_there() {
     .await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test]
+async fn wrong_bearers_are_rate_limited_per_address_across_paths() {
+    let hooks = Hooks {
+        check_key: Arc::new(|id, pw| id == "phone" && pw == "right"),
+        check_token: Arc::new(|t| (t == "0123456789abcdef.tok").then(|| "phone".into())),
+        ..Hooks::default()
+    };
+    let (addr, _stop, _task) = start_with(page(), None, hooks).await;
+    // The snapshot takes tokens only: the MQTT password is refused there.
+    let r = request(
+        addr,
+        &get_with("/snapshot.jpg", "Authorization: Bearer phone:right\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = request(
+        addr,
+        &get_with(
+            "/snapshot.jpg",
+            "Authorization: Bearer 0123456789abcdef.tok\r\n",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 404, "past the token: this device has no video");
+    for i in 0..9 {
+        let path = if i % 2 == 0 {
+            "/ice.json"
+        } else {
+            "/snapshot.jpg"
+        };
+        let r = request(
+            addr,
+            &get_with(path, "Authorization: Bearer guess:wrong\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 401, "failure {i}");
+    }
+    // Ten failures in all (one above): now even the right bearer waits.
+    let r = request(
+        addr,
+        &get_with("/ice.json", "Authorization: Bearer phone:right\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    let secs: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&secs), "{secs}");
+    assert!(!String::from_utf8_lossy(&r.body).contains("turnsecret"));
+}
+
+#[tokio::test]
+async fn claims_behind_proxies_use_only_trusted_forwarded_addresses() {
+    use std::sync::Mutex;
+    let seen = Arc::new(Mutex::new(Vec::<IpAddr>::new()));
+    let hooks = |trusted: Vec<String>, unrecorded: bool| Hooks {
+        claim: {
+            let seen = seen.clone();
+            Arc::new(move |ip: IpAddr| {
+                seen.lock().expect("lock").push(ip);
+                if unrecorded {
+                    ClaimOutcome::Unavailable
+                } else if crate::keystore::is_local_address(ip) {
+                    ClaimOutcome::Claimed {
+                        pair: "admin.s3cret".into(),
+                    }
+                } else {
+                    ClaimOutcome::Refused
+                }
+            })
+        },
+        trusted_proxies: trusted,
+        ..Hooks::default()
+    };
+    let json = "Content-Type: application/json\r\nOrigin: http://127.0.0.1:8080\r\n";
+    let with = |h: &str| post_claim(json, h, "{}");
+    // No proxy trusted: any forwarded header refuses the claim before it is tried.
+    let (addr, _stop, _task) = start_with(page(), None, hooks(Vec::new(), false)).await;
+    for h in [
+        "X-Forwarded-For: 192.168.1.4\r\n",
+        "Forwarded: for=192.168.1.4\r\n",
+        "X-Real-IP: 192.168.1.4\r\n",
+    ] {
+        let r = request(addr, &with(h)).await;
+        assert_eq!(r.status, 403, "{h}");
+    }
+    assert!(seen.lock().expect("lock").is_empty());
+    // Loopback trusted (a proxy on the same host): the Internet client it
+    // forwards is not local; a LAN client it forwards is.
+    let trusted = vec!["127.0.0.0/8".to_owned()];
+    let (addr, _stop2, _task2) = start_with(page(), None, hooks(trusted.clone(), false)).await;
+    let r = request(addr, &with("X-Forwarded-For: 192.168.1.4, 203.0.113.9\r\n")).await;
+    assert_eq!(r.status, 403);
+    let r = request(addr, &with("X-Forwarded-For: 192.168.1.4\r\n")).await;
+    assert_eq!(r.status, 200);
+    let ips: Vec<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(ips, ["203.0.113.9", "192.168.1.4"]);
+    // A claim that cannot be recorded hands out nothing.
+    let (addr, _stop3, _task3) = start_with(page(), None, hooks(trusted, true)).await;
+    let r = request(addr, &with("")).await;
+    assert_eq!(r.status, 503);
+    assert!(!String::from_utf8_lossy(&r.body).contains("s3cret"));
+}

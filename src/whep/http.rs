@@ -1,8 +1,10 @@
 //! The WHEP endpoints on the page server: `POST /whep`, `PATCH` and
 //! `DELETE /whep/<id>`, and their CORS preflights.
 //!
-//! Authorization is `Authorization: Bearer <key_id>:<password>` (the same
-//! token as `/ice.json`), never a cookie, so a page on another origin may
+//! Authorization is `Authorization: Bearer <token>` with a WHEP/snapshot
+//! token of its own (`campeer keys token add`; `crate::keystore::tokens`),
+//! never the key's MQTT password and never a cookie, so a page on another
+//! origin may
 //! call these (CORS) without the browser lending it anything ambient: it
 //! must hold a key. On an open device there is no token to hold, so a
 //! browser request from another origin is refused unless that origin is
@@ -13,12 +15,14 @@
 use super::resources::ResourceRefusal;
 use super::{sdpfrag, valid_id, Whep, WhepError};
 use crate::signaling::messages::ErrorCode;
+use crate::web::bearer::BearerGuard;
 use crate::web::guard::check_origin;
-use crate::web::{bearer, KeyCheck};
+use crate::web::TokenCheck;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use std::net::IpAddr;
 use tracing::{info, warn};
 
 /// Largest SDP offer body read, bytes (the offer check then applies its
@@ -29,7 +33,11 @@ pub const MAX_OFFER_BODY: usize = 64 * 1024;
 pub struct Gate<'a> {
     /// The device accepts unsigned offers (no keys).
     pub open: bool,
-    pub check_key: &'a KeyCheck,
+    pub check_token: &'a TokenCheck,
+    /// The failure limit (and trusted proxies).
+    pub bearer: &'a BearerGuard,
+    /// The connection's peer.
+    pub peer: Option<IpAddr>,
     /// `http.allowed_origins`, normalized.
     pub origins: &'a [String],
     /// The page listener's port, for the same-origin check.
@@ -71,7 +79,7 @@ pub async fn handle(whep: &Whep, gate: Gate<'_>, req: Request) -> Response {
         preflight(id.is_none())
     } else {
         match (authorize(&gate, &headers), id) {
-            (Err(Unauthorized), _) => unauthorized(),
+            (Err(r), _) => *r,
             (Ok(key), None) => post(whep, key, req).await,
             (Ok(key), Some(id)) if method == Method::PATCH => patch(whep, &id, key, req).await,
             (Ok(key), Some(id)) => delete(whep, &id, key),
@@ -134,38 +142,28 @@ fn preflight(collection: bool) -> Response {
     r
 }
 
-/// The bearer's key id (`None` on an open device), or the 401.
-fn authorize(gate: &Gate<'_>, headers: &HeaderMap) -> Result<Option<String>, Unauthorized> {
+/// The bearer's key id (`None` on an open device), or the 401 (429
+/// after too many failures from the client).
+fn authorize(gate: &Gate<'_>, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
     if gate.open {
         return Ok(None);
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    match token {
-        Some((id, password)) if (gate.check_key)(id, password) => Ok(Some(id.to_owned())),
-        Some((id, _)) => {
-            info!(key = %clip(id), "WHEP request with a wrong or revoked key");
-            Err(Unauthorized)
+    let now = crate::clock::monotonic_us();
+    match gate
+        .bearer
+        .check(gate.peer, headers, now, |t| (gate.check_token)(t))
+    {
+        Ok(key) => Ok(Some(key)),
+        Err(why) => {
+            if why == crate::web::bearer::BearerRefusal::Wrong {
+                info!("WHEP request with a wrong or revoked token");
+            }
+            Err(Box::new(crate::web::refused(
+                why,
+                "WHEP needs Authorization: Bearer <token> (campeer keys token add)\n",
+            )))
         }
-        None => Err(Unauthorized),
     }
-}
-
-/// No valid bearer token.
-struct Unauthorized;
-
-fn unauthorized() -> Response {
-    let mut r = text(
-        StatusCode::UNAUTHORIZED,
-        "WHEP needs Authorization: Bearer <key_id>:<password>\n".into(),
-    );
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"campeer\""),
-    );
-    r
 }
 
 fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
@@ -363,34 +361,20 @@ fn text(status: StatusCode, body: String) -> Response {
     r
 }
 
-fn clip(s: &str) -> &str {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn bearer_tokens() {
-        assert_eq!(bearer("Bearer k:p"), Some(("k", "p")));
-        assert_eq!(bearer("bearer  k:p "), Some(("k", "p")));
-        assert_eq!(bearer("Basic k:p"), None);
-        assert_eq!(bearer("Bearer kp"), None);
-        assert_eq!(bearer("Bearer :p"), None);
-        assert_eq!(bearer(&format!("Bearer k:{}", "x".repeat(300))), None);
-    }
-
-    #[test]
     fn signed_devices_take_any_origin_open_ones_only_their_own() {
-        let check: KeyCheck = std::sync::Arc::new(|_, _| true);
+        let check: TokenCheck = std::sync::Arc::new(|_| Some("k".into()));
+        let guard = BearerGuard::default();
         let allowed = vec!["https://ha.example:8123".to_owned()];
         let gate = |open| Gate {
             open,
-            check_key: &check,
+            check_token: &check,
+            bearer: &guard,
+            peer: None,
             origins: &allowed,
             page_port: Some(8080),
         };

@@ -637,3 +637,46 @@ pub async fn wait_count(
     }
     true
 }
+
+/// `campeer keys ARGS` (`--state-dir state`, and `--config` when given):
+/// its standard output; the command must succeed.
+pub fn keys_cmd(
+    state: &std::path::Path,
+    config: Option<&std::path::Path>,
+    args: &[&str],
+) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("keys").args(args).arg("--state-dir").arg(state);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd.output().expect("run campeer keys");
+    assert!(
+        out.status.success(),
+        "campeer keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `campeer pair --state-dir state`: the admin key's `id.secret` from the
+/// pairing link it prints (the daemon prints it only to a terminal).
+pub fn pair_text(state: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .arg("pair")
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("run campeer pair");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "campeer pair: {text}");
+    let at = text
+        .find("#pair=")
+        .unwrap_or_else(|| panic!("no link: {text}"))
+        + 6;
+    text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect()
+}

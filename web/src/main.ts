@@ -988,9 +988,17 @@ class Viewer {
     this.ui.setClaimBusy(true);
     try {
       const r = await fetch("claim", { method: "POST", headers: { "Content-Type": "application/json" }, body: "", cache: "no-store" });
-      if (r.status === 403 || r.status === 409) {
+      if (r.status === 409) {
         this.ui.pairMessage("This camera was already claimed: ask its owner for a pairing link.", true);
         this.cfg = { ...this.cfg, claimable: false };
+        return;
+      }
+      if (r.status === 403 || r.status === 503) {
+        // 403: not from the local network (or through a proxy the camera does not trust);
+        // 503: the camera could not record the claim, so it handed out no key.
+        const why = (await r.text()).trim().slice(0, 200);
+        const lead = r.status === 503 ? "The camera could not record the claim; try again" : "This camera takes claims only from its local network";
+        this.ui.pairMessage(`${lead} (${why})`, true);
         return;
       }
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
