@@ -141,7 +141,7 @@ async fn a_view_key_cannot_change_an_output_on_any_path() {
     // 3. WHEP with the view key's credential: a view-only session, whose
     // own control channel refuses every change.
     let whep_url = format!("http://127.0.0.1:{http}/whep");
-    let token = whep_credentials(&dir.0, &cfg, &d, "guest", &guest);
+    let token = whep_credentials(&dir.0, &cfg, &d, "guest");
     let mut args = vec!["--whep", &whep_url, "--timeout", "15"];
     args.extend(token.iter().map(String::as_str));
     args.extend(&calls);
@@ -220,29 +220,48 @@ async fn a_view_key_cannot_change_an_output_on_any_path() {
     assert!(light(&broker, &owner).await);
 }
 
-/// The `campeer view --whep` arguments that carry key `id`'s credential
-/// for WHEP and snapshots.
-fn whep_credentials(
-    _dir: &Path,
-    _cfg: &str,
-    _d: &Daemon,
-    id: &str,
-    secret_file: &str,
-) -> Vec<String> {
-    vec![
-        "--key".into(),
-        id.into(),
-        "--secret-file".into(),
-        secret_file.into(),
-    ]
+/// `campeer view --whep` arguments with a fresh WHEP token of key `id`
+/// (`campeer keys token add`), written to a file.
+fn whep_credentials(dir: &Path, cfg: &str, d: &Daemon, id: &str) -> Vec<String> {
+    let state = d.state_dir();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "keys",
+            "--config",
+            cfg,
+            "--state-dir",
+            &state.to_string_lossy(),
+        ])
+        .args(["token", "add", id])
+        .output()
+        .expect("campeer keys token add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(token.len() > 40, "a token: {token:?}");
+    let file = write(dir, &format!("{id}.token"), &token);
+    // The running daemon reloads its key file within a second or two.
+    let t = std::time::Instant::now();
+    while !d
+        .log_text()
+        .contains("WHEP/snapshot tokens changed; reloaded")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the daemon never reloaded its keys"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vec!["--token-file".into(), file]
 }
 
-/// The `Authorization` value's token for the same credential.
+/// The token in the file [`whep_credentials`] wrote.
 fn http_bearer(args: &[String]) -> String {
-    let id = &args[1];
-    let secret = std::fs::read_to_string(&args[3]).expect("secret");
-    format!(
-        "{id}:{}",
-        campeer::broker::key_password(secret.trim().as_bytes(), DEVICE)
-    )
+    std::fs::read_to_string(&args[1])
+        .expect("token file")
+        .trim()
+        .to_owned()
 }

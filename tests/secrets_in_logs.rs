@@ -1,7 +1,8 @@
 //! No secret in any log line or process list: a whole signed run of the
 //! daemon with its own broker, at debug level for every crate, with every
 //! kind of credential in use (the admin key, a view key, their MQTT
-//! passwords, a bad login, a session opened and ended, a key revoked),
+//! passwords, a WHEP/snapshot token, a bad login and a wrong token, a
+//! session opened and ended, a key revoked),
 //! then every line the daemon, its Mosquitto and the viewers logged is
 //! searched for each secret, and so is every process's command line while
 //! it ran.
@@ -221,6 +222,42 @@ async fn no_secret_reaches_a_log_or_a_command_line() {
         format!("{report}\n{vlog}"),
     ));
 
+    // A WHEP/snapshot token of the view key, used once, and a wrong one.
+    let out = campeer(&["keys", "--state-dir", &state_arg, "token", "add", "kitchen"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let t = Instant::now();
+    while !read(&log).contains("tokens changed; reloaded") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the token was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snap = url::Url::parse(&format!("http://127.0.0.1:{http}/snapshot.jpg")).unwrap();
+    let wrong_token = format!(
+        "{}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        &token[..16]
+    );
+    for (bearer, want) in [
+        (token.as_str(), [200, 503]),
+        (wrong_token.as_str(), [401, 401]),
+    ] {
+        let r = campeer::http_client::Exchange {
+            bearer: Some(bearer),
+            max_body: 1 << 20,
+            ..campeer::http_client::Exchange::new(hyper::Method::GET, &snap)
+        }
+        .send()
+        .await
+        .expect("GET /snapshot.jpg");
+        assert!(want.contains(&r.status.as_u16()), "{}", r.status);
+    }
+
     // While it runs: no secret on any command line.
     let procs = process_texts(&[&state_arg, DEVICE, "mosquitto"]);
     assert!(
@@ -262,6 +299,8 @@ async fn no_secret_reaches_a_log_or_a_command_line() {
             "the wrong secret".to_owned(),
             "a-wrong-secret-of-enough-length-123".to_owned(),
         ),
+        ("the view key's WHEP token".to_owned(), token.clone()),
+        ("a wrong WHEP token".to_owned(), wrong_token.clone()),
     ];
     let daemon_log = read(&log) + &read(&dir.0.join("daemon.out"));
     assert!(
