@@ -503,6 +503,11 @@ pub struct ViewArgs {
     /// the refusal instead of watching there.
     #[arg(long)]
     pub no_relay: bool,
+    /// Do not ask the device for ICE servers (`ice_request`) before the
+    /// offer; by default the viewer asks and uses what it gets (STUN, and
+    /// TURN credentials made for it).
+    #[arg(long)]
+    pub no_ice_request: bool,
     /// Watch a Janus Streaming mountpoint directly, with --mountpoint and
     /// --pin, without asking the device (diagnostics: is the relay fed?
     /// is a PIN refused?).

@@ -9,6 +9,7 @@
 pub mod assemble;
 pub mod audio;
 pub mod control;
+mod ice;
 mod relay;
 pub mod report;
 mod signal;
@@ -24,6 +25,8 @@ use crate::media::stamp::read_stamp;
 use crate::rtc::engine::{Role, RtcEngine};
 use crate::signaling::auth::sign;
 use crate::signaling::auth::{key_password, SessionKey};
+use crate::signaling::ice_servers::IceServerSource;
+use crate::signaling::messages::IceServerEntry;
 use crate::signaling::messages::{
     CandidateInit, DeviceMessage, ErrorCode, OfferAuth, ViewerMessage,
 };
@@ -134,13 +137,18 @@ struct ViewerPc {
 
 /// Builds the viewer's peer connection (loopback candidates included),
 /// receiving `codec` only when it is VP8 (`--codec vp8`), else H.264.
-async fn viewer_pc(started: Instant, codec: VideoCodec) -> anyhow::Result<ViewerPc> {
+async fn viewer_pc(
+    started: Instant,
+    codec: VideoCodec,
+    ice: Vec<IceServerEntry>,
+) -> anyhow::Result<ViewerPc> {
     let cfg = WebRtcConfig {
         include_loopback: true,
         ..WebRtcConfig::default()
     };
     let engine = RtcEngine::new(&cfg, Role::Offerer)?
-        .with_only_video_codec((codec == VideoCodec::Vp8).then_some(codec));
+        .with_only_video_codec((codec == VideoCodec::Vp8).then_some(codec))
+        .with_ice_source(IceServerSource::new(ice, None));
     let (tx, rx) = mpsc::channel(1024);
     let audio = Arc::new(std::sync::Mutex::new(None));
     let pc = engine
@@ -262,6 +270,26 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         None => None,
     };
 
+    // ICE servers from the device (section 8), unless told not to ask.
+    let ice_servers = if args.no_ice_request {
+        Vec::new()
+    } else {
+        let key = match (&secret, &nonce) {
+            (Some((id, s)), Some(n)) => Some((id.as_str(), s.as_slice(), n.as_str())),
+            _ => None,
+        };
+        let asked = Instant::now();
+        let got = if secret.is_some() && key.is_none() {
+            None // signed, but no nonce: the offer will say so
+        } else {
+            ice::request(&mut sig, &args.device, key).await
+        };
+        report.ice_ms = Some(asked.elapsed().as_secs_f64() * 1e3);
+        report.ice_servers = got.as_ref().map(|r| r.servers.len());
+        report.ice_expires = got.as_ref().map(|r| r.expires);
+        got.map(|r| r.servers).unwrap_or_default()
+    };
+
     let codec = if args.codec == "vp8" {
         VideoCodec::Vp8
     } else {
@@ -272,7 +300,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         tx,
         mut rx,
         audio: audio_state,
-    } = viewer_pc(started, codec).await?;
+    } = viewer_pc(started, codec, ice_servers).await?;
 
     let calls = parse_calls(&args.call)?;
     report.calls = calls.clone();

@@ -82,7 +82,7 @@ async fn answer(
     offer: String,
     started: Instant,
 ) -> anyhow::Result<super::ViewerPc> {
-    let mut v = viewer_pc(started, VideoCodec::H264).await?;
+    let mut v = viewer_pc(started, VideoCodec::H264, Vec::new()).await?;
     v.pc.set_remote_description(RTCSessionDescription::offer(offer)?)
         .await?;
     let answer = v.pc.create_answer(None).await?;

@@ -50,6 +50,12 @@ pub struct ViewReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
     pub mqtt_ms: f64,
+    /// How long the `ice_request` took, and how many servers it gave
+    /// (`None`: not asked, or no answer).
+    pub ice_ms: Option<f64>,
+    pub ice_servers: Option<usize>,
+    /// When the device's minted TURN credentials stop working (Unix s).
+    pub ice_expires: Option<u64>,
     pub answer_ms: Option<f64>,
     pub connected_ms: Option<f64>,
     pub first_frame_ms: Option<f64>,

@@ -23,6 +23,10 @@ pub struct ViewerSignal {
     client: AsyncClient,
     in_topic: String,
     rx: mpsc::Receiver<(DeviceMessage, Option<String>)>,
+    /// Messages on the device's other session topics this viewer asked
+    /// on (an `ice_request`'s sid): (topic, message, mac).
+    side_rx: mpsc::Receiver<(String, DeviceMessage, Option<String>)>,
+    topics: Topics,
     status: tokio::sync::watch::Receiver<Option<Presence>>,
     /// Set once the offer is signed: macs go out and are checked coming in.
     key: Option<SessionKey>,
@@ -88,6 +92,7 @@ impl ViewerSignal {
             .await
             .context("timed out connecting to the broker")??;
         let (tx, rx) = mpsc::channel(256);
+        let (side_tx, side_rx) = mpsc::channel(16);
         let (status_tx, status) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(async move {
             loop {
@@ -98,6 +103,15 @@ impl ViewerSignal {
                                 if tx.send(m).await.is_err() {
                                     return;
                                 }
+                            }
+                            Err(e) => warn!("unparsable message from the device: {e}"),
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) if p.topic.ends_with("/out") => {
+                        // Only topics this viewer subscribed to arrive.
+                        match parse_device_envelope(&p.payload) {
+                            Ok((m, mac)) => {
+                                let _ = side_tx.try_send((p.topic.to_string(), m, mac));
                             }
                             Err(e) => warn!("unparsable message from the device: {e}"),
                         }
@@ -123,6 +137,8 @@ impl ViewerSignal {
             client,
             in_topic: topics.session_in(sid),
             rx,
+            side_rx,
+            topics: topics.clone(),
             status,
             key: None,
             task,
@@ -189,6 +205,46 @@ impl ViewerSignal {
         {
             warn!("cannot queue a message to the device: {e}");
         }
+    }
+
+    /// Sends `msg` on session `sid` of its own (an `ice_request`) and
+    /// waits up to `wait` for the device's first reply there. The
+    /// subscription goes out before the request on the same connection,
+    /// so the broker has it before the reply can exist.
+    pub async fn ask_on_side_sid(
+        &mut self,
+        sid: &str,
+        msg: &ViewerMessage,
+        wait: Duration,
+    ) -> Option<(DeviceMessage, Option<String>)> {
+        let out = self.topics.session_out(sid);
+        if let Err(e) = self.client.subscribe(out.clone(), QoS::AtLeastOnce).await {
+            warn!("cannot subscribe to {out}: {e}");
+            return None;
+        }
+        let payload = msg.to_json().into_bytes();
+        let in_topic = self.topics.session_in(sid);
+        if let Err(e) = self
+            .client
+            .publish(in_topic, QoS::AtLeastOnce, false, payload)
+            .await
+        {
+            warn!("cannot send to the device: {e}");
+            return None;
+        }
+        let got = tokio::time::timeout(wait, async {
+            while let Some((topic, m, mac)) = self.side_rx.recv().await {
+                if topic == out {
+                    return Some((m, mac));
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let _ = self.client.unsubscribe(out).await;
+        got
     }
 
     /// The next message from the device, with its `mac`.
