@@ -6,9 +6,12 @@
 //! client holding thousands of silent sockets would exhaust the daemon's
 //! file descriptors. Here:
 //!
-//! - a connection over `max_connections` in all, or over
-//!   `max_connections_per_ip` from its address, is closed at once (logged,
-//!   rate-limited);
+//! - a connection over `max_connections_per_ip` from its address is
+//!   closed at once (logged, rate-limited); one over `max_connections` in
+//!   all takes the place of the connection that has waited longest without
+//!   a complete request, which is closed (see [`ConnLimiter`]), or is
+//!   closed at once when every open one is serving a request or is a
+//!   WebSocket;
 //! - a request head not complete within `header_timeout` closes the
 //!   connection; hyper starts that clock whenever it waits for a head, so
 //!   it also closes a keep-alive connection idle between requests;
@@ -17,7 +20,7 @@
 //! - the connection's [`ConnPermit`] lives inside its socket, so a socket
 //!   upgraded to a WebSocket keeps its place until it closes.
 
-use super::guard::{ConnLimiter, ConnPermit, Refusal};
+use super::guard::{ConnHandle, ConnLimiter, ConnPermit, Refusal};
 use crate::ratelimit::TokenBucket;
 use axum::Router;
 use hyper::body::Incoming;
@@ -130,8 +133,15 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let permit = match limiter.try_acquire(addr.ip()) {
-            Ok(p) => p,
+        let permit = match limiter.try_acquire(addr.ip(), process_ms()) {
+            Ok(admitted) => {
+                if let Some(ev) = admitted.evicted {
+                    debug!(peer = %addr, evicted = %ev.ip, waited_ms = ev.waited_ms,
+                           "connection cap reached: closing the longest-waiting idle connection");
+                    ev.close();
+                }
+                admitted.permit
+            }
             Err(why) => {
                 log.refused(addr, why, &limiter);
                 // Dropping closes it at once.
@@ -163,11 +173,24 @@ async fn serve_connection(
     deadlines: Deadlines,
     mut stop: watch::Receiver<bool>,
 ) {
+    let evicted = permit.close_signal();
+    let handle = permit.handle();
     let io = Tracked::new(stream, permit);
     let activity = io.activity.clone();
     let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
-        service.call(req)
+        let done = RequestInProgress::new(handle.clone());
+        let answer = service.call(req);
+        async move {
+            let r = answer.await;
+            if let Ok(resp) = &r {
+                if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                    done.handle.upgraded();
+                }
+            }
+            drop(done);
+            r
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -189,6 +212,10 @@ async fn serve_connection(
                 }
                 return;
             }
+            _ = evicted.notified() => {
+                debug!(peer = %peer.addr, "idle connection closed to make room");
+                return;
+            }
             _ = tokio::time::sleep(check_every) => {
                 if activity.quiet_for() >= deadlines.idle {
                     debug!(peer = %peer.addr, "http connection idle; closing");
@@ -201,6 +228,26 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// Marks a connection busy from a complete request head until its answer
+/// is ready (also when the answer is dropped half-way). No route streams a
+/// long body, so "answer ready" stands for "response out".
+struct RequestInProgress {
+    handle: ConnHandle,
+}
+
+impl RequestInProgress {
+    fn new(handle: ConnHandle) -> Self {
+        handle.request_started();
+        RequestInProgress { handle }
+    }
+}
+
+impl Drop for RequestInProgress {
+    fn drop(&mut self) {
+        self.handle.request_done(process_ms());
     }
 }
 

@@ -545,7 +545,7 @@ async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
 }
 
 #[tokio::test]
-async fn connections_over_the_caps_are_closed_at_once() {
+async fn connections_over_the_caps_make_room_or_are_closed() {
     let hooks = Hooks {
         limits: Limits {
             max_connections: 3,
@@ -555,8 +555,8 @@ async fn connections_over_the_caps_are_closed_at_once() {
         ..Hooks::default()
     };
     let (addr, _stop, _task) = start_with(page(), None, hooks).await;
-    let a1 = TcpStream::connect(addr).await.expect("connect");
-    let _a2 = TcpStream::connect(addr).await.expect("connect");
+    let mut a1 = TcpStream::connect(addr).await.expect("connect");
+    let mut a2 = TcpStream::connect(addr).await.expect("connect");
     let mut a3 = TcpStream::connect(addr).await.expect("connect");
     assert!(closed_by_server(&mut a3, Duration::from_secs(5)).await);
     // Another address still gets in (127.0.0.2 is loopback too).
@@ -576,12 +576,16 @@ async fn connections_over_the_caps_are_closed_at_once() {
         .expect("in time")
         .expect("read");
     assert_eq!(&reply, b"HTTP/1.1 200");
-    // Three are open (b is kept alive): the total cap closes a third address.
+    // Three are open (b is kept alive): a third address takes the place
+    // of the one that has waited longest without a request, a1.
     let mut c = from("127.0.0.3").await.expect("connect");
-    assert!(closed_by_server(&mut c, Duration::from_secs(5)).await);
-    drop(b);
-    // A place freed is a place again.
-    drop(a1);
+    assert!(closed_by_server(&mut a1, Duration::from_secs(5)).await);
+    assert!(!closed_by_server(&mut c, Duration::from_millis(200)).await);
+    assert!(!closed_by_server(&mut a2, Duration::from_millis(50)).await);
+    // Then a2 (accepted before b's request was answered).
+    let _d = from("127.0.0.4").await.expect("connect");
+    assert!(closed_by_server(&mut a2, Duration::from_secs(5)).await);
+    drop((b, c));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(get(addr, "/healthz").await.status, 200);
 }
