@@ -632,12 +632,90 @@ fn the_csp_lets_the_page_call_only_its_relay() {
         Some("https://relay.example")
     );
     assert_eq!(origin_of("not a url"), None);
-    let with = csp(Some("http://relay.example:8088"));
+    let with = csp(None, Some("http://relay.example:8088"));
     assert!(
-        with.contains("connect-src 'self' ws: wss: http://relay.example:8088;"),
+        with.contains("connect-src 'self' http://relay.example:8088;"),
         "{with}"
     );
-    assert!(!csp(None).contains("http"), "no relay, no other origin");
+    assert!(
+        !csp(None, None).contains("http"),
+        "no relay, no other origin"
+    );
+    assert!(csp(None, None).contains("connect-src 'self';"));
+}
+
+#[test]
+fn the_csp_names_the_broker_websocket_and_no_other() {
+    let own = |ws_port, host| {
+        let p = PageConfig {
+            ws_port,
+            ..PageConfig::default()
+        };
+        broker_source(&p, host)
+    };
+    // Own broker behind /mqtt on the page's own origin: 'self' covers it.
+    assert_eq!(own(None, Some("cam1:8080")), None);
+    // Own broker on another port of the page's host, as the browser names it.
+    assert_eq!(
+        own(Some(9001), Some("CAM1.local:8080")).as_deref(),
+        Some("ws://cam1.local:9001")
+    );
+    assert_eq!(
+        own(Some(9001), Some("[::1]:8080")).as_deref(),
+        Some("ws://[::1]:9001")
+    );
+    assert_eq!(own(Some(9001), None), None);
+    // A configured broker URL: its origin, port always written.
+    let ext = |url: &str| {
+        let p = PageConfig {
+            ws_url: Some(url.into()),
+            ws_port: Some(9001),
+            ..PageConfig::default()
+        };
+        broker_source(&p, Some("cam1:8080"))
+    };
+    assert_eq!(
+        ext("ws://broker.lan/mqtt").as_deref(),
+        Some("ws://broker.lan:80")
+    );
+    assert_eq!(
+        ext("wss://Broker.lan:8884/mqtt").as_deref(),
+        Some("wss://broker.lan:8884")
+    );
+    assert_eq!(
+        ext("ws://[fe80::1]:9001").as_deref(),
+        Some("ws://[fe80::1]:9001")
+    );
+    let policy = csp(Some("wss://broker.lan:8884"), Some("https://relay.example"));
+    let connect = policy
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("connect-src"))
+        .expect("a connect-src");
+    assert_eq!(
+        connect,
+        "connect-src 'self' wss://broker.lan:8884 https://relay.example"
+    );
+    for bare in ["ws:", "wss:"] {
+        assert!(!connect.split(' ').any(|s| s == bare), "{connect}");
+    }
+}
+
+#[tokio::test]
+async fn the_page_header_names_its_broker_websocket() {
+    let (addr, _stop, _task) = start_with(page(), None, Hooks::default()).await;
+    let r = get(addr, "/").await;
+    assert_eq!(r.status, 200);
+    let csp = r
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-security-policy"))
+        .map(|(_, v)| v.clone())
+        .expect("a CSP on the page");
+    assert!(
+        csp.contains("connect-src 'self' ws://127.0.0.1:9001;"),
+        "{csp}"
+    );
 }
 
 fn post_bye(path: &str, content_type: &str, origin: &str, body: &str) -> String {
