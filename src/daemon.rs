@@ -854,7 +854,7 @@ fn broker_keys(keys: &[KeyEntry]) -> Vec<BrokerKey> {
         .collect()
 }
 
-/// The device's link to its own broker: the loopback listener, with the
+/// The device's link to its own broker: its own loopback listener, with the
 /// broker's random device login replacing whatever `[mqtt]` says about an
 /// external broker's credentials and TLS.
 fn own_broker_link(
