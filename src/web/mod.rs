@@ -19,6 +19,7 @@ pub mod assets;
 pub mod bye;
 pub mod guard;
 mod server;
+pub mod tls;
 pub mod ws_bridge;
 
 use axum::body::Body;
@@ -198,6 +199,9 @@ pub struct Hooks {
     pub snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
     /// Takes `POST /bye/{sid}` ([`bye`]); `None`: 404 there.
     pub bye: Option<bye::ByeSender>,
+    /// Serve HTTPS (both listeners) with this configuration
+    /// ([`tls::server_config`]); `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Hooks {
@@ -213,6 +217,7 @@ impl Default for Hooks {
             whep: None,
             snapshot: None,
             bye: None,
+            tls: None,
         }
     }
 }
@@ -235,6 +240,7 @@ impl std::fmt::Debug for Hooks {
             .field("allowed_origins", &self.allowed_origins)
             .field("hosts", &self.hosts)
             .field("ws_listener", &self.ws_listener)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -343,13 +349,20 @@ async fn serve_listeners(
         header: l.header_timeout,
         idle: l.idle_timeout,
     };
+    let tls = hooks.tls.map(tokio_rustls::TlsAcceptor::from);
     let run = |listener: Option<TcpListener>, kind| {
-        let (app, limiter, log, stop) =
-            (app.clone(), limiter.clone(), log.clone(), stop_rx.clone());
+        let (app, limiter, log, tls, stop) = (
+            app.clone(),
+            limiter.clone(),
+            log.clone(),
+            tls.clone(),
+            stop_rx.clone(),
+        );
         async move {
             match listener {
                 Some(listener) => {
-                    server::accept_loop(listener, kind, app, limiter, log, deadlines, stop).await
+                    server::accept_loop(listener, kind, app, limiter, log, deadlines, tls, stop)
+                        .await
                 }
                 None => Ok(()),
             }

@@ -18,7 +18,9 @@
 //! - a connection on which nothing is read or written for `idle_timeout`
 //!   (a stalled body, a client that stops reading) is dropped;
 //! - the connection's [`ConnPermit`] lives inside its socket, so a socket
-//!   upgraded to a WebSocket keeps its place until it closes.
+//!   upgraded to a WebSocket keeps its place until it closes;
+//! - with `http.tls_cert`, every connection first completes a TLS handshake
+//!   within the header deadline (a client speaking plain HTTP is closed).
 
 use super::guard::{ConnHandle, ConnLimiter, ConnPermit, Refusal};
 use crate::ratelimit::TokenBucket;
@@ -37,6 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 /// Largest request head hyper buffers, bytes.
@@ -106,7 +109,8 @@ impl RefusalLog {
 }
 
 /// Accepts on `listener` until `stop` turns true; each admitted connection
-/// is served by `app` in its own task.
+/// is served by `app` in its own task, over TLS when `tls` is set.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     kind: Listener,
@@ -114,6 +118,7 @@ pub(crate) async fn accept_loop(
     limiter: Arc<ConnLimiter>,
     log: Arc<RefusalLog>,
     deadlines: Deadlines,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let service = TowerToHyperService::new(app);
@@ -154,29 +159,87 @@ pub(crate) async fn accept_loop(
             addr,
             listener: kind,
         };
-        tokio::spawn(serve_connection(
+        tokio::spawn(admitted(
             stream,
             permit,
             peer,
             service.clone(),
             deadlines,
+            tls.clone(),
             stop.clone(),
         ));
     }
 }
 
-async fn serve_connection(
+/// One admitted connection: the TLS handshake if any (under the header
+/// deadline, and evictable like a connection waiting for its request),
+/// then HTTP.
+async fn admitted(
     stream: TcpStream,
     permit: ConnPermit,
     peer: Peer,
     service: TowerToHyperService<Router>,
     deadlines: Deadlines,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
 ) {
     let evicted = permit.close_signal();
     let handle = permit.handle();
     let io = Tracked::new(stream, permit);
     let activity = io.activity.clone();
+    let conn = Conn {
+        peer,
+        handle,
+        evicted,
+        activity,
+    };
+    let Some(acceptor) = tls else {
+        return serve_connection(io, conn, service, deadlines, stop).await;
+    };
+    let handshake = tokio::time::timeout(deadlines.header, acceptor.accept(io));
+    let tls_io = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(peer = %peer.addr, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %peer.addr, "TLS handshake not done in time; closing");
+                return;
+            }
+        },
+        _ = conn.evicted.notified() => {
+            debug!(peer = %peer.addr, "connection in its TLS handshake closed to make room");
+            return;
+        }
+    };
+    serve_connection(tls_io, conn, service, deadlines, stop).await
+}
+
+/// What the connection's task keeps about it besides its socket.
+struct Conn {
+    peer: Peer,
+    handle: ConnHandle,
+    evicted: Arc<tokio::sync::Notify>,
+    activity: Arc<Activity>,
+}
+
+async fn serve_connection<I>(
+    io: I,
+    conn: Conn,
+    service: TowerToHyperService<Router>,
+    deadlines: Deadlines,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        peer,
+        handle,
+        evicted,
+        activity,
+    } = conn;
     let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
         let done = RequestInProgress::new(handle.clone());
