@@ -27,12 +27,17 @@
 //!
 //! # Listeners
 //!
-//! `broker.listen` (TCP, for the LAN; may be absent) and one loopback
-//! listener on 127.0.0.1 with a free port, [`ManagedBroker::bridge_addr`],
-//! used by the daemon's own connection and by the page's WebSocket bridge.
-//! The loopback port is chosen once per start and kept across restarts of
-//! the child. Every listener takes at most [`MAX_CONNECTIONS`] clients and
-//! QoS 0/1 (a QoS 2 publish closes the connection).
+//! `broker.listen` (TCP, for the LAN; may be absent) and two loopback
+//! listeners on 127.0.0.1, each on a free port:
+//! [`ManagedBroker::bridge_addr`] for the page's WebSocket bridges (`/mqtt`
+//! and `broker.ws_listen`), and [`ManagedBroker::device_addr`] for the
+//! daemon's own connection only. Browsers take a bridge slot before any
+//! MQTT login, so however many of them connect, the device's listener
+//! keeps its places for the device's reconnects. The loopback ports are
+//! chosen once per start and kept across restarts of the child. The LAN and
+//! bridge listeners take at most [`MAX_CONNECTIONS`] clients each, the
+//! device's [`DEVICE_CONNECTIONS`]; all take QoS 0/1 (a QoS 2 publish
+//! closes the connection).
 //!
 //! # Who may connect
 //!
@@ -79,11 +84,15 @@
 //! Payloads over [`MAX_PAYLOAD`] are dropped (`message_size_limit`; QoS 1
 //! is still acknowledged), and a packet over [`MAX_PACKET`] closes its
 //! connection (`max_packet_size`). No persistence; at most
-//! [`MAX_QUEUED_MESSAGES`] QoS 1 messages queued per client; retained
-//! messages are available (the device's status is retained).
+//! [`MAX_QUEUED_MESSAGES`] QoS 1 messages and [`MAX_QUEUED_BYTES`] queued
+//! per client; retained messages are available (the device's status is
+//! retained). Mosquitto's heap is capped at [`MEMORY_LIMIT`]
+//! (`memory_limit`), sized for a Pi Zero: past it a message is dropped and
+//! the client that sent or was to receive it is disconnected, instead of
+//! the broker growing until the kernel kills something.
 //!
 //! The MQTT-over-WebSocket listener (`ws_listen`) is served in this process
-//! and bridged, byte for byte, to the loopback listener: Mosquitto sees a
+//! and bridged, byte for byte, to the bridge's loopback listener: Mosquitto sees a
 //! browser as one more TCP client and asks it for a key like any other.
 //! Each handshake runs in its own task with a deadline, so a client that
 //! stalls mid-handshake blocks no one.
@@ -113,12 +122,18 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// Largest MQTT packet a client may send before it is disconnected: a
 /// [`MAX_PAYLOAD`] payload plus room for its topic and header.
 pub const MAX_PACKET: usize = MAX_PAYLOAD + 1024;
-/// Most concurrent clients per listener.
+/// Most concurrent clients on the LAN listener, and on the bridge's.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Most concurrent clients on the device's own loopback listener: its one
+/// connection, a reconnect overlapping the old one, the start-up probe.
+pub const DEVICE_CONNECTIONS: usize = 4;
 /// Most QoS 1 messages queued for one client beyond those in flight.
 pub const MAX_QUEUED_MESSAGES: usize = 100;
-/// Most bytes queued for one client.
-const MAX_QUEUED_BYTES: usize = 1 << 20;
+/// Most bytes queued for one client: four largest payloads.
+pub const MAX_QUEUED_BYTES: usize = 256 * 1024;
+/// Most heap Mosquitto may use, bytes. 129 clients at
+/// [`MAX_QUEUED_BYTES`] could ask for more; this is the hard cap.
+pub const MEMORY_LIMIT: usize = 32 * 1024 * 1024;
 /// The user name of the daemon's own connection. Key ids are
 /// `[a-z0-9_-]`, so none can be this.
 pub const DEVICE_USER: &str = "campeer.device";
@@ -584,6 +599,7 @@ pub struct ManagedBroker {
     shared: Arc<Shared>,
     tcp: Option<SocketAddr>,
     bridge: SocketAddr,
+    device: SocketAddr,
     ws: Option<SocketAddr>,
     client_id: String,
     events: std_mpsc::Sender<Event>,
@@ -597,10 +613,28 @@ impl fmt::Debug for ManagedBroker {
         f.debug_struct("ManagedBroker")
             .field("tcp", &self.tcp)
             .field("bridge", &self.bridge)
+            .field("device", &self.device)
             .field("ws", &self.ws)
             .field("dir", &self.shared.layout.dir)
             .finish()
     }
+}
+
+/// Two different free loopback ports: the bridge's and the device's.
+fn two_loopback_ports() -> Result<(SocketAddr, SocketAddr), BrokerError> {
+    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    let bridge = resolve_port(any)?;
+    for _ in 0..8 {
+        let device = resolve_port(any)?;
+        if device != bridge {
+            return Ok((bridge, device));
+        }
+    }
+    Err(BrokerError::Bind {
+        what: WHAT_TCP,
+        addr: any,
+        source: io::Error::other("no second free loopback port"),
+    })
 }
 
 /// A concrete port for a port-0 request (Mosquitto reads port 0 as a Unix
@@ -623,6 +657,7 @@ fn conf_text(
     open: bool,
     listen: Option<SocketAddr>,
     bridge: SocketAddr,
+    device: SocketAddr,
 ) -> String {
     let mut s = format!(
         "# Written by campeer for its own broker; rewritten at every start.\n\
@@ -637,6 +672,7 @@ fn conf_text(
          max_queued_messages {MAX_QUEUED_MESSAGES}\n\
          max_queued_bytes {MAX_QUEUED_BYTES}\n\
          max_inflight_messages 20\n\
+         memory_limit {MEMORY_LIMIT}\n\
          set_tcp_nodelay true\n\
          log_dest stderr\n\
          log_type error\n\
@@ -646,11 +682,15 @@ fn conf_text(
         layout.passwd.display(),
         layout.acl.display(),
     );
-    // The loopback listener comes last: once it accepts, Mosquitto has
+    // The device's listener comes last: once it accepts, Mosquitto has
     // bound every listener before it.
-    for addr in listen.into_iter().chain([bridge]) {
+    let listeners = listen
+        .into_iter()
+        .map(|a| (a, MAX_CONNECTIONS))
+        .chain([(bridge, MAX_CONNECTIONS), (device, DEVICE_CONNECTIONS)]);
+    for (addr, max) in listeners {
         s.push_str(&format!(
-            "\nlistener {} {}\nmax_connections {MAX_CONNECTIONS}\nmax_qos 1\n",
+            "\nlistener {} {}\nmax_connections {max}\nmax_qos 1\n",
             addr.port(),
             addr.ip()
         ));
@@ -678,7 +718,7 @@ impl ManagedBroker {
         }
         let exe = find_mosquitto(settings.mosquitto.as_deref())?;
         let tcp = settings.listen.map(resolve_port).transpose()?;
-        let bridge = resolve_port(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))?;
+        let (bridge, device) = two_loopback_ports()?;
         let ws_listener = match settings.ws_listen {
             Some(addr) => Some(listen_reusable(addr).map_err(|source| BrokerError::Bind {
                 what: WHAT_WS,
@@ -733,15 +773,15 @@ impl ManagedBroker {
             .layout
             .write(
                 &shared.layout.conf,
-                &conf_text(&shared.layout, settings.open, tcp, bridge),
+                &conf_text(&shared.layout, settings.open, tcp, bridge, device),
             )
             .map_err(cleanup)?;
 
         let (events_tx, events_rx) = std_mpsc::channel::<Event>();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), BrokerError>>();
         let listeners = match tcp {
-            Some(t) => format!("{t} and {bridge}"),
-            None => bridge.to_string(),
+            Some(t) => format!("{t}, {bridge} and {device}"),
+            None => format!("{bridge} and {device}"),
         };
         let supervisor = {
             let shared = shared.clone();
@@ -750,7 +790,7 @@ impl ManagedBroker {
                 .name("mosquitto".into())
                 .spawn(move || {
                     supervise(
-                        exe, shared, bridge, listeners, events_tx, events_rx, ready_tx,
+                        exe, shared, device, listeners, events_tx, events_rx, ready_tx,
                     )
                 })
                 .map_err(|e| cleanup(BrokerError::Start(e)))?
@@ -786,12 +826,13 @@ impl ManagedBroker {
             }
             None => (None, None),
         };
-        info!(tcp = ?tcp, loopback = %bridge, ws = ?ws, keys = n, open = settings.open,
+        info!(tcp = ?tcp, bridge = %bridge, device = %device, ws = ?ws, keys = n, open = settings.open,
               dir = %shared.layout.dir.display(), "the device's own MQTT broker (mosquitto) is listening");
         Ok(ManagedBroker {
             shared,
             tcp,
             bridge,
+            device,
             ws,
             client_id,
             events: events_tx,
@@ -806,10 +847,16 @@ impl ManagedBroker {
         self.tcp
     }
 
-    /// The loopback listener (127.0.0.1): the daemon's own connection and
-    /// the page's WebSocket bridge connect here.
+    /// The bridge's loopback listener (127.0.0.1): the page's WebSocket
+    /// bridges (`/mqtt`, `broker.ws_listen`) connect here.
     pub fn bridge_addr(&self) -> SocketAddr {
         self.bridge
+    }
+
+    /// The device's loopback listener (127.0.0.1), for the daemon's own
+    /// connection only.
+    pub fn device_addr(&self) -> SocketAddr {
+        self.device
     }
 
     /// The MQTT-over-WebSocket listener served in this process, if any.
@@ -817,10 +864,10 @@ impl ManagedBroker {
         self.ws
     }
 
-    /// `mqtt://127.0.0.1:PORT`, the loopback listener (no credentials:
-    /// those are [`device_login`](Self::device_login)).
+    /// `mqtt://127.0.0.1:PORT`, the device's loopback listener (no
+    /// credentials: those are [`device_login`](Self::device_login)).
     pub fn local_url(&self) -> String {
-        format!("mqtt://{}", self.bridge)
+        format!("mqtt://{}", self.device)
     }
 
     /// The daemon's own login: (client id, user name, password). The
@@ -1055,7 +1102,8 @@ fn read_line_capped(r: &mut impl BufRead, out: &mut Vec<u8>, cap: usize) -> io::
     }
 }
 
-/// Waits until the loopback listener accepts, or the child exits.
+/// Waits until the device's loopback listener (the last one) accepts, or
+/// the child exits.
 fn wait_listening(
     bridge: SocketAddr,
     events: &std_mpsc::Receiver<Event>,

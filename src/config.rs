@@ -206,6 +206,12 @@ pub struct HttpConfig {
     /// headers name the client. From any other peer such a header makes a
     /// claim fail. Default none.
     pub trusted_proxies: Vec<String>,
+    /// PEM certificate chain for HTTPS on the page server (the page,
+    /// `/mqtt`, WHEP, snapshots and `broker.ws_listen`); with `tls_key`.
+    /// Default none: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`. Default none.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -218,13 +224,45 @@ impl Default for HttpConfig {
             allowed_origins: Vec::new(),
             hosts: Vec::new(),
             trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 impl HttpConfig {
+    /// The certificate and key files, when HTTPS is configured.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         validate_listen("http.listen", &self.listen, true)?;
+        let empty = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+        if empty(&self.tls_cert) || empty(&self.tls_key) {
+            return Err(invalid(
+                "http.tls_cert",
+                "an empty path; leave it out for plain HTTP".to_owned(),
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "http.tls_key",
+                    "missing: http.tls_cert needs its key".to_owned(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "http.tls_cert",
+                    "missing: http.tls_key needs its certificate".to_owned(),
+                ))
+            }
+            _ => {}
+        }
         if let Some(u) = &self.ws_url {
             if !(u.starts_with("ws://") || u.starts_with("wss://")) {
                 return Err(invalid(
@@ -2257,6 +2295,33 @@ mod tests {
         bad.http.max_connections_per_ip = 129;
         let msg = bad.validate().unwrap_err().to_string();
         assert!(msg.contains("http.max_connections_per_ip: 129"), "{msg}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let c = parse(
+            "device_id = \"cam1\"\n[http]\ntls_cert = \"/etc/campeer/tls.crt\"\n\
+             tls_key = \"/etc/campeer/tls.key\"\n",
+        )
+        .expect("both files");
+        c.validate().expect("valid");
+        assert_eq!(
+            c.http.tls_files(),
+            Some((
+                Path::new("/etc/campeer/tls.crt"),
+                Path::new("/etc/campeer/tls.key")
+            ))
+        );
+        assert_eq!(HttpConfig::default().tls_files(), None);
+        for (text, key) in [
+            ("tls_cert = \"/c.pem\"\n", "http.tls_key"),
+            ("tls_key = \"/k.pem\"\n", "http.tls_cert"),
+            ("tls_cert = \"\"\ntls_key = \"/k.pem\"\n", "http.tls_cert"),
+        ] {
+            let c = parse(&format!("device_id = \"cam1\"\n[http]\n{text}")).expect("parses");
+            let msg = c.validate().unwrap_err().to_string();
+            assert!(msg.contains(key), "{text}: {msg}");
+        }
     }
 
     #[test]

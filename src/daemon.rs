@@ -47,7 +47,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Options that are not part of the configuration file.
 #[derive(Clone, Debug)]
@@ -886,7 +886,7 @@ fn broker_keys(keys: &[KeyEntry]) -> Vec<BrokerKey> {
         .collect()
 }
 
-/// The device's link to its own broker: the loopback listener, with the
+/// The device's link to its own broker: its own loopback listener, with the
 /// broker's random device login replacing whatever `[mqtt]` says about an
 /// external broker's credentials and TLS.
 fn own_broker_link(
@@ -936,6 +936,19 @@ async fn start_http(
     if config.http.listen.is_empty() {
         return None;
     }
+    // With a certificate configured the page is never served in clear: a
+    // certificate or key that cannot be used leaves it unserved, and says
+    // which file.
+    let tls = match config.http.tls_files() {
+        Some((cert, key)) => match crate::web::tls::server_config(cert, key) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                error!("viewer page not served: {e}");
+                return None;
+            }
+        },
+        None => None,
+    };
     let listener = match tokio::net::TcpListener::bind(&config.http.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -975,6 +988,8 @@ async fn start_http(
     hooks.whep = Some(parts.whep);
     hooks.snapshot = parts.snapshot;
     hooks.bye = Some(parts.bye);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    hooks.tls = tls;
     let device_id = config.device_id.clone();
     let a = access.clone();
     hooks.check_key =
@@ -1005,7 +1020,7 @@ async fn start_http(
     } else {
         addr.ip().to_string()
     };
-    info!(url = %format!("http://{host}:{}/", addr.port()), built = crate::web::page_built(), "viewer page");
+    info!(url = %format!("{scheme}://{host}:{}/", addr.port()), built = crate::web::page_built(), "viewer page");
     let shutdown = async move {
         let _ = stop.changed().await;
     };

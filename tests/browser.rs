@@ -395,6 +395,8 @@ struct Stack {
     restarts: u32,
     _inproc: Option<InProc>,
     dir: TempDir,
+    /// The config sets http.tls_cert: the page is served over HTTPS.
+    tls: bool,
 }
 
 impl Stack {
@@ -462,6 +464,7 @@ impl Stack {
             restarts: 0,
             _inproc: inproc,
             dir,
+            tls: config.contains("tls_cert"),
         };
         s.spawn();
         s.ready().await;
@@ -499,10 +502,19 @@ impl Stack {
                     );
                 }
             }
-            if http_get(self.http, "/healthz")
-                .await
-                .is_some_and(|(code, _)| code == 200)
-            {
+            let up = if self.tls {
+                // No plain /healthz on a TLS port: the daemon's own word
+                // that it serves https, and a listening port.
+                self.log_text().contains("https://")
+                    && tokio::net::TcpStream::connect(("127.0.0.1", self.http))
+                        .await
+                        .is_ok()
+            } else {
+                http_get(self.http, "/healthz")
+                    .await
+                    .is_some_and(|(code, _)| code == 200)
+            };
+            if up {
                 break;
             }
             assert!(
@@ -528,7 +540,8 @@ impl Stack {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.http)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/", self.http)
     }
 
     /// The state directory (keys.toml).
@@ -1116,6 +1129,54 @@ async fn page_plays_live_video_through_the_embedded_broker() {
         "closed page: its session ended {} ms after the tab closed",
         left.elapsed().as_millis()
     );
+    b.quit().await;
+}
+
+/// HTTPS (http.tls_cert, http.tls_key) with a certificate made at test
+/// time: Chromium (told to accept it) loads the page over https, the page
+/// reaches MQTT over wss:// at /mqtt, and plays; no console error (a CSP
+/// refusal of wss: would be one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_plays_over_https_with_mqtt_over_wss() {
+    let Some(_serial) = prerequisites().await else {
+        return;
+    };
+    if std::env::var_os("CAMPEER_BROWSER_INPROC").is_some() {
+        eprintln!("SKIPPED: the in-process page server is plain HTTP");
+        return;
+    }
+    let certs = TempDir::new("browser-tls");
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("rcgen");
+    let (cert, key) = (certs.0.join("cert.pem"), certs.0.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let config = format!(
+        "{LED_CONFIG}\n[http]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let stack = Stack::start(BrokerKind::Embedded, None, &config).await;
+    let mut b = Browser::launch().await;
+    let pair = stack.stored_key("admin");
+    let url = stack.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let page = b.open(&format!("{url}#pair={pair}")).await;
+    let st = assert_plays(&mut b, page, "https").await;
+    assert_eq!(b.eval(page, "location.protocol").await, json!("https:"));
+    let broker = st["brokerUrl"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        broker,
+        format!("wss://127.0.0.1:{}/mqtt", stack.http),
+        "the page's MQTT over wss: {st}"
+    );
+    let problems = b
+        .must(
+            json!({"cmd": "problems", "page": page}),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(problems, json!([]), "console errors over https");
     b.quit().await;
 }
 

@@ -309,3 +309,53 @@ async fn the_page_server_guards_itself() {
     eprintln!("slow-loris connection closed after {:?}", t.elapsed());
     drop(daemon);
 }
+
+/// Idle sockets in the crowd, and how many addresses they come from.
+const CROWD: usize = 1500;
+const CROWD_HOSTS: usize = 30;
+
+/// 1,500 idle sockets from 30 addresses (127.0.0.2–31, 50 each) fill the
+/// global cap (128) without tripping any per-address cap (16): the page is
+/// still served, because a newcomer takes the place of the connection that
+/// has waited longest without a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_from_many_addresses_leaves_the_page_loadable() {
+    raise_nofile(CROWD as u64 + 256);
+    let (daemon, addr) = start_daemon().await;
+    let run = async {
+        let mut crowd = Vec::with_capacity(CROWD);
+        for i in 0..CROWD {
+            let ip = format!("127.0.0.{}", 2 + i % CROWD_HOSTS);
+            crowd.push(connect_from(&ip, addr).await.expect("connect"));
+        }
+        // Let the server take them all in (each admission may evict).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let t = Instant::now();
+        let (status, body) = http_get(addr, "/", "127.0.0.1")
+            .await
+            .expect("the page under a crowd");
+        let took = t.elapsed();
+        eprintln!(
+            "page served under a {CROWD}-socket crowd from {CROWD_HOSTS} addresses in {took:?}"
+        );
+        assert_eq!(status, 200);
+        assert!(body.contains("<html"), "{body}");
+        assert!(took < Duration::from_secs(1), "the page took {took:?}");
+
+        // The crowd still holds places (the cap is full of it), and most of
+        // it was closed.
+        let mut open = 0;
+        for s in &mut crowd {
+            if !closed_by_server(s, Duration::from_millis(2)).await {
+                open += 1;
+            }
+        }
+        eprintln!("{open} of {CROWD} crowd sockets still open");
+        assert!(open > 0 && open <= 128, "{open} crowd sockets open");
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the crowd test ran over a minute");
+    drop(daemon);
+}

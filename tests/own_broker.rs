@@ -7,7 +7,7 @@
 mod common;
 
 use campeer::broker::{
-    key_password, BrokerKey, BrokerSettings, HaRights, ManagedBroker, DEVICE_USER,
+    key_password, BrokerKey, BrokerSettings, HaRights, ManagedBroker, DEVICE_USER, MAX_CONNECTIONS,
 };
 use campeer::control::config::Role;
 use common::*;
@@ -154,7 +154,7 @@ async fn key_client(addr: SocketAddr, key: &BrokerKey, client_id: &str) -> Resul
 /// The device's own connection (the broker's device login), with its will.
 async fn device_client(b: &ManagedBroker) -> Client {
     let (cid, user, pw) = b.device_login();
-    let mut o = options(b.bridge_addr(), &cid, Some((user.as_str(), pw.as_str())));
+    let mut o = options(b.device_addr(), &cid, Some((user.as_str(), pw.as_str())));
     o.set_last_will(LastWill::new(
         format!("{B}/status"),
         "offline",
@@ -660,6 +660,75 @@ async fn mosquitto_is_restarted_after_kill_9_and_gone_after_stop() {
         !mosquitto_alive(second),
         "mosquitto {second} left after stop"
     );
+}
+
+/// Opens raw TCP connections (no MQTT CONNECT, as a browser's WebSocket
+/// bridged before any login) to `addr` until the listener is full: a key
+/// holder's login there then fails.
+async fn fill(addr: SocketAddr) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 8 {
+        held.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    // Let Mosquitto take them all in (the surplus is closed by it).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        key_client(addr, &alice(), "alice-crowded").await.is_err(),
+        "the bridge listener is not full after {} sockets",
+        held.len()
+    );
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_listener_full_leaves_the_device_its_own() {
+    let b = start(false, &[alice()]);
+    assert_ne!(b.bridge_addr(), b.device_addr());
+    assert_eq!(b.local_url(), format!("mqtt://{}", b.device_addr()));
+    let crowd = fill(b.bridge_addr()).await;
+    let mut dev = device_client(&b).await;
+    dev.sub(&format!("{B}/session/+/in")).await;
+    // A second connection on the device's listener (another client id).
+    let (_, user, pw) = b.device_login();
+    let second = connect(options(
+        b.device_addr(),
+        "campeer.device.second",
+        Some((user.as_str(), pw.as_str())),
+    ))
+    .await;
+    assert!(second.is_ok(), "{:?}", second.err());
+    drop(second);
+
+    // Mosquitto dies and comes back; the crowd is back at once; the
+    // device reconnects all the same.
+    let first = b.mosquitto_pid().expect("running");
+    drop(crowd);
+    // SAFETY: kill(2) on the broker's child.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    assert!(
+        dev.closed(T).await.is_some(),
+        "the device saw the broker go"
+    );
+    let t = Instant::now();
+    while b.mosquitto_pid().is_none_or(|p| p == first)
+        || tokio::net::TcpStream::connect(b.bridge_addr())
+            .await
+            .is_err()
+    {
+        assert!(t.elapsed() < Duration::from_secs(15), "mosquitto not back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _crowd = fill(b.bridge_addr()).await;
+    let mut dev = device_client(&b).await;
+    dev.sub(&format!("{B}/session/+/in")).await;
+    eprintln!(
+        "the device reconnected {} ms after kill -9, beside {} sockets on the bridge listener",
+        t.elapsed().as_millis(),
+        _crowd.len()
+    );
+    tokio::task::spawn_blocking(move || b.stop())
+        .await
+        .expect("stop");
 }
 
 /// Mosquitto children of `pid` (by their parent pid).

@@ -115,7 +115,7 @@ fn acl_gives_viewers_status_out_and_in_only() {
 }
 
 #[test]
-fn conf_lists_limits_and_the_loopback_listener_last() {
+fn conf_lists_limits_and_the_loopback_listeners_last() {
     let layout = Layout {
         dir: "/run/x".into(),
         conf: "/run/x/mosquitto.conf".into(),
@@ -128,6 +128,7 @@ fn conf_lists_limits_and_the_loopback_listener_last() {
         false,
         Some("0.0.0.0:1883".parse().expect("addr")),
         loopback(40000),
+        loopback(40001),
     );
     for want in [
         "allow_anonymous false\n",
@@ -138,16 +139,21 @@ fn conf_lists_limits_and_the_loopback_listener_last() {
         "max_packet_size 66560\n",
         "retain_available true\n",
         "max_queued_messages 100\n",
+        "max_queued_bytes 262144\n",
+        "memory_limit 33554432\n",
     ] {
         assert!(text.contains(want), "{want:?} missing from\n{text}");
     }
     let lan = text.find("listener 1883 0.0.0.0").expect("LAN listener");
-    let lo = text
-        .find("listener 40000 127.0.0.1")
-        .expect("loopback listener");
-    assert!(lan < lo);
+    let bridge = text
+        .find("listener 40000 127.0.0.1\nmax_connections 64\n")
+        .expect("the bridge's loopback listener");
+    let device = text
+        .find("listener 40001 127.0.0.1\nmax_connections 4\n")
+        .expect("the device's loopback listener");
+    assert!(lan < bridge && bridge < device, "{text}");
     assert_eq!(text.matches("max_connections 64\n").count(), 2);
-    assert_eq!(text.matches("max_qos 1\n").count(), 2);
+    assert_eq!(text.matches("max_qos 1\n").count(), 3);
     assert!(!text.contains("\nuser "), "no user switch when not root");
 }
 
@@ -279,7 +285,8 @@ async fn device_login_retained_status_will_and_stop() {
         .expect("mosquitto starts (apt install mosquitto)");
     let lan = b.tcp_addr().expect("LAN listener");
     assert_ne!(lan.port(), 0);
-    assert_eq!(b.local_url(), format!("mqtt://{}", b.bridge_addr()));
+    assert_eq!(b.local_url(), format!("mqtt://{}", b.device_addr()));
+    assert_ne!(b.device_addr(), b.bridge_addr());
     let dir = b.shared.layout.dir.clone();
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&dir)

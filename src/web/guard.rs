@@ -6,7 +6,8 @@
 //!   device's address still sends `Host: evil.example`).
 //! - [`check_origin`]: a WebSocket upgrade or a `POST /claim` from a
 //!   browser must come from the page's own origin or a configured one.
-//! - [`ConnLimiter`]: at most so many connections in all and per address.
+//! - [`ConnLimiter`]: at most so many connections in all and per address;
+//!   when all are taken, the one waiting longest for a request makes room.
 //! - [`ws_keepalive`]: when a quiet WebSocket is pinged, and when it is
 //!   given up.
 
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Longest `Host` or `Origin` value looked at; longer is refused.
 const MAX_NAME: usize = 300;
@@ -198,20 +200,98 @@ pub fn check_origin(
 /// Why a connection was not admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// `http.max_connections` are open.
+    /// `http.max_connections` are open and every one of them is serving a
+    /// request or is a WebSocket: none can make room.
     Total,
     /// `http.max_connections_per_ip` are open from this address.
     PerAddress,
 }
 
-#[derive(Debug, Default)]
-struct Counts {
-    total: usize,
-    per: HashMap<IpAddr, usize>,
+/// One open connection, as the limiter knows it.
+#[derive(Debug)]
+struct Entry {
+    ip: IpAddr,
+    /// Since when it has been waiting for a complete request head (ms on
+    /// the caller's clock): accepted then, or its last response sent then.
+    waiting_since: u64,
+    /// Requests whose head is complete and whose response is not yet out.
+    busy: u32,
+    /// Upgraded to a WebSocket: never evicted.
+    upgraded: bool,
+    /// Told when the connection is evicted; its task closes the socket.
+    close: Arc<Notify>,
 }
 
-/// Counts open connections, in all and per client address. A connection
-/// holds a [`ConnPermit`]; dropping it frees the place.
+impl Entry {
+    fn evictable(&self) -> bool {
+        self.busy == 0 && !self.upgraded
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    next_id: u64,
+    per: HashMap<IpAddr, usize>,
+    conns: HashMap<u64, Entry>,
+}
+
+impl Counts {
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let e = self.conns.remove(&id)?;
+        if let Some(n) = self.per.get_mut(&e.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per.remove(&e.ip);
+            }
+        }
+        Some(e)
+    }
+}
+
+/// The connection to close to make room: among those waiting for a
+/// complete request (not serving one, not upgraded), the one waiting
+/// longest; ties go to the older connection. `None` when none waits.
+fn longest_waiting<'a>(conns: impl Iterator<Item = (&'a u64, &'a Entry)>) -> Option<u64> {
+    conns
+        .filter(|(_, e)| e.evictable())
+        .min_by_key(|(id, e)| (e.waiting_since, **id))
+        .map(|(id, _)| *id)
+}
+
+/// A connection closed to make room for a new one.
+#[derive(Debug)]
+pub struct Evicted {
+    /// Its client's address.
+    pub ip: IpAddr,
+    /// How long it had waited without a complete request, ms.
+    pub waited_ms: u64,
+    close: Arc<Notify>,
+}
+
+impl Evicted {
+    /// Tells the connection's task to close it.
+    pub fn close(&self) {
+        self.close.notify_one();
+    }
+}
+
+/// A connection let in, and the one closed to make room for it, if any.
+#[derive(Debug)]
+pub struct Admission {
+    pub permit: ConnPermit,
+    pub evicted: Option<Evicted>,
+}
+
+/// Counts open connections, in all and per client address, and knows
+/// which of them wait for a request. A connection holds a [`ConnPermit`];
+/// dropping it frees the place.
+///
+/// When all places are taken, a new connection takes the place of the one
+/// that has waited longest without a complete request: a crowd of idle
+/// sockets, from however many addresses, cannot keep the page from a
+/// client that means to ask for it. Connections serving a request and
+/// WebSockets are never evicted; when only those are left the new
+/// connection is refused.
 #[derive(Debug)]
 pub struct ConnLimiter {
     max_total: usize,
@@ -229,55 +309,124 @@ impl ConnLimiter {
         })
     }
 
-    /// A place for a connection from `ip`, if there is one. IPv4-mapped
-    /// IPv6 addresses count as their IPv4 address. Each IPv6 address counts
-    /// alone: a /64 is usually a whole LAN, not one host.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, Refusal> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for a connection from `ip` accepted at `now_ms`, if there is
+    /// one, possibly made by evicting another (see [`ConnLimiter`]).
+    /// IPv4-mapped IPv6 addresses count as their IPv4 address. Each IPv6
+    /// address counts alone: a /64 is usually a whole LAN, not one host.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr, now_ms: u64) -> Result<Admission, Refusal> {
         let ip = ip.to_canonical();
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if c.total >= self.max_total {
-            return Err(Refusal::Total);
-        }
-        let n = c.per.entry(ip).or_insert(0);
-        if *n >= self.max_per {
+        let mut c = self.lock();
+        if c.per.get(&ip).copied().unwrap_or(0) >= self.max_per {
             return Err(Refusal::PerAddress);
         }
-        *n += 1;
-        c.total += 1;
-        Ok(ConnPermit {
+        let mut evicted = None;
+        if c.conns.len() >= self.max_total {
+            let victim = longest_waiting(c.conns.iter()).ok_or(Refusal::Total)?;
+            let e = c.remove(victim).expect("the victim is open");
+            evicted = Some(Evicted {
+                ip: e.ip,
+                waited_ms: now_ms.saturating_sub(e.waiting_since),
+                close: e.close,
+            });
+        }
+        let id = c.next_id;
+        c.next_id += 1;
+        let close = Arc::new(Notify::new());
+        c.conns.insert(
+            id,
+            Entry {
+                ip,
+                waiting_since: now_ms,
+                busy: 0,
+                upgraded: false,
+                close: close.clone(),
+            },
+        );
+        *c.per.entry(ip).or_insert(0) += 1;
+        let handle = ConnHandle {
             limiter: self.clone(),
-            ip,
+            id,
+        };
+        Ok(Admission {
+            permit: ConnPermit { handle, close },
+            evicted,
         })
     }
 
     /// Open connections: in all, and from `ip`.
     pub fn open(&self, ip: IpAddr) -> (usize, usize) {
-        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        (c.total, c.per.get(&ip.to_canonical()).copied().unwrap_or(0))
+        let c = self.lock();
+        (
+            c.conns.len(),
+            c.per.get(&ip.to_canonical()).copied().unwrap_or(0),
+        )
+    }
+}
+
+/// Tells the limiter what one connection is doing. Cheap to clone; does
+/// nothing once the connection is closed or evicted.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    limiter: Arc<ConnLimiter>,
+    id: u64,
+}
+
+impl ConnHandle {
+    fn with(&self, f: impl FnOnce(&mut Entry)) {
+        if let Some(e) = self.limiter.lock().conns.get_mut(&self.id) {
+            f(e);
+        }
+    }
+
+    /// A request head is complete: not evictable until its response is out.
+    pub fn request_started(&self) {
+        self.with(|e| e.busy += 1);
+    }
+
+    /// A response went out at `now_ms`; with none other in progress the
+    /// connection waits for its next request from then.
+    pub fn request_done(&self, now_ms: u64) {
+        self.with(|e| {
+            e.busy = e.busy.saturating_sub(1);
+            if e.busy == 0 {
+                e.waiting_since = now_ms;
+            }
+        });
+    }
+
+    /// The connection became a WebSocket: never evicted.
+    pub fn upgraded(&self) {
+        self.with(|e| e.upgraded = true);
     }
 }
 
 /// One admitted connection's place; freed on drop.
 #[derive(Debug)]
 pub struct ConnPermit {
-    limiter: Arc<ConnLimiter>,
-    ip: IpAddr,
+    handle: ConnHandle,
+    close: Arc<Notify>,
+}
+
+impl ConnPermit {
+    /// For reporting what the connection does.
+    pub fn handle(&self) -> ConnHandle {
+        self.handle.clone()
+    }
+
+    /// Notified when the connection is evicted.
+    pub fn close_signal(&self) -> Arc<Notify> {
+        self.close.clone()
+    }
 }
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        let mut c = self
-            .limiter
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.per.remove(&self.ip);
-            }
-        }
+        // Already gone when it was evicted.
+        self.handle.limiter.lock().remove(self.handle.id);
     }
 }
 
@@ -458,37 +607,127 @@ mod tests {
         );
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn take(l: &Arc<ConnLimiter>, ip: IpAddr, now: u64) -> ConnPermit {
+        let a = l.try_acquire(ip, now).unwrap();
+        assert!(a.evicted.is_none());
+        a.permit
+    }
+
     #[test]
     fn connection_caps_in_all_and_per_address() {
         let l = ConnLimiter::new(4, 2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a_mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        let p1 = l.try_acquire(a).unwrap();
-        let _p2 = l.try_acquire(a_mapped).unwrap();
-        assert_eq!(l.try_acquire(a).unwrap_err(), Refusal::PerAddress);
+        let (a, b, c) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+        let p1 = take(&l, a, 0);
+        let p2 = take(&l, ip("::ffff:10.0.0.1"), 0);
+        assert_eq!(l.try_acquire(a, 1).unwrap_err(), Refusal::PerAddress);
         assert_eq!(l.open(a), (2, 2));
-        let _p3 = l.try_acquire(b).unwrap();
-        let _p4 = l.try_acquire(b).unwrap();
-        let c: IpAddr = "10.0.0.3".parse().unwrap();
-        assert_eq!(l.try_acquire(c).unwrap_err(), Refusal::Total);
+        let p3 = take(&l, b, 0);
+        let p4 = take(&l, b, 0);
+        // All four serve a request: nothing can make room.
+        for p in [&p1, &p2, &p3, &p4] {
+            p.handle().request_started();
+        }
+        assert_eq!(l.try_acquire(c, 1).unwrap_err(), Refusal::Total);
         drop(p1);
         assert_eq!(l.open(a), (3, 1));
-        let _p5 = l.try_acquire(c).unwrap();
+        let p5 = take(&l, c, 2);
+        p5.handle().request_started();
         assert_eq!(l.open(c), (4, 1));
-        assert_eq!(l.try_acquire(a).unwrap_err(), Refusal::Total);
+        assert_eq!(l.try_acquire(a, 3).unwrap_err(), Refusal::Total);
+    }
+
+    #[test]
+    fn a_full_house_evicts_the_longest_waiting() {
+        let l = ConnLimiter::new(3, 2);
+        let (a, b, c) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+        let p_a = take(&l, a, 100);
+        let p_b = take(&l, b, 50);
+        let _p_b2 = take(&l, b, 200);
+        let signal = p_b.close_signal();
+        // b's first connection has waited longest (since 50).
+        let got = l.try_acquire(c, 1000).unwrap();
+        let ev = got.evicted.expect("room made");
+        assert_eq!((ev.ip, ev.waited_ms), (b, 950));
+        assert_eq!(l.open(b), (3, 1));
+        ev.close();
+        // The signal is kept until the connection's task looks.
+        use futures_util::FutureExt as _;
+        assert!(
+            signal.notified().now_or_never().is_some(),
+            "the evicted connection is told"
+        );
+        // Its permit dropping later frees nothing twice.
+        drop(p_b);
+        assert_eq!(l.open(b), (3, 1));
+        // Next the one accepted at 100.
+        let ev = l.try_acquire(c, 1001).unwrap().evicted.expect("room");
+        assert_eq!(ev.ip, a);
+        drop(p_a);
+        // Left: b's second and c's first (the second was let go at once).
+        assert_eq!(l.open(a), (2, 0));
+        drop(got.permit);
+    }
+
+    #[test]
+    fn requests_in_progress_and_websockets_are_not_evicted() {
+        let l = ConnLimiter::new(3, 3);
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let busy = take(&l, a, 0);
+        busy.handle().request_started();
+        let ws = take(&l, a, 1);
+        ws.handle().request_started();
+        ws.handle().upgraded();
+        let _waiting = take(&l, a, 5);
+        let b1 = l.try_acquire(b, 10).unwrap();
+        let ev = b1.evicted.as_ref().expect("room");
+        assert_eq!((ev.ip, ev.waited_ms), (a, 5));
+        b1.permit.handle().request_started();
+        // Left: a request in progress, a WebSocket, b's request.
+        assert_eq!(l.try_acquire(b, 12).unwrap_err(), Refusal::Total);
+        // The first request answered at 20: it waits again from then.
+        busy.handle().request_done(20);
+        let ev = l.try_acquire(b, 30).unwrap().evicted.expect("room");
+        assert_eq!((ev.ip, ev.waited_ms), (a, 10));
+        drop(ws);
+    }
+
+    #[test]
+    fn a_connection_done_with_its_request_waits_from_then() {
+        let l = ConnLimiter::new(2, 2);
+        let (a, b, c) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+        let old = take(&l, a, 0);
+        let _young = take(&l, b, 10);
+        old.handle().request_started();
+        old.handle().request_done(50);
+        // b's (waiting since 10) goes before a's keep-alive (since 50).
+        let ev = l.try_acquire(c, 60).unwrap().evicted.expect("room");
+        assert_eq!((ev.ip, ev.waited_ms), (b, 50));
+    }
+
+    #[test]
+    fn the_per_address_cap_holds_even_with_room_to_make() {
+        let l = ConnLimiter::new(2, 1);
+        let a = ip("10.0.0.1");
+        let _p = take(&l, a, 0);
+        let _q = take(&l, ip("10.0.0.2"), 0);
+        assert_eq!(l.try_acquire(a, 9).unwrap_err(), Refusal::PerAddress);
     }
 
     #[test]
     fn permits_free_their_place_and_forget_the_address() {
         let l = ConnLimiter::new(2, 1);
-        let a: IpAddr = "::1".parse().unwrap();
-        for _ in 0..100 {
-            let p = l.try_acquire(a).unwrap();
+        let a = ip("::1");
+        for t in 0..100 {
+            let p = take(&l, a, t);
             drop(p);
         }
         assert_eq!(l.open(a), (0, 0));
-        assert!(l.counts.lock().unwrap().per.is_empty());
+        let c = l.counts.lock().unwrap();
+        assert!(c.per.is_empty() && c.conns.is_empty());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod bye;
 pub mod forwarded;
 pub mod guard;
 mod server;
+pub mod tls;
 pub mod ws_bridge;
 
 use axum::body::Body;
@@ -210,6 +211,9 @@ pub struct Hooks {
     pub snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
     /// Takes `POST /bye/{sid}` ([`bye`]); `None`: 404 there.
     pub bye: Option<bye::ByeSender>,
+    /// Serve HTTPS (both listeners) with this configuration
+    /// ([`tls::server_config`]); `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Hooks {
@@ -227,6 +231,7 @@ impl Default for Hooks {
             whep: None,
             snapshot: None,
             bye: None,
+            tls: None,
         }
     }
 }
@@ -250,6 +255,7 @@ impl std::fmt::Debug for Hooks {
             .field("allowed_origins", &self.allowed_origins)
             .field("hosts", &self.hosts)
             .field("ws_listener", &self.ws_listener)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -370,13 +376,20 @@ async fn serve_listeners(
         header: l.header_timeout,
         idle: l.idle_timeout,
     };
+    let tls = hooks.tls.map(tokio_rustls::TlsAcceptor::from);
     let run = |listener: Option<TcpListener>, kind| {
-        let (app, limiter, log, stop) =
-            (app.clone(), limiter.clone(), log.clone(), stop_rx.clone());
+        let (app, limiter, log, tls, stop) = (
+            app.clone(),
+            limiter.clone(),
+            log.clone(),
+            tls.clone(),
+            stop_rx.clone(),
+        );
         async move {
             match listener {
                 Some(listener) => {
-                    server::accept_loop(listener, kind, app, limiter, log, deadlines, stop).await
+                    server::accept_loop(listener, kind, app, limiter, log, deadlines, tls, stop)
+                        .await
                 }
                 None => Ok(()),
             }
@@ -397,16 +410,44 @@ async fn serve_listeners(
     }
 }
 
-// The page's scripts, styles and media come from the device itself; the
-// broker may be on another port or host, hence ws: and wss:; the relay's
-// Janus, if any, is the one other origin it may call.
-fn csp(relay_origin: Option<&str>) -> String {
-    let relay = relay_origin.map(|o| format!(" {o}")).unwrap_or_default();
+// The page's scripts, styles and media come from the device itself. It
+// may connect to its own origin ('self' covers ws:// and wss:// to the same
+// host and port), to the broker's WebSocket when that is elsewhere, and to
+// the relay's Janus; nowhere else.
+fn csp(broker: Option<&str>, relay_origin: Option<&str>) -> String {
+    let mut connect = String::from("'self'");
+    for o in [broker, relay_origin].into_iter().flatten() {
+        connect.push(' ');
+        connect.push_str(o);
+    }
     format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-         media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:{relay}; \
+         media-src 'self' blob: mediastream:; connect-src {connect}; \
          frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     )
+}
+
+/// The broker WebSocket's origin as a CSP source, port always written:
+/// `page.ws_url`'s, or (own broker on its own port) the page's host on
+/// `ws_port`, from the request's `Host` (already checked). A `ws://`
+/// source also admits `wss://` to the same host and port. `None`: the
+/// page's own origin, which 'self' covers.
+fn broker_source(page: &PageConfig, host: Option<&str>) -> Option<String> {
+    if let Some(url) = &page.ws_url {
+        let u = url::Url::parse(url).ok()?;
+        let h = match u.host()? {
+            url::Host::Ipv6(ip) => format!("[{ip}]"),
+            h => h.to_string(),
+        };
+        return Some(format!(
+            "{}://{h}:{}",
+            u.scheme(),
+            u.port_or_known_default()?
+        ));
+    }
+    let port = page.ws_port?;
+    let (h, _) = split_host(host?)?;
+    Some(format!("ws://{h}:{port}"))
 }
 
 /// The origin (`scheme://host[:port]`) of a URL, for the CSP.
@@ -729,14 +770,18 @@ fn respond(site: &Site, path: &str, headers: &HeaderMap) -> Response {
                 p => p.strip_prefix('/').unwrap_or(p),
             };
             match assets::find(name) {
-                Some(a) => asset(a, headers, site.page.relay_origin.as_deref()),
+                Some(a) => {
+                    let broker = broker_source(&site.page, header_str(headers, header::HOST));
+                    let policy = csp(broker.as_deref(), site.page.relay_origin.as_deref());
+                    asset(a, headers, &policy)
+                }
                 None => plain(StatusCode::NOT_FOUND, "not found\n"),
             }
         }
     }
 }
 
-fn asset(a: &'static assets::Asset, headers: &HeaderMap, relay_origin: Option<&str>) -> Response {
+fn asset(a: &'static assets::Asset, headers: &HeaderMap, csp: &str) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -759,7 +804,7 @@ fn asset(a: &'static assets::Asset, headers: &HeaderMap, relay_origin: Option<&s
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::ETAG, HeaderValue::from_static(a.etag));
     if a.content_type.starts_with("text/html") {
-        if let Ok(v) = HeaderValue::from_str(&csp(relay_origin)) {
+        if let Ok(v) = HeaderValue::from_str(csp) {
             h.insert(header::CONTENT_SECURITY_POLICY, v);
         }
     }

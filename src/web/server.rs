@@ -6,18 +6,23 @@
 //! client holding thousands of silent sockets would exhaust the daemon's
 //! file descriptors. Here:
 //!
-//! - a connection over `max_connections` in all, or over
-//!   `max_connections_per_ip` from its address, is closed at once (logged,
-//!   rate-limited);
+//! - a connection over `max_connections_per_ip` from its address is
+//!   closed at once (logged, rate-limited); one over `max_connections` in
+//!   all takes the place of the connection that has waited longest without
+//!   a complete request, which is closed (see [`ConnLimiter`]), or is
+//!   closed at once when every open one is serving a request or is a
+//!   WebSocket;
 //! - a request head not complete within `header_timeout` closes the
 //!   connection; hyper starts that clock whenever it waits for a head, so
 //!   it also closes a keep-alive connection idle between requests;
 //! - a connection on which nothing is read or written for `idle_timeout`
 //!   (a stalled body, a client that stops reading) is dropped;
 //! - the connection's [`ConnPermit`] lives inside its socket, so a socket
-//!   upgraded to a WebSocket keeps its place until it closes.
+//!   upgraded to a WebSocket keeps its place until it closes;
+//! - with `http.tls_cert`, every connection first completes a TLS handshake
+//!   within the header deadline (a client speaking plain HTTP is closed).
 
-use super::guard::{ConnLimiter, ConnPermit, Refusal};
+use super::guard::{ConnHandle, ConnLimiter, ConnPermit, Refusal};
 use crate::ratelimit::TokenBucket;
 use axum::Router;
 use hyper::body::Incoming;
@@ -34,6 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 /// Largest request head hyper buffers, bytes.
@@ -103,7 +109,8 @@ impl RefusalLog {
 }
 
 /// Accepts on `listener` until `stop` turns true; each admitted connection
-/// is served by `app` in its own task.
+/// is served by `app` in its own task, over TLS when `tls` is set.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     kind: Listener,
@@ -111,6 +118,7 @@ pub(crate) async fn accept_loop(
     limiter: Arc<ConnLimiter>,
     log: Arc<RefusalLog>,
     deadlines: Deadlines,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let service = TowerToHyperService::new(app);
@@ -130,8 +138,15 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let permit = match limiter.try_acquire(addr.ip()) {
-            Ok(p) => p,
+        let permit = match limiter.try_acquire(addr.ip(), process_ms()) {
+            Ok(admitted) => {
+                if let Some(ev) = admitted.evicted {
+                    debug!(peer = %addr, evicted = %ev.ip, waited_ms = ev.waited_ms,
+                           "connection cap reached: closing the longest-waiting idle connection");
+                    ev.close();
+                }
+                admitted.permit
+            }
             Err(why) => {
                 log.refused(addr, why, &limiter);
                 // Dropping closes it at once.
@@ -144,30 +159,101 @@ pub(crate) async fn accept_loop(
             addr,
             listener: kind,
         };
-        tokio::spawn(serve_connection(
+        tokio::spawn(admitted(
             stream,
             permit,
             peer,
             service.clone(),
             deadlines,
+            tls.clone(),
             stop.clone(),
         ));
     }
 }
 
-async fn serve_connection(
+/// One admitted connection: the TLS handshake if any (under the header
+/// deadline, and evictable like a connection waiting for its request),
+/// then HTTP.
+async fn admitted(
     stream: TcpStream,
     permit: ConnPermit,
     peer: Peer,
     service: TowerToHyperService<Router>,
     deadlines: Deadlines,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
 ) {
+    let evicted = permit.close_signal();
+    let handle = permit.handle();
     let io = Tracked::new(stream, permit);
     let activity = io.activity.clone();
+    let conn = Conn {
+        peer,
+        handle,
+        evicted,
+        activity,
+    };
+    let Some(acceptor) = tls else {
+        return serve_connection(io, conn, service, deadlines, stop).await;
+    };
+    let handshake = tokio::time::timeout(deadlines.header, acceptor.accept(io));
+    let tls_io = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(peer = %peer.addr, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %peer.addr, "TLS handshake not done in time; closing");
+                return;
+            }
+        },
+        _ = conn.evicted.notified() => {
+            debug!(peer = %peer.addr, "connection in its TLS handshake closed to make room");
+            return;
+        }
+    };
+    serve_connection(tls_io, conn, service, deadlines, stop).await
+}
+
+/// What the connection's task keeps about it besides its socket.
+struct Conn {
+    peer: Peer,
+    handle: ConnHandle,
+    evicted: Arc<tokio::sync::Notify>,
+    activity: Arc<Activity>,
+}
+
+async fn serve_connection<I>(
+    io: I,
+    conn: Conn,
+    service: TowerToHyperService<Router>,
+    deadlines: Deadlines,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        peer,
+        handle,
+        evicted,
+        activity,
+    } = conn;
     let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
-        service.call(req)
+        let done = RequestInProgress::new(handle.clone());
+        let answer = service.call(req);
+        async move {
+            let r = answer.await;
+            if let Ok(resp) = &r {
+                if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                    done.handle.upgraded();
+                }
+            }
+            drop(done);
+            r
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -189,6 +275,10 @@ async fn serve_connection(
                 }
                 return;
             }
+            _ = evicted.notified() => {
+                debug!(peer = %peer.addr, "idle connection closed to make room");
+                return;
+            }
             _ = tokio::time::sleep(check_every) => {
                 if activity.quiet_for() >= deadlines.idle {
                     debug!(peer = %peer.addr, "http connection idle; closing");
@@ -201,6 +291,26 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// Marks a connection busy from a complete request head until its answer
+/// is ready (also when the answer is dropped half-way). No route streams a
+/// long body, so "answer ready" stands for "response out".
+struct RequestInProgress {
+    handle: ConnHandle,
+}
+
+impl RequestInProgress {
+    fn new(handle: ConnHandle) -> Self {
+        handle.request_started();
+        RequestInProgress { handle }
+    }
+}
+
+impl Drop for RequestInProgress {
+    fn drop(&mut self) {
+        self.handle.request_done(process_ms());
     }
 }
 

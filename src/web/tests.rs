@@ -545,7 +545,7 @@ async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
 }
 
 #[tokio::test]
-async fn connections_over_the_caps_are_closed_at_once() {
+async fn connections_over_the_caps_make_room_or_are_closed() {
     let hooks = Hooks {
         limits: Limits {
             max_connections: 3,
@@ -555,8 +555,8 @@ async fn connections_over_the_caps_are_closed_at_once() {
         ..Hooks::default()
     };
     let (addr, _stop, _task) = start_with(page(), None, hooks).await;
-    let a1 = TcpStream::connect(addr).await.expect("connect");
-    let _a2 = TcpStream::connect(addr).await.expect("connect");
+    let mut a1 = TcpStream::connect(addr).await.expect("connect");
+    let mut a2 = TcpStream::connect(addr).await.expect("connect");
     let mut a3 = TcpStream::connect(addr).await.expect("connect");
     assert!(closed_by_server(&mut a3, Duration::from_secs(5)).await);
     // Another address still gets in (127.0.0.2 is loopback too).
@@ -576,12 +576,16 @@ async fn connections_over_the_caps_are_closed_at_once() {
         .expect("in time")
         .expect("read");
     assert_eq!(&reply, b"HTTP/1.1 200");
-    // Three are open (b is kept alive): the total cap closes a third address.
+    // Three are open (b is kept alive): a third address takes the place
+    // of the one that has waited longest without a request, a1.
     let mut c = from("127.0.0.3").await.expect("connect");
-    assert!(closed_by_server(&mut c, Duration::from_secs(5)).await);
-    drop(b);
-    // A place freed is a place again.
-    drop(a1);
+    assert!(closed_by_server(&mut a1, Duration::from_secs(5)).await);
+    assert!(!closed_by_server(&mut c, Duration::from_millis(200)).await);
+    assert!(!closed_by_server(&mut a2, Duration::from_millis(50)).await);
+    // Then a2 (accepted before b's request was answered).
+    let _d = from("127.0.0.4").await.expect("connect");
+    assert!(closed_by_server(&mut a2, Duration::from_secs(5)).await);
+    drop((b, c));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(get(addr, "/healthz").await.status, 200);
 }
@@ -628,12 +632,90 @@ fn the_csp_lets_the_page_call_only_its_relay() {
         Some("https://relay.example")
     );
     assert_eq!(origin_of("not a url"), None);
-    let with = csp(Some("http://relay.example:8088"));
+    let with = csp(None, Some("http://relay.example:8088"));
     assert!(
-        with.contains("connect-src 'self' ws: wss: http://relay.example:8088;"),
+        with.contains("connect-src 'self' http://relay.example:8088;"),
         "{with}"
     );
-    assert!(!csp(None).contains("http"), "no relay, no other origin");
+    assert!(
+        !csp(None, None).contains("http"),
+        "no relay, no other origin"
+    );
+    assert!(csp(None, None).contains("connect-src 'self';"));
+}
+
+#[test]
+fn the_csp_names_the_broker_websocket_and_no_other() {
+    let own = |ws_port, host| {
+        let p = PageConfig {
+            ws_port,
+            ..PageConfig::default()
+        };
+        broker_source(&p, host)
+    };
+    // Own broker behind /mqtt on the page's own origin: 'self' covers it.
+    assert_eq!(own(None, Some("cam1:8080")), None);
+    // Own broker on another port of the page's host, as the browser names it.
+    assert_eq!(
+        own(Some(9001), Some("CAM1.local:8080")).as_deref(),
+        Some("ws://cam1.local:9001")
+    );
+    assert_eq!(
+        own(Some(9001), Some("[::1]:8080")).as_deref(),
+        Some("ws://[::1]:9001")
+    );
+    assert_eq!(own(Some(9001), None), None);
+    // A configured broker URL: its origin, port always written.
+    let ext = |url: &str| {
+        let p = PageConfig {
+            ws_url: Some(url.into()),
+            ws_port: Some(9001),
+            ..PageConfig::default()
+        };
+        broker_source(&p, Some("cam1:8080"))
+    };
+    assert_eq!(
+        ext("ws://broker.lan/mqtt").as_deref(),
+        Some("ws://broker.lan:80")
+    );
+    assert_eq!(
+        ext("wss://Broker.lan:8884/mqtt").as_deref(),
+        Some("wss://broker.lan:8884")
+    );
+    assert_eq!(
+        ext("ws://[fe80::1]:9001").as_deref(),
+        Some("ws://[fe80::1]:9001")
+    );
+    let policy = csp(Some("wss://broker.lan:8884"), Some("https://relay.example"));
+    let connect = policy
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("connect-src"))
+        .expect("a connect-src");
+    assert_eq!(
+        connect,
+        "connect-src 'self' wss://broker.lan:8884 https://relay.example"
+    );
+    for bare in ["ws:", "wss:"] {
+        assert!(!connect.split(' ').any(|s| s == bare), "{connect}");
+    }
+}
+
+#[tokio::test]
+async fn the_page_header_names_its_broker_websocket() {
+    let (addr, _stop, _task) = start_with(page(), None, Hooks::default()).await;
+    let r = get(addr, "/").await;
+    assert_eq!(r.status, 200);
+    let csp = r
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-security-policy"))
+        .map(|(_, v)| v.clone())
+        .expect("a CSP on the page");
+    assert!(
+        csp.contains("connect-src 'self' ws://127.0.0.1:9001;"),
+        "{csp}"
+    );
 }
 
 fn post_bye(path: &str, content_type: &str, origin: &str, body: &str) -> String {

@@ -40,6 +40,8 @@ const browser = await chromium.launch({
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
+    // tests/browser.rs serves HTTPS with certificates made at test time.
+    "--ignore-certificate-errors",
   ],
 });
 // The page runs under its own Content-Security-Policy (no eval): waiting is

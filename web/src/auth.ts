@@ -136,15 +136,27 @@ export function judge(
 /**
  * The role a key offers with. A pairing link carries no role: the page
  * offers `control` first; when the device refuses that with `unauthorized`
- * it tries `view` once, and a `view` that is accepted is kept for the key.
- * A refused `view` means the key itself is refused (revoked or wrong): the
- * page stops there, it never loops on `unauthorized`.
+ * it tries `view` once. A refused `view` means the key itself is refused
+ * (revoked or wrong): the page stops there, it never loops on
+ * `unauthorized`.
+ *
+ * Only verified messages count for the role the page keeps: an offer
+ * refusal usually carries no mac (there is no session key yet), so anyone
+ * who can publish on the session's topic could forge one. After an
+ * unverified refusal of `control` the page still tries `view` (it has to,
+ * for a view key to work at all), but a `view` accepted then is used for
+ * this page's life only and never stored: the next load offers `control`
+ * again, and a forged refusal cannot leave a lasting downgrade. A `view`
+ * is stored only after a verified refusal of `control`.
  */
 export class RoleLadder {
   private role: Role;
+  /** Whether the device itself (a verified message) put the key at `view`. */
+  private viewProven: boolean;
 
   constructor(stored: Role | null) {
     this.role = stored ?? "control";
+    this.viewProven = stored === "view";
   }
 
   /** The role to offer with now. */
@@ -152,17 +164,25 @@ export class RoleLadder {
     return this.role;
   }
 
-  /** The device refused the offer `unauthorized`: try another role, or give up. */
-  refused(): "retry" | "key-refused" {
+  /**
+   * The device refused the offer `unauthorized` (`verified`: the refusal's
+   * mac verified): try another role, or give up.
+   */
+  refused(verified: boolean): "retry" | "key-refused" {
     if (this.role === "control") {
       this.role = "view";
+      this.viewProven = verified;
       return "retry";
     }
     return "key-refused";
   }
 
-  /** The device accepted an offer (a verified answer): the role to store for the key. */
-  accepted(): Role {
-    return this.role;
+  /**
+   * The device accepted an offer (a verified answer): the role to store for
+   * the key, or null to store nothing (a `view` reached through an
+   * unverified refusal).
+   */
+  accepted(): Role | null {
+    return this.role === "view" && !this.viewProven ? null : this.role;
   }
 }

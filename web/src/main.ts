@@ -25,7 +25,7 @@ import type { MqttClient } from "mqtt";
 import { ClockMap, median } from "./clock";
 import { FrameTimes, LatencyWindows, Stage, describeStages } from "./latency";
 import { AccessKey, Role, RoleLadder, mqttPassword } from "./auth";
-import { StoredKey, fragmentWithoutPair, keyFromFragment, pairValueOfFragment, pairingLink, parsePairingInput, parseStoredKey } from "./pairing";
+import { StoredKey, fragmentWithoutPair, keyFromFragment, pairValueOfFragment, pairingLink, parsePairingInput, parseStoredKey, storedKeyText } from "./pairing";
 import {
   PageConfig,
   Presence,
@@ -327,7 +327,7 @@ class Viewer {
     this.st.keyRefused = null;
     if (!store) return;
     try {
-      if (k) localStorage.setItem(this.keyStorageName(), JSON.stringify(k));
+      if (k) localStorage.setItem(this.keyStorageName(), storedKeyText(k));
       else localStorage.removeItem(this.keyStorageName());
     } catch {
       /* private mode: the key lasts for this page only */
@@ -733,7 +733,7 @@ class Viewer {
       // An offer refusal on a signed device carries no mac: say so.
       this.error(why.code, `${why.message || why.code}${why.verified ? "" : " (unverified)"}`);
       if (why.code === "unauthorized") {
-        this.onUnauthorized();
+        this.onUnauthorized(why.verified);
       } else if (why.code === "unsupported") {
         this.halted = "unsupported";
         this.st.state = "unsupported";
@@ -889,8 +889,11 @@ class Viewer {
     this.render();
   }
 
-  /** The device refused an offer `unauthorized`: another role, or the key is refused. */
-  private onUnauthorized(): void {
+  /**
+   * The device refused an offer `unauthorized` (`verified`: by a message
+   * whose mac verified): another role, or the key is refused.
+   */
+  private onUnauthorized(verified: boolean): void {
     const role = this.st.role;
     if (this.st.auth !== "signed" || !this.key || !this.ladder) {
       // An open device (per config.json) that wants a key: its
@@ -900,7 +903,7 @@ class Viewer {
       void this.recheckConfig();
       return;
     }
-    if (this.ladder.refused() === "retry") {
+    if (this.ladder.refused(verified) === "retry") {
       this.log(`the camera refused role ${role} for this key: trying ${this.ladder.current}`);
       this.ensureSession();
       return;
@@ -908,14 +911,23 @@ class Viewer {
     this.keyRefused("the camera refused every role for this key");
   }
 
-  /** A verified answer: the device accepted the key with this role, which is kept for it. */
+  /**
+   * A verified answer: the device accepted the key with the offered role,
+   * which is kept for it when verified messages established it (see
+   * RoleLadder); never a downgrade on an unverified refusal's word.
+   */
   private roleAccepted(): void {
     if (!this.key || !this.ladder || !this.session?.signed) return;
+    const offered = this.ladder.current;
     const role = this.ladder.accepted();
+    if (role === null) {
+      if (offered === "view") this.log("watching as view for now (the refusal of control was unverified, so it is not remembered)");
+      return;
+    }
     if (this.key.role !== role) {
       this.key = { ...this.key, role };
       try {
-        localStorage.setItem(this.keyStorageName(), JSON.stringify(this.key));
+        localStorage.setItem(this.keyStorageName(), storedKeyText(this.key));
       } catch {
         /* not stored: the page asks the device again next time */
       }

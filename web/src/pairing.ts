@@ -76,9 +76,22 @@ export function pairingLink(pageUrl: string, key: AccessKey): string {
   return `${base}#pair=${key.id}.${encodeURIComponent(key.secret)}`;
 }
 
-/** The key as kept in localStorage: the role is the one the device last accepted, if any. */
+/**
+ * The key as kept in localStorage: the role is the one the device last
+ * accepted, if any, and only ever one that verified messages established
+ * (see RoleLadder).
+ */
 export interface StoredKey extends AccessKey {
   role: Role | null;
+}
+
+/**
+ * The text stored for a key. A `view` role is marked `verified`: one
+ * stored without the mark (by an older page, which let an unverified
+ * refusal downgrade it) is not believed.
+ */
+export function storedKeyText(k: StoredKey): string {
+  return JSON.stringify(k.role === "view" ? { ...k, verified: true } : k);
 }
 
 /** Reads a stored key; null for anything that is not one. */
@@ -88,7 +101,7 @@ export function parseStoredKey(raw: string | null): StoredKey | null {
     const v = JSON.parse(raw) as Record<string, unknown>;
     if (typeof v !== "object" || v === null) return null;
     if (typeof v.id !== "string" || typeof v.secret !== "string" || !isValidKeyId(v.id) || !v.secret) return null;
-    const role = v.role === "view" || v.role === "control" ? v.role : null;
+    const role = v.role === "control" || (v.role === "view" && v.verified === true) ? v.role : null;
     return { id: v.id, secret: v.secret, role };
   } catch {
     return null;

@@ -207,23 +207,27 @@ test("the role ladder: control first, view once, then the key is refused", () =>
   assert.equal(fresh.current, "control");
   assert.equal(fresh.accepted(), "control");
 
+  // The device's refusal of control verified: view is kept for the key.
   const viewOnly = new RoleLadder(null);
-  assert.equal(viewOnly.refused(), "retry");
+  assert.equal(viewOnly.refused(true), "retry");
   assert.equal(viewOnly.current, "view");
-  assert.equal(viewOnly.accepted(), "view"); // kept for the key
+  assert.equal(viewOnly.accepted(), "view");
 
-  const revoked = new RoleLadder(null);
-  assert.equal(revoked.refused(), "retry");
-  assert.equal(revoked.refused(), "key-refused");
-  assert.equal(revoked.refused(), "key-refused"); // never a loop back to control
+  for (const verified of [true, false]) {
+    const revoked = new RoleLadder(null);
+    assert.equal(revoked.refused(verified), "retry");
+    assert.equal(revoked.refused(verified), "key-refused");
+    assert.equal(revoked.refused(verified), "key-refused"); // never a loop back to control
+  }
 
   // A key known to be view-only offers view, and a refusal means the key is refused.
   const stored = new RoleLadder("view");
   assert.equal(stored.current, "view");
-  assert.equal(stored.refused(), "key-refused");
+  assert.equal(stored.accepted(), "view");
+  assert.equal(stored.refused(false), "key-refused");
   const storedControl = new RoleLadder("control");
   assert.equal(storedControl.current, "control");
-  assert.equal(storedControl.refused(), "retry");
+  assert.equal(storedControl.refused(true), "retry");
 });
 
 test("config.json and the status: the stricter auth wins", () => {
@@ -300,7 +304,10 @@ test("what users paste into the pairing field", () => {
 });
 
 test("stored keys are read back strictly", () => {
-  assert.deepEqual(parseStoredKey('{"id":"phone","secret":"s","role":"view"}'), { id: "phone", secret: "s", role: "view" });
+  assert.deepEqual(parseStoredKey('{"id":"phone","secret":"s","role":"view","verified":true}'), { id: "phone", secret: "s", role: "view" });
+  // A view stored without the mark (an older page's, possibly a forged downgrade) is not believed.
+  assert.deepEqual(parseStoredKey('{"id":"phone","secret":"s","role":"view"}'), { id: "phone", secret: "s", role: null });
+  assert.deepEqual(parseStoredKey('{"id":"phone","secret":"s","role":"control"}'), { id: "phone", secret: "s", role: "control" });
   assert.deepEqual(parseStoredKey('{"id":"phone","secret":"s","role":null}'), { id: "phone", secret: "s", role: null });
   assert.deepEqual(parseStoredKey('{"id":"phone","secret":"s"}'), { id: "phone", secret: "s", role: null });
   assert.deepEqual(parseStoredKey('{"id":"phone","secret":"s","role":"admin"}'), { id: "phone", secret: "s", role: null });

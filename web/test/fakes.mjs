@@ -1,5 +1,5 @@
 // Stand-ins for the browser's WebRTC objects: just what a Session touches
-// before the device answers. Shared by the unit tests.
+// before and as the device answers. Shared by the unit tests.
 
 /** A receiver's track: a kind, an id, and stop(). */
 function track(kind) {
@@ -18,6 +18,8 @@ export class FakePeer {
     return { type: "offer", sdp: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n" };
   }
   async setLocalDescription() {}
+  async setRemoteDescription() {}
+  async addIceCandidate() {}
   close() {}
 }
 

@@ -366,7 +366,8 @@ test("signed own-broker device: pairing prompt, claim, role fallback, macs both 
   assert.equal(await st(page, "document.querySelector('button[data-control=\"led\"]').disabled"), true);
   assert.equal(await st(page, "document.getElementById('controls-view-only').hidden"), false);
   const kept = JSON.parse(await st(page, `localStorage.getItem('campeer.key.campeer/${DEVICE}')`));
-  assert.equal(kept.role, "view", "the accepted view role is kept for the key");
+  // The refusal of control carried no mac: the view role is used, not kept.
+  assert.equal(kept.role, null, "no role stored on an unverified refusal's word");
 
   // Forged bye and error on the live session: ignored, the picture goes on.
   const before = await st(page, "window.campeer.unverified");
