@@ -120,6 +120,15 @@ pub enum KeysAction {
         /// The key id.
         name: String,
     },
+    /// Change a key's highest role; its live sessions above the new role
+    /// end at once (its secret, tokens and pairing link stay).
+    SetRole {
+        /// The key id.
+        name: String,
+        /// The new highest role.
+        #[arg(value_parser = ["view", "control"])]
+        role: String,
+    },
     /// WHEP and snapshot tokens: view-only bearer tokens of their own,
     /// several per key, each revocable without revoking the key.
     Token {

@@ -93,6 +93,21 @@ pub fn keys(action: &KeysAction, args: &StoreArgs) -> anyhow::Result<ExitCode> {
             }
             eprintln!("campeer: revoked {name:?}; a running daemon drops it within a second");
         }
+        KeysAction::SetRole { name, role } => {
+            let role: Role = role
+                .parse()
+                .map_err(|()| anyhow::anyhow!("role must be view or control"))?;
+            if !store.set_role(name, role)? {
+                if config.access.keys.iter().any(|k| &k.id == name) {
+                    bail!("key {name:?} is in the configuration file; change its role there");
+                }
+                bail!("no key {name:?} in {}", store.path().display());
+            }
+            eprintln!(
+                "campeer: key {name:?} is now {}; a running daemon ends its sessions above that within a second",
+                role.as_str()
+            );
+        }
         KeysAction::Token { action } => token(action, &config, &store)?,
         KeysAction::ReopenClaim => {
             store.reopen_claim()?;

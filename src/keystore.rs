@@ -259,6 +259,21 @@ impl KeyStore {
         Ok(true)
     }
 
+    /// Gives key `id` the highest role `role`; false when there is no
+    /// such stored key. The running daemon ends its sessions above it.
+    pub fn set_role(&self, id: &str, role: Role) -> Result<bool, KeyStoreError> {
+        let mut file = self.load()?;
+        let Some(k) = file.keys.iter_mut().find(|k| k.id == id) else {
+            return Ok(false);
+        };
+        if k.role == role {
+            return Ok(true);
+        }
+        k.role = role;
+        self.save(&file)?;
+        Ok(true)
+    }
+
     /// Marks the store claimed (the claim window closes for good).
     pub fn mark_claimed(&self) -> Result<(), KeyStoreError> {
         let mut file = self.load()?;

@@ -6,8 +6,9 @@
 //! channel of its own), and through the snapshot endpoint (every method
 //! but GET); after each try the control key reads the output back, and it
 //! is still off. The control key then switches it, which shows the output
-//! could change. Home Assistant's path is in tests/homeassistant.rs, the
-//! relay's in tests/relay.rs.
+//! could change. The relay path (Debian's Janus) and a role lowered under
+//! a live session are tried below; Home Assistant's path is in
+//! tests/homeassistant.rs.
 //!
 //! Needs Mosquitto (scripts/install-deps.sh).
 
@@ -33,27 +34,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 /// The control key reads the light back.
 async fn light(broker: &Broker, owner: &str) -> bool {
-    let r = view(
-        broker,
-        DEVICE,
-        &[
-            "--no-video",
-            "--no-audio",
-            "--key",
-            "owner",
-            "--secret-file",
-            owner,
-            "--role",
-            "control",
-            "--call",
-            "gpio.get",
-            TOGGLE,
-        ],
-    )
-    .await;
-    r["calls"][0]["response"]["result"]["value"]
-        .as_bool()
-        .unwrap_or_else(|| panic!("the owner could not read the light: {r}"))
+    light_of(broker, DEVICE, owner).await
 }
 
 /// The JSON-RPC error code of call `i` of a report, failing when it has none.
@@ -264,4 +245,227 @@ fn http_bearer(args: &[String]) -> String {
         .expect("token file")
         .trim()
         .to_owned()
+}
+
+/// A key's rights hold for its live sessions too: `campeer keys set-role`
+/// lowers the admin key to view while its control session is open, and
+/// that session ends at once (`bye` `closed`), long before its own
+/// timeout; the key may then view but no longer control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_a_keys_role_ends_its_control_sessions_at_once() {
+    let dir = TempDir::new("least-role");
+    let broker = Broker::start();
+    let device = "cam-least-role";
+    let cfg = write(
+        &dir.0,
+        "campeer.toml",
+        "[video]\nsource = \"test\"\nwidth = 320\nheight = 240\n",
+    );
+    let d = Daemon::start(&broker, device, &["--signed", "--config", &cfg]).await;
+    let state = d.state_dir();
+    let keys: toml::Value =
+        toml::from_str(&std::fs::read_to_string(state.join("keys.toml")).unwrap()).unwrap();
+    let admin = keys["keys"][0]["secret"]
+        .as_str()
+        .expect("the admin key")
+        .to_owned();
+    let admin_file = write(&dir.0, "admin.key", &admin);
+    let as_admin = |role: &'static str| {
+        vec![
+            "--no-audio".to_owned(),
+            "--key".into(),
+            "admin".into(),
+            "--secret-file".into(),
+            admin_file.clone(),
+            "--role".into(),
+            role.into(),
+        ]
+    };
+    let mut held: Vec<String> = as_admin("control");
+    held.extend(["--hold", "--timeout", "30"].map(String::from));
+    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+    let holder = view_spawn(&broker, device, &held);
+    d.wait_connected(1, Duration::from_secs(15)).await;
+
+    let t = std::time::Instant::now();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "keys",
+            "--state-dir",
+            &state.to_string_lossy(),
+            "set-role",
+            "admin",
+            "view",
+        ])
+        .output()
+        .expect("campeer keys set-role");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = tokio::time::timeout(Duration::from_secs(10), holder)
+        .await
+        .expect("the control session did not end after the role change")
+        .expect("viewer task");
+    assert_eq!(r["bye"], "closed", "{r}");
+    println!(
+        "control session ended {} ms after set-role",
+        t.elapsed().as_millis()
+    );
+
+    // Control is refused now; view still works.
+    let control: Vec<String> = as_admin("control");
+    let control: Vec<&str> = control.iter().map(String::as_str).collect();
+    let r = view(&broker, device, &control).await;
+    assert_eq!(r["error_code"], "unauthorized", "{r}");
+    let mut watch: Vec<String> = as_admin("view");
+    watch.extend(["--frames", "5"].map(String::from));
+    let watch: Vec<&str> = watch.iter().map(String::as_str).collect();
+    let r = view(&broker, device, &watch).await;
+    assert!(r["frames"].as_u64().unwrap_or(0) >= 5, "{r}");
+}
+
+/// Whether the developer opted out of tests needing `what`
+/// (`CAMPEER_SKIP=janus,...`).
+fn opted_out(what: &str) -> bool {
+    std::env::var("CAMPEER_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .any(|s| s.trim() == what)
+}
+
+/// The relay path: with the device's one slot taken, the view key's offer
+/// (asking for a control call) is handed to Debian's Janus; it watches
+/// there, but the relay carries media only, so its call is never answered
+/// and the output stays off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_key_on_the_relay_cannot_change_an_output() {
+    if let Some(why) = common::janus::missing() {
+        assert!(opted_out("janus"), "{why} (or set CAMPEER_SKIP=janus)");
+        eprintln!("SKIPPED by CAMPEER_SKIP=janus: {why}");
+        return;
+    }
+    let janus = common::janus::Janus::start();
+    let dir = TempDir::new("least-relay");
+    let broker = Broker::start();
+    let device = "cam-least-relay";
+    let cfg = write(
+        &dir.0,
+        "campeer.toml",
+        &format!(
+            "[video]\nsource = \"test\"\nwidth = 320\nheight = 240\n\n\
+             [webrtc]\nmax_sessions = 1\n\n\
+             [[gpio]]\nname = \"light\"\nline = \"mock:light\"\ndirection = \"output\"\ninitial = false\n\n\
+             [[access.keys]]\nid = \"owner\"\nsecret = \"{OWNER}\"\nrole = \"control\"\n\n\
+             [[access.keys]]\nid = \"guest\"\nsecret = \"{GUEST}\"\nrole = \"view\"\n\n\
+             [relay]\nenabled = true\njanus_url = \"{}\"\nadmin_key = \"{}\"\nmode = \"overflow\"\n",
+            janus.url(),
+            janus.admin_key
+        ),
+    );
+    let d = Daemon::start(&broker, device, &["--signed", "--config", &cfg]).await;
+    let up = wait_status(
+        broker.port,
+        "campeer",
+        device,
+        |v| v["relay"]["state"] == "up",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        up.is_some(),
+        "the relay never came up:\n{}",
+        tail(&d.log_text(), 30)
+    );
+    let owner = write(&dir.0, "owner.key", OWNER);
+    let guest = write(&dir.0, "guest.key", GUEST);
+    let holder = view_spawn(
+        &broker,
+        device,
+        &[
+            "--no-audio",
+            "--key",
+            "owner",
+            "--secret-file",
+            &owner,
+            "--role",
+            "control",
+            "--hold",
+            "--timeout",
+            "12",
+        ],
+    );
+    wait_sessions(broker.port, device, 1, Duration::from_secs(15))
+        .await
+        .expect("the owner took the device's one slot");
+
+    let r = view(
+        &broker,
+        device,
+        &[
+            "--no-audio",
+            "--key",
+            "guest",
+            "--secret-file",
+            &guest,
+            "--role",
+            "view",
+            "--frames",
+            "20",
+            "--timeout",
+            "12",
+            "--call",
+            "gpio.toggle",
+            TOGGLE,
+        ],
+    )
+    .await;
+    assert!(
+        r["relay_mountpoint"].is_u64(),
+        "the guest was not handed to the relay: {r}"
+    );
+    assert!(
+        r["frames"].as_u64().unwrap_or(0) >= 20,
+        "no video through the relay: {r}"
+    );
+    assert!(
+        r["calls"][0]["response"].is_null() && r["control_open"] == false,
+        "{r}"
+    );
+
+    let held = holder.await.expect("holder");
+    assert!(held["frames"].as_u64().unwrap_or(0) > 0, "{held}");
+    wait_sessions(broker.port, device, 0, Duration::from_secs(15))
+        .await
+        .expect("the owner's session ended");
+    assert!(
+        !light_of(&broker, device, &owner).await,
+        "the relay path changed the light"
+    );
+}
+
+/// [`light`] for another device.
+async fn light_of(broker: &Broker, device: &str, owner: &str) -> bool {
+    let r = view(
+        broker,
+        device,
+        &[
+            "--no-video",
+            "--no-audio",
+            "--key",
+            "owner",
+            "--secret-file",
+            owner,
+            "--role",
+            "control",
+            "--call",
+            "gpio.get",
+            TOGGLE,
+        ],
+    )
+    .await;
+    r["calls"][0]["response"]["result"]["value"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("the owner could not read the light: {r}"))
 }
