@@ -16,7 +16,10 @@
 //! signaling, WebRTC or web code). Checks that need I/O (TLS and password
 //! files, key files) run at start-up in `daemon::startup_checks`.
 
+pub mod homeassistant;
 pub mod mqtt;
+pub mod proxy_net;
+pub mod relay;
 
 use crate::control::config::{
     validate_gpio, AccessConfig, ConfigError as ControlConfigError, GpioConfig,
@@ -139,9 +142,9 @@ pub struct Config {
     /// `open`. Default none.
     pub access: AccessConfig,
     /// Home Assistant MQTT discovery (`[homeassistant]`).
-    pub homeassistant: crate::homeassistant::HomeAssistantConfig,
+    pub homeassistant: homeassistant::HomeAssistantConfig,
     /// Relaying to a Janus server for more viewers (`[relay]`).
-    pub relay: crate::relay::RelayConfig,
+    pub relay: relay::RelayConfig,
 }
 
 /// The device's own MQTT broker: a Mosquitto that the daemon configures,
@@ -290,7 +293,7 @@ impl HttpConfig {
             normalize_origin(o).map_err(|e| invalid(format!("http.allowed_origins[{i}]"), e))?;
         }
         for (i, p) in self.trusted_proxies.iter().enumerate() {
-            crate::web::forwarded::ProxyNet::parse(p)
+            proxy_net::ProxyNet::parse(p)
                 .map_err(|e| invalid(format!("http.trusted_proxies[{i}]"), e))?;
         }
         for (i, h) in self.hosts.iter().enumerate() {

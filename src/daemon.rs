@@ -170,8 +170,8 @@ struct Daemon {
     stop_tx: watch::Sender<bool>,
     table: SessionTable,
     ev_rx: mpsc::Receiver<SessionEvent>,
-    whep: Arc<crate::whep::Whep>,
-    whep_rx: mpsc::Receiver<crate::whep::Command>,
+    whep: Arc<crate::web::whep::Whep>,
+    whep_rx: mpsc::Receiver<crate::web::whep::Command>,
     /// Byes from pages going away (`POST /bye/{sid}`).
     bye_rx: mpsc::Receiver<(String, Vec<u8>)>,
     metrics: Arc<Metrics>,
@@ -252,7 +252,7 @@ impl Daemon {
         let (stop_tx, stop_rx) = watch::channel(false);
         // WHEP sessions are table sessions: at most max_sessions of them,
         // plus a few being refused at the limit.
-        let (whep, whep_rx) = crate::whep::Whep::new(config.webrtc.max_sessions + 4);
+        let (whep, whep_rx) = crate::web::whep::Whep::new(config.webrtc.max_sessions + 4);
         drop(whep.spawn_ticker());
         let (bye_tx, bye_rx) = mpsc::channel(crate::web::bye::BYE_QUEUE);
         let http_task = start_http(
@@ -296,7 +296,7 @@ impl Daemon {
         ));
         let control = control_context(&gpio, &current, &video, &snapshot);
         let metrics = Arc::new(Metrics::default());
-        let outbox = Arc::new(crate::whep::RoutingOutbox {
+        let outbox = Arc::new(crate::web::whep::RoutingOutbox {
             mqtt: Arc::new(link.clone()),
             whep: whep.clone(),
         }) as Arc<dyn Outbox>;
@@ -396,7 +396,7 @@ impl Daemon {
                 }
                 Some(cmd) = self.whep_rx.recv() => {
                     let before = self.table.len();
-                    crate::whep::apply(&mut self.table, cmd, crate::clock::monotonic_us());
+                    crate::web::whep::apply(&mut self.table, cmd, crate::clock::monotonic_us());
                     if self.table.len() != before {
                         self.chores.presence_changed();
                     }
@@ -919,7 +919,7 @@ fn lock(a: &SharedAccess) -> std::sync::MutexGuard<'_, AccessState> {
 /// daemon streams on without the page.
 /// What the page server hands to the daemon, or serves from it.
 struct HttpParts {
-    whep: Arc<crate::whep::Whep>,
+    whep: Arc<crate::web::whep::Whep>,
     snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
     /// `POST /bye/{sid}` (crate::web::bye) into the daemon's loop.
     bye: crate::web::bye::ByeSender,

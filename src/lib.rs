@@ -30,4 +30,3 @@ pub mod snapshot;
 pub mod supervisor;
 pub mod view;
 pub mod web;
-pub mod whep;

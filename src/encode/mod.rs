@@ -9,7 +9,6 @@ pub mod decode;
 pub mod first_frame;
 pub mod h264;
 pub mod opus;
-pub mod passthrough;
 pub mod pipeline;
 pub mod vp8;
 pub mod vp8_lane;

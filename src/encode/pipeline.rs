@@ -658,7 +658,7 @@ fn publish_passthrough(
         c.keyframes.fetch_add(1, Ordering::Relaxed);
         let sps = crate::media::exec::framing::nal_units(&frame.data)
             .into_iter()
-            .find_map(super::passthrough::profile_level_id);
+            .find_map(crate::media::passthrough::profile_level_id);
         if let Some(p) = sps {
             let mut slot = shared
                 .passthrough_profile

@@ -20,7 +20,7 @@ pub mod restart;
 use super::convert::{nv12_to_i420, yu12_to_i420, MjpegDecoder};
 use super::{I420Frame, MediaError, SourceUnit, VideoFormat, VideoSource};
 use crate::clock;
-use crate::encode::passthrough::Passthrough;
+use crate::media::passthrough::Passthrough;
 use framing::{Framer, Framing};
 use rand::Rng;
 use restart::{Action, RestartPolicy};

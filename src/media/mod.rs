@@ -13,6 +13,7 @@ pub mod audio;
 pub mod convert;
 pub mod exec;
 pub mod frame;
+pub mod passthrough;
 pub mod stamp;
 pub mod test_pattern;
 pub mod v4l2;

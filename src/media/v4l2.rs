@@ -26,7 +26,7 @@ pub mod h264;
 use super::convert::{self, MjpegDecoder};
 use super::{H264Request, I420Frame, MediaError, SourceUnit, VideoFormat, VideoSource};
 use crate::clock;
-use crate::encode::passthrough::Passthrough;
+use crate::media::passthrough::Passthrough;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

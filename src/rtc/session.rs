@@ -39,12 +39,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-/// Where a session's messages to its viewer go (the MQTT link in the daemon).
-pub trait Outbox: Send + Sync + 'static {
-    /// Queues `msg` (with its `mac` on a signed session) for the viewer of
-    /// `sid`. Never blocks.
-    fn send(&self, sid: &str, msg: DeviceMessage, mac: Option<String>);
-}
+pub use crate::signaling::Outbox;
 
 /// What every session shares.
 pub struct SessionContext {
@@ -521,7 +516,7 @@ impl Session {
     fn video_codec(&self) -> Option<rtc::rtp_transceiver::rtp_sender::RTCRtpCodec> {
         let sent = self.ctx.video.as_ref()?.passthrough_profile()?;
         let profile =
-            crate::encode::passthrough::answer_profile(&sent, &self.summary.h264_profiles)?;
+            crate::media::passthrough::answer_profile(&sent, &self.summary.h264_profiles)?;
         Some(engine::h264_codec_with_profile(&profile))
     }
 
@@ -538,7 +533,7 @@ impl Session {
             return Ok(());
         }
         let s = &self.summary;
-        match crate::encode::passthrough::offer_refusal(
+        match crate::media::passthrough::offer_refusal(
             sent.as_deref(),
             s.video,
             s.video_h264,

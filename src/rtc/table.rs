@@ -5,9 +5,9 @@
 //! effects, starting a session and sending a message, go through traits, so
 //! the whole decision logic is unit-tested in simulated time (table/tests.rs).
 
+use crate::config::relay::RelayMode;
 use crate::encode::pipeline::VideoCodec;
 use crate::ratelimit::{LogGate, TokenBucket};
-use crate::relay::{RelayMode, RelayTarget};
 use crate::rtc::offer::{OfferError, OfferSummary};
 use crate::rtc::session::{Access, Outbox, SessionEvent, SessionHandle, SessionInput, SessionSpec};
 use crate::signaling::auth::{
@@ -69,6 +69,17 @@ struct Live {
     /// Signatures of every accepted offer of this session.
     sigs: Vec<String>,
     remote_candidates: usize,
+}
+
+/// Where to watch, as the session table hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayTarget {
+    /// Janus's HTTP API for viewers.
+    pub janus: String,
+    pub mountpoint: u64,
+    /// The mountpoint's current PIN (ASCII, at most 32 bytes).
+    pub pin: String,
+    pub mode: RelayMode,
 }
 
 /// Limits the table enforces.

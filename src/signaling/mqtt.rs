@@ -7,9 +7,9 @@
 //! link subscribes again after session traffic, at most every two
 //! seconds, so the broker hands them over with the retain flag set.
 
+use super::Outbox;
 use crate::backoff::Backoff;
 use crate::config::{MqttConfig, MqttTarget};
-use crate::rtc::session::Outbox;
 use crate::signaling::messages::{DeviceMessage, ErrorCode, MAX_PAYLOAD};
 use crate::signaling::mqtt_options::{connection_hint, mqtt_options, MqttSetupError};
 use crate::signaling::retained::{RetainedSweep, SWEEP_GAP_US};

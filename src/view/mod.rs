@@ -180,7 +180,10 @@ async fn local_sdp_gathered(v: &mut ViewerPc, wait: Duration) -> anyhow::Result<
             .await
             .map(|d| d.sdp)
             .context("no local description")?;
-    Ok(crate::whep::resources::with_candidates(&sdp, &candidates))
+    Ok(crate::web::whep::resources::with_candidates(
+        &sdp,
+        &candidates,
+    ))
 }
 
 fn audio_report(

@@ -22,6 +22,7 @@ pub mod forwarded;
 pub mod guard;
 mod server;
 pub mod tls;
+pub mod whep;
 pub mod ws_bridge;
 
 use axum::body::Body;
@@ -205,8 +206,8 @@ pub struct Hooks {
     /// An extra listener serving only the WebSocket bridge, on any path
     /// (`broker.ws_listen`), under the same guards and caps.
     pub ws_listener: Option<TcpListener>,
-    /// WHEP at `/whep` (`crate::whep`); `None`: 404 there.
-    pub whep: Option<Arc<crate::whep::Whep>>,
+    /// WHEP at `/whep` (`crate::web::whep`); `None`: 404 there.
+    pub whep: Option<Arc<crate::web::whep::Whep>>,
     /// Makes `GET /snapshot.jpg` (`None`: no video, answered 404).
     pub snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
     /// Takes `POST /bye/{sid}` ([`bye`]); `None`: 404 there.
@@ -290,7 +291,7 @@ struct Site {
     claimable: ClaimableCheck,
     ws: WsTimeouts,
     stop: watch::Receiver<bool>,
-    whep: Option<Arc<crate::whep::Whep>>,
+    whep: Option<Arc<crate::web::whep::Whep>>,
     snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
     bye: Option<bye::ByeSender>,
 }
@@ -517,7 +518,7 @@ async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
         },
         p if p == "/whep" || p.starts_with("/whep/") => match &site.whep {
             Some(whep) => {
-                let gate = crate::whep::http::Gate {
+                let gate = crate::web::whep::http::Gate {
                     open: site.page.auth == "open",
                     check_token: &site.check_token,
                     bearer: &site.bearer,
@@ -525,7 +526,7 @@ async fn route(site: &Arc<Site>, peer: Option<Peer>, req: Request) -> Response {
                     origins: &site.origins,
                     page_port: site.page_port,
                 };
-                crate::whep::http::handle(whep, gate, req).await
+                crate::web::whep::http::handle(whep, gate, req).await
             }
             None => plain(StatusCode::NOT_FOUND, "not found\n"),
         },

@@ -1,4 +1,4 @@
-//! Sessions opened by an HTTP request (WHEP, `crate::whep`) instead of a
+//! Sessions opened by an HTTP request (WHEP, `crate::web::whep`) instead of a
 //! signed MQTT offer. The request was authorized by its bearer token before
 //! it got here; what remains is the table's: the same `max_sessions`,
 //! `max_pending` and offer-rate limits, the same offer check, the same
