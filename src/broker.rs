@@ -1,5 +1,5 @@
 //! The device's own MQTT broker: Debian's Mosquitto, run as a child process
-//! that the daemon configures, supervises and stops (docs/protocol.md section 5,
+//! that the daemon configures, supervises and stops (docs/protocol.md#authorization-protocol-version-2,
 //! "The device's own broker").
 //!
 //! # What runs
@@ -304,7 +304,7 @@ pub enum BrokerError {
 const WHAT_TCP: &str = "MQTT (TCP)";
 const WHAT_WS: &str = "MQTT over WebSocket";
 
-/// The MQTT password of a key on this device (docs/protocol.md section 5).
+/// The MQTT password of a key on this device (docs/protocol.md#authorization-protocol-version-2).
 pub use crate::signaling::auth::key_password;
 
 /// Whether `id` can be a key user: the protocol's key ids,

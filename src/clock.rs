@@ -1,5 +1,5 @@
 //! The device clock: CLOCK_MONOTONIC, the clock V4L2 stamps buffers with and
-//! the clock the frame stamp (docs/protocol.md section 7) carries.
+//! the clock the frame stamp (docs/protocol.md#measuring-latency-the-frame-stamp) carries.
 
 use std::time::Duration;
 

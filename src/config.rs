@@ -434,7 +434,7 @@ pub struct VideoConfig {
     pub fps: u32,
     /// Target bitrate, bits per second, 50_000..=50_000_000. Default 1_000_000.
     pub bitrate: u32,
-    /// Draw the frame stamp (docs/protocol.md section 7: frame counter and
+    /// Draw the frame stamp (docs/protocol.md#measuring-latency-the-frame-stamp: frame counter and
     /// capture time in the top 16 rows) on camera frames too, for measuring
     /// latency and loss end to end. The test source always stamps. Needs a
     /// width of at least 256. Default `false`.

@@ -487,7 +487,7 @@ pub fn merged_keys(configured: Vec<KeyEntry>, stored: &StoreFile) -> Vec<KeyEntr
     keys
 }
 
-/// `<base>#pair=<id>.<secret>` (docs/protocol.md section 5, pairing link).
+/// `<base>#pair=<id>.<secret>` (docs/protocol.md#authorization-protocol-version-2, pairing link).
 pub fn pairing_link(base_url: &str, key: &StoredKey) -> String {
     format!("{base_url}#pair={}.{}", key.id, key.secret)
 }

@@ -1,4 +1,4 @@
-//! Protocol version 2 under attack (docs/protocol.md section 5), against a real
+//! Protocol version 2 under attack (docs/protocol.md#authorization-protocol-version-2), against a real
 //! Mosquitto and a real signed device, while a legitimate viewer streams:
 //! another party on the broker forges `bye`s, candidates, a renegotiation,
 //! an answer and a `bye` to the viewer, replays a captured offer, signs over

@@ -1,4 +1,4 @@
-//! Data-channel control (docs/protocol.md sections 5 and 6) over a real broker and
+//! Data-channel control (docs/protocol.md#authorization-protocol-version-2 and #the-control-data-channel) over a real broker and
 //! real WebRTC data channels, with simulated GPIO lines (`mock:`).
 
 mod common;

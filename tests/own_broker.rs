@@ -1,4 +1,4 @@
-//! The device's own broker (docs/protocol.md section 5): a real Mosquitto, run
+//! The device's own broker (docs/protocol.md#authorization-protocol-version-2): a real Mosquitto, run
 //! and configured by `campeer::broker::ManagedBroker` or by the daemon
 //! binary, probed with real MQTT clients.
 //!

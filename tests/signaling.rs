@@ -1,4 +1,4 @@
-//! The signaling contract (docs/protocol.md sections 1-4) against the real daemon
+//! The signaling contract (docs/protocol.md: Names, Topics, Presence, Opening a session) against the real daemon
 //! and a real Mosquitto: errors, limits, duplicates, cleanup, presence.
 
 mod common;

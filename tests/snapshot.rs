@@ -1,6 +1,6 @@
 //! Snapshots (`GET /snapshot.jpg` and the `video.snapshot` data-channel
 //! method) from a real daemon streaming the 720p test pattern: the bearer
-//! check (a token from `campeer keys token add`, not the MQTT password), the JPEG's size, and its frame stamp (docs/protocol.md section 7)
+//! check (a token from `campeer keys token add`, not the MQTT password), the JPEG's size, and its frame stamp (docs/protocol.md#measuring-latency-the-frame-stamp)
 //! being recent.
 
 mod common;

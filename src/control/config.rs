@@ -1,5 +1,5 @@
 //! Configuration of the named GPIO controls (`[[gpio]]`) and of the access
-//! keys that sign offers (`[access]`, docs/protocol.md section 5).
+//! keys that sign offers (`[access]`, docs/protocol.md#authorization-protocol-version-2).
 //!
 //! Invariants established by [`validate`]: control names and key ids match
 //! `[a-z0-9_-]{1,32}` and are unique, every `line` parses as a
@@ -172,7 +172,7 @@ impl FromStr for Role {
     }
 }
 
-/// Offer authorization, `[access]` (docs/protocol.md section 5). The device is
+/// Offer authorization, `[access]` (docs/protocol.md#authorization-protocol-version-2). The device is
 /// `signed` unless `open = true`; with no key anywhere, the first start
 /// creates an admin key in the state directory.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -339,7 +339,7 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 /// Whether `id` is a valid access key id: `[a-z0-9][a-z0-9_-]{0,62}`
-/// (docs/protocol.md section 5).
+/// (docs/protocol.md#authorization-protocol-version-2).
 pub fn is_valid_key_id(id: &str) -> bool {
     let b = id.as_bytes();
     (1..=63).contains(&b.len())

@@ -1,4 +1,4 @@
-//! Control over the `control` data channel (docs/protocol.md section 6): JSON-RPC
+//! Control over the `control` data channel (docs/protocol.md#the-control-data-channel): JSON-RPC
 //! methods, the named GPIO controls they act on, and their configuration.
 //!
 //! - `config`: `[[gpio]]` and `[access]` (keys and roles), with validation.

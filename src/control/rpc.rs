@@ -1,4 +1,4 @@
-//! JSON-RPC 2.0 on the `control` data channel (docs/protocol.md section 6).
+//! JSON-RPC 2.0 on the `control` data channel (docs/protocol.md#the-control-data-channel).
 //!
 //! One [`RpcSession`] per WebRTC session turns each text message into at
 //! most one reply. Checks run in this order, and the first failure is the
@@ -63,7 +63,7 @@ impl Default for RpcLimits {
 
 pub use crate::ratelimit::TokenBucket;
 
-/// Returns the presence object (docs/protocol.md section 4) for `device.info`.
+/// Returns the presence object (docs/protocol.md#finding-devices-presence) for `device.info`.
 pub type PresenceFn = Arc<dyn Fn() -> Value + Send + Sync>;
 /// Asks the encoder for a keyframe, for `video.keyframe`.
 pub type KeyframeFn = Arc<dyn Fn() + Send + Sync>;

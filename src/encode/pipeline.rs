@@ -342,7 +342,7 @@ impl VideoPipeline {
         Self::spawn(None, Some(reopen), settings, format)
     }
 
-    /// Draw the frame stamp (docs/protocol.md section 7) on every frame before
+    /// Draw the frame stamp (docs/protocol.md#measuring-latency-the-frame-stamp) on every frame before
     /// encoding, as the test source always does (the `video.stamp` key).
     pub fn set_stamp(&self, on: bool) {
         self.shared.stamp.store(on, Ordering::Relaxed);

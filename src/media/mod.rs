@@ -35,7 +35,7 @@ pub const MAX_FPS: u32 = 120;
 /// Which video source to open, as written in the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VideoSourceSpec {
-    /// The moving test pattern with the frame stamp (docs/protocol.md section 7).
+    /// The moving test pattern with the frame stamp (docs/protocol.md#measuring-latency-the-frame-stamp).
     Test,
     /// A V4L2 capture device such as `/dev/video0`.
     V4l2(PathBuf),

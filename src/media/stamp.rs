@@ -1,4 +1,4 @@
-//! The frame stamp of docs/protocol.md section 7.
+//! The frame stamp of docs/protocol.md#measuring-latency-the-frame-stamp.
 //!
 //! 64 bits live in the first 16 luma rows: the 32-bit frame counter, then the
 //! 32-bit capture time in milliseconds of CLOCK_MONOTONIC. The band holds 64

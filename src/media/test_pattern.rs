@@ -1,5 +1,5 @@
 //! The `test` source: colour bars with a moving checkered box, and the frame
-//! stamp of docs/protocol.md section 7 on every frame.
+//! stamp of docs/protocol.md#measuring-latency-the-frame-stamp on every frame.
 //!
 //! The background is rendered once. Each frame only restores the background
 //! under the box's previous position, draws the box at its new position and

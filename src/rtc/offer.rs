@@ -1,6 +1,6 @@
 //! What an offer asks for, decided before any peer connection exists.
 //!
-//! docs/protocol.md section 3: garbage SDP is `bad_request`; an offer with nothing
+//! docs/protocol.md#opening-a-session: garbage SDP is `bad_request`; an offer with nothing
 //! the device can send (no H.264 packetization-mode=1 or VP8, no Opus, no data
 //! channel) is `unsupported`. Deciding this up front keeps refused offers
 //! cheap and leaves no peer connection behind.

@@ -838,7 +838,7 @@ async fn write_video(
 /// Most data channels one session may open.
 const MAX_DATA_CHANNELS: usize = 4;
 
-/// Serves JSON-RPC on a `control` channel (docs/protocol.md section 6) and sends
+/// Serves JSON-RPC on a `control` channel (docs/protocol.md#the-control-data-channel) and sends
 /// `gpio.changed` notifications; any other label is closed.
 async fn serve_control(
     id: u64,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-/// Most candidates held for a sid with no session yet (docs/protocol.md section 3).
+/// Most candidates held for a sid with no session yet (docs/protocol.md#opening-a-session).
 pub const EARLY_CANDIDATES_MAX: usize = 64;
 /// How long early candidates are held.
 pub const EARLY_CANDIDATES_TTL: Duration = Duration::from_secs(10);

@@ -1,4 +1,4 @@
-//! Authorization, protocol version 2 (docs/protocol.md section 5): which offers
+//! Authorization, protocol version 2 (docs/protocol.md#authorization-protocol-version-2): which offers
 //! may open a session and with which role, the device nonce that makes a
 //! captured offer useless two minutes later, the session key, and the `mac`
 //! on every later message of a signed session.

@@ -1,4 +1,4 @@
-//! Signaling messages (docs/protocol.md section 3), both directions.
+//! Signaling messages (docs/protocol.md#opening-a-session), both directions.
 //!
 //! Every type here serializes to, and parses from, exactly the JSON of the
 //! protocol, so the device and the project's viewer share one definition.
@@ -131,7 +131,7 @@ impl fmt::Display for ByeReason {
     }
 }
 
-/// The `auth` object of an offer (docs/protocol.md section 5). Parsing checks
+/// The `auth` object of an offer (docs/protocol.md#authorization-protocol-version-2). Parsing checks
 /// shapes only (three strings): whether the key exists, the role is
 /// `view`/`control` and allowed, and the signature is right is decided by
 /// `signaling::auth`, and answered with `unauthorized`.
@@ -323,7 +323,7 @@ impl DeviceMessage {
         with_mac(self, mac)
     }
 
-    /// `type` and `body` of the message's `mac` (docs/protocol.md section 5).
+    /// `type` and `body` of the message's `mac` (docs/protocol.md#authorization-protocol-version-2).
     pub fn mac_input(&self) -> (&'static str, String) {
         match self {
             DeviceMessage::Answer { sdp } => ("answer", sdp.clone()),

@@ -1,4 +1,4 @@
-//! Presence (docs/protocol.md section 4): the retained document on `B/status`.
+//! Presence (docs/protocol.md#finding-devices-presence): the retained document on `B/status`.
 //!
 //! Online documents carry every field, with `video`/`audio` as `null` when
 //! the device has none; the offline document (also the last will) carries
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// The wire protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 2;
 
-/// Whether offers must be signed (docs/protocol.md section 5).
+/// Whether offers must be signed (docs/protocol.md#authorization-protocol-version-2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {

@@ -1,4 +1,4 @@
-//! MQTT topic names (docs/protocol.md section 2) and the names inside them.
+//! MQTT topic names (docs/protocol.md#topics) and the names inside them.
 //!
 //! With `B = {prefix}/{device_id}`, the device publishes presence on
 //! `B/status`, listens on `B/session/+/in` and answers on

@@ -58,7 +58,7 @@ pub struct PageConfig {
     pub ws_port: Option<u16>,
     /// The WebSocket path used with `ws_port`, e.g. `/mqtt`.
     pub ws_path: String,
-    /// `open` or `signed` (docs/protocol.md section 5): whether the page asks
+    /// `open` or `signed` (docs/protocol.md#authorization-protocol-version-2): whether the page asks
     /// for an access key. The device's presence has the last word.
     pub auth: String,
     /// STUN/TURN servers for the page's RTCPeerConnection, shaped like the

@@ -1,4 +1,4 @@
-//! Every method, error code and role rule of docs/protocol.md section 6, against
+//! Every method, error code and role rule of docs/protocol.md#the-control-data-channel, against
 //! embedded-hal-mock pins (outputs) and scripted inputs.
 
 use std::io::{ErrorKind, Write};
