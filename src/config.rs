@@ -1373,41 +1373,34 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `%XX` escapes decoded; a `%` without two hex digits after it is an
+/// error (percent-encoding itself would keep it as is).
 fn percent_decode(s: &str) -> Result<String, String> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
                 .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match hex {
-                Some(b) => {
-                    out.push(b);
-                    i += 3;
-                }
-                None => return Err("bad percent-escape (expected %XX)".into()),
-            }
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err("bad percent-escape (expected %XX)".into());
     }
-    String::from_utf8(out).map_err(|_| "not UTF-8 after percent-decoding".into())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| "not UTF-8 after percent-decoding".into())
 }
 
+/// What stays as it is in a URL's user name: RFC 3986's unreserved set.
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode_userinfo(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, USERINFO).to_string()
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.

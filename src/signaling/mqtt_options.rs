@@ -485,26 +485,13 @@ fn explain_certificate_error(
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since 1970 (proleptic Gregorian).
+/// An HTTP date (`Tue, 08 Dec 2026 01:44:33 GMT`) for seconds since 1970;
+/// times past what the system clock can hold read as the latest it can.
 fn format_unix(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let t = std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(secs.min(253_402_300_799)))
+        .unwrap_or(std::time::UNIX_EPOCH);
+    httpdate::fmt_http_date(t)
 }
 
 /// The client certificate, if any; says so in the log when the broker
@@ -921,8 +908,8 @@ mod tests {
             not_before: UnixTime::since_unix_epoch(Duration::from_secs(1_767_225_600)),
         });
         assert!(
-            m.starts_with("certificate not valid yet (valid from 2026-01-01 00:00:00 UTC): is the clock right?")
-                && m.contains("1970-01-02 00:00:00 UTC"),
+            m.starts_with("certificate not valid yet (valid from Thu, 01 Jan 2026 00:00:00 GMT): is the clock right?")
+                && m.contains("Fri, 02 Jan 1970 00:00:00 GMT"),
             "{m}"
         );
         assert!(explain(CertificateError::NotValidYet).contains("is the clock right?"));
@@ -935,11 +922,14 @@ mod tests {
 
     #[test]
     fn unix_times_format_as_utc_dates() {
-        assert_eq!(format_unix(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(format_unix(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(format_unix(4_102_444_799), "2099-12-31 23:59:59 UTC");
-        assert_eq!(format_unix(1_709_164_800 + 3661), "2024-02-29 01:01:01 UTC");
-        let _ = format_unix(u64::MAX); // no panic
+        assert_eq!(format_unix(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(format_unix(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(format_unix(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 GMT");
+        assert_eq!(
+            format_unix(1_709_164_800 + 3661),
+            "Thu, 29 Feb 2024 01:01:01 GMT"
+        );
+        assert_eq!(format_unix(u64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 
     #[test]
