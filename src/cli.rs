@@ -46,7 +46,7 @@ pub enum Command {
     /// Connect to a device as a viewer, receive video, and report.
     View(ViewArgs),
     /// Print the pairing link (and QR code) of the admin key again.
-    Pair(StoreArgs),
+    Pair(PairArgs),
     /// Manage access keys in the state directory; a running daemon picks
     /// changes up without a restart.
     Keys {
@@ -58,6 +58,45 @@ pub enum Command {
     /// Drive every configured GPIO output to its safe value and exit (the
     /// service's stop step; the daemon must not be running).
     GpioSafe(GpioSafeArgs),
+    /// Serve the viewer page alone (no device, no broker) on a machine the
+    /// viewers can reach; pair it with `campeer pair --page-url`.
+    ServePage(ServePageArgs),
+}
+
+/// `campeer pair`: the admin key's link, for the device's own page or for
+/// a page hosted elsewhere.
+#[derive(Debug, Args, Default, Clone, PartialEq)]
+pub struct PairArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A page hosted off the device (`campeer serve-page`, any static
+    /// HTTPS host): the link opens it there, naming the device and
+    /// `--broker` in its fragment.
+    #[arg(long, value_name = "URL", requires = "broker")]
+    pub page_url: Option<String>,
+    /// The broker's MQTT-over-WebSocket URL as the viewers' browsers reach
+    /// it (`wss://broker.example.org:8884/mqtt`); with `--page-url`.
+    #[arg(long, value_name = "URL", requires = "page_url")]
+    pub broker: Option<String>,
+}
+
+/// `campeer serve-page`.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct ServePageArgs {
+    /// Address to listen on, e.g. `0.0.0.0:8443`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// The broker's MQTT-over-WebSocket URL the page may connect to
+    /// (`wss://...`); the only other origin its CSP allows.
+    #[arg(long, value_name = "URL")]
+    pub broker: String,
+    /// PEM certificate chain: serve HTTPS (browsers need it for a page
+    /// on the Internet, and an https: page can only use a wss: broker).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `campeer gpio-safe`: the configuration is resolved as for `campeer run`.

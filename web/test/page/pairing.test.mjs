@@ -68,8 +68,47 @@ async function until(what, fn, ms = 15000) {
 
 let dir, mosq, http, janusHttp, browser, device;
 const ports = {};
-/** `csp`: another policy than the daemon's, when set. */
-const site = { config: {}, requests: [], claimed: false, csp: null };
+/**
+ * `csp`: another policy than the daemon's, when set. `ice`: how the
+ * stand-in answers an `ice_request`: `bad_request` (an older device, so the
+ * page asks ice.json) or `sealed` (servers sealed for the key, section 8);
+ * `iceAsked` collects the requests.
+ */
+const site = { config: {}, requests: [], claimed: false, csp: null, ice: "bad_request", iceAsked: [] };
+const ICE_SERVERS = [{ urls: ["turn:127.0.0.1:3478?transport=udp"], username: "1999999999:phone", credential: "pw" }];
+const ICE_EXPIRES = 1_999_999_999;
+
+/** The stand-in's answer to an `ice_request` (Node's crypto, not the page's code). */
+async function answerIce(topic, payload) {
+  let msg;
+  try {
+    msg = JSON.parse(payload.toString());
+  } catch {
+    return;
+  }
+  if (msg.type !== "ice_request") return;
+  const sid = topic.split("/")[3];
+  site.iceAsked.push({ sid, msg });
+  const out = `campeer/${DEVICE}/session/${sid}/out`;
+  if (site.ice !== "sealed") {
+    await device.publishAsync(out, JSON.stringify({ type: "error", code: "bad_request", message: "unknown message type" }), { qos: 1 });
+    return;
+  }
+  const sig = b64u(mac(SECRET, `campeer-ice-v2\n${DEVICE}\n${sid}\n${msg.auth?.nonce}`));
+  if (msg.auth?.key !== "phone" || msg.auth?.sig !== sig) {
+    await device.publishAsync(out, JSON.stringify({ type: "error", code: "unauthorized", message: "bad signature" }), { qos: 1 });
+    return;
+  }
+  const k = mac(SECRET, `campeer-ice-key-v2\n${sig}`);
+  const plain = Buffer.from(JSON.stringify(ICE_SERVERS));
+  for (let i = 0; i * 32 < plain.length; i++) {
+    const block = mac(k, `campeer-ice-stream-v2\n${sid}\n${i}`);
+    for (let j = 0; j < 32 && i * 32 + j < plain.length; j++) plain[i * 32 + j] ^= block[j];
+  }
+  const x = b64u(plain);
+  const reply = { type: "ice", servers_x: x, expires: ICE_EXPIRES, mac: b64u(mac(k, `campeer-msg-v2\nout\nice\n${x}\n${ICE_EXPIRES}`)) };
+  await device.publishAsync(out, JSON.stringify(reply), { qos: 1 });
+}
 /** The stand-in Janus: what it was asked, and its events for the long poll. */
 const janus = { requests: [], events: [], waiters: [], pin: null, onWatch: null, onStart: null };
 
@@ -194,6 +233,7 @@ before(async () => {
       return null;
     }
   });
+  device.on("message", (topic, payload) => void answerIce(topic, payload));
 });
 
 after(async () => {
@@ -440,6 +480,8 @@ test("an open device shows its warning banner and fits a 375 px screen", { skip,
 
 test("a busy with a relay: the page watches through Janus, without controls, and calls the device again after", { skip, timeout: 90_000 }, async () => {
   site.config = { ...signedConfig(), claimable: false };
+  site.ice = "sealed";
+  site.iceAsked.length = 0;
   const janusUrl = `http://127.0.0.1:${ports.janus}/janus`;
   // The daemon's policy lets the page fetch only from its own origin and
   // WebSockets: the relay's origin has to be allowed too.
@@ -509,6 +551,13 @@ test("a busy with a relay: the page watches through Janus, without controls, and
   };
 
   const offer = await until("an offer", () => inbox.find((m) => m.msg.type === "offer"));
+  // Before it offered, the page asked for ICE servers on a sid of its own,
+  // signed over the nonce, and took the sealed reply.
+  assert.equal(site.iceAsked.length, 1);
+  assert.notEqual(site.iceAsked[0].sid, offer.topic.split("/")[3]);
+  assert.deepEqual(Object.keys(site.iceAsked[0].msg.auth).sort(), ["key", "nonce", "sig"]);
+  assert.equal(await st(page, "window.campeer.iceSource"), "ice_request");
+  assert.equal(await st(page, "window.campeer.iceExpires"), ICE_EXPIRES);
   const sid = offer.topic.split("/")[3];
   await handOver(offer);
 
