@@ -1,5 +1,6 @@
 //! Command-line interface: `campeer run`, `campeer check-config FILE`,
-//! `campeer view` and `campeer gpio-safe`.
+//! `campeer view`, `campeer pair`, `campeer keys`, `campeer gpio-safe` and
+//! `campeer serve-page`.
 //!
 //! Flags of `run` lay over the configuration file key by key (see
 //! [`RunArgs::resolve`]); the result is validated once, after the overlay, so
