@@ -913,4 +913,53 @@ mod tests {
     fn view_requires_a_device() {
         assert!(cli(&["view"]).is_err());
     }
+
+    #[test]
+    fn pair_for_a_hosted_page_takes_the_page_and_the_broker_together() {
+        let c = cli(&[
+            "pair",
+            "--page-url",
+            "https://cams.example.org/",
+            "--broker",
+            "wss://broker.example.org/mqtt",
+        ])
+        .expect("both");
+        match c.command {
+            Command::Pair(a) => {
+                assert_eq!(a.page_url.as_deref(), Some("https://cams.example.org/"));
+                assert_eq!(a.broker.as_deref(), Some("wss://broker.example.org/mqtt"));
+            }
+            other => panic!("expected pair, got {other:?}"),
+        }
+        assert!(cli(&["pair", "--page-url", "https://cams.example.org/"]).is_err());
+        assert!(cli(&["pair", "--broker", "wss://broker.example.org/"]).is_err());
+        assert!(
+            matches!(cli(&["pair"]).expect("plain").command, Command::Pair(a) if a.page_url.is_none())
+        );
+    }
+
+    #[test]
+    fn serve_page_needs_a_listen_address_a_broker_and_both_tls_files() {
+        let c = cli(&[
+            "serve-page",
+            "--listen",
+            "0.0.0.0:8443",
+            "--broker",
+            "wss://b/",
+        ])
+        .expect("plain");
+        assert!(matches!(c.command, Command::ServePage(a) if a.tls_cert.is_none()));
+        assert!(cli(&["serve-page", "--broker", "wss://b/"]).is_err());
+        assert!(cli(&["serve-page", "--listen", "0.0.0.0:8443"]).is_err());
+        let half = [
+            "serve-page",
+            "--listen",
+            "0.0.0.0:8443",
+            "--broker",
+            "wss://b/",
+            "--tls-cert",
+            "c.pem",
+        ];
+        assert!(cli(&half).is_err());
+    }
 }

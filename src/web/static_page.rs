@@ -171,4 +171,55 @@ mod tests {
         );
         assert!(p.contains("script-src 'self';") && p.contains("frame-ancestors 'none'"));
     }
+
+    /// Status line and headers of one request over a real socket.
+    async fn head_of(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        let read = s.read_to_end(&mut buf);
+        tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            .await
+            .expect("in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn it_serves_the_page_and_nothing_else() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let policy = page_csp("wss://broker.example.org:8884");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_page(listener, policy.clone(), None, async {
+            let _ = rx.await;
+        }));
+        let index = head_of(addr, "GET", "/").await;
+        assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+        let lower = index.to_ascii_lowercase();
+        assert!(
+            lower.contains(&format!(
+                "content-security-policy: {}",
+                policy.to_ascii_lowercase()
+            )),
+            "{index}"
+        );
+        assert!(lower.contains("x-content-type-options: nosniff"), "{index}");
+        assert!(lower.contains("referrer-policy: no-referrer"), "{index}");
+        // Whatever the embedded page is (the real one or the placeholder),
+        // the device's own paths are not here.
+        for path in ["/config.json", "/ice.json", "/mqtt", "/healthz", "/claim"] {
+            let r = head_of(addr, "GET", path).await;
+            assert!(r.starts_with("HTTP/1.1 404"), "{path}: {r}");
+        }
+        let post = head_of(addr, "POST", "/claim").await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        let _ = tx.send(());
+        server.await.expect("join").expect("served");
+    }
 }
