@@ -28,6 +28,9 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::View(args) => crate::view::run(args).await,
         Command::Pair(args) => crate::keys_cli::pair(&args),
+        Command::ServePage(args) => {
+            crate::web::static_page::command(&args, shutdown_signal()).await
+        }
         Command::Keys { action, store } => crate::keys_cli::keys(&action, &store),
         Command::GpioSafe(args) => Ok(crate::control::cdev::gpio_safe_command(
             &args.resolve()?.gpio,

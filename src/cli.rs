@@ -1,5 +1,6 @@
 //! Command-line interface: `campeer run`, `campeer check-config FILE`,
-//! `campeer view` and `campeer gpio-safe`.
+//! `campeer view`, `campeer pair`, `campeer keys`, `campeer gpio-safe` and
+//! `campeer serve-page`.
 //!
 //! Flags of `run` lay over the configuration file key by key (see
 //! [`RunArgs::resolve`]); the result is validated once, after the overlay, so
@@ -46,7 +47,7 @@ pub enum Command {
     /// Connect to a device as a viewer, receive video, and report.
     View(ViewArgs),
     /// Print the pairing link (and QR code) of the admin key again.
-    Pair(StoreArgs),
+    Pair(PairArgs),
     /// Manage access keys in the state directory; a running daemon picks
     /// changes up without a restart.
     Keys {
@@ -58,6 +59,45 @@ pub enum Command {
     /// Drive every configured GPIO output to its safe value and exit (the
     /// service's stop step; the daemon must not be running).
     GpioSafe(GpioSafeArgs),
+    /// Serve the viewer page alone (no device, no broker) on a machine the
+    /// viewers can reach; pair it with `campeer pair --page-url`.
+    ServePage(ServePageArgs),
+}
+
+/// `campeer pair`: the admin key's link, for the device's own page or for
+/// a page hosted elsewhere.
+#[derive(Debug, Args, Default, Clone, PartialEq)]
+pub struct PairArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A page hosted off the device (`campeer serve-page`, any static
+    /// HTTPS host): the link opens it there, naming the device and
+    /// `--broker` in its fragment.
+    #[arg(long, value_name = "URL", requires = "broker")]
+    pub page_url: Option<String>,
+    /// The broker's MQTT-over-WebSocket URL as the viewers' browsers reach
+    /// it (`wss://broker.example.org:8884/mqtt`); with `--page-url`.
+    #[arg(long, value_name = "URL", requires = "page_url")]
+    pub broker: Option<String>,
+}
+
+/// `campeer serve-page`.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct ServePageArgs {
+    /// Address to listen on, e.g. `0.0.0.0:8443`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// The broker's MQTT-over-WebSocket URL the page may connect to
+    /// (`wss://...`); the only other origin its CSP allows.
+    #[arg(long, value_name = "URL")]
+    pub broker: String,
+    /// PEM certificate chain: serve HTTPS (browsers need it for a page
+    /// on the Internet, and an https: page can only use a wss: broker).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `campeer gpio-safe`: the configuration is resolved as for `campeer run`.
@@ -872,5 +912,54 @@ mod tests {
     #[test]
     fn view_requires_a_device() {
         assert!(cli(&["view"]).is_err());
+    }
+
+    #[test]
+    fn pair_for_a_hosted_page_takes_the_page_and_the_broker_together() {
+        let c = cli(&[
+            "pair",
+            "--page-url",
+            "https://cams.example.org/",
+            "--broker",
+            "wss://broker.example.org/mqtt",
+        ])
+        .expect("both");
+        match c.command {
+            Command::Pair(a) => {
+                assert_eq!(a.page_url.as_deref(), Some("https://cams.example.org/"));
+                assert_eq!(a.broker.as_deref(), Some("wss://broker.example.org/mqtt"));
+            }
+            other => panic!("expected pair, got {other:?}"),
+        }
+        assert!(cli(&["pair", "--page-url", "https://cams.example.org/"]).is_err());
+        assert!(cli(&["pair", "--broker", "wss://broker.example.org/"]).is_err());
+        assert!(
+            matches!(cli(&["pair"]).expect("plain").command, Command::Pair(a) if a.page_url.is_none())
+        );
+    }
+
+    #[test]
+    fn serve_page_needs_a_listen_address_a_broker_and_both_tls_files() {
+        let c = cli(&[
+            "serve-page",
+            "--listen",
+            "0.0.0.0:8443",
+            "--broker",
+            "wss://b/",
+        ])
+        .expect("plain");
+        assert!(matches!(c.command, Command::ServePage(a) if a.tls_cert.is_none()));
+        assert!(cli(&["serve-page", "--broker", "wss://b/"]).is_err());
+        assert!(cli(&["serve-page", "--listen", "0.0.0.0:8443"]).is_err());
+        let half = [
+            "serve-page",
+            "--listen",
+            "0.0.0.0:8443",
+            "--broker",
+            "wss://b/",
+            "--tls-cert",
+            "c.pem",
+        ];
+        assert!(cli(&half).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! `campeer pair` and `campeer keys`: the key store from a shell.
 
 use crate::access::{page_base_url, print_pairing};
-use crate::cli::{KeysAction, StoreArgs, TokenAction};
+use crate::cli::{KeysAction, PairArgs, StoreArgs, TokenAction};
 use crate::config::Config;
 use crate::control::config::Role;
 use crate::keystore::{self, KeyStore, ADMIN_KEY};
@@ -28,9 +28,10 @@ fn resolve(args: &StoreArgs) -> anyhow::Result<(Config, KeyStore)> {
     Ok((config, KeyStore::new(dir)))
 }
 
-/// `campeer pair`: the admin key's pairing link and QR code.
-pub fn pair(args: &StoreArgs) -> anyhow::Result<ExitCode> {
-    let (config, store) = resolve(args)?;
+/// `campeer pair`: the admin key's pairing link and QR code, for the
+/// device's own page or (`--page-url`, `--broker`) a page hosted elsewhere.
+pub fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
+    let (config, store) = resolve(&args.store)?;
     if config.access.open {
         bail!("this device is configured open (access.open = true): there is nothing to pair");
     }
@@ -42,8 +43,50 @@ pub fn pair(args: &StoreArgs) -> anyhow::Result<ExitCode> {
             store.path().display()
         );
     };
-    print_pairing(&page_base_url(&config), admin);
+    match (&args.page_url, &args.broker) {
+        (Some(page), Some(broker)) => {
+            let pair = format!("{}.{}", admin.id, admin.secret);
+            let link = hosted_link(page, &pair, &config.device_id, broker, &config.mqtt.prefix)?;
+            let qr = keystore::qr_text(&link).unwrap_or_default();
+            eprintln!(
+                "\ncampeer: pair a browser with this device through the page at {page} by opening\n\n  {link}\n\n{qr}\n\
+                 campeer: (keep it private: it grants control; the device's http.allowed_origins \
+                 must list the page's origin when the browser connects to the device's own broker)\n"
+            );
+        }
+        _ => print_pairing(&page_base_url(&config), admin),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pairing link for a page hosted off the device (docs/viewer.md):
+/// `<page>#pair=<id>.<secret>&device=<id>&broker=<URL-encoded>[&prefix=<URL-encoded>]`.
+/// The page must be an http(s) URL without a fragment; the broker a
+/// `ws:`/`wss:` URL, and `wss:` when the page is `https:`.
+pub fn hosted_link(
+    page: &str,
+    pair: &str,
+    device: &str,
+    broker: &str,
+    prefix: &str,
+) -> anyhow::Result<String> {
+    let p = url::Url::parse(page).with_context(|| format!("--page-url {page:?}"))?;
+    if !matches!(p.scheme(), "http" | "https") || p.fragment().is_some() {
+        bail!("--page-url {page:?}: give the page's http(s) address, without a #fragment");
+    }
+    let b = url::Url::parse(broker).with_context(|| format!("--broker {broker:?}"))?;
+    if !matches!(b.scheme(), "ws" | "wss") || b.host().is_none() {
+        bail!("--broker {broker:?}: give the broker's ws:// or wss:// URL as browsers reach it");
+    }
+    if p.scheme() == "https" && b.scheme() == "ws" {
+        bail!("--broker {broker:?} is plain ws:, which an https: page may not open: use wss://");
+    }
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut link = format!("{p}#pair={pair}&device={device}&broker={}", enc(b.as_str()));
+    if prefix != "campeer" {
+        link.push_str(&format!("&prefix={}", enc(prefix)));
+    }
+    Ok(link)
 }
 
 /// `campeer keys add|list|revoke`.
@@ -170,4 +213,51 @@ fn token(action: &TokenAction, config: &Config, store: &KeyStore) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hosted_link;
+
+    #[test]
+    fn a_hosted_link_names_the_device_and_the_broker() {
+        let l = hosted_link(
+            "https://cams.example.org/",
+            "admin.s3cret",
+            "cam1",
+            "wss://broker.example.org:8884/mqtt",
+            "campeer",
+        )
+        .expect("a link");
+        assert_eq!(
+            l,
+            "https://cams.example.org/#pair=admin.s3cret&device=cam1\
+             &broker=wss%3A%2F%2Fbroker.example.org%3A8884%2Fmqtt"
+        );
+        let l = hosted_link(
+            "http://10.0.0.5:8000",
+            "admin.x",
+            "cam1",
+            "ws://10.0.0.5:9001",
+            "home/cams",
+        )
+        .expect("a link");
+        assert!(
+            l.starts_with("http://10.0.0.5:8000/#pair=admin.x&device=cam1&broker=ws%3A%2F%2F10.0.0.5%3A9001%2F")
+                && l.ends_with("&prefix=home%2Fcams"),
+            "{l}"
+        );
+        for (page, broker) in [
+            ("https://cams.example.org/", "ws://broker.example.org/mqtt"),
+            ("https://cams.example.org/#x", "wss://broker.example.org/"),
+            ("ftp://cams.example.org/", "wss://broker.example.org/"),
+            ("https://cams.example.org/", "https://broker.example.org/"),
+            ("not a url", "wss://broker.example.org/"),
+        ] {
+            assert!(
+                hosted_link(page, "a.b", "cam1", broker, "campeer").is_err(),
+                "{page} {broker}"
+            );
+        }
+    }
 }

@@ -1540,3 +1540,142 @@ async fn page_watches_through_the_janus_relay_and_survives_its_restart() {
     assert_plays(&mut b, second, "a new page through the new mountpoint").await;
     b.quit().await;
 }
+
+/// Runs `campeer serve-page` (the page alone) on `port` for `broker`;
+/// killed when dropped.
+async fn serve_page(port: u16, broker: &str, log: &Path) -> Child {
+    let logf = std::fs::File::create(log).expect("serve-page log");
+    let child = Command::new(BIN)
+        .args(["--log", "debug", "serve-page", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--broker", broker])
+        .stdout(Stdio::null())
+        .stderr(logf)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start campeer serve-page");
+    wait_port(port);
+    child
+}
+
+/// A page that lives off the device (issue 25): `campeer serve-page` on
+/// another port, so another origin than the device's page server, paired by
+/// the link `campeer pair --page-url --broker` prints. The page takes the
+/// device and broker from the link, connects to the device's own broker
+/// WebSocket (`broker.ws_listen`, whose Origin check admits the page's
+/// origin through `http.allowed_origins`), asks for ICE servers over MQTT
+/// (minted TURN credentials, sealed for its key), and plays, without one
+/// request to the device's HTTP server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_served_elsewhere_pairs_by_link_and_plays_through_the_devices_broker() {
+    let Some(_serial) = prerequisites().await else {
+        return;
+    };
+    if std::env::var_os("CAMPEER_BROWSER_INPROC").is_some() {
+        eprintln!("SKIPPED: needs the daemon's own broker WebSocket listener");
+        return;
+    }
+    let page_port = free_port();
+    let turn_port = free_port();
+    let secrets = TempDir::new("turn-secret");
+    let secret_file = secrets.0.join("turn.secret");
+    std::fs::write(&secret_file, "turn-shared-secret\n").expect("write the TURN secret");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the TURN secret");
+    }
+    let config = format!(
+        "device_id = \"{DEVICE}\"\n{LED_CONFIG}\n[http]\nallowed_origins = [\"http://127.0.0.1:{page_port}\"]\n\n\
+         [webrtc.turn_rest]\nurls = [\"turn:127.0.0.1:{turn_port}?transport=udp\"]\nsecret_file = \"{}\"\nlifetime_secs = 3600\n",
+        secret_file.display()
+    );
+    let stack = Stack::start(BrokerKind::Embedded, None, &config).await;
+    let broker = format!("ws://127.0.0.1:{}/mqtt", stack._ws);
+    let page_log = stack.dir.0.join("serve-page.log");
+    let _server = serve_page(page_port, &broker, &page_log).await;
+    let page_url = format!("http://127.0.0.1:{page_port}/");
+
+    // The link, as `campeer pair` prints it for a hosted page.
+    let out = std::process::Command::new(BIN)
+        .arg("pair")
+        .arg("--config")
+        .arg(stack.dir.0.join("campeer.toml"))
+        .arg("--state-dir")
+        .arg(stack.state_dir())
+        .args(["--page-url", &page_url, "--broker", &broker])
+        .output()
+        .expect("campeer pair");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "campeer pair: {text}");
+    let link = text
+        .split_whitespace()
+        .find(|w| w.starts_with(&page_url) && w.contains("#pair="))
+        .unwrap_or_else(|| panic!("no link in: {text}"))
+        .to_owned();
+    let broker_enc = "ws%3A%2F%2F127.0.0.1%3A";
+    assert!(
+        link.contains(&format!("&device={DEVICE}&broker={broker_enc}")),
+        "{link}"
+    );
+    assert!(link.contains(&format!("#pair={}", stack.stored_key("admin"))));
+
+    let mut b = Browser::launch().await;
+    let page = b.open(&link).await;
+    let st = assert_plays(&mut b, page, "a page served elsewhere").await;
+    assert_eq!(st["remote"]["device"], json!(DEVICE), "{st}");
+    assert_eq!(st["remote"]["broker"], json!(broker), "{st}");
+    assert_eq!(st["brokerUrl"], json!(broker), "{st}");
+    // The key left the address bar; the camera and broker stay.
+    let hash = b.eval(page, "location.hash").await;
+    let hash = hash.as_str().unwrap_or_default();
+    assert!(
+        hash.starts_with(&format!("#device={DEVICE}&broker=")) && !hash.contains("pair="),
+        "{hash}"
+    );
+    // ICE servers from the device over MQTT, verified, with minted TURN
+    // credentials that expire in about an hour.
+    assert_eq!(st["iceSource"], json!("ice_request"), "{st}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let expires = st["iceExpires"].as_u64().unwrap_or(0);
+    assert!(
+        (now + 3000..=now + 3700).contains(&expires),
+        "expires {expires}, now {now}"
+    );
+    let log = stack.log_text();
+    assert!(log.contains("ICE servers handed out"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ICE servers handed out") && l.contains("key=admin")),
+        "{log}"
+    );
+    // Nothing was asked of the device's page server; everything the page
+    // loaded came from serve-page.
+    assert!(
+        !log.contains("path=/config.json") && !log.contains("path=/ice.json"),
+        "the hosted page asked the device's HTTP server: {log}"
+    );
+    let served = std::fs::read_to_string(&page_log).unwrap_or_default();
+    assert!(served.contains("path=/app.js"), "{served}");
+    assert!(
+        served.contains("connect-src 'self' ws://127.0.0.1:"),
+        "serve-page logs its policy: {served}"
+    );
+    let problems = b
+        .must(
+            json!({"cmd": "problems", "page": page}),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(problems, json!([]), "console errors on the hosted page");
+
+    // A later visit to the bare page address: the page finds no
+    // config.json there and uses the camera and key it kept.
+    let again = b.open(&page_url).await;
+    let st = assert_plays(&mut b, again, "a later visit without the link").await;
+    assert_eq!(st["remote"]["device"], json!(DEVICE), "{st}");
+    b.quit().await;
+}

@@ -14,7 +14,7 @@ if (process.argv.includes("--test-lib")) {
   await rm(out, { recursive: true, force: true });
   await esbuild.build({
     stdin: {
-      contents: ["protocol", "auth", "pairing", "stamp", "clock", "latency", "codecs", "relay", "session"].map((m) => `export * from "./${m}";`).join("\n"),
+      contents: ["protocol", "auth", "pairing", "stamp", "clock", "latency", "codecs", "relay", "session", "ice", "remote"].map((m) => `export * from "./${m}";`).join("\n"),
       resolveDir: src,
       loader: "ts",
     },

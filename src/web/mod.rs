@@ -21,6 +21,7 @@ pub mod bye;
 pub mod forwarded;
 pub mod guard;
 mod server;
+pub mod static_page;
 pub mod tls;
 pub mod whep;
 pub mod ws_bridge;

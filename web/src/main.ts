@@ -19,23 +19,36 @@
 // the page logs in to the device's own broker with it, fetches its ICE
 // servers with it, and signs each offer over the device's latest nonce,
 // trying role `control` first and `view` once if that is refused.
+//
+// ICE servers (PROTOCOL.md section 8): before an offer the page asks the
+// device over MQTT (`ice_request`, signed with the key) and uses the
+// servers only when the reply verifies; it keeps them until shortly before
+// they expire. A device page answered `bad_request` (an older device) falls
+// back to its /ice.json.
+//
+// Hosted anywhere (remote.ts): a link whose fragment names the device and
+// the broker makes the page independent of the device's HTTP server: no
+// config.json, no ice.json, no claim, no bye beacon.
 
 import mqtt from "mqtt";
 import type { MqttClient } from "mqtt";
 import { ClockMap, median } from "./clock";
 import { FrameTimes, LatencyWindows, Stage, describeStages } from "./latency";
 import { AccessKey, Role, RoleLadder, mqttPassword } from "./auth";
-import { StoredKey, fragmentWithoutPair, keyFromFragment, pairValueOfFragment, pairingLink, parsePairingInput, parseStoredKey, storedKeyText } from "./pairing";
+import { StoredKey, keyFromFragment, pairValueOfFragment, pairingLink, parsePairingInput, parseStoredKey, storedKeyText } from "./pairing";
 import {
   PageConfig,
   Presence,
   Topics,
   brokerUrl,
   effectiveAuth,
+  newSid,
   parseIceServers,
   parseOut,
   parsePresence,
 } from "./protocol";
+import { IceAnswer, iceRequest, iceUsable, openIce, parseIceAnswer } from "./ice";
+import { RemoteTarget, brokerReachableFrom, fragmentToKeep, parseStoredTarget, remoteConfig, storedTargetText, targetFromFragment } from "./remote";
 import { Rpc, RpcError } from "./rpc";
 import { forcedCodec } from "./codecs";
 import { EndReason, Session, SessionState, Signaling, errText } from "./session";
@@ -79,8 +92,16 @@ interface Exposed {
   role: Role | null;
   /** Device messages ignored because their mac did not verify. */
   unverified: number;
-  /** Where the ICE servers came from: `ice.json`, `config.json` (fallback) or null (not yet). */
-  iceSource: "ice.json" | "config.json" | null;
+  /**
+   * Where the ICE servers came from: the device's `ice` reply, `ice.json`
+   * (an older device), `config.json` (its public list, when the device
+   * gave none), `none`, or null (not yet).
+   */
+  iceSource: "ice_request" | "ice.json" | "config.json" | "none" | null;
+  /** When the servers in use stop working (Unix s, 0: never), from the device's reply. */
+  iceExpires: number | null;
+  /** The camera and broker of a page hosted off the device (from its link); null on the device's own page. */
+  remote: RemoteTarget | null;
   /** The pairing link a claim produced. */
   claimLink: string | null;
   sid: string | null;
@@ -138,6 +159,10 @@ const STATS_EVERY_MS = 1_000;
 const LATENCY_WINDOW = 30;
 /** ICE servers from ice.json are fetched again for a session after this long (TURN credentials may expire). */
 const ICE_FRESH_MS = 5 * 60_000;
+/** How long the page waits for the device's answer to an `ice_request`. */
+const ICE_WAIT_MS = 3_000;
+/** Where a hosted page keeps its camera and broker (remote.ts). */
+const TARGET_STORAGE = "campeer.remote";
 /** At most one log line about unverified messages per this long. */
 const UNVERIFIED_LOG_EVERY_MS = 5_000;
 
@@ -154,6 +179,8 @@ class Viewer {
     role: null,
     unverified: 0,
     iceSource: null,
+    iceExpires: null,
+    remote: null,
     claimLink: null,
     sid: null,
     sessions: 0,
@@ -203,6 +230,13 @@ class Viewer {
   private nonce: string | null = null;
   private iceServers: RTCIceServer[] | null = null;
   private iceFreshUntil = 0;
+  /** Unix s when the servers were got, and when they expire (0: never), for servers from the device's reply. */
+  private iceGotAt = 0;
+  private iceExpiry: number | null = null;
+  /** The camera and broker from a hosted page's link (or kept from one). */
+  private remote: RemoteTarget | null = null;
+  /** An `ice_request` waiting for its answer on this topic. */
+  private sideWait: { topic: string; resolve: (a: IceAnswer | null) => void } | null = null;
   /** Bumped whenever the key changes: answers to requests made with an older key are dropped. */
   private keyGeneration = 0;
   private iceLoading = -1;
@@ -243,11 +277,10 @@ class Viewer {
     this.ui.onToggle = (name) => void this.toggle(name);
     this.render();
 
-    this.cfg = await this.loadConfig();
+    this.cfg = this.remote ? this.remoteCfg() : await this.loadConfig();
     this.mark("config");
     this.st.state = "broker";
     this.topics = new Topics(this.cfg.prefix, this.cfg.device_id);
-    this.st.auth = effectiveAuth(this.cfg.auth, undefined);
     if (this.fragmentKey) {
       this.setKey({ ...this.fragmentKey, role: null });
       this.log(`paired with key "${this.fragmentKey.id}" from the link`, "ok");
@@ -255,10 +288,14 @@ class Viewer {
     } else {
       this.setKey(this.loadKey(), false);
     }
+    if (this.remote) this.cfg = this.remoteCfg();
+    this.st.auth = effectiveAuth(this.cfg.auth, undefined);
     this.ui.setDeviceName(this.cfg.device_id);
     document.title = `${this.cfg.device_id} · campeer`;
-    this.loadIce();
-    if (this.needsKeyForBroker() && !this.key) {
+    if (this.remote && !brokerReachableFrom(window.location.protocol, this.remote.broker)) {
+      this.st.mqtt = "off";
+      this.error("broker", `this page is https: and the link's broker ${this.remote.broker} is plain ws: (the browser blocks it); ask for a link with a wss:// broker`);
+    } else if (this.needsKeyForBroker() && !this.key) {
       this.st.mqtt = "off";
       this.log("not paired: the camera's broker admits paired browsers only");
     } else {
@@ -282,10 +319,22 @@ class Viewer {
 
   // ---- configuration ------------------------------------------------------
 
+  /**
+   * The device's /config.json. A host without one (404: the page is hosted
+   * off the device) uses the camera and broker kept from an earlier link.
+   */
   private async loadConfig(): Promise<PageConfig> {
     for (let i = 0; ; i++) {
       try {
         const r = await fetch("config.json", { cache: "no-store" });
+        if (r.status === 404) {
+          const kept = this.loadTarget();
+          if (kept) {
+            this.useTarget(kept, false);
+            return this.remoteCfg();
+          }
+          throw new Error("this page is not served by a camera and knows none yet: open a pairing link that names the device and the broker (docs/viewer.md)");
+        }
         if (!r.ok) throw new Error(`HTTP ${r.status}`);
         const c = (await r.json()) as PageConfig;
         if (typeof c.device_id !== "string" || typeof c.prefix !== "string") throw new Error("config.json lacks device_id or prefix");
@@ -297,17 +346,52 @@ class Viewer {
     }
   }
 
+  /**
+   * Takes the key (and a hosted page's camera and broker) out of the
+   * link's fragment; the key leaves the address bar at once.
+   */
   private takeFragmentKey(): void {
     const hash = window.location.hash;
-    if (pairValueOfFragment(hash) === null) return;
-    this.fragmentKey = keyFromFragment(hash);
+    const target = targetFromFragment(hash);
+    if (target === "malformed") {
+      this.ui.pairMessage("The link names its camera or broker badly (device=<id>&broker=<wss:// URL>): ask for a new one.", true);
+    } else if (target) {
+      this.useTarget(target, true);
+    }
+    if (pairValueOfFragment(hash) === null && fragmentToKeep(hash) === hash) return;
+    if (pairValueOfFragment(hash) !== null) this.fragmentKey = keyFromFragment(hash);
     const { pathname, search } = window.location;
     try {
-      history.replaceState(history.state, "", `${pathname}${search}${fragmentWithoutPair(hash)}`);
+      history.replaceState(history.state, "", `${pathname}${search}${fragmentToKeep(hash)}`);
     } catch {
-      window.location.hash = fragmentWithoutPair(hash);
+      window.location.hash = fragmentToKeep(hash);
     }
-    if (!this.fragmentKey) this.ui.pairMessage("The pairing link in the address was malformed: ask for a new one.", true);
+    if (pairValueOfFragment(hash) !== null && !this.fragmentKey) this.ui.pairMessage("The pairing link in the address was malformed: ask for a new one.", true);
+  }
+
+  /** Shows the camera of a hosted page's link (kept for later visits when `store`). */
+  private useTarget(t: RemoteTarget, store: boolean): void {
+    this.remote = t;
+    this.st.remote = t;
+    if (!store) return;
+    try {
+      localStorage.setItem(TARGET_STORAGE, storedTargetText(t));
+    } catch {
+      /* private mode: this visit only */
+    }
+  }
+
+  private loadTarget(): RemoteTarget | null {
+    try {
+      return parseStoredTarget(localStorage.getItem(TARGET_STORAGE));
+    } catch {
+      return null;
+    }
+  }
+
+  /** A hosted page's configuration: signed once it holds a key. */
+  private remoteCfg(): PageConfig {
+    return remoteConfig(this.remote!, this.key !== null || this.fragmentKey !== null);
   }
 
   private loadKey(): StoredKey | null {
@@ -474,6 +558,7 @@ class Viewer {
   }
 
   private async recheckConfig(): Promise<void> {
+    if (this.remote) return; // the link is the configuration
     try {
       const r = await fetch("config.json", { cache: "no-store" });
       if (!r.ok) return;
@@ -520,6 +605,11 @@ class Viewer {
   };
 
   private onMessage(topic: string, payload: Uint8Array): void {
+    if (this.sideWait && topic === this.sideWait.topic) {
+      const a = parseIceAnswer(payload);
+      if (a) this.sideWait.resolve(a);
+      return;
+    }
     if (topic === this.topics.status) {
       const p = parsePresence(payload);
       if (p) this.onPresence(p);
@@ -548,7 +638,6 @@ class Viewer {
       this.st.auth = auth;
       if (this.active()) this.endSession(true);
       this.iceServers = null;
-      this.loadIce();
     }
     if (p.state === "offline") {
       if (was !== "offline") this.log("camera offline", "bad");
@@ -602,8 +691,8 @@ class Viewer {
       this.render();
       return;
     }
-    if (this.iceServers === null || performance.now() > this.iceFreshUntil) {
-      this.loadIce(); // calls back here when done
+    if (!this.iceFresh()) {
+      void this.requestIce(); // calls back here when done
       return;
     }
     this.startSession();
@@ -879,7 +968,6 @@ class Viewer {
       this.ladder = new RoleLadder(this.key.role);
       this.st.keyRefused = null;
       if (this.needsKeyForBroker() && !this.client) this.connectBroker();
-      if (this.iceServers === null) this.loadIce();
     }
     this.halted = null;
     this.attempt = 0;
@@ -965,13 +1053,16 @@ class Viewer {
   private useKey(k: AccessKey): void {
     this.endSession(true);
     this.setKey({ id: k.id, secret: k.secret, role: null });
+    if (this.remote) {
+      this.cfg = this.remoteCfg();
+      this.st.auth = effectiveAuth(this.cfg.auth, this.st.device?.auth);
+    }
     this.log(`paired with key "${k.id}"`, "ok");
     this.ui.keyStatus("", false);
     this.halted = null;
     this.attempt = 0;
     this.cancelRestart();
     this.iceServers = null;
-    this.loadIce();
     if (this.needsKeyForBroker() || !this.client) {
       // The broker login is the key's: log in again with the new one.
       this.disconnectBroker();
@@ -1031,53 +1122,128 @@ class Viewer {
     }
   }
 
+  /** Whether the servers in hand may serve a new session. */
+  private iceFresh(): boolean {
+    if (this.iceServers === null) return false;
+    if (performance.now() <= this.iceFreshUntil) return true;
+    return this.iceExpiry !== null && iceUsable(this.iceExpiry, this.iceGotAt, unixNow());
+  }
+
   /**
-   * Fetches the ICE servers: `ice.json`, with the key on a signed device.
-   * A device without ice.json (404) or one that cannot be reached leaves
-   * config.json's list; a refused key (401) stops the page.
+   * Takes servers for the next sessions: those of a device's reply
+   * (`expires` in Unix s, 0: never) until shortly before they expire,
+   * others (`expires` null) for `freshMs`.
    */
-  private loadIce(): void {
+  private setIce(servers: RTCIceServer[], source: Exposed["iceSource"], expires: number | null, freshMs = ICE_FRESH_MS): void {
+    this.iceServers = servers;
+    this.st.iceSource = source;
+    this.st.iceExpires = expires;
+    this.iceExpiry = expires;
+    this.iceGotAt = unixNow();
+    // The session about to start takes them in any case.
+    this.iceFreshUntil = performance.now() + (expires === null ? freshMs : 2_000);
+  }
+
+  /**
+   * Asks the device for ICE servers (`ice_request`, PROTOCOL.md section
+   * 8, on a sid of its own), then starts the session. Servers are used
+   * only from a reply that verifies; anything else is said in words and
+   * the page goes on without them (a direct path may still work). An
+   * older device's page (`bad_request`) asks its ice.json instead.
+   */
+  private async requestIce(): Promise<void> {
     const signed = this.st.auth === "signed";
-    if (signed && !this.key) return;
+    if (signed && (!this.key || !this.nonce)) return;
     const generation = this.keyGeneration;
     if (this.iceLoading === generation) return;
     this.iceLoading = generation;
-    const headers: Record<string, string> = {};
-    const login = signed ? this.brokerLogin() : null;
-    if (login) headers.Authorization = `Bearer ${login.username}:${login.password}`;
-    const done = (servers: RTCIceServer[], source: "ice.json" | "config.json", freshMs: number) => {
-      if (this.keyGeneration !== generation) return;
-      this.iceServers = servers;
-      this.st.iceSource = source;
-      this.iceFreshUntil = performance.now() + freshMs;
-      this.ensureSession();
-      this.render();
+    const sid = newSid();
+    const req = iceRequest(this.cfg.device_id, sid, signed ? { key: this.key!, nonce: this.nonce! } : null);
+    const fallback = this.remote ? [] : (this.cfg.ice_servers ?? []);
+    const without = (why: string) => {
+      this.error("ice", `${why}: going on without the camera's ICE servers`);
+      this.setIce(fallback, fallback.length ? "config.json" : "none", null, 10_000);
     };
-    const fallback = this.cfg.ice_servers ?? [];
-    void (async () => {
-      try {
-        const r = await fetch("ice.json", { cache: "no-store", headers });
-        if (this.keyGeneration !== generation) return;
-        if (r.status === 401 || r.status === 403) {
-          this.keyRefused("the camera refused this key (ice.json)");
-          return;
+    try {
+      const answer = await this.askOnSide(sid, req.json);
+      if (this.keyGeneration !== generation) return;
+      if (answer === null) {
+        without(`no answer to the request for ICE servers within ${ICE_WAIT_MS / 1000} s`);
+      } else if (answer.type === "error" && answer.code === "bad_request" && !this.remote) {
+        this.log("the camera hands out no ICE servers over MQTT (an older version): asking its ice.json");
+        await this.fetchIceJson(generation);
+      } else if (answer.type === "error") {
+        const older = answer.code === "bad_request" ? "; an older camera does not know the request" : "";
+        without(`the camera refused the request for ICE servers (${answer.code}: ${answer.message || answer.code}${signed ? ", unverified" : ""}${older})`);
+      } else {
+        const opened = openIce(req.k, sid, answer);
+        if (opened.ok) {
+          const until = opened.expires ? `, valid until ${new Date(opened.expires * 1000).toLocaleTimeString()}` : "";
+          this.log(`${opened.servers.length} ICE server(s) from the camera${signed ? ", verified" : ""}${until}`, "ok");
+          this.setIce(opened.servers, "ice_request", opened.expires);
+        } else {
+          without(`the camera's reply with ICE servers was not used (${opened.why})`);
         }
-        if (r.status === 404) {
-          done(fallback, "config.json", ICE_FRESH_MS);
-          return;
-        }
-        if (!r.ok) throw new Error(`HTTP ${r.status}`);
-        const servers = parseIceServers(await r.json());
-        if (!servers) throw new Error("malformed reply");
-        done(servers, "ice.json", ICE_FRESH_MS);
-      } catch (e) {
-        // The daemon may be restarting: use the fallback now, ask again next session.
-        this.log(`ice.json: ${errText(e)}; using config.json's ICE servers`, "bad");
-        done(fallback, "config.json", 10_000);
-      } finally {
-        if (this.iceLoading === generation) this.iceLoading = -1;
       }
-    })();
+    } finally {
+      if (this.iceLoading === generation) this.iceLoading = -1;
+    }
+    if (this.keyGeneration !== generation) return;
+    this.ensureSession();
+    this.render();
+  }
+
+  /** Publishes `json` on `sid`'s `in` topic and waits for the device's answer on its `out` topic (null: none in time). */
+  private async askOnSide(sid: string, json: string): Promise<IceAnswer | null> {
+    const topic = this.topics.out(sid);
+    let resolve!: (a: IceAnswer | null) => void;
+    const got = new Promise<IceAnswer | null>((r) => (resolve = r));
+    const timer = setTimeout(() => resolve(null), ICE_WAIT_MS);
+    this.sideWait = { topic, resolve };
+    try {
+      await this.signaling.subscribe(topic);
+      await this.signaling.publish(this.topics.in(sid), json);
+      return await got;
+    } catch (e) {
+      this.log(`could not ask for ICE servers: ${errText(e)}`, "bad");
+      return null;
+    } finally {
+      clearTimeout(timer);
+      if (this.sideWait?.topic === topic) this.sideWait = null;
+      this.signaling.unsubscribe(topic);
+    }
+  }
+
+  /**
+   * An older device's `ice.json`, with the key on a signed device. A
+   * device without one (404) or one that cannot be reached leaves
+   * config.json's list; a refused key (401) stops the page.
+   */
+  private async fetchIceJson(generation: number): Promise<void> {
+    const headers: Record<string, string> = {};
+    const login = this.st.auth === "signed" ? this.brokerLogin() : null;
+    if (login) headers.Authorization = `Bearer ${login.username}:${login.password}`;
+    const fallback = this.cfg.ice_servers ?? [];
+    try {
+      const r = await fetch("ice.json", { cache: "no-store", headers });
+      if (this.keyGeneration !== generation) return;
+      if (r.status === 401 || r.status === 403) {
+        this.keyRefused("the camera refused this key (ice.json)");
+        return;
+      }
+      if (r.status === 404) {
+        this.setIce(fallback, "config.json", null);
+        return;
+      }
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      const servers = parseIceServers(await r.json());
+      if (!servers) throw new Error("malformed reply");
+      this.setIce(servers, "ice.json", null);
+    } catch (e) {
+      // The daemon may be restarting: use the fallback now, ask again next session.
+      this.log(`ice.json: ${errText(e)}; using config.json's ICE servers`, "bad");
+      this.setIce(fallback, "config.json", null, 10_000);
+    }
   }
 
   private onUnverified(type: string): void {
@@ -1095,7 +1261,8 @@ class Viewer {
     // closes; a beacon does (POST /bye/{sid}, the same message). Without
     // either, the device would stream to this closed page until ICE gives
     // up, holding one of its sessions.
-    const beacon = this.session?.byeBeacon();
+    // A hosted page's own server is not the device's: no beacon there.
+    const beacon = this.remote ? null : this.session?.byeBeacon();
     if (beacon && typeof navigator.sendBeacon === "function") {
       const url = new URL(`bye/${encodeURIComponent(beacon.sid)}`, window.location.href);
       navigator.sendBeacon(url, new Blob([beacon.json], { type: "application/json" }));
@@ -1443,6 +1610,11 @@ function hostOf(url: string): string {
   } catch {
     return url;
   }
+}
+
+/** The wall clock in Unix seconds (what an `ice` reply's `expires` is in). */
+function unixNow(): number {
+  return Math.floor(Date.now() / 1000);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -68,8 +68,49 @@ async function until(what, fn, ms = 15000) {
 
 let dir, mosq, http, janusHttp, browser, device;
 const ports = {};
-/** `csp`: another policy than the daemon's, when set. */
-const site = { config: {}, requests: [], claimed: false, csp: null };
+/**
+ * `csp`: another policy than the daemon's, when set. `ice`: how the
+ * stand-in answers an `ice_request`: `bad_request` (an older device, so the
+ * page asks ice.json), `sealed` (servers sealed for the key, section 8) or
+ * `forged` (sealed under another secret);
+ * `iceAsked` collects the requests.
+ */
+const site = { config: {}, requests: [], claimed: false, csp: null, ice: "bad_request", iceAsked: [] };
+const ICE_SERVERS = [{ urls: ["turn:127.0.0.1:3478?transport=udp"], username: "1999999999:phone", credential: "pw" }];
+const ICE_EXPIRES = 1_999_999_999;
+
+/** The stand-in's answer to an `ice_request` (Node's crypto, not the page's code). */
+async function answerIce(topic, payload) {
+  let msg;
+  try {
+    msg = JSON.parse(payload.toString());
+  } catch {
+    return;
+  }
+  if (msg.type !== "ice_request") return;
+  const sid = topic.split("/")[3];
+  site.iceAsked.push({ sid, msg });
+  const out = `campeer/${DEVICE}/session/${sid}/out`;
+  if (site.ice === "bad_request") {
+    await device.publishAsync(out, JSON.stringify({ type: "error", code: "bad_request", message: "unknown message type" }), { qos: 1 });
+    return;
+  }
+  const sig = b64u(mac(SECRET, `campeer-ice-v2\n${DEVICE}\n${sid}\n${msg.auth?.nonce}`));
+  if (msg.auth?.key !== "phone" || msg.auth?.sig !== sig) {
+    await device.publishAsync(out, JSON.stringify({ type: "error", code: "unauthorized", message: "bad signature" }), { qos: 1 });
+    return;
+  }
+  // `forged`: sealed under another secret, as someone else on the broker could.
+  const k = mac(site.ice === "forged" ? "someone-else" : SECRET, `campeer-ice-key-v2\n${sig}`);
+  const plain = Buffer.from(JSON.stringify(ICE_SERVERS));
+  for (let i = 0; i * 32 < plain.length; i++) {
+    const block = mac(k, `campeer-ice-stream-v2\n${sid}\n${i}`);
+    for (let j = 0; j < 32 && i * 32 + j < plain.length; j++) plain[i * 32 + j] ^= block[j];
+  }
+  const x = b64u(plain);
+  const reply = { type: "ice", servers_x: x, expires: ICE_EXPIRES, mac: b64u(mac(k, `campeer-msg-v2\nout\nice\n${x}\n${ICE_EXPIRES}`)) };
+  await device.publishAsync(out, JSON.stringify(reply), { qos: 1 });
+}
 /** The stand-in Janus: what it was asked, and its events for the long poll. */
 const janus = { requests: [], events: [], waiters: [], pin: null, onWatch: null, onStart: null };
 
@@ -194,6 +235,7 @@ before(async () => {
       return null;
     }
   });
+  device.on("message", (topic, payload) => void answerIce(topic, payload));
 });
 
 after(async () => {
@@ -288,12 +330,19 @@ test("signed own-broker device: pairing prompt, claim, role fallback, macs both 
   assert.equal(stored.id, "phone");
   assert.equal(stored.secret, SECRET);
   await until("the broker", () => st(page, "window.campeer.mqtt === 'connected'"));
-  const ice = site.requests.filter((r) => r.url === "/ice.json");
-  assert.ok(ice.length >= 1);
-  assert.equal(ice.at(-1).authorization, `Bearer phone:${mqttPassword(SECRET)}`);
 
   // First offer: role control, signed over the nonce. Refused (no mac: none exists yet).
   const firstOffer = await until("an offer", () => inbox.find((m) => m.msg.type === "offer"));
+  // Before it, the page asked for ICE servers over MQTT, signed; the
+  // stand-in plays an older device (`bad_request`), so the page asked
+  // ice.json with the key.
+  const asked = site.iceAsked.at(-1).msg.auth;
+  assert.equal(asked.key, "phone");
+  assert.equal(asked.nonce, NONCE);
+  const ice = site.requests.filter((r) => r.url === "/ice.json");
+  assert.ok(ice.length >= 1);
+  assert.equal(ice.at(-1).authorization, `Bearer phone:${mqttPassword(SECRET)}`);
+  assert.equal(await st(page, "window.campeer.iceSource"), "ice.json");
   const sid1 = firstOffer.topic.split("/")[3];
   const a1 = firstOffer.msg.auth;
   assert.equal(a1.key, "phone");
@@ -424,14 +473,17 @@ test("an open device shows its warning banner and fits a 375 px screen", { skip,
     qos: 1,
     retain: true,
   });
+  const iceBefore = site.requests.filter((r) => r.url === "/ice.json").length;
   const { context, page } = await openPage(`http://127.0.0.1:${ports.http}/`, { width: 375, height: 740 });
   await until("the banner", () => st(page, "!document.getElementById('open-banner').hidden"));
   assert.match(await st(page, "document.getElementById('open-banner').textContent"), /anyone who can reach it/);
   assert.equal(await st(page, "document.getElementById('card-pair').hidden"), true);
   await until("the broker", () => st(page, "window.campeer.mqtt === 'connected'"));
-  // No header on an open device's ice.json.
-  const ice = site.requests.filter((r) => r.url === "/ice.json").at(-1);
+  // The unsigned ice_request got `bad_request` (an older device): the page
+  // asked ice.json, with no header on an open device.
+  const ice = await until("ice.json", () => site.requests.filter((r) => r.url === "/ice.json")[iceBefore]);
   assert.equal(ice.authorization, null);
+  assert.equal(site.iceAsked.at(-1).msg.auth, undefined, "an open device's request carries no auth");
   await shot(page, "open-banner");
   // Nothing wider than the screen.
   assert.ok((await st(page, "document.documentElement.scrollWidth")) <= 375);
@@ -440,6 +492,8 @@ test("an open device shows its warning banner and fits a 375 px screen", { skip,
 
 test("a busy with a relay: the page watches through Janus, without controls, and calls the device again after", { skip, timeout: 90_000 }, async () => {
   site.config = { ...signedConfig(), claimable: false };
+  site.ice = "sealed";
+  site.iceAsked.length = 0;
   const janusUrl = `http://127.0.0.1:${ports.janus}/janus`;
   // The daemon's policy lets the page fetch only from its own origin and
   // WebSockets: the relay's origin has to be allowed too.
@@ -509,6 +563,13 @@ test("a busy with a relay: the page watches through Janus, without controls, and
   };
 
   const offer = await until("an offer", () => inbox.find((m) => m.msg.type === "offer"));
+  // Before it offered, the page asked for ICE servers on a sid of its own,
+  // signed over the nonce, and took the sealed reply.
+  assert.equal(site.iceAsked.length, 1);
+  assert.notEqual(site.iceAsked[0].sid, offer.topic.split("/")[3]);
+  assert.deepEqual(Object.keys(site.iceAsked[0].msg.auth).sort(), ["key", "nonce", "sig"]);
+  assert.equal(await st(page, "window.campeer.iceSource"), "ice_request");
+  assert.equal(await st(page, "window.campeer.iceExpires"), ICE_EXPIRES);
   const sid = offer.topic.split("/")[3];
   await handOver(offer);
 
@@ -558,5 +619,32 @@ test("a busy with a relay: the page watches through Janus, without controls, and
 
   device.off("message", onMessage);
   site.csp = null;
+  await context.close();
+});
+
+test("a reply with ICE servers that does not verify is said in words and not used; the page still calls", { skip, timeout: 60_000 }, async () => {
+  site.config = { ...signedConfig(), claimable: false };
+  site.ice = "forged";
+  site.iceAsked.length = 0;
+  const B = `campeer/${DEVICE}`;
+  await device.subscribeAsync(`${B}/session/+/in`, { qos: 1 });
+  const inbox = [];
+  const onMessage = (topic, payload) => inbox.push({ topic, msg: JSON.parse(payload.toString()) });
+  device.on("message", onMessage);
+  const presence = { state: "online", device: DEVICE, protocol: 2, auth: "signed", nonce: NONCE, sessions: 0, max_sessions: 4, video: null, audio: null };
+  await device.publishAsync(`${B}/status`, JSON.stringify(presence), { qos: 1, retain: true });
+  const { context, page } = await openPage(`http://127.0.0.1:${ports.http}/#pair=phone.${SECRET}`);
+  const offer = await until("an offer", () => inbox.find((m) => m.msg.type === "offer"));
+  assert.equal(site.iceAsked.length, 1);
+  assert.equal(await st(page, "window.campeer.iceSource"), "none");
+  const errors = await st(page, "window.campeer.errors");
+  assert.ok(
+    errors.some((e) => e.code === "ice" && /not used \(the reply's mac does not verify\)/.test(e.message)),
+    JSON.stringify(errors),
+  );
+  assert.ok((await st(page, "window.campeer.log")).some((l) => /going on without the camera's ICE servers/.test(l)));
+  assert.ok(offer.msg.auth.sig);
+  device.off("message", onMessage);
+  site.ice = "bad_request";
   await context.close();
 });
