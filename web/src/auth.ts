@@ -1,4 +1,4 @@
-// Authorization, wire protocol version 2 (PROTOCOL.md section 5): offer
+// Authorization, wire protocol version 2 (docs/protocol.md#authorization-protocol-version-2): offer
 // signatures over the device's nonce, the session key, the per-message macs
 // in both directions, the broker password, and the rule for which device
 // messages the page may act on. Pure functions, no DOM: unit-tested in Node.
@@ -75,7 +75,7 @@ export type MacSubject =
   | { type: "bye"; reason?: string | null }
   | { type: "error"; code: string };
 
-/** The `body` of PROTOCOL.md section 5's table. */
+/** The `body` of docs/protocol.md#authorization-protocol-version-2's table. */
 export function macBody(m: MacSubject): string {
   switch (m.type) {
     case "answer":

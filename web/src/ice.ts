@@ -1,4 +1,4 @@
-// ICE servers over signaling (PROTOCOL.md section 8): the page asks the
+// ICE servers over signaling (docs/protocol.md#ice-servers-for-viewers-ice_request): the page asks the
 // device for its STUN/TURN servers on a sid of their own before it offers,
 // and takes them only when the reply's mac verifies under K_ice (signed
 // devices) or when an open device sends them in clear. Pure functions, no

@@ -8,19 +8,19 @@
 // once a session plays. A refused key never leads to a retry: it needs the
 // user (pair again).
 //
-// Relay (PROTOCOL.md, "Watching through a relay"): a device that refuses
+// Relay (docs/protocol.md#watching-through-a-relay-campeer-extension): a device that refuses
 // the offer `busy` with a relay object that checks out hands the page to
 // its Janus relay. The page then watches there (relay.ts) with the same
 // video element and figures, without the control channel, and when that
 // stream ends it goes back to calling the device, with the same backoff.
 //
-// Authorization (PROTOCOL.md section 5): a pairing link (`#pair=id.secret`)
+// Authorization (docs/protocol.md#authorization-protocol-version-2): a pairing link (`#pair=id.secret`)
 // gives the page a key, kept per device in localStorage. On a signed device
 // the page logs in to the device's own broker with it, fetches its ICE
 // servers with it, and signs each offer over the device's latest nonce,
 // trying role `control` first and `view` once if that is refused.
 //
-// ICE servers (PROTOCOL.md section 8): before an offer the page asks the
+// ICE servers (docs/protocol.md#ice-servers-for-viewers-ice_request): before an offer the page asks the
 // device over MQTT (`ice_request`, signed with the key) and uses the
 // servers only when the reply verifies; it keeps them until shortly before
 // they expire. A device page answered `bad_request` (an older device) falls
@@ -1145,8 +1145,8 @@ class Viewer {
   }
 
   /**
-   * Asks the device for ICE servers (`ice_request`, PROTOCOL.md section
-   * 8, on a sid of its own), then starts the session. Servers are used
+   * Asks the device for ICE servers (`ice_request`,
+   * docs/protocol.md#ice-servers-for-viewers-ice_request, on a sid of its own), then starts the session. Servers are used
    * only from a reply that verifies; anything else is said in words and
    * the page goes on without them (a direct path may still work). An
    * older device's page (`bad_request`) asks its ice.json instead.

@@ -1,4 +1,4 @@
-// Pairing links (PROTOCOL.md section 5): `<page URL>#pair=<id>.<secret>`,
+// Pairing links (docs/protocol.md#authorization-protocol-version-2): `<page URL>#pair=<id>.<secret>`,
 // and the key the page keeps for a device. Pure functions, no DOM.
 
 import type { AccessKey, Role } from "./auth";

@@ -1,4 +1,4 @@
-// The campeer wire protocol, version 2 (PROTOCOL.md): topics, signaling
+// The campeer wire protocol, version 2 (docs/protocol.md): topics, signaling
 // messages, presence. Pure functions, no DOM: unit-tested in Node. The
 // authorization pieces (signatures, macs) are in auth.ts.
 
@@ -21,7 +21,7 @@ export interface PageConfig {
   claimable?: boolean;
 }
 
-/** Presence, PROTOCOL.md section 4. */
+/** Presence, docs/protocol.md#finding-devices-presence. */
 export interface Presence {
   state: "online" | "offline";
   device: string;
@@ -37,7 +37,7 @@ export interface Presence {
   controls?: { name: string; direction: "input" | "output" }[];
 }
 
-/** Device-to-viewer messages, PROTOCOL.md section 3, with their `mac` when they carry one. */
+/** Device-to-viewer messages, docs/protocol.md#opening-a-session, with their `mac` when they carry one. */
 export type OutMessage =
   | { type: "answer"; sdp: string; mac: string | null }
   | { type: "candidate"; candidate: WireCandidate | null; mac: string | null }

@@ -1,5 +1,4 @@
-// Watching through a relay (PROTOCOL.md, section "Watching through a relay
-// (campeer extension)"): a device that hands a viewer to its Janus relay
+// Watching through a relay (docs/protocol.md#watching-through-a-relay-campeer-extension): a device that hands a viewer to its Janus relay
 // refuses the offer with `busy` and adds a `relay` object saying where to
 // watch instead. This module reads and checks that object (readRelay, pure,
 // unit-tested in Node) and watches the stream through Janus's Streaming

@@ -1,4 +1,4 @@
-// JSON-RPC 2.0 over the `control` data channel (PROTOCOL.md section 6).
+// JSON-RPC 2.0 over the `control` data channel (docs/protocol.md#the-control-data-channel).
 
 export class RpcError extends Error {
   constructor(

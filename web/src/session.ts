@@ -1,8 +1,8 @@
 // One viewing session: an RTCPeerConnection offered to the device over MQTT
-// (PROTOCOL.md section 3), with trickle ICE both ways and the `control`
+// (docs/protocol.md#opening-a-session), with trickle ICE both ways and the `control`
 // data channel. On a signed device the offer is signed over the device's
 // nonce, and every later message is mac'd with the session key both ways
-// (PROTOCOL.md section 5): the page acts only on device messages that verify.
+// (docs/protocol.md#authorization-protocol-version-2): the page acts only on device messages that verify.
 // A `busy` refusal that hands the viewer to the device's relay (relay.ts)
 // ends the session as `{kind: "relay"}`: the caller watches there instead.
 

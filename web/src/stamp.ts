@@ -1,4 +1,4 @@
-// The frame stamp of PROTOCOL.md section 7, read back from decoded pixels.
+// The frame stamp of docs/protocol.md#measuring-latency-the-frame-stamp, read back from decoded pixels.
 //
 // 64 cells of width floor(W/64) across the first 16 rows: the 32-bit frame
 // counter, then the capture time in ms of the device clock (mod 2^32), most

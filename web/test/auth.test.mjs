@@ -1,4 +1,4 @@
-// Unit tests of protocol version 2 authorization (PROTOCOL.md section 5) and
+// Unit tests of protocol version 2 authorization (docs/protocol.md#authorization-protocol-version-2) and
 // of pairing links: `npm test`.
 //
 // Every expected value below was computed with openssl, not with the code

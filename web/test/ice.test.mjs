@@ -1,4 +1,4 @@
-// Unit tests of ICE servers over signaling (PROTOCOL.md section 8) and of
+// Unit tests of ICE servers over signaling (docs/protocol.md#ice-servers-for-viewers-ice_request) and of
 // the hosted page's link fragment: `npm test`.
 //
 // The section 8 vectors were computed by an independent implementation of

@@ -1,5 +1,5 @@
-// Unit tests of the relay hand-over (PROTOCOL.md, "Watching through a
-// relay (campeer extension)"): reading and checking the `relay` object of a
+// Unit tests of the relay hand-over
+// (docs/protocol.md#watching-through-a-relay-campeer-extension): reading and checking the `relay` object of a
 // `busy` error, and the Janus Streaming client against a fake Janus:
 // `npm test`.
 //

@@ -27,7 +27,7 @@ test("session ids are valid and distinct", () => {
   assert.ok(!isValidSid("has/slash0"));
 });
 
-test("topics follow PROTOCOL.md 2", () => {
+test("topics follow docs/protocol.md#topics", () => {
   const t = new Topics("home/cams", "cam1");
   assert.equal(t.status, "home/cams/cam1/status");
   assert.equal(t.in("abcdEFGH1234"), "home/cams/cam1/session/abcdEFGH1234/in");
