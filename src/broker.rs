@@ -527,6 +527,23 @@ impl Shared {
             .clone()
     }
 
+    /// Hands the runtime directory to Mosquitto's user (when we are root)
+    /// and writes the password, ACL and configuration files. Returns how
+    /// many keys may log in.
+    fn write_files(&self, keys: &[BrokerKey], conf: &str) -> Result<usize, BrokerError> {
+        if let Some((_, uid, gid)) = &self.layout.owner {
+            std::os::unix::fs::chown(&self.layout.dir, Some(*uid), Some(*gid)).map_err(
+                |source| BrokerError::RuntimeDir {
+                    path: self.layout.dir.clone(),
+                    source,
+                },
+            )?;
+        }
+        let n = self.write_keys(keys)?;
+        self.layout.write(&self.layout.conf, conf)?;
+        Ok(n)
+    }
+
     /// Rewrites the password and ACL files for `keys`.
     fn write_keys(&self, keys: &[BrokerKey]) -> Result<usize, BrokerError> {
         let _guard = self.keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -698,6 +715,63 @@ fn conf_text(
     s
 }
 
+/// `prefix/device_id`, refused when it could not be written into the ACL.
+fn topic_root(settings: &BrokerSettings) -> Result<String, BrokerError> {
+    let base = format!("{}/{}", settings.prefix, settings.device_id);
+    let bad = |c: char| c.is_whitespace() || c.is_control() || c == '+' || c == '#';
+    if settings.prefix.is_empty() || settings.device_id.is_empty() || base.chars().any(bad) {
+        return Err(BrokerError::BadTopicRoot(base));
+    }
+    Ok(base)
+}
+
+/// The device's own login, new at every start: a random password and a
+/// random 128-bit client id (see the module documentation).
+fn new_device_login() -> (String, String) {
+    let mut rng = rand::thread_rng();
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut secret);
+    let mut cid = [0u8; 16];
+    rng.fill_bytes(&mut cid);
+    (
+        URL_SAFE_NO_PAD.encode(secret),
+        format!("{DEVICE_USER}.{}", URL_SAFE_NO_PAD.encode(cid)),
+    )
+}
+
+/// Runs the supervisor thread and waits until Mosquitto listens (or
+/// could not start).
+fn start_supervisor(
+    exe: PathBuf,
+    shared: Arc<Shared>,
+    device: SocketAddr,
+    listeners: String,
+    (events_tx, events_rx): (std_mpsc::Sender<Event>, std_mpsc::Receiver<Event>),
+) -> Result<std::thread::JoinHandle<()>, BrokerError> {
+    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), BrokerError>>();
+    let supervisor = std::thread::Builder::new()
+        .name("mosquitto".into())
+        .spawn(move || {
+            supervise(
+                exe, shared, device, listeners, events_tx, events_rx, ready_tx,
+            )
+        })
+        .map_err(BrokerError::Start)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(supervisor),
+        Ok(Err(e)) => {
+            let _ = supervisor.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = supervisor.join();
+            Err(BrokerError::Start(io::Error::other(
+                "the supervisor thread ended while starting",
+            )))
+        }
+    }
+}
+
 impl ManagedBroker {
     /// Writes the broker's files, starts Mosquitto and returns once it
     /// listens. Blocks for that long (typically tens of milliseconds; at
@@ -707,15 +781,7 @@ impl ManagedBroker {
         settings: BrokerSettings,
         keys: &[BrokerKey],
     ) -> Result<ManagedBroker, BrokerError> {
-        let base = format!("{}/{}", settings.prefix, settings.device_id);
-        if settings.prefix.is_empty()
-            || settings.device_id.is_empty()
-            || base
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || c == '+' || c == '#')
-        {
-            return Err(BrokerError::BadTopicRoot(base));
-        }
+        let base = topic_root(&settings)?;
         let exe = find_mosquitto(settings.mosquitto.as_deref())?;
         let tcp = settings.listen.map(resolve_port).transpose()?;
         let (bridge, device) = two_loopback_ports()?;
@@ -732,18 +798,9 @@ impl ManagedBroker {
             None => None,
         };
 
-        let dir = make_runtime_dir()?;
-        let layout = Layout::new(dir);
-        let mut rng = rand::thread_rng();
-        let mut secret = [0u8; 32];
-        rng.fill_bytes(&mut secret);
-        let device_password = URL_SAFE_NO_PAD.encode(secret);
-        let mut cid = [0u8; 16];
-        rng.fill_bytes(&mut cid);
-        let client_id = format!("{DEVICE_USER}.{}", URL_SAFE_NO_PAD.encode(cid));
-
+        let (device_password, client_id) = new_device_login();
         let shared = Arc::new(Shared {
-            layout,
+            layout: Layout::new(make_runtime_dir()?),
             base,
             device_id: settings.device_id.clone(),
             device_password,
@@ -758,57 +815,22 @@ impl ManagedBroker {
             let _ = std::fs::remove_dir_all(&shared.layout.dir);
             e
         };
-        if let Some((_, uid, gid)) = &shared.layout.owner {
-            std::os::unix::fs::chown(&shared.layout.dir, Some(*uid), Some(*gid)).map_err(
-                |source| {
-                    cleanup(BrokerError::RuntimeDir {
-                        path: shared.layout.dir.clone(),
-                        source,
-                    })
-                },
-            )?;
-        }
-        let n = shared.write_keys(keys).map_err(cleanup)?;
-        shared
-            .layout
-            .write(
-                &shared.layout.conf,
-                &conf_text(&shared.layout, settings.open, tcp, bridge, device),
-            )
-            .map_err(cleanup)?;
+        let conf = conf_text(&shared.layout, settings.open, tcp, bridge, device);
+        let n = shared.write_files(keys, &conf).map_err(cleanup)?;
 
         let (events_tx, events_rx) = std_mpsc::channel::<Event>();
-        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), BrokerError>>();
         let listeners = match tcp {
             Some(t) => format!("{t}, {bridge} and {device}"),
             None => format!("{bridge} and {device}"),
         };
-        let supervisor = {
-            let shared = shared.clone();
-            let events_tx = events_tx.clone();
-            std::thread::Builder::new()
-                .name("mosquitto".into())
-                .spawn(move || {
-                    supervise(
-                        exe, shared, device, listeners, events_tx, events_rx, ready_tx,
-                    )
-                })
-                .map_err(|e| cleanup(BrokerError::Start(e)))?
-        };
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = supervisor.join();
-                return Err(cleanup(e));
-            }
-            Err(_) => {
-                let _ = supervisor.join();
-                return Err(cleanup(BrokerError::Start(io::Error::other(
-                    "the supervisor thread ended while starting",
-                ))));
-            }
-        }
-
+        let supervisor = start_supervisor(
+            exe,
+            shared.clone(),
+            device,
+            listeners,
+            (events_tx.clone(), events_rx),
+        )
+        .map_err(cleanup)?;
         let (ws_stop, ws_thread) = match ws_listener {
             Some(l) => {
                 let (tx, rx) = oneshot::channel();
