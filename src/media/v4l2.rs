@@ -211,73 +211,8 @@ impl V4l2Source {
     ) -> Result<Self, MediaError> {
         super::validate_size(width, height, fps)?;
         let device = Device::with_path(path).map_err(|e| MediaError::from_io(path, "open", e))?;
-        let caps = device
-            .query_caps()
-            .map_err(|e| MediaError::from_io(path, "VIDIOC_QUERYCAP", e))?;
-        if !caps.capabilities.contains(CapFlags::VIDEO_CAPTURE) {
-            let reason = if caps.capabilities.contains(CapFlags::VIDEO_CAPTURE_MPLANE) {
-                "is a multi-planar capture device, which campeer cannot read yet".to_string()
-            } else {
-                "is not a video capture device (is it a metadata or codec node?)".to_string()
-            };
-            return Err(MediaError::NotCapture {
-                path: path.to_path_buf(),
-                reason: format!("{} ({}) {reason}", caps.card, caps.driver),
-            });
-        }
-        if !caps.capabilities.contains(CapFlags::STREAMING) {
-            return Err(MediaError::NotCapture {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "{} ({}) does not support streaming I/O",
-                    caps.card, caps.driver
-                ),
-            });
-        }
-
-        let offered = device
-            .enum_formats()
-            .map_err(|e| MediaError::from_io(path, "VIDIOC_ENUM_FMT", e))?;
-        let offered_codes: Vec<[u8; 4]> = offered.iter().map(|d| d.fourcc.repr).collect();
-        let no_usable = || MediaError::NoUsableFormat {
-            path: path.to_path_buf(),
-            offered: if offered.is_empty() {
-                "nothing".into()
-            } else {
-                offered
-                    .iter()
-                    .map(|d| format!("{} ({})", fourcc_name(&d.fourcc.repr), d.description))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        };
-
-        // The camera's own H.264 first, when asked for and offered at the
-        // exact size; otherwise each usable raw format, in preference order.
-        let mut candidates = Vec::new();
-        if let Some(c) = try_h264(&device, path, &offered_codes, h264, width, height, fps)? {
-            candidates.push(c);
-        }
-        for wire in WireFormat::PREFERENCE {
-            if !candidates.is_empty() && candidates[0].wire == WireFormat::H264 {
-                break;
-            }
-            let Some(code) = offered_codes
-                .iter()
-                .find(|c| WireFormat::from_fourcc(c) == Some(wire))
-            else {
-                continue;
-            };
-            match try_format(&device, path, *code, width, height, fps)? {
-                Some(c) => candidates.push(c),
-                None => {
-                    debug!(device = %path.display(), fourcc = %fourcc_name(code), "format refused by the driver")
-                }
-            }
-        }
-        if candidates.is_empty() {
-            return Err(no_usable());
-        }
+        let caps = check_caps(&device, path)?;
+        let (candidates, no_usable) = candidates(&device, path, h264, width, height, fps)?;
         let Some(pick) = choose_format(width, height, fps, &candidates) else {
             // Every candidate had an odd size.
             let c = &candidates[0];
@@ -289,30 +224,7 @@ impl V4l2Source {
             });
         };
         let chosen = candidates[pick].clone();
-
-        // Apply the choice for real and read back what the driver holds.
-        let fmt = device
-            .set_format(&Format::new(
-                chosen.width,
-                chosen.height,
-                FourCC::new(&chosen.fourcc),
-            ))
-            .map_err(|e| MediaError::from_io(path, "VIDIOC_S_FMT", e))?;
-        let granted_fps = match device.set_params(&Parameters::with_fps(fps)) {
-            Ok(p) if fps_of(&p) > 0 => fps_of(&p),
-            _ => fps,
-        };
-        if fmt.fourcc.repr != chosen.fourcc {
-            return Err(no_usable());
-        }
-        if fmt.width == 0 || fmt.height == 0 || fmt.width % 2 != 0 || fmt.height % 2 != 0 {
-            return Err(MediaError::OddSize {
-                path: path.to_path_buf(),
-                width: fmt.width,
-                height: fmt.height,
-                fourcc: fourcc_name(&fmt.fourcc.repr),
-            });
-        }
+        let (fmt, granted_fps) = apply_format(&device, path, &chosen, fps, no_usable)?;
         info!(
             device = %path.display(),
             card = %caps.card,
@@ -498,6 +410,122 @@ impl V4l2Source {
             }
         }
     }
+}
+
+/// The device's capabilities, refused unless it is a single-planar
+/// capture device with streaming I/O.
+fn check_caps(device: &Device, path: &Path) -> Result<v4l::Capabilities, MediaError> {
+    let caps = device
+        .query_caps()
+        .map_err(|e| MediaError::from_io(path, "VIDIOC_QUERYCAP", e))?;
+    if !caps.capabilities.contains(CapFlags::VIDEO_CAPTURE) {
+        let reason = if caps.capabilities.contains(CapFlags::VIDEO_CAPTURE_MPLANE) {
+            "is a multi-planar capture device, which campeer cannot read yet".to_string()
+        } else {
+            "is not a video capture device (is it a metadata or codec node?)".to_string()
+        };
+        return Err(MediaError::NotCapture {
+            path: path.to_path_buf(),
+            reason: format!("{} ({}) {reason}", caps.card, caps.driver),
+        });
+    }
+    if !caps.capabilities.contains(CapFlags::STREAMING) {
+        return Err(MediaError::NotCapture {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} ({}) does not support streaming I/O",
+                caps.card, caps.driver
+            ),
+        });
+    }
+    Ok(caps)
+}
+
+/// What the device offers that campeer can use, as the driver adjusts
+/// each to the request: the camera's own H.264 first, when asked for and
+/// offered at the exact size; otherwise each usable raw format, in
+/// preference order. Also the error to give when none is usable.
+fn candidates(
+    device: &Device,
+    path: &Path,
+    h264: Option<H264Request>,
+    width: u32,
+    height: u32,
+    fps: u32,
+) -> Result<(Vec<Candidate>, MediaError), MediaError> {
+    let offered = device
+        .enum_formats()
+        .map_err(|e| MediaError::from_io(path, "VIDIOC_ENUM_FMT", e))?;
+    let offered_codes: Vec<[u8; 4]> = offered.iter().map(|d| d.fourcc.repr).collect();
+    let no_usable = MediaError::NoUsableFormat {
+        path: path.to_path_buf(),
+        offered: if offered.is_empty() {
+            "nothing".into()
+        } else {
+            offered
+                .iter()
+                .map(|d| format!("{} ({})", fourcc_name(&d.fourcc.repr), d.description))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    };
+    let mut candidates = Vec::new();
+    if let Some(c) = try_h264(device, path, &offered_codes, h264, width, height, fps)? {
+        candidates.push(c);
+        return Ok((candidates, no_usable));
+    }
+    for wire in WireFormat::PREFERENCE {
+        let Some(code) = offered_codes
+            .iter()
+            .find(|c| WireFormat::from_fourcc(c) == Some(wire))
+        else {
+            continue;
+        };
+        match try_format(device, path, *code, width, height, fps)? {
+            Some(c) => candidates.push(c),
+            None => {
+                debug!(device = %path.display(), fourcc = %fourcc_name(code), "format refused by the driver")
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Err(no_usable);
+    }
+    Ok((candidates, no_usable))
+}
+
+/// Sets `chosen` for real and reads back what the driver holds, with the
+/// frame rate it granted.
+fn apply_format(
+    device: &Device,
+    path: &Path,
+    chosen: &Candidate,
+    fps: u32,
+    no_usable: MediaError,
+) -> Result<(Format, u32), MediaError> {
+    let fmt = device
+        .set_format(&Format::new(
+            chosen.width,
+            chosen.height,
+            FourCC::new(&chosen.fourcc),
+        ))
+        .map_err(|e| MediaError::from_io(path, "VIDIOC_S_FMT", e))?;
+    let granted_fps = match device.set_params(&Parameters::with_fps(fps)) {
+        Ok(p) if fps_of(&p) > 0 => fps_of(&p),
+        _ => fps,
+    };
+    if fmt.fourcc.repr != chosen.fourcc {
+        return Err(no_usable);
+    }
+    if fmt.width == 0 || fmt.height == 0 || fmt.width % 2 != 0 || fmt.height % 2 != 0 {
+        return Err(MediaError::OddSize {
+            path: path.to_path_buf(),
+            width: fmt.width,
+            height: fmt.height,
+            fourcc: fourcc_name(&fmt.fourcc.repr),
+        });
+    }
+    Ok((fmt, granted_fps))
 }
 
 /// The camera's own H.264 as a candidate, when `h264` asks for it and the
