@@ -217,33 +217,9 @@ impl Daemon {
         let audio = start_audio(&config)?;
         // Inputs are polled by their own task for as long as the bank lives.
         drop(gpio.spawn_input_watcher().context("gpio inputs")?);
-        let presence = PresenceInfo {
-            device_id: config.device_id.clone(),
-            max_sessions: config.webrtc.max_sessions,
-            auth: if authz.is_open() {
-                AuthMode::Open
-            } else {
-                AuthMode::Signed
-            },
-            video: video.as_ref().map(|p| video_info(p)),
-            audio: audio.as_ref().map(|_| AudioInfo {
-                codec: "opus".into(),
-                rate: 48_000,
-                channels: config.audio.channels,
-            }),
-            controls: control_infos(&gpio),
-            relay: config.relay.enabled.then(|| relay_info(0, false)),
-        };
+        let presence = presence_info(&config, authz.is_open(), &video, audio.is_some(), &gpio);
 
-        let t = Instant::now();
-        let ice_source = ice::ice_source(&config.webrtc)?;
-        let engine =
-            RtcEngine::new(&config.webrtc, Role::Answerer)?.with_ice_source(ice_source.clone());
-        info!(
-            ms = t.elapsed().as_millis() as u64,
-            "DTLS certificate ready"
-        );
-
+        let (engine, ice_source) = rtc_engine(&config)?;
         let snapshot = video.as_ref().map(|v| {
             Arc::new(crate::snapshot::Snapshotter::new(
                 Arc::new(Arc::downgrade(v)) as Arc<dyn crate::snapshot::LatestFrame>,
@@ -310,32 +286,8 @@ impl Daemon {
             disconnected_timeout: Duration::from_secs(config.webrtc.disconnected_timeout_secs),
             metrics: metrics.clone(),
         });
-        let (ev_tx, ev_rx) = mpsc::channel(256);
-        let mut table = SessionTable::new(
-            Arc::new(TaskSpawner(ctx)),
-            outbox,
-            authz,
-            &config.device_id,
-            table_limits(&config),
-            ev_tx,
-        );
-        table.set_ice_service(crate::rtc::table::IceService {
-            source: ice_source,
-            ..Default::default()
-        });
-        let relay = config.relay.enabled.then(|| {
-            crate::relay::task::spawn(
-                config.relay.clone(),
-                &config.device_id,
-                crate::relay::forward::Sources {
-                    video: video.clone(),
-                    audio: audio.clone(),
-                },
-                crate::keystore::state_dir(config.access.state_dir.as_deref())
-                    .ok()
-                    .map(|d| d.join("relay-mountpoint.json")),
-            )
-        });
+        let (table, ev_rx) = session_table(&config, ctx, outbox, authz, ice_source);
+        let relay = start_relay(&config, &video, &audio);
         let supervisor = Supervisor::new();
         let chores = Housekeeping::new(
             crate::clock::monotonic_us(),
@@ -923,6 +875,95 @@ struct HttpParts {
     snapshot: Option<Arc<crate::snapshot::Snapshotter>>,
     /// `POST /bye/{sid}` (crate::web::bye) into the daemon's loop.
     bye: crate::web::bye::ByeSender,
+}
+
+/// The WebRTC engine (its DTLS certificate made now) and the ICE servers
+/// it and the viewers get.
+fn rtc_engine(
+    config: &Config,
+) -> anyhow::Result<(RtcEngine, crate::signaling::ice_servers::IceServerSource)> {
+    let t = Instant::now();
+    let ice_source = ice::ice_source(&config.webrtc)?;
+    let engine =
+        RtcEngine::new(&config.webrtc, Role::Answerer)?.with_ice_source(ice_source.clone());
+    info!(
+        ms = t.elapsed().as_millis() as u64,
+        "DTLS certificate ready"
+    );
+    Ok((engine, ice_source))
+}
+
+/// What the device says about itself in its status.
+fn presence_info(
+    config: &Config,
+    open: bool,
+    video: &Option<Arc<VideoPipeline>>,
+    has_audio: bool,
+    gpio: &GpioBank,
+) -> PresenceInfo {
+    PresenceInfo {
+        device_id: config.device_id.clone(),
+        max_sessions: config.webrtc.max_sessions,
+        auth: if open {
+            AuthMode::Open
+        } else {
+            AuthMode::Signed
+        },
+        video: video.as_ref().map(|p| video_info(p)),
+        audio: has_audio.then(|| AudioInfo {
+            codec: "opus".into(),
+            rate: 48_000,
+            channels: config.audio.channels,
+        }),
+        controls: control_infos(gpio),
+        relay: config.relay.enabled.then(|| relay_info(0, false)),
+    }
+}
+
+/// The session table, its sessions spawned as tasks on `ctx`, handing out
+/// `ice_source`'s servers to `ice_request`s; and its event receiver.
+fn session_table(
+    config: &Config,
+    ctx: Arc<SessionContext>,
+    outbox: Arc<dyn Outbox>,
+    authz: crate::signaling::auth::OfferAuthorizer,
+    ice_source: crate::signaling::ice_servers::IceServerSource,
+) -> (SessionTable, mpsc::Receiver<SessionEvent>) {
+    let (ev_tx, ev_rx) = mpsc::channel(256);
+    let mut table = SessionTable::new(
+        Arc::new(TaskSpawner(ctx)),
+        outbox,
+        authz,
+        &config.device_id,
+        table_limits(config),
+        ev_tx,
+    );
+    table.set_ice_service(crate::rtc::table::IceService {
+        source: ice_source,
+        ..Default::default()
+    });
+    (table, ev_rx)
+}
+
+/// The relay task, when `[relay]` is enabled.
+fn start_relay(
+    config: &Config,
+    video: &Option<Arc<VideoPipeline>>,
+    audio: &Option<Arc<AudioPipeline>>,
+) -> Option<RelayHandle> {
+    config.relay.enabled.then(|| {
+        crate::relay::task::spawn(
+            config.relay.clone(),
+            &config.device_id,
+            crate::relay::forward::Sources {
+                video: video.clone(),
+                audio: audio.clone(),
+            },
+            crate::keystore::state_dir(config.access.state_dir.as_deref())
+                .ok()
+                .map(|d| d.join("relay-mountpoint.json")),
+        )
+    })
 }
 
 async fn start_http(
