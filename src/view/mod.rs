@@ -273,25 +273,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         None => None,
     };
 
-    // ICE servers from the device (section 8), unless told not to ask.
-    let ice_servers = if args.no_ice_request {
-        Vec::new()
-    } else {
-        let key = match (&secret, &nonce) {
-            (Some((id, s)), Some(n)) => Some((id.as_str(), s.as_slice(), n.as_str())),
-            _ => None,
-        };
-        let asked = Instant::now();
-        let got = if secret.is_some() && key.is_none() {
-            None // signed, but no nonce: the offer will say so
-        } else {
-            ice::request(&mut sig, &args.device, key).await
-        };
-        report.ice_ms = Some(asked.elapsed().as_secs_f64() * 1e3);
-        report.ice_servers = got.as_ref().map(|r| r.servers.len());
-        report.ice_expires = got.as_ref().map(|r| r.expires);
-        got.map(|r| r.servers).unwrap_or_default()
-    };
+    let ice_servers = ask_ice_servers(args, &mut sig, &secret, &nonce, &mut report).await;
 
     let codec = if args.codec == "vp8" {
         VideoCodec::Vp8
@@ -311,39 +293,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         Some(path) => {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
         }
-        None => {
-            if !args.no_video {
-                pc.add_transceiver_from_kind(
-                    RtpCodecKind::Video,
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Recvonly,
-                        streams: vec![],
-                        send_encodings: vec![],
-                    }),
-                )
-                .await?;
-            }
-            if !args.no_audio {
-                pc.add_transceiver_from_kind(
-                    RtpCodecKind::Audio,
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Recvonly,
-                        streams: vec![],
-                        send_encodings: vec![],
-                    }),
-                )
-                .await?;
-            }
-            if !args.no_data {
-                open_control(&pc, args, &calls, &tx).await?;
-            }
-            let offer = pc.create_offer(None).await?;
-            pc.set_local_description(offer).await?;
-            pc.local_description()
-                .await
-                .map(|d| d.sdp)
-                .context("no local description after set_local_description")?
-        }
+        None => local_offer(args, &pc, &calls, &tx).await?,
     };
     let auth = match (&secret, &nonce) {
         (Some((key, secret)), Some(nonce)) => {
@@ -560,6 +510,70 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
 /// Receives media on a connected (or connecting) peer connection that has
 /// no signaling left to do (WHEP, the relay) until the run is complete,
 /// the deadline passes or the connection fails; then fills in `report`.
+/// ICE servers from the device (`ice_request`), unless `--no-ice-request`;
+/// none when it does not answer, refuses, or its reply does not verify.
+async fn ask_ice_servers(
+    args: &ViewArgs,
+    sig: &mut signal::ViewerSignal,
+    secret: &Option<(String, Vec<u8>)>,
+    nonce: &Option<String>,
+    report: &mut ViewReport,
+) -> Vec<IceServerEntry> {
+    if args.no_ice_request {
+        return Vec::new();
+    }
+    let key = match (secret, nonce) {
+        (Some((id, s)), Some(n)) => Some((id.as_str(), s.as_slice(), n.as_str())),
+        _ => None,
+    };
+    if secret.is_some() && key.is_none() {
+        return Vec::new(); // signed, but no nonce: the offer will say so
+    }
+    let asked = Instant::now();
+    let got = ice::request(sig, &args.device, key).await;
+    report.ice_ms = Some(asked.elapsed().as_secs_f64() * 1e3);
+    report.ice_servers = got.as_ref().map(|r| r.servers.len());
+    report.ice_expires = got.as_ref().map(|r| r.expires);
+    got.map(|r| r.servers).unwrap_or_default()
+}
+
+/// Adds a receive-only transceiver of `kind`.
+async fn add_recvonly(pc: &Arc<dyn PeerConnection>, kind: RtpCodecKind) -> anyhow::Result<()> {
+    let init = RTCRtpTransceiverInit {
+        direction: RTCRtpTransceiverDirection::Recvonly,
+        streams: vec![],
+        send_encodings: vec![],
+    };
+    pc.add_transceiver_from_kind(kind, Some(init)).await?;
+    Ok(())
+}
+
+/// The viewer's offer: receive-only video and audio (unless left out),
+/// the `control` channel (unless `--no-data`), set as the local
+/// description.
+async fn local_offer(
+    args: &ViewArgs,
+    pc: &Arc<dyn PeerConnection>,
+    calls: &[control::Call],
+    tx: &mpsc::Sender<Event>,
+) -> anyhow::Result<String> {
+    if !args.no_video {
+        add_recvonly(pc, RtpCodecKind::Video).await?;
+    }
+    if !args.no_audio {
+        add_recvonly(pc, RtpCodecKind::Audio).await?;
+    }
+    if !args.no_data {
+        open_control(pc, args, calls, tx).await?;
+    }
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .context("no local description after set_local_description")
+}
+
 /// Opens the `control` data channel on `pc`, makes `calls` on it once it
 /// is open, and forwards what it hears to the viewer's events.
 async fn open_control(

@@ -12,7 +12,6 @@ use anyhow::Context;
 use hyper::{Method, StatusCode};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -79,12 +78,7 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
     ];
     for (kind, wanted) in kinds {
         if *wanted {
-            let init = RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                streams: vec![],
-                send_encodings: vec![],
-            };
-            pc.add_transceiver_from_kind(*kind, Some(init)).await?;
+            super::add_recvonly(&pc, *kind).await?;
         }
     }
     // A control channel only when calls are asked for: a WHEP session is
