@@ -501,18 +501,9 @@ impl OfferAuthorizer {
             .nonce
             .as_deref()
             .ok_or_else(|| AuthError::NoNonce { key: key_err() })?;
-        let key = self
-            .keys
-            .get(&auth.key)
-            .ok_or_else(|| AuthError::UnknownKey { key: key_err() })?;
-        let sig = decode_sig(&auth.sig)
-            .ok_or_else(|| AuthError::MalformedSignature { key: key_err() })?;
-        offer_mac(&key.secret, device_id, sid, &auth.role, nonce, sdp)
-            .verify_slice(&sig)
-            .map_err(|_| AuthError::BadSignature { key: key_err() })?;
-        if !self.nonces.accepts(nonce) {
-            return Err(AuthError::StaleNonce { key: key_err() });
-        }
+        let key = self.signed_by(&auth.key, &auth.sig, nonce, |secret| {
+            offer_mac(secret, device_id, sid, &auth.role, nonce, sdp)
+        })?;
         let role: Role = auth.role.parse().map_err(|()| AuthError::BadRole {
             key: key_err(),
             role: auth.role.clone(),
@@ -533,6 +524,32 @@ impl OfferAuthorizer {
         })
     }
 
+    /// The key `key_id` if `sig` is its HMAC as `mac_of(secret)` computes
+    /// it (compared in constant time) and `nonce` is current or previous;
+    /// the checks every signed request passes, in this order.
+    fn signed_by(
+        &self,
+        key_id: &str,
+        sig: &str,
+        nonce: &str,
+        mac_of: impl FnOnce(&[u8]) -> HmacSha256,
+    ) -> Result<&KeyEntry, AuthError> {
+        let key_err = || key_id.to_owned();
+        let key = self
+            .keys
+            .get(key_id)
+            .ok_or_else(|| AuthError::UnknownKey { key: key_err() })?;
+        let sig =
+            decode_sig(sig).ok_or_else(|| AuthError::MalformedSignature { key: key_err() })?;
+        mac_of(&key.secret)
+            .verify_slice(&sig)
+            .map_err(|_| AuthError::BadSignature { key: key_err() })?;
+        if !self.nonces.accepts(nonce) {
+            return Err(AuthError::StaleNonce { key: key_err() });
+        }
+        Ok(key)
+    }
+
     /// Who may have ICE servers (section 8): on an open device anyone; on
     /// a signed one, an `ice_request` whose `auth` names a key and is
     /// signed over `sid` and a current or previous nonce. Checked like an
@@ -550,19 +567,9 @@ impl OfferAuthorizer {
             });
         }
         let auth = auth.ok_or(AuthError::Missing)?;
-        let key_err = || auth.key.clone();
-        let key = self
-            .keys
-            .get(&auth.key)
-            .ok_or_else(|| AuthError::UnknownKey { key: key_err() })?;
-        let sig = decode_sig(&auth.sig)
-            .ok_or_else(|| AuthError::MalformedSignature { key: key_err() })?;
-        ice_request_mac(&key.secret, device_id, sid, &auth.nonce)
-            .verify_slice(&sig)
-            .map_err(|_| AuthError::BadSignature { key: key_err() })?;
-        if !self.nonces.accepts(&auth.nonce) {
-            return Err(AuthError::StaleNonce { key: key_err() });
-        }
+        let key = self.signed_by(&auth.key, &auth.sig, &auth.nonce, |secret| {
+            ice_request_mac(secret, device_id, sid, &auth.nonce)
+        })?;
         Ok(IceGrant {
             key_id: Some(auth.key.clone()),
             key: Some(SessionKey::derive_ice(&key.secret, &auth.sig)),
