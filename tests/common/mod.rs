@@ -68,6 +68,61 @@ pub fn cargo_script(script: &std::path::Path) -> Command {
     cmd
 }
 
+/// Whether a test may go on, given what it needs and why that is missing
+/// (`None`: present). A missing prerequisite fails the test with `missing`,
+/// which says how to install it, unless the developer opted out of it by
+/// name (`CAMPEER_SKIP=browser,janus`, docs/testing.md lists the names):
+/// then the test prints one line, `CAMPEER-SKIPPED: <test> (<name>): <why>`,
+/// and returns false. That line goes to the process's stderr past libtest's
+/// capture, so scripts/test.sh finds it in the logs and lists it at the end.
+pub fn prerequisite(name: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else {
+        return true;
+    };
+    assert!(
+        opted_out(name),
+        "{why}\n(to skip the tests that need it instead, set CAMPEER_SKIP={name})"
+    );
+    skipped(name, &why);
+    false
+}
+
+/// Says that the running test did not run, in the one format scripts/test.sh
+/// collects: `CAMPEER-SKIPPED: <test> (<name>): <why>`. Written to stderr
+/// directly, so libtest's capture of a passing test's output keeps it.
+pub fn skipped(name: &str, why: &str) {
+    let test = format!(
+        "{}::{}",
+        test_binary(),
+        std::thread::current().name().unwrap_or("?")
+    );
+    let line = format!("CAMPEER-SKIPPED: {test} ({name}): {why}\n");
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Whether `CAMPEER_SKIP` (comma-separated names) names `name`.
+pub fn opted_out(name: &str) -> bool {
+    std::env::var("CAMPEER_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .any(|n| n.trim() == name)
+}
+
+/// The integration test's name (tests/NAME.rs), from its binary's name
+/// (`NAME-<hash>`).
+fn test_binary() -> String {
+    let exe = std::env::args().next().unwrap_or_default();
+    let stem = std::path::Path::new(&exe)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.rsplit_once('-') {
+        Some((name, _hash)) => name.to_owned(),
+        None => stem,
+    }
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
@@ -556,30 +611,35 @@ pub fn proc_sample(pid: u32) -> Option<(f64, f64)> {
     Some(((ut + st) / clock_ticks(), rss_kb / 1024.0))
 }
 
-/// CPU% of one core and peak RSS over `window`.
+/// Like `proc_sample`, for a process that must be alive: one that exited
+/// (or is a zombie, without a VmRSS) panics, so that a dead daemon never
+/// reads as zero CPU, zero memory or no leak.
+pub fn sample(pid: u32) -> (f64, f64) {
+    proc_sample(pid).unwrap_or_else(|| panic!("process {pid} is gone: no figures to read"))
+}
+
+/// CPU% of one core and peak RSS over `window`; panics when the process
+/// dies meanwhile.
 pub async fn measure(pid: u32, window: Duration) -> (f64, f64) {
     let t0 = Instant::now();
-    let (c0, mut rss) = proc_sample(pid).unwrap_or((0.0, 0.0));
+    let (c0, mut rss) = sample(pid);
     let step = Duration::from_millis(250);
     while t0.elapsed() < window {
         tokio::time::sleep(step).await;
-        if let Some((_, r)) = proc_sample(pid) {
-            rss = rss.max(r);
-        }
+        rss = rss.max(sample(pid).1);
     }
-    let (c1, _) = proc_sample(pid).unwrap_or((c0, rss));
+    let (c1, _) = sample(pid);
     (100.0 * (c1 - c0) / t0.elapsed().as_secs_f64(), rss)
 }
 
-/// Open file descriptors and threads of a process.
+/// Open file descriptors and threads of a process; panics when it is gone.
 pub fn fds_and_threads(pid: u32) -> (usize, usize) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    (fds, threads)
+    let count = |what: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{what}"))
+            .map(|d| d.count())
+            .unwrap_or_else(|e| panic!("process {pid} is gone: no /proc/{pid}/{what} ({e})"))
+    };
+    (count("fd"), count("task"))
 }
 
 /// The lines a child prints on its piped stdout and stderr, both on one
