@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{free_port, TempDir, BIN};
+use common::{free_port, wait_page_port, TempDir, BIN, PAGE_ANY_PORT};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,13 +60,15 @@ impl Drop for Daemon {
 /// most, and a short connect timeout.
 async fn start_daemon(width: u32, height: u32) -> Daemon {
     let dir = TempDir::new("whep");
-    let (mqtt, http) = (free_port(), free_port());
+    // The own broker does not report a port it bound: a picked one. The
+    // page server binds any port and logs it.
+    let mqtt = free_port();
     let config = format!(
         "device_id = \"{DEVICE}\"\n\
          [video]\nsource = \"test\"\nwidth = {width}\nheight = {height}\nfps = 15\n\
          [webrtc]\nmax_sessions = 1\nconnect_timeout_secs = 4\n\
          [broker]\nembedded = true\nlisten = \"127.0.0.1:{mqtt}\"\nws_listen = \"\"\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\n\
+         [http]\nlisten = \"{PAGE_ANY_PORT}\"\n\
          [[access.keys]]\nid = \"phone\"\nsecret = \"{SECRET}\"\nrole = \"control\"\n"
     );
     let path = dir.0.join("campeer.toml");
@@ -83,7 +85,9 @@ async fn start_daemon(width: u32, height: u32) -> Daemon {
         .stderr(logf)
         .spawn()
         .expect("start campeer");
-    let addr: SocketAddr = format!("127.0.0.1:{http}").parse().expect("addr");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let http = wait_page_port(log_text, Duration::from_secs(20)).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], http));
     let mut d = Daemon {
         child,
         log,

@@ -123,6 +123,45 @@ fn test_binary() -> String {
     }
 }
 
+/// Where a test daemon's page server listens: a port the kernel picks, read
+/// back from the daemon's log with `wait_page_port` (never 8080, which
+/// parallel tests would race for).
+pub const PAGE_ANY_PORT: &str = "127.0.0.1:0";
+
+/// The port in the daemon's `viewer page url=http://HOST:PORT/` line (the
+/// last one: a restarted daemon logs it again).
+pub fn page_port_in(log: &str) -> Option<u16> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" viewer page url="))?;
+    let url = line.split("url=").nth(1)?.split_whitespace().next()?;
+    url.trim_end_matches('/').rsplit(':').next()?.parse().ok()
+}
+
+/// Waits until the daemon whose log `log` reads has bound its page server,
+/// and returns the port; panics with the log if it does not within
+/// `timeout`.
+pub async fn wait_page_port(log: impl Fn() -> String, timeout: Duration) -> u16 {
+    let t = Instant::now();
+    loop {
+        let text = log();
+        if let Some(port) = page_port_in(&text) {
+            return port;
+        }
+        assert!(
+            t.elapsed() < timeout,
+            "the daemon never said where its page server listens; log:\n{}",
+            tail(&text, 40)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free port picked by binding and releasing it: another process may take
+/// it before the test binds it again. Only for servers that cannot bind
+/// port 0 and say which port they got (Mosquitto, Janus); the daemon's page
+/// server uses `PAGE_ANY_PORT`.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
@@ -212,6 +251,16 @@ impl Drop for Broker {
     }
 }
 
+/// Whether the file after `--config` in `args` sets `http.listen`.
+fn config_sets_page(args: &[&str]) -> bool {
+    let Some(at) = args.iter().position(|a| *a == "--config") else {
+        return false;
+    };
+    let text = std::fs::read_to_string(args[at + 1]).expect("read the test's --config");
+    let table: toml::Table = text.parse().expect("the test's --config is TOML");
+    table.get("http").and_then(|h| h.get("listen")).is_some()
+}
+
 /// The daemon binary, run as a child process.
 /// What the daemon logs when a session's ICE and DTLS are up.
 pub const CONNECTED: &str = ": connected sid=";
@@ -254,6 +303,14 @@ impl Daemon {
         let log = dir.0.join("daemon.log");
         let logf = std::fs::File::create(&log).expect("create log");
         let signed = extra.contains(&"--signed");
+        // No page server unless the test asks for one (`--http`, or
+        // `http.listen` in its `--config`): tests that need none must not
+        // race for a port.
+        let http: &[&str] = if extra.contains(&"--http") || config_sets_page(&extra) {
+            &[]
+        } else {
+            &["--http", ""]
+        };
         let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != "--signed").collect();
         let state = dir.0.join("state");
         let mut cmd = Command::new(BIN);
@@ -273,6 +330,7 @@ impl Daemon {
         } else {
             &["--open-access"][..]
         })
+        .args(http)
         .args(&extra)
         .stdout(Stdio::null())
         .stderr(logf);
@@ -288,6 +346,12 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The port its page server bound (started with `--http` and
+    /// `PAGE_ANY_PORT`).
+    pub async fn page_port(&self) -> u16 {
+        wait_page_port(|| self.log_text(), Duration::from_secs(20)).await
     }
 
     /// Waits until the daemon has logged `needle` at least `n` times: the
