@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{free_port, TempDir, BIN};
+use common::{free_port, wait_page_port, TempDir, BIN, PAGE_ANY_PORT};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -401,7 +401,6 @@ impl Stack {
         let dir = TempDir::new("web-daemon");
         let conf = dir.0.join("campeer.toml");
         std::fs::write(&conf, config).expect("write campeer.toml");
-        let http = free_port();
         let mut args: Vec<String> = vec![
             "--log".into(),
             "info,campeer=debug".into(),
@@ -416,7 +415,10 @@ impl Stack {
             dir.0.join("state").to_string_lossy().into_owned(),
         ];
         let inproc_mode = std::env::var_os("CAMPEER_BROWSER_INPROC").is_some();
-        let (mqtt, ws, inproc) = match kind {
+        // The daemon's page server binds any port (`http` 0 until `ready`
+        // reads it from the log); the brokers' listeners read theirs from
+        // the command line and do not report them: picked free ports.
+        let (mqtt, ws, http, inproc) = match kind {
             BrokerKind::Mosquitto => {
                 let m = mosquitto.expect("a Mosquitto for BrokerKind::Mosquitto");
                 args.extend([
@@ -425,27 +427,27 @@ impl Stack {
                     "--mqtt-ws-url".into(),
                     format!("ws://127.0.0.1:{}/", m.ws),
                     "--http".into(),
-                    format!("127.0.0.1:{http}"),
+                    PAGE_ANY_PORT.into(),
                 ]);
-                (m.tcp, m.ws, None)
+                (m.tcp, m.ws, 0, None)
             }
             BrokerKind::Embedded if inproc_mode => {
-                let (mqtt, ws, inproc) = host_in_process(http, config).await;
+                let (mqtt, ws, http, inproc) = host_in_process(config).await;
                 let b = inproc.broker.as_ref().expect("a broker");
                 args.extend(["--mqtt".into(), inproc_mqtt_url(b)]);
-                (mqtt, ws, Some(inproc))
+                (mqtt, ws, http, Some(inproc))
             }
             BrokerKind::Embedded => {
                 let (mqtt, ws) = (free_port(), free_port());
                 args.extend([
                     "--http".into(),
-                    format!("127.0.0.1:{http}"),
+                    PAGE_ANY_PORT.into(),
                     "--broker-listen".into(),
                     format!("127.0.0.1:{mqtt}"),
                     "--broker-ws-listen".into(),
                     format!("127.0.0.1:{ws}"),
                 ]);
-                (mqtt, ws, None)
+                (mqtt, ws, 0, None)
             }
         };
         let log = dir.0.join("daemon.log");
@@ -487,6 +489,14 @@ impl Stack {
 
     /// Waits for /healthz and for the device's online presence.
     async fn ready(&mut self) {
+        if self.http == 0 {
+            // The first start: the port the page server bound, kept for
+            // the restarts (the page reconnects to the same address).
+            self.http = wait_page_port(|| self.log_text(), Duration::from_secs(30)).await;
+            if let Some(i) = self.args.iter().position(|a| a == "--http") {
+                self.args[i + 1] = format!("127.0.0.1:{}", self.http);
+            }
+        }
         let t = Instant::now();
         loop {
             if let Some(c) = self.child.as_mut() {
@@ -629,7 +639,9 @@ impl Drop for Stack {
 }
 
 /// CAMPEER_BROWSER_INPROC: the embedded broker and the page served from here.
-async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
+/// Returns the broker's TCP and WebSocket ports, the page's port, and what
+/// to keep.
+async fn host_in_process(config: &str) -> (u16, u16, u16, InProc) {
     use std::net::{Ipv4Addr, SocketAddr};
     let lo = |p| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
     let broker =
@@ -656,9 +668,10 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
         claimable: false,
         relay_origin: None,
     };
-    let listener = tokio::net::TcpListener::bind(lo(http))
+    let listener = tokio::net::TcpListener::bind(lo(0))
         .await
         .expect("bind http");
+    let http = listener.local_addr().expect("the page's address").port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let hooks = campeer::web::Hooks::default();
     tokio::spawn(campeer::web::serve(
@@ -673,6 +686,7 @@ async fn host_in_process(http: u16, config: &str) -> (u16, u16, InProc) {
     (
         mqtt,
         ws,
+        http,
         InProc {
             broker: Some(broker),
             stop: Some(tx),

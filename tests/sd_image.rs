@@ -466,8 +466,7 @@ impl Drop for Guest {
 
 #[test]
 fn image_builds_reproducibly_and_boots_into_a_paired_camera() {
-    if common::opted_out("image") {
-        common::skipped("image", "CAMPEER_SKIP=image");
+    if !common::prerequisite("image", None) {
         return;
     }
     let top = root().join("target/image-test");

@@ -69,22 +69,22 @@ pub fn cargo_script(script: &std::path::Path) -> Command {
 }
 
 /// Whether a test may go on, given what it needs and why that is missing
-/// (`None`: present). A missing prerequisite fails the test with `missing`,
-/// which says how to install it, unless the developer opted out of it by
-/// name (`CAMPEER_SKIP=browser,janus`, docs/testing.md lists the names):
-/// then the test prints one line, `CAMPEER-SKIPPED: <test> (<name>): <why>`,
-/// and returns false. That line goes to the process's stderr past libtest's
-/// capture, so scripts/test.sh finds it in the logs and lists it at the end.
+/// (`None`: present). A test the developer opted out of by name
+/// (`CAMPEER_SKIP=browser,janus`; docs/testing.md lists the names) does
+/// not run, present or not: it prints one line,
+/// `CAMPEER-SKIPPED: <test> (<name>): <why>`, and this returns false.
+/// Otherwise a missing prerequisite fails the test with `missing`, which
+/// says how to install it.
 pub fn prerequisite(name: &str, missing: Option<String>) -> bool {
-    let Some(why) = missing else {
-        return true;
-    };
-    assert!(
-        opted_out(name),
-        "{why}\n(to skip the tests that need it instead, set CAMPEER_SKIP={name})"
-    );
-    skipped(name, &why);
-    false
+    if opted_out(name) {
+        let why = missing.unwrap_or_else(|| format!("CAMPEER_SKIP={name} (it is installed)"));
+        skipped(name, &why);
+        return false;
+    }
+    if let Some(why) = missing {
+        panic!("{why}\n(to skip the tests that need it instead, set CAMPEER_SKIP={name})");
+    }
+    true
 }
 
 /// Says that the running test did not run, in the one format scripts/test.sh
