@@ -306,7 +306,7 @@ impl Daemon {
         // No page server unless the test asks for one (`--http`, or
         // `http.listen` in its `--config`): tests that need none must not
         // race for a port.
-        let http: &[&str] = if extra.contains(&"--http") || config_sets_page(&extra) {
+        let http: &[&str] = if extra.contains(&"--http") || config_sets_page(extra) {
             &[]
         } else {
             &["--http", ""]
