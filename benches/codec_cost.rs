@@ -1,10 +1,12 @@
 //! What VP8 costs next to H.264: encode time per frame of the test pattern
 //! at 640x480 and 1280x720, 30 fps targets, one thread each (as the
-//! pipeline runs them). Prints figures; asserts nothing.
+//! pipeline runs them); and what Opus costs per 20 ms frame. Prints
+//! figures; asserts nothing.
 //!
 //! `cargo bench --bench codec_cost`
 
 use campeer::encode::h264::{EncoderSettings, H264Encoder};
+use campeer::encode::opus::{OpusEncoder, COMPLEXITY};
 use campeer::encode::vp8::Vp8Encoder;
 use campeer::media::test_pattern::TestPattern;
 use campeer::media::VideoSource;
@@ -70,4 +72,26 @@ fn main() {
             bytes,
         );
     }
+    opus_cost();
+}
+
+/// Opus, mono 32 kbit/s: two seconds of a 440 Hz tone, per 20 ms frame.
+fn opus_cost() {
+    let settings = campeer::media::audio::AudioSettings {
+        rate: 48_000,
+        channels: 1,
+        bitrate: 32_000,
+    };
+    let mut enc = OpusEncoder::new(&settings).expect("opus");
+    let input: Vec<i16> = (0..48_000 * 2)
+        .map(|k| (9_830.0 * (std::f64::consts::TAU * 440.0 * k as f64 / 48_000.0).sin()) as i16)
+        .collect();
+    let started = Instant::now();
+    let mut n = 0u32;
+    for f in input.chunks(960) {
+        enc.encode(f).expect("encode");
+        n += 1;
+    }
+    let per = started.elapsed().as_micros() / u128::from(n);
+    println!("Opus encode, mono 32 kbit/s, complexity {COMPLEXITY}: {per} us per 20 ms frame");
 }

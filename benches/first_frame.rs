@@ -94,10 +94,13 @@ struct PageDaemon {
 impl PageDaemon {
     async fn start() -> PageDaemon {
         let dir = TempDir::new("bench-ff-page");
-        let http = free_port();
+        // The own broker does not report a port it bound: a picked one.
+        // The page server binds any port and logs it (at info).
         let mqtt = free_port();
+        let log = dir.0.join("daemon.log");
         let child = std::process::Command::new(BIN)
-            .args(["--log", "warn", "run", "--device-id", "bench-page"])
+            .args(["--log", "warn,campeer::daemon=info", "run"])
+            .args(["--device-id", "bench-page"])
             .arg("--state-dir")
             .arg(dir.0.join("state"))
             .args([
@@ -107,13 +110,15 @@ impl PageDaemon {
                 "--stats-interval",
                 "0",
             ])
-            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--http", PAGE_ANY_PORT])
             .args(["--broker-listen", &format!("127.0.0.1:{mqtt}")])
             .args(["--broker-ws-listen", ""])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("daemon.log"))
             .spawn()
             .expect("start campeer run");
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        let http = wait_page_port(log_text, Duration::from_secs(20)).await;
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
             assert!(t.elapsed() < Duration::from_secs(20), "page never served");

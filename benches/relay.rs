@@ -150,8 +150,7 @@ async fn run(case: &Case<'_>, window: Duration) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if let Some(why) = janus::missing() {
-        println!("relay benchmark skipped: {why}");
+    if !common::prerequisite("janus", janus::missing()) {
         return;
     }
     let quick = std::env::var_os("CAMPEER_BENCH_QUICK").is_some();

@@ -41,11 +41,10 @@ async fn main() {
     }
 
     let dir = TempDir::new("bench-snapshot");
-    let http = free_port();
     let cfg = dir.0.join("c.toml");
-    std::fs::write(&cfg, format!("[http]\nlisten = \"127.0.0.1:{http}\"\n")).unwrap();
+    std::fs::write(&cfg, format!("[http]\nlisten = \"{PAGE_ANY_PORT}\"\n")).unwrap();
     let broker = Broker::start();
-    let _d = Daemon::start(
+    let d = Daemon::start(
         &broker,
         "bench-snap",
         &[
@@ -58,6 +57,7 @@ async fn main() {
         ],
     )
     .await;
+    let http = d.page_port().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut ms = Vec::new();
     let mut bytes = 0;

@@ -25,7 +25,7 @@ async fn soak(cycles: usize) {
         view(&broker, dev, &["--frames", "5", "--timeout", "20"]).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, rss0) = proc_sample(pid).unwrap_or_default();
+    let (_, rss0) = sample(pid);
     let (fds0, thr0) = fds_and_threads(pid);
     let t = Instant::now();
     let mut failed = 0;
@@ -35,7 +35,7 @@ async fn soak(cycles: usize) {
             failed += 1;
         }
         if (i + 1) % 100 == 0 {
-            let (_, rss) = proc_sample(pid).unwrap_or_default();
+            let (_, rss) = sample(pid);
             let (fds, thr) = fds_and_threads(pid);
             println!(
                 "  after {:>4} cycles: RSS {rss:.1} MiB, fds {fds}, threads {thr}",
@@ -45,7 +45,7 @@ async fn soak(cycles: usize) {
     }
     // Sessions close asynchronously; give the last one a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (_, rss1) = proc_sample(pid).unwrap_or_default();
+    let (_, rss1) = sample(pid);
     let (fds1, thr1) = fds_and_threads(pid);
     println!(
         "soak: {cycles} connect/disconnect cycles in {:.0} s ({failed} failed)\n  \

@@ -86,8 +86,14 @@ async fn run_size(w: u32, h: u32, quick: bool) {
                 lat50.push(a);
                 lat95.push(b);
             }
-            lost += r["lost_frames"].as_u64().unwrap_or(0);
-            got += r["frames"].as_u64().unwrap_or(0);
+            // Every report has both; one without them is a broken viewer,
+            // not a viewer that lost nothing.
+            let count = |k: &str| {
+                r[k].as_u64()
+                    .unwrap_or_else(|| panic!("a viewer's report has no {k}: {r}"))
+            };
+            lost += count("lost_frames");
+            got += count("frames");
         }
         let send = send_latency(&d.log_text());
         rows.push((

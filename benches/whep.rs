@@ -29,7 +29,6 @@ async fn main() {
     std::fs::write(&key, secret).expect("key");
     let key = key.to_str().expect("utf-8 path");
     let broker = Broker::start();
-    let http = format!("127.0.0.1:{}", free_port());
     let args = [
         "--signed",
         "--config",
@@ -39,10 +38,10 @@ async fn main() {
         "--stats-interval",
         "0",
         "--http",
-        &http,
+        PAGE_ANY_PORT,
     ];
-    let _daemon = Daemon::start(&broker, "bench-whep", &args).await;
-    let url = format!("http://{http}/whep");
+    let daemon = Daemon::start(&broker, "bench-whep", &args).await;
+    let url = format!("http://127.0.0.1:{}/whep", daemon.page_port().await);
     let viewer = [
         "--frames",
         "3",

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{free_port, keys_cmd, TempDir, BIN};
+use common::{free_port, keys_cmd, wait_page_port, TempDir, BIN, PAGE_ANY_PORT};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,7 +49,9 @@ impl Daemon {
 
 /// `campeer run` with its own broker on `state`; waits for the page.
 async fn start(dir: &TempDir, run: usize) -> Daemon {
-    let (mqtt, http) = (free_port(), free_port());
+    // The own broker's port is picked (it does not report one it bound);
+    // the page server binds any port and logs it.
+    let mqtt = free_port();
     let log = dir.0.join(format!("daemon-{run}.log"));
     let child = Command::new(BIN)
         .args([
@@ -60,7 +62,7 @@ async fn start(dir: &TempDir, run: usize) -> Daemon {
             "claimcam",
         ])
         .args(["--state-dir", &dir.0.join("state").to_string_lossy()])
-        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--http", PAGE_ANY_PORT])
         .args(["--broker-listen", &format!("127.0.0.1:{mqtt}")])
         .args(["--broker-ws-listen", ""])
         .args(["--video", "test", "--stats-interval", "0"])
@@ -68,10 +70,12 @@ async fn start(dir: &TempDir, run: usize) -> Daemon {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("start campeer");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let http = wait_page_port(log_text, Duration::from_secs(20)).await;
     let d = Daemon {
         child,
         log,
-        addr: format!("127.0.0.1:{http}").parse().expect("addr"),
+        addr: SocketAddr::from(([127, 0, 0, 1], http)),
     };
     let t = Instant::now();
     while request(d.addr, "GET /healthz", "", "").await.0 != 200 {

@@ -33,8 +33,10 @@
 //!
 //! Needs root, mmdebstrap, unshare, chroot, git and access to the Debian
 //! mirror, crates.io's cache (already filled by the host's build) and npm's
-//! registry. Without mmdebstrap or root it is skipped, except under the
-//! test command (CAMPEER_REQUIRE_FRESH_MACHINE=1) or CI=true, where it fails.
+//! registry. Without mmdebstrap or root it fails, saying how to get them,
+//! unless the developer opted out with `CAMPEER_SKIP=fresh_machine`.
+
+mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -78,12 +80,14 @@ fn have(tool: &str) -> bool {
 fn missing_prerequisite() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (mmdebstrap --mode=root, mount and chroot need it)".into());
+        return Some(
+            "not root (mmdebstrap --mode=root, mount and chroot need it): run the test as root, e.g. sudo -E cargo test --test fresh_machine".into(),
+        );
     }
     for tool in ["mmdebstrap", "unshare", "chroot", "git"] {
         if !have(tool) {
             return Some(format!(
-                "{tool} is not installed (scripts/test.sh installs mmdebstrap)"
+                "{tool} is not installed: sudo apt-get install mmdebstrap util-linux coreutils git (scripts/test.sh installs mmdebstrap)"
             ));
         }
     }
@@ -456,11 +460,7 @@ fn count_files(dir: &Path) -> usize {
 
 #[test]
 fn run_command_on_a_fresh_bookworm_root() {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-        || std::env::var_os("CAMPEER_REQUIRE_FRESH_MACHINE").is_some();
-    if let Some(why) = missing_prerequisite() {
-        assert!(!ci, "fresh-machine test cannot run under CI: {why}");
-        eprintln!("fresh-machine: SKIPPED: {why}");
+    if !common::prerequisite("fresh_machine", missing_prerequisite()) {
         return;
     }
     let total = Instant::now();

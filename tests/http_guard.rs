@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_port, TempDir, BIN};
+use common::{free_port, wait_page_port, TempDir, BIN, PAGE_ANY_PORT};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,12 +45,14 @@ impl Drop for Daemon {
 /// device (so ice.json needs a key), a TURN server with credentials.
 async fn start_daemon() -> (Daemon, SocketAddr) {
     let dir = TempDir::new("http-guard");
-    let (mqtt, http) = (free_port(), free_port());
+    // The own broker does not report a port it bound: a picked one. The
+    // page server binds any port and logs it.
+    let mqtt = free_port();
     let config = format!(
         "device_id = \"{DEVICE}\"\n\
          [video]\nsource = \"none\"\n\
          [broker]\nembedded = true\nlisten = \"127.0.0.1:{mqtt}\"\nws_listen = \"\"\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\n\
+         [http]\nlisten = \"{PAGE_ANY_PORT}\"\n\
          [[webrtc.ice_servers]]\nurls = \"stun:stun.example.org:3478\"\n\
          [[webrtc.ice_servers]]\nurls = \"turn:turn.example.org:3478\"\nusername = \"turnuser\"\ncredential = \"turnsecret-xyz\"\n\
          [[access.keys]]\nid = \"phone\"\nsecret = \"0123456789abcdef-phone\"\nrole = \"control\"\n"
@@ -72,7 +74,8 @@ async fn start_daemon() -> (Daemon, SocketAddr) {
         log,
         _dir: dir,
     };
-    let addr: SocketAddr = format!("127.0.0.1:{http}").parse().expect("addr");
+    let http = wait_page_port(|| d.log_text(), Duration::from_secs(20)).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], http));
     let t = Instant::now();
     loop {
         if let Some((200, _)) = http_get(addr, "/healthz", "127.0.0.1").await {

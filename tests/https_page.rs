@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{free_port, TempDir, BIN};
+use common::{free_port, wait_page_port, TempDir, BIN, PAGE_ANY_PORT};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,13 +52,17 @@ fn make_cert(dir: &Path) -> (PathBuf, PathBuf, CertificateDer<'static>) {
     (cert, key, ck.cert.der().clone())
 }
 
-fn start_daemon(dir: &Path, cert: &Path, key: &Path) -> (Daemon, SocketAddr, SocketAddr) {
-    let (mqtt, http, ws) = (free_port(), free_port(), free_port());
+/// The daemon with its page on `http` (a listen address), and the address
+/// of its broker's WebSocket listener. The broker's two listeners read
+/// their ports from the configuration and do not report them: picked free
+/// ports.
+fn start_daemon(dir: &Path, cert: &Path, key: &Path, http: &str) -> (Daemon, SocketAddr) {
+    let (mqtt, ws) = (free_port(), free_port());
     let config = format!(
         "device_id = \"{DEVICE}\"\n\
          [video]\nsource = \"none\"\n\
          [broker]\nembedded = true\nlisten = \"127.0.0.1:{mqtt}\"\nws_listen = \"127.0.0.1:{ws}\"\n\
-         [http]\nlisten = \"127.0.0.1:{http}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+         [http]\nlisten = \"{http}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
          [[access.keys]]\nid = \"phone\"\nsecret = \"0123456789abcdef-phone\"\nrole = \"control\"\n",
         cert.display(),
         key.display()
@@ -76,8 +80,7 @@ fn start_daemon(dir: &Path, cert: &Path, key: &Path) -> (Daemon, SocketAddr, Soc
         .spawn()
         .expect("start campeer");
     let d = Daemon { child, log };
-    let at = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
-    (d, at(http), at(ws))
+    (d, SocketAddr::from(([127, 0, 0, 1], ws)))
 }
 
 fn connector(trusted: CertificateDer<'static>) -> TlsConnector {
@@ -161,7 +164,9 @@ async fn mqtt_over_wss<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, addr: Socke
 async fn the_page_and_its_websocket_are_served_over_tls_only() {
     let dir = TempDir::new("https-page");
     let (cert, key, der) = make_cert(&dir.0);
-    let (daemon, addr, ws_addr) = start_daemon(&dir.0, &cert, &key);
+    let (daemon, ws_addr) = start_daemon(&dir.0, &cert, &key, PAGE_ANY_PORT);
+    let port = wait_page_port(|| daemon.log_text(), Duration::from_secs(20)).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let tls = connector(der);
 
     // The page over HTTPS, once the daemon is up.
@@ -219,7 +224,10 @@ async fn an_unreadable_key_is_named_and_nothing_is_served_in_clear() {
     let dir = TempDir::new("https-badkey");
     let (cert, _key, _) = make_cert(&dir.0);
     let missing = dir.0.join("no-such-key.pem");
-    let (daemon, addr, _) = start_daemon(&dir.0, &cert, &missing);
+    // A port of its own that the page would take, to show that nothing
+    // answers there; the daemon cannot report it, as it binds nothing.
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (daemon, _) = start_daemon(&dir.0, &cert, &missing, &addr.to_string());
     let t = Instant::now();
     let log = loop {
         let log = daemon.log_text();

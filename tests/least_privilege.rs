@@ -326,24 +326,13 @@ async fn lowering_a_keys_role_ends_its_control_sessions_at_once() {
     assert!(r["frames"].as_u64().unwrap_or(0) >= 5, "{r}");
 }
 
-/// Whether the developer opted out of tests needing `what`
-/// (`CAMPEER_SKIP=janus,...`).
-fn opted_out(what: &str) -> bool {
-    std::env::var("CAMPEER_SKIP")
-        .unwrap_or_default()
-        .split(',')
-        .any(|s| s.trim() == what)
-}
-
 /// The relay path: with the device's one slot taken, the view key's offer
 /// (asking for a control call) is handed to Debian's Janus; it watches
 /// there, but the relay carries media only, so its call is never answered
 /// and the output stays off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_key_on_the_relay_cannot_change_an_output() {
-    if let Some(why) = common::janus::missing() {
-        assert!(opted_out("janus"), "{why} (or set CAMPEER_SKIP=janus)");
-        eprintln!("SKIPPED by CAMPEER_SKIP=janus: {why}");
+    if !common::prerequisite("janus", common::janus::missing()) {
         return;
     }
     let janus = common::janus::Janus::start();

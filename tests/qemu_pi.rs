@@ -14,7 +14,7 @@
 //! `apt-get download` (the kernels, busybox and aplay are fetched once into
 //! target/qemu/debs). The release binaries are (re)built by
 //! scripts/cross-build.sh, a no-op when they are up to date. Set
-//! CAMPEER_SKIP_QEMU=1 to skip; without that, a missing tool is a failure,
+//! CAMPEER_SKIP=qemu to skip; without that, a missing tool is a failure,
 //! not a skip. The two guests run one after the other (a lock), never side
 //! by side on the two cores.
 //!
@@ -66,14 +66,17 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn require_tool(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is not installed: run scripts/install-cross-deps.sh (or set CAMPEER_SKIP_QEMU=1 to skip this test)"
-    );
+/// The first of `tools` not on PATH, with the command that installs it.
+fn missing_tool(tools: &[&str]) -> Option<String> {
+    let found = |tool: &str| {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false)
+    };
+    let tool = tools.iter().find(|t| !found(t))?;
+    Some(format!(
+        "{tool} is not installed: run scripts/install-cross-deps.sh"
+    ))
 }
 
 /// Runs the initramfs builder (which cross-builds the binary when needed)
@@ -179,12 +182,9 @@ fn emulated_raspberry_pi_2_armv7() {
 /// Builds the image for `machine` from the `target` build, boots it, and
 /// fails unless every check passed on a board whose model starts `model`.
 fn run_guest(target: &str, machine: &str, model: &str, cmdline: &str, tools: &[&str]) {
-    if std::env::var_os("CAMPEER_SKIP_QEMU").is_some_and(|v| v == "1") {
-        say(&format!("{machine}: skipped: CAMPEER_SKIP_QEMU=1"));
+    let tools: Vec<&str> = tools.iter().chain(&["cpio", "depmod"]).copied().collect();
+    if !common::prerequisite("qemu", missing_tool(&tools)) {
         return;
-    }
-    for tool in tools.iter().chain(&["cpio", "depmod"]) {
-        require_tool(tool);
     }
     // A failed guest must not poison the other test's lock.
     let _one = ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner());

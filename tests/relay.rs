@@ -7,8 +7,8 @@
 //! the direct viewer sees nothing happen; a revoked key loses the relay
 //! (the mountpoint is re-created) while the others come back; strangers
 //! get neither the relay nor the stream. Needs /usr/bin/janus (scripts/test.sh installs
-//! it; without it the test says why and passes, unless
-//! CAMPEER_REQUIRE_JANUS is set, as scripts/test.sh does).
+//! it; without it the test fails with the install command, unless the
+//! developer opted out with `CAMPEER_SKIP=janus`).
 
 mod common;
 
@@ -112,8 +112,7 @@ async fn watch_directly(janus: &Janus, id: u64, pin: Option<&str>) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_relayed_viewers_survive_a_janus_restart_and_strangers_get_nothing() {
-    if let Some(why) = janus::missing() {
-        eprintln!("skipped: {why}");
+    if !common::prerequisite("janus", janus::missing()) {
         return;
     }
     let mut janus = Janus::start();

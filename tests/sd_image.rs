@@ -23,7 +23,7 @@
 //! (webrtc.udp_bind = 0.0.0.0:5000): the viewer reaches the device's own
 //! host candidate.
 //!
-//! Set CAMPEER_SKIP_IMAGE=1 to skip; without it a missing tool or a failed
+//! Set CAMPEER_SKIP=image to skip; without it a missing tool or a failed
 //! unshare is a failure. Needs root (mmdebstrap, unshare).
 
 mod common;
@@ -466,8 +466,7 @@ impl Drop for Guest {
 
 #[test]
 fn image_builds_reproducibly_and_boots_into_a_paired_camera() {
-    if std::env::var_os("CAMPEER_SKIP_IMAGE").is_some_and(|v| v == "1") {
-        say("skipped: CAMPEER_SKIP_IMAGE=1");
+    if !common::prerequisite("image", None) {
         return;
     }
     let top = root().join("target/image-test");

@@ -55,13 +55,12 @@ fn check_jpeg(jpeg: &[u8], want: (u32, u32), stamped: bool) {
 async fn snapshots_over_http_and_the_data_channel() {
     let dir = TempDir::new("snap");
     let broker = Broker::start();
-    let http = free_port();
     let cfg = dir.0.join("campeer.toml");
     std::fs::write(
         &cfg,
         format!(
             "[video]\nsource = \"test\"\nwidth = 1280\nheight = 720\nfps = 15\n\n\
-             [http]\nlisten = \"127.0.0.1:{http}\"\n\n\
+             [http]\nlisten = \"{PAGE_ANY_PORT}\"\n\n\
              [[access.keys]]\nid = \"phone\"\nsecret = \"{SECRET}\"\nrole = \"view\"\n"
         ),
     )
@@ -72,7 +71,7 @@ async fn snapshots_over_http_and_the_data_channel() {
         &["--signed", "--config", &cfg.to_string_lossy()],
     )
     .await;
-    let addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], d.page_port().await));
     // A token of its own for the key (view only, revocable alone).
     let token = keys_cmd(&d.state_dir(), Some(&cfg), &["token", "add", "phone"]);
     let good = format!("Bearer {}", token.trim());

@@ -17,6 +17,7 @@
 
 use super::opus::{OpusEncoder, OpusError, FRAME_SAMPLES};
 use super::pipeline::{media_backoff, StopSignal};
+use crate::backoff::Backoff;
 use crate::clock;
 use crate::media::audio::alsa::LogLimiter;
 use crate::media::audio::resample::{convert_channels, LinearResampler};
@@ -230,7 +231,7 @@ impl AudioPipeline {
         reopen: AudioReopen,
         settings: AudioSettings,
     ) -> Result<Self, AudioPipelineError> {
-        Self::spawn(Some(source), reopen, settings)
+        Self::spawn(Some(source), reopen, settings, media_backoff())
     }
 
     /// Like `start` for a source that could not be opened yet (a USB
@@ -241,13 +242,16 @@ impl AudioPipeline {
         reopen: AudioReopen,
         settings: AudioSettings,
     ) -> Result<Self, AudioPipelineError> {
-        Self::spawn(None, reopen, settings)
+        Self::spawn(None, reopen, settings, media_backoff())
     }
 
+    /// `backoff` paces the re-opening: `media_backoff()`, or in unit tests
+    /// one long enough that only `stop` can end its sleep.
     fn spawn(
         source: Option<Box<dyn AudioSource>>,
         reopen: AudioReopen,
         settings: AudioSettings,
+        backoff: Backoff,
     ) -> Result<Self, AudioPipelineError> {
         settings.validate()?;
         let encoder = OpusEncoder::new(&settings)?;
@@ -281,6 +285,7 @@ impl AudioPipeline {
                         settings,
                         shared,
                         tx,
+                        backoff,
                     }
                     .run()
                 })
@@ -354,13 +359,14 @@ struct Worker {
     settings: AudioSettings,
     shared: Arc<Shared>,
     tx: broadcast::Sender<Arc<EncodedAudio>>,
+    backoff: Backoff,
 }
 
 impl Worker {
     fn run(mut self) {
         let c = &self.shared.counters;
         let mut framer = Framer::new(&self.shared.format().clone(), self.settings.channels);
-        let mut backoff = media_backoff();
+        let mut backoff = self.backoff.clone();
         // Set while the source is failing (or not open yet); cleared by the
         // first good period.
         let mut outage = self.source.is_none();
@@ -653,8 +659,13 @@ mod tests {
         let s = p.stats();
         assert_eq!((s.reopens, s.errors), (1, 1), "{s:?}");
         assert_eq!(opens.load(Ordering::SeqCst), 3);
-        std::thread::sleep(Duration::from_millis(200));
-        got.extend(drain(&mut rx));
+        // Audio flows again: wait for it (a bound, not a guess of how many
+        // packets a busy machine makes in some time).
+        let deadline = clock::monotonic_us() + 5_000_000;
+        while got.len() <= before + 5 && clock::monotonic_us() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            got.extend(drain(&mut rx));
+        }
         let s = p.stats();
         p.stop();
         assert!(got.len() > before + 5, "audio flows again: {}", got.len());
@@ -692,25 +703,48 @@ mod tests {
         p.stop();
     }
 
+    /// Stop ends the backoff's sleep: with an hour-long backoff the worker
+    /// sleeps after the source's first failure, and `stop` still returns
+    /// (within a bound 100 times shorter than the sleep), with no re-open
+    /// tried.
     #[test]
     fn stop_interrupts_the_backoff() {
-        let p = AudioPipeline::start(
-            scripted(0),
-            Box::new(|| Err(AudioError::NoSource)),
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let reopen: AudioReopen = {
+            let attempts = attempts.clone();
+            Box::new(move || {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                Err(AudioError::NoSource)
+            })
+        };
+        let hour = Duration::from_secs(3_600);
+        let p = AudioPipeline::spawn(
+            Some(scripted(0)),
+            reopen,
             AudioSettings::default(),
+            Backoff::new(hour, hour),
         )
         .unwrap();
-        std::thread::sleep(Duration::from_millis(1_000));
-        let s = p.stats();
-        // 250 + 500 ms: two attempts at most, the loop does not spin.
+        // The source fails on its first read; then the worker sleeps.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while p.stats().errors == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the source never failed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let s = p.stats();
+            p.stop();
+            let _ = done_tx.send(s);
+        });
+        let s = done_rx
+            .recv_timeout(Duration::from_secs(36))
+            .expect("stop did not end the backoff's sleep");
         assert!(s.errors == 1 && s.reopens == 0, "{s:?}");
-        let t = std::time::Instant::now();
-        p.stop();
-        assert!(
-            t.elapsed() < Duration::from_millis(500),
-            "{:?}",
-            t.elapsed()
-        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 0, "a re-open was tried");
     }
 
     #[test]

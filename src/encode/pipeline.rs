@@ -1125,8 +1125,12 @@ mod tests {
             left: 0,
         });
         let p = VideoPipeline::start_with_reopen(src, reopen, settings(320, 240)).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(p.stats().source_errors >= 1);
+        // The source fails on its first frame: wait for that, not a guess.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.stats().source_errors == 0 {
+            assert!(Instant::now() < deadline, "the source never failed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(p.is_running());
         let t = Instant::now();
         p.stop();

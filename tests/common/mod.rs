@@ -68,6 +68,100 @@ pub fn cargo_script(script: &std::path::Path) -> Command {
     cmd
 }
 
+/// Whether a test may go on, given what it needs and why that is missing
+/// (`None`: present). A test the developer opted out of by name
+/// (`CAMPEER_SKIP=browser,janus`; docs/testing.md lists the names) does
+/// not run, present or not: it prints one line,
+/// `CAMPEER-SKIPPED: <test> (<name>): <why>`, and this returns false.
+/// Otherwise a missing prerequisite fails the test with `missing`, which
+/// says how to install it.
+pub fn prerequisite(name: &str, missing: Option<String>) -> bool {
+    if opted_out(name) {
+        let why = missing.unwrap_or_else(|| format!("CAMPEER_SKIP={name} (it is installed)"));
+        skipped(name, &why);
+        return false;
+    }
+    if let Some(why) = missing {
+        panic!("{why}\n(to skip the tests that need it instead, set CAMPEER_SKIP={name})");
+    }
+    true
+}
+
+/// Says that the running test did not run, in the one format scripts/test.sh
+/// collects: `CAMPEER-SKIPPED: <test> (<name>): <why>`. Written to stderr
+/// directly, so libtest's capture of a passing test's output keeps it.
+pub fn skipped(name: &str, why: &str) {
+    let test = format!(
+        "{}::{}",
+        test_binary(),
+        std::thread::current().name().unwrap_or("?")
+    );
+    let line = format!("CAMPEER-SKIPPED: {test} ({name}): {why}\n");
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Whether `CAMPEER_SKIP` (comma-separated names) names `name`.
+pub fn opted_out(name: &str) -> bool {
+    std::env::var("CAMPEER_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .any(|n| n.trim() == name)
+}
+
+/// The integration test's name (tests/NAME.rs), from its binary's name
+/// (`NAME-<hash>`).
+fn test_binary() -> String {
+    let exe = std::env::args().next().unwrap_or_default();
+    let stem = std::path::Path::new(&exe)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.rsplit_once('-') {
+        Some((name, _hash)) => name.to_owned(),
+        None => stem,
+    }
+}
+
+/// Where a test daemon's page server listens: a port the kernel picks, read
+/// back from the daemon's log with `wait_page_port` (never 8080, which
+/// parallel tests would race for).
+pub const PAGE_ANY_PORT: &str = "127.0.0.1:0";
+
+/// The port in the daemon's `viewer page url=http://HOST:PORT/` line (the
+/// last one: a restarted daemon logs it again).
+pub fn page_port_in(log: &str) -> Option<u16> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" viewer page url="))?;
+    let url = line.split("url=").nth(1)?.split_whitespace().next()?;
+    url.trim_end_matches('/').rsplit(':').next()?.parse().ok()
+}
+
+/// Waits until the daemon whose log `log` reads has bound its page server,
+/// and returns the port; panics with the log if it does not within
+/// `timeout`.
+pub async fn wait_page_port(log: impl Fn() -> String, timeout: Duration) -> u16 {
+    let t = Instant::now();
+    loop {
+        let text = log();
+        if let Some(port) = page_port_in(&text) {
+            return port;
+        }
+        assert!(
+            t.elapsed() < timeout,
+            "the daemon never said where its page server listens; log:\n{}",
+            tail(&text, 40)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free port picked by binding and releasing it: another process may take
+/// it before the test binds it again. Only for servers that cannot bind
+/// port 0 and say which port they got (Mosquitto, Janus); the daemon's page
+/// server uses `PAGE_ANY_PORT`.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
@@ -157,6 +251,16 @@ impl Drop for Broker {
     }
 }
 
+/// Whether the file after `--config` in `args` sets `http.listen`.
+fn config_sets_page(args: &[&str]) -> bool {
+    let Some(at) = args.iter().position(|a| *a == "--config") else {
+        return false;
+    };
+    let text = std::fs::read_to_string(args[at + 1]).expect("read the test's --config");
+    let table: toml::Table = text.parse().expect("the test's --config is TOML");
+    table.get("http").and_then(|h| h.get("listen")).is_some()
+}
+
 /// The daemon binary, run as a child process.
 /// What the daemon logs when a session's ICE and DTLS are up.
 pub const CONNECTED: &str = ": connected sid=";
@@ -199,6 +303,14 @@ impl Daemon {
         let log = dir.0.join("daemon.log");
         let logf = std::fs::File::create(&log).expect("create log");
         let signed = extra.contains(&"--signed");
+        // No page server unless the test asks for one (`--http`, or
+        // `http.listen` in its `--config`): tests that need none must not
+        // race for a port.
+        let http: &[&str] = if extra.contains(&"--http") || config_sets_page(extra) {
+            &[]
+        } else {
+            &["--http", ""]
+        };
         let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != "--signed").collect();
         let state = dir.0.join("state");
         let mut cmd = Command::new(BIN);
@@ -218,6 +330,7 @@ impl Daemon {
         } else {
             &["--open-access"][..]
         })
+        .args(http)
         .args(&extra)
         .stdout(Stdio::null())
         .stderr(logf);
@@ -233,6 +346,12 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The port its page server bound (started with `--http` and
+    /// `PAGE_ANY_PORT`).
+    pub async fn page_port(&self) -> u16 {
+        wait_page_port(|| self.log_text(), Duration::from_secs(20)).await
     }
 
     /// Waits until the daemon has logged `needle` at least `n` times: the
@@ -556,30 +675,35 @@ pub fn proc_sample(pid: u32) -> Option<(f64, f64)> {
     Some(((ut + st) / clock_ticks(), rss_kb / 1024.0))
 }
 
-/// CPU% of one core and peak RSS over `window`.
+/// Like `proc_sample`, for a process that must be alive: one that exited
+/// (or is a zombie, without a VmRSS) panics, so that a dead daemon never
+/// reads as zero CPU, zero memory or no leak.
+pub fn sample(pid: u32) -> (f64, f64) {
+    proc_sample(pid).unwrap_or_else(|| panic!("process {pid} is gone: no figures to read"))
+}
+
+/// CPU% of one core and peak RSS over `window`; panics when the process
+/// dies meanwhile.
 pub async fn measure(pid: u32, window: Duration) -> (f64, f64) {
     let t0 = Instant::now();
-    let (c0, mut rss) = proc_sample(pid).unwrap_or((0.0, 0.0));
+    let (c0, mut rss) = sample(pid);
     let step = Duration::from_millis(250);
     while t0.elapsed() < window {
         tokio::time::sleep(step).await;
-        if let Some((_, r)) = proc_sample(pid) {
-            rss = rss.max(r);
-        }
+        rss = rss.max(sample(pid).1);
     }
-    let (c1, _) = proc_sample(pid).unwrap_or((c0, rss));
+    let (c1, _) = sample(pid);
     (100.0 * (c1 - c0) / t0.elapsed().as_secs_f64(), rss)
 }
 
-/// Open file descriptors and threads of a process.
+/// Open file descriptors and threads of a process; panics when it is gone.
 pub fn fds_and_threads(pid: u32) -> (usize, usize) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    (fds, threads)
+    let count = |what: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{what}"))
+            .map(|d| d.count())
+            .unwrap_or_else(|e| panic!("process {pid} is gone: no /proc/{pid}/{what} ({e})"))
+    };
+    (count("fd"), count("task"))
 }
 
 /// The lines a child prints on its piped stdout and stderr, both on one
