@@ -48,19 +48,19 @@ fn error_code(r: &Value, i: usize) -> i64 {
 async fn a_view_key_cannot_change_an_output_on_any_path() {
     let dir = TempDir::new("least");
     let broker = Broker::start();
-    let http = free_port();
     let cfg = write(
         &dir.0,
         "campeer.toml",
         &format!(
             "[video]\nsource = \"test\"\nwidth = 320\nheight = 240\n\n\
-             [http]\nlisten = \"127.0.0.1:{http}\"\n\n\
+             [http]\nlisten = \"{PAGE_ANY_PORT}\"\n\n\
              [[gpio]]\nname = \"light\"\nline = \"mock:light\"\ndirection = \"output\"\ninitial = false\n\n\
              [[access.keys]]\nid = \"owner\"\nsecret = \"{OWNER}\"\nrole = \"control\"\n\n\
              [[access.keys]]\nid = \"guest\"\nsecret = \"{GUEST}\"\nrole = \"view\"\n"
         ),
     );
     let d = Daemon::start(&broker, DEVICE, &["--signed", "--config", &cfg]).await;
+    let http = d.page_port().await;
     let owner = write(&dir.0, "owner.key", OWNER);
     let guest = write(&dir.0, "guest.key", GUEST);
     let changes = [

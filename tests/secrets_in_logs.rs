@@ -123,8 +123,9 @@ async fn no_secret_reaches_a_log_or_a_command_line() {
     let dir = TempDir::new("secrets");
     let state = dir.0.join("state");
     let log = dir.0.join("daemon.log");
+    // The own broker's LAN listener: Mosquitto reads port 0 as a Unix
+    // socket, so this one port is picked here.
     let broker = free_port();
-    let http = free_port();
     let state_arg = state.to_string_lossy().into_owned();
     let mut daemon = Command::new(BIN)
         .args([
@@ -138,7 +139,7 @@ async fn no_secret_reaches_a_log_or_a_command_line() {
         ])
         .args(["--state-dir", &state_arg])
         .args(["--broker-listen", &format!("127.0.0.1:{broker}")])
-        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--http", PAGE_ANY_PORT])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.0.join("daemon.out")).expect("out"))
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -154,6 +155,7 @@ async fn no_secret_reaches_a_log_or_a_command_line() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let http = wait_page_port(|| read(&log), Duration::from_secs(10)).await;
     // Keys: the admin key the daemon made, and a view key added now.
     let admin = secret_of(&state, "admin");
     let out = campeer(&[
