@@ -312,7 +312,7 @@ impl VideoPipeline {
         settings: EncoderSettings,
     ) -> Result<Self, EncodeError> {
         let format = source.format().clone();
-        Self::spawn(Some(source), None, settings, format)
+        Self::spawn(Some(source), None, settings, format, media_backoff())
     }
 
     /// Like `start`, but after a source error the source is dropped and
@@ -323,7 +323,13 @@ impl VideoPipeline {
         settings: EncoderSettings,
     ) -> Result<Self, EncodeError> {
         let format = source.format().clone();
-        Self::spawn(Some(source), Some(reopen), settings, format)
+        Self::spawn(
+            Some(source),
+            Some(reopen),
+            settings,
+            format,
+            media_backoff(),
+        )
     }
 
     /// Like `start_with_reopen` for a camera that could not be opened yet
@@ -339,7 +345,7 @@ impl VideoPipeline {
             fps: settings.fps,
             pixel_format: "not open".into(),
         };
-        Self::spawn(None, Some(reopen), settings, format)
+        Self::spawn(None, Some(reopen), settings, format, media_backoff())
     }
 
     /// Draw the frame stamp (docs/protocol.md#measuring-latency-the-frame-stamp) on every frame before
@@ -348,11 +354,14 @@ impl VideoPipeline {
         self.shared.stamp.store(on, Ordering::Relaxed);
     }
 
+    /// `backoff`: between a source error and the next try
+    /// ([`media_backoff`]; tests give a long one to see `stop` cut it).
     fn spawn(
         source: Option<Box<dyn VideoSource>>,
         reopen: Option<Reopen>,
         settings: EncoderSettings,
         format: VideoFormat,
+        backoff: Backoff,
     ) -> Result<Self, EncodeError> {
         let encoder = H264Encoder::new(&settings)?;
         let (tx, _) = broadcast::channel((settings.fps as usize * 2).max(8));
@@ -387,7 +396,7 @@ impl VideoPipeline {
             let tx = tx.clone();
             std::thread::Builder::new()
                 .name("campeer-capture".into())
-                .spawn(move || capture_loop(source, reopen, shared, tx))
+                .spawn(move || capture_loop(source, reopen, shared, tx, backoff))
         };
         let cap_thread = match cap_thread {
             Ok(t) => t,
@@ -545,9 +554,9 @@ fn capture_loop(
     mut reopen: Option<Reopen>,
     shared: Arc<Shared>,
     tx: broadcast::Sender<Arc<EncodedFrame>>,
+    mut backoff: Backoff,
 ) {
     let mut source = initial;
-    let mut backoff = media_backoff();
     let mut name = source
         .as_ref()
         .map(|s| s.describe())
@@ -1050,10 +1059,11 @@ mod tests {
         assert!(s.total_encode_us >= s.last_encode_us && s.last_encode_us > 0);
         assert!(s.last_frame_at_us > 0 && s.last_frame_at_us <= clock::monotonic_us());
         assert_eq!(s.source_errors, 0);
+        // Stop returns (joining both threads): bounded only against a hang.
         let t = Instant::now();
         p.stop();
         assert!(
-            t.elapsed() < Duration::from_secs(1),
+            t.elapsed() < Duration::from_secs(30),
             "stop took {:?}",
             t.elapsed()
         );
@@ -1124,7 +1134,18 @@ mod tests {
             inner: TestPattern::new(320, 240, 30).unwrap(),
             left: 0,
         });
-        let p = VideoPipeline::start_with_reopen(src, reopen, settings(320, 240)).unwrap();
+        // An hour between tries: a stop that waited for the backoff to
+        // run out would hang here, far past the bound below.
+        let hour = Duration::from_secs(3600);
+        let format = src.format().clone();
+        let p = VideoPipeline::spawn(
+            Some(src),
+            Some(reopen),
+            settings(320, 240),
+            format,
+            Backoff::new(hour, hour),
+        )
+        .unwrap();
         // The source fails on its first frame: wait for that, not a guess.
         let deadline = Instant::now() + Duration::from_secs(10);
         while p.stats().source_errors == 0 {
@@ -1134,8 +1155,9 @@ mod tests {
         assert!(p.is_running());
         let t = Instant::now();
         p.stop();
+        // Generous for a loaded machine, yet a hundredth of the backoff.
         assert!(
-            t.elapsed() < Duration::from_secs(1),
+            t.elapsed() < Duration::from_secs(36),
             "stop took {:?}",
             t.elapsed()
         );
