@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod keyframe;
+pub mod lifecycle;
 pub mod metrics;
 pub mod nomination;
 pub mod offer;

@@ -16,6 +16,7 @@ use crate::encode::pipeline::{VideoCodec, VideoPipeline};
 use crate::media::EncodedFrame;
 use crate::rtc::engine::{self, RtcEngine};
 use crate::rtc::keyframe::is_keyframe_request;
+use crate::rtc::lifecycle::{Lifecycle, PcState, Step};
 use crate::rtc::metrics::Metrics;
 use crate::rtc::offer::OfferSummary;
 use crate::signaling::auth::SessionKey;
@@ -40,6 +41,17 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 pub use crate::signaling::Outbox;
+
+/// webrtc-rs's connection state as the lifecycle sees it.
+fn pc_state(state: RTCPeerConnectionState) -> PcState {
+    match state {
+        RTCPeerConnectionState::Connected => PcState::Connected,
+        RTCPeerConnectionState::Disconnected => PcState::Disconnected,
+        RTCPeerConnectionState::Failed => PcState::Failed,
+        RTCPeerConnectionState::Closed => PcState::Closed,
+        _ => PcState::Other,
+    }
+}
 
 /// What every session shares.
 pub struct SessionContext {
@@ -329,15 +341,16 @@ impl Session {
         info!(sid = %self.sid, build_ms, ms = t0.elapsed().as_millis() as u64, video = self.video.is_some(),
               audio = self.audio.is_some(), "answer sent");
 
-        let connect_deadline = tokio::time::Instant::now() + self.ctx.connect_timeout;
-        let mut connected = false;
-        let mut disconnected_since: Option<tokio::time::Instant> = None;
+        let mut life = Lifecycle::new(
+            monotonic_us(),
+            self.ctx.connect_timeout,
+            self.ctx.disconnected_timeout,
+        );
         let reason: Option<ByeReason> = loop {
-            let deadline = if !connected {
-                Some(connect_deadline)
-            } else {
-                disconnected_since.map(|t| t + self.ctx.disconnected_timeout)
-            };
+            let deadline = life.deadline_us().map(|d| {
+                tokio::time::Instant::now()
+                    + Duration::from_micros(d.saturating_sub(monotonic_us()))
+            });
             tokio::select! {
                 input = inputs.recv() => match input {
                     None | Some(SessionInput::Shutdown) => break Some(ByeReason::Shutdown),
@@ -387,27 +400,21 @@ impl Session {
                     }
                     Some(PcEvent::State(state)) => {
                         debug!(sid = %self.sid, %state, "connection state");
-                        match state {
-                            RTCPeerConnectionState::Connected => {
-                                disconnected_since = None;
-                                if !connected {
-                                    connected = true;
-                                    info!(sid = %self.sid, ms = t0.elapsed().as_millis() as u64, "connected");
-                                    let _ = self.events.try_send(SessionEvent::Connected { id: self.id, sid: self.sid.clone() });
-                                    self.start_writer();
-                                }
+                        match life.on_state(pc_state(state), monotonic_us()) {
+                            Step::Continue => {}
+                            Step::FirstConnected => {
+                                info!(sid = %self.sid, ms = t0.elapsed().as_millis() as u64, "connected");
+                                let _ = self.events.try_send(SessionEvent::Connected { id: self.id, sid: self.sid.clone() });
+                                self.start_writer();
                             }
-                            RTCPeerConnectionState::Disconnected => {
-                                disconnected_since.get_or_insert_with(tokio::time::Instant::now);
-                            }
-                            RTCPeerConnectionState::Failed => break Some(ByeReason::Failed),
-                            RTCPeerConnectionState::Closed => break Some(ByeReason::Closed),
-                            _ => {}
+                            Step::End(reason) => break Some(reason),
                         }
                     }
                 },
                 _ = sleep_until_opt(deadline) => {
-                    break Some(if connected { ByeReason::Failed } else { ByeReason::Timeout });
+                    if let Some(reason) = life.due(monotonic_us()) {
+                        break Some(reason);
+                    }
                 }
             }
         };
