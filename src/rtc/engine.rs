@@ -284,3 +284,29 @@ impl RtcEngine {
         Ok(Arc::new(pc))
     }
 }
+
+/// The selected candidate pair's types, `local/remote` (`host`, `srflx`,
+/// `prflx`, `relay`), or `None` before ICE has selected one: what a log
+/// line or a report says about the path a session took.
+pub async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    use rtc::statistics::report::RTCStatsReportEntry as Entry;
+    let stats = pc
+        .get_stats(
+            std::time::Instant::now(),
+            rtc::statistics::StatsSelector::None,
+        )
+        .await;
+    let pair_id = &stats.transport()?.selected_candidate_pair_id;
+    let Some(Entry::IceCandidatePair(pair)) = stats.get(pair_id) else {
+        return None;
+    };
+    let kind = |id: &str| match stats.get(id) {
+        Some(Entry::LocalCandidate(c) | Entry::RemoteCandidate(c)) => c.candidate_type.to_string(),
+        _ => "?".to_owned(),
+    };
+    Some(format!(
+        "{}/{}",
+        kind(&pair.local_candidate_id),
+        kind(&pair.remote_candidate_id)
+    ))
+}

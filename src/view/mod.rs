@@ -16,7 +16,7 @@ mod whep;
 
 use crate::cli::ViewArgs;
 use crate::clock::{monotonic_us, sleep_until_opt};
-use crate::config::{MqttTarget, WebRtcConfig};
+use crate::config::{IceServer, MqttTarget, WebRtcConfig};
 use crate::encode::decode::{DecodedPicture, H264Decoder};
 use crate::encode::pipeline::VideoCodec;
 use crate::encode::vp8::Vp8Decoder;
@@ -134,9 +134,14 @@ struct ViewerPc {
 
 /// Builds the viewer's peer connection (loopback candidates included),
 /// receiving `codec` only when it is VP8 (`--codec vp8`), else H.264.
-async fn viewer_pc(started: Instant, codec: VideoCodec) -> anyhow::Result<ViewerPc> {
+async fn viewer_pc(
+    args: &ViewArgs,
+    started: Instant,
+    codec: VideoCodec,
+) -> anyhow::Result<ViewerPc> {
     let cfg = WebRtcConfig {
         include_loopback: true,
+        ice_servers: ice_servers(args)?,
         ..WebRtcConfig::default()
     };
     let engine = RtcEngine::new(&cfg, Role::Offerer)?
@@ -152,6 +157,26 @@ async fn viewer_pc(started: Instant, codec: VideoCodec) -> anyhow::Result<Viewer
         }))
         .await?;
     Ok(ViewerPc { pc, tx, rx, audio })
+}
+
+/// The STUN/TURN servers of `--ice-servers`, checked as the device checks
+/// its own (`webrtc.ice_servers`).
+fn ice_servers(args: &ViewArgs) -> anyhow::Result<Vec<IceServer>> {
+    let Some(path) = &args.ice_servers else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --ice-servers {}", path.display()))?;
+    let servers: Vec<IceServer> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--ice-servers {}: not a JSON array of ICE servers",
+            path.display()
+        )
+    })?;
+    for (i, s) in servers.iter().enumerate() {
+        s.validate(&format!("--ice-servers[{i}]"))?;
+    }
+    Ok(servers)
 }
 
 /// The local description with the candidates gathered within `wait`, for
@@ -272,7 +297,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         tx,
         mut rx,
         audio: audio_state,
-    } = viewer_pc(started, codec).await?;
+    } = viewer_pc(args, started, codec).await?;
 
     let calls = parse_calls(&args.call)?;
     report.calls = calls.clone();
@@ -452,6 +477,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                     match s {
                         RTCPeerConnectionState::Connected => {
                             report.connected_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
+                            report.pair = crate::rtc::engine::selected_pair(&pc).await;
                             if !args.hold && video_done(args, &report) && report.calls_done() {
                                 finish.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                             }

@@ -1,0 +1,326 @@
+//! Watching from anywhere: the device and the viewer each behind their own
+//! symmetric NAT on the test network (tests/common/netlab.rs), Mosquitto
+//! and coturn on the Internet side between them.
+//!
+//! - Without TURN no candidate pair can work (each NAT gives every flow a
+//!   new random port and lets in only replies), and the viewer says so.
+//! - With TURN on both sides every connection goes through a relay pair and
+//!   gets stamped frames; the figures (successes, time to connected and to
+//!   the first frame after the offer) are printed and checked against the
+//!   issue's targets.
+//!
+//! Needs root, coturn and nftables (scripts/install-web-deps.sh);
+//! `CAMPEER_SKIP=netlab` skips it, saying so. `CAMPEER_REMOTE_N` sets the
+//! number of connections through TURN (default 20); `CAMPEER_REMOTE_LOG` a
+//! log filter for both ends (e.g. `info,campeer=debug,rtc_ice=trace`) when
+//! measuring where the time goes.
+
+mod common;
+
+use common::netlab::{self, Lab, Ns};
+use common::{pct, tail, TempDir, BIN};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const DEVICE: &str = "cam-remote";
+const KEY: &str = "phone";
+
+/// The daemon in the home namespace.
+struct HomeDaemon {
+    child: Child,
+    log: PathBuf,
+    secret_file: PathBuf,
+}
+
+impl HomeDaemon {
+    /// Starts `campeer run` in the home LAN with `ice_servers` (TOML array
+    /// of tables, may be empty), signed offers and one view key; waits
+    /// until it is on the lab's broker.
+    fn start(lab: &Lab, dir: &TempDir, ice_servers: &str) -> HomeDaemon {
+        let state = dir.0.join("state");
+        let secret_file = add_key(&state, &dir.0);
+        let config = dir.0.join("campeer.toml");
+        std::fs::write(
+            &config,
+            format!("[video]\nstamp = true\n\n[webrtc]\ninclude_loopback = false\n{ice_servers}\n"),
+        )
+        .expect("write config");
+        let log = dir.0.join("daemon.log");
+        let logf = std::fs::File::create(&log).expect("create log");
+        let filter = std::env::var("CAMPEER_REMOTE_LOG").unwrap_or("info,campeer=debug".into());
+        let child = lab
+            .cmd(Ns::Home, BIN)
+            .args(["--log", &filter, "run", "--config"])
+            .arg(&config)
+            .args(["--mqtt", &lab.mqtt_url(), "--device-id", DEVICE])
+            .args(["--video", "test", "--state-dir"])
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("start campeer run");
+        let d = HomeDaemon {
+            child,
+            log,
+            secret_file,
+        };
+        let t = Instant::now();
+        while !d.log_text().contains("connected to broker") {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the daemon never reached the lab's broker:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HomeDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- daemon log (tail) ----\n{}",
+                tail(&self.log_text(), 80)
+            );
+        }
+    }
+}
+
+/// `campeer keys add` a view key before the daemon starts; returns the
+/// file holding its secret.
+fn add_key(state: &Path, dir: &Path) -> PathBuf {
+    let out = std::process::Command::new(BIN)
+        .arg("keys")
+        .arg("--state-dir")
+        .arg(state)
+        .args(["add", KEY, "--role", "view"])
+        .output()
+        .expect("campeer keys add");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let tag = format!("#pair={KEY}.");
+    let at = text
+        .find(&tag)
+        .unwrap_or_else(|| panic!("no pairing link: {text}"))
+        + tag.len();
+    let secret: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let path = dir.join("phone.key");
+    std::fs::write(&path, format!("{secret}\n")).expect("write secret");
+    path
+}
+
+/// Runs `campeer view --json` in the viewer namespace; returns its report
+/// and its stderr.
+async fn view(lab: &Lab, d: &HomeDaemon, extra: &[&str]) -> (Value, String) {
+    let filter = std::env::var("CAMPEER_REMOTE_LOG").unwrap_or("warn".into());
+    let out = lab
+        .tokio_cmd(Ns::Viewer, BIN)
+        .args([
+            "--log",
+            &filter,
+            "view",
+            "--json",
+            "--mqtt",
+            &lab.mqtt_url(),
+        ])
+        .args([
+            "--device",
+            DEVICE,
+            "--key",
+            KEY,
+            "--role",
+            "view",
+            "--secret-file",
+        ])
+        .arg(&d.secret_file)
+        .args(["--no-audio", "--no-data"])
+        .args(extra)
+        .output()
+        .await
+        .expect("run campeer view");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+        panic!(
+            "viewer printed no JSON ({e}): {stdout}\n{}",
+            tail(&stderr, 40)
+        )
+    });
+    (report, stderr)
+}
+
+/// The TOML for the daemon's static TURN server.
+fn daemon_turn(lab: &Lab) -> String {
+    let (user, pass) = lab.rest_credential("device", Duration::from_secs(3600));
+    format!(
+        "\n[[webrtc.ice_servers]]\nurls = [\"{}\"]\nusername = \"{user}\"\ncredential = \"{pass}\"\n",
+        lab.turn_url()
+    )
+}
+
+/// The viewer's `--ice-servers` file.
+fn viewer_turn(lab: &Lab, dir: &TempDir) -> String {
+    let (user, pass) = lab.rest_credential("viewer", Duration::from_secs(3600));
+    let path = dir.0.join("ice.json");
+    let json =
+        serde_json::json!([{"urls": [lab.turn_url()], "username": user, "credential": pass}]);
+    std::fs::write(&path, json.to_string()).expect("write ice servers");
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lab_nat_is_symmetric_and_servers_are_reachable_only_from_inside() {
+    if !netlab::available("netlab") {
+        return;
+    }
+    let lab = Lab::start();
+    // Both LANs reach the Internet side's servers through their NAT...
+    for ns in [Ns::Home, Ns::Viewer] {
+        assert!(lab.can_connect(ns, netlab::SERVER_ADDR, netlab::MQTT_PORT));
+        assert!(lab.can_connect(ns, netlab::SERVER_ADDR, netlab::WS_PORT));
+    }
+    // ...but not each other; the host's own network is left alone.
+    assert!(!lab.can_connect(Ns::Viewer, netlab::HOME_LAN, 22));
+    assert!(!lab.can_connect(Ns::Viewer, netlab::HOME_WAN, netlab::MQTT_PORT));
+    assert!(lab.host_untouched());
+    // A TURN REST credential allocates; a wrong one is refused.
+    let (user, pass) = lab.rest_credential("probe", Duration::from_secs(60));
+    let probe = |u: &str, p: &str| {
+        lab.cmd(Ns::Viewer, "turnutils_uclient")
+            .args(["-y", "-n", "2", "-m", "1", "-l", "100", "-u", u, "-w", p])
+            .arg(netlab::SERVER_ADDR)
+            .output()
+            .expect("turnutils_uclient")
+    };
+    let ok = probe(&user, &pass);
+    let ok_text =
+        String::from_utf8_lossy(&ok.stdout).into_owned() + &String::from_utf8_lossy(&ok.stderr);
+    assert!(ok_text.contains("Total lost packets 0"), "{ok_text}");
+    let bad = probe(&user, "d3Jvbmc=");
+    let bad_text =
+        String::from_utf8_lossy(&bad.stdout).into_owned() + &String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad_text.contains("Total lost packets 0"), "{bad_text}");
+    // The NAT maps each flow to its own random port: two bindings from the
+    // same local port to the server's two ports come back with different
+    // mapped ports (endpoint-dependent mapping: symmetric NAT).
+    let mapped = |port: &str| {
+        let out = lab.exec(
+            Ns::Viewer,
+            "turnutils_stunclient",
+            &["-p", port, "-L", netlab::VIEWER_LAN, netlab::SERVER_ADDR],
+        );
+        out.lines()
+            .find(|l| l.contains("UDP reflexive addr"))
+            .unwrap_or_else(|| panic!("no reflexive address: {out}"))
+            .trim()
+            .to_owned()
+    };
+    let a = mapped("3478");
+    let b = mapped("3478");
+    assert!(a.contains(netlab::VIEWER_WAN), "{a}");
+    assert_ne!(a, b, "the viewer's NAT kept one mapping for two flows");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_two_symmetric_nats_without_turn_nothing_connects() {
+    if !netlab::available("remote") {
+        return;
+    }
+    let lab = Lab::start();
+    let dir = TempDir::new("remote-noturn");
+    let d = HomeDaemon::start(&lab, &dir, "");
+    let (r, stderr) = view(&lab, &d, &["--frames", "5", "--timeout", "12"]).await;
+    println!("without TURN: {r}");
+    assert_eq!(r["frames"], 0, "{r}");
+    assert!(r["connected_ms"].is_null(), "connected without TURN: {r}");
+    assert!(
+        r["answer_ms"].is_number(),
+        "the device never answered: {r}\n{stderr}"
+    );
+    let why = r["error"].as_str().unwrap_or("");
+    assert!(
+        why.contains("failed") || why.contains("timeout"),
+        "the viewer reports no failure: {r}"
+    );
+}
+
+/// One viewer run's outcome.
+struct Run {
+    ok: bool,
+    connected_ms: Option<f64>,
+    first_frame_ms: Option<f64>,
+    pair: String,
+    error: String,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_two_symmetric_nats_turn_connects_every_time() {
+    if !netlab::available("remote") {
+        return;
+    }
+    let n: usize = std::env::var("CAMPEER_REMOTE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let lab = Lab::start();
+    let dir = TempDir::new("remote-turn");
+    let d = HomeDaemon::start(&lab, &dir, &daemon_turn(&lab));
+    let ice = viewer_turn(&lab, &dir);
+    let mut runs = Vec::new();
+    for i in 0..n {
+        let (r, stderr) = view(
+            &lab,
+            &d,
+            &["--frames", "5", "--timeout", "15", "--ice-servers", &ice],
+        )
+        .await;
+        let run = Run {
+            ok: r["frames"].as_u64().unwrap_or(0) >= 5
+                && r["stamped_frames"].as_u64().unwrap_or(0) > 0,
+            connected_ms: r["connected_ms"].as_f64(),
+            first_frame_ms: r["first_frame_ms"].as_f64(),
+            pair: r["pair"].as_str().unwrap_or("-").to_owned(),
+            error: r["error"].as_str().unwrap_or("").to_owned(),
+        };
+        println!(
+            "run {i:2}: ok={} pair={} connected={:?} ms first_frame={:?} ms {}",
+            run.ok, run.pair, run.connected_ms, run.first_frame_ms, run.error
+        );
+        if !run.ok {
+            eprintln!("viewer stderr (tail):\n{}", tail(&stderr, 60));
+        }
+        runs.push(run);
+    }
+    let ok = runs.iter().filter(|r| r.ok).count();
+    let mut connected: Vec<f64> = runs.iter().filter_map(|r| r.connected_ms).collect();
+    let mut first: Vec<f64> = runs.iter().filter_map(|r| r.first_frame_ms).collect();
+    let (c50, c95) = (pct(&mut connected, 0.5), pct(&mut connected, 0.95));
+    let (f50, f95) = (pct(&mut first, 0.5), pct(&mut first, 0.95));
+    println!(
+        "through TURN: {ok}/{n} played; connected p50 {c50:.0} ms p95 {c95:.0} ms; \
+         first frame p50 {f50:.0} ms p95 {f95:.0} ms (after the offer)"
+    );
+    assert_eq!(ok, n, "not every connection through TURN played");
+    for r in &runs {
+        assert!(
+            r.pair.contains("relay"),
+            "a session connected without a relay candidate ({}): the NATs are not symmetric",
+            r.pair
+        );
+    }
+    assert!(f50 < 500.0, "first frame p50 {f50:.0} ms (target < 500 ms)");
+    assert!(f95 < 1000.0, "first frame p95 {f95:.0} ms (target < 1 s)");
+}
