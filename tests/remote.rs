@@ -162,6 +162,14 @@ async fn view(lab: &Lab, d: &HomeDaemon, extra: &[&str]) -> (Value, String) {
     (report, stderr)
 }
 
+/// With `CAMPEER_REMOTE_DUMP=DIR`: keeps a log there, for measuring.
+fn dump(name: &str, text: &str) {
+    if let Some(dir) = std::env::var_os("CAMPEER_REMOTE_DUMP") {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(Path::new(&dir).join(name), text);
+    }
+}
+
 /// The TOML for the daemon's static TURN server.
 fn daemon_turn(lab: &Lab) -> String {
     let (user, pass) = lab.rest_credential("device", Duration::from_secs(3600));
@@ -302,8 +310,11 @@ async fn behind_two_symmetric_nats_turn_connects_every_time() {
         if !run.ok {
             eprintln!("viewer stderr (tail):\n{}", tail(&stderr, 60));
         }
+        dump(&format!("viewer-{i}.log"), &stderr);
         runs.push(run);
     }
+    dump("daemon.log", &d.log_text());
+    dump("coturn.log", &lab.log("coturn.log"));
     let ok = runs.iter().filter(|r| r.ok).count();
     let mut connected: Vec<f64> = runs.iter().filter_map(|r| r.connected_ms).collect();
     let mut first: Vec<f64> = runs.iter().filter_map(|r| r.first_frame_ms).collect();
