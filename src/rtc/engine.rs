@@ -158,6 +158,11 @@ pub fn register_playout_delay(me: &mut MediaEngine) -> Result<(), EngineError> {
     .map_err(|e| EngineError::Build(e.to_string()))
 }
 
+/// How long a controlling agent waits before nominating a relay pair that
+/// works (webrtc-rs's default: 2 s, all of it added to time to first frame
+/// through TURN).
+pub const RELAY_ACCEPTANCE_WAIT: Duration = Duration::from_millis(100);
+
 /// Which side of the negotiation this engine builds connections for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -200,6 +205,15 @@ impl RtcEngine {
     pub fn with_only_video_codec(mut self, codec: Option<VideoCodec>) -> Self {
         self.only_video = codec;
         self
+    }
+
+    /// Whether a TURN server is configured (relay candidates possible).
+    fn has_turn(&self) -> bool {
+        self.cfg
+            .ice_servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
     }
 
     /// Builds one peer connection that reports its events to `handler`.
@@ -260,16 +274,25 @@ impl RtcEngine {
             // A peer's check that arrives before its trickled candidate makes
             // the pair peer-reflexive, and the controlling side would wait 1 s
             // before nominating it: the first-frame tail (pitfall 13).
-            .with_prflx_acceptance_min_wait(Some(Duration::ZERO));
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // The controlling side (the viewer client) would wait 2 s before
+            // nominating a working relay pair, hoping for a better one; a
+            // direct pair to a reachable peer succeeds within this anyway.
+            .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE_WAIT));
         if self.role == Role::Answerer {
             // The device as DTLS server: browsers send their ClientHello at once (pitfall 2).
             settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
         }
 
         let mut builder = PeerConnectionBuilder::new();
-        if self.role == Role::Answerer {
-            // Browsers' first (nominating) check answered at once (pitfall 16).
-            builder = builder.with_runtime(Arc::new(super::nomination::DeviceRuntime));
+        // Browsers' first (nominating) check answered at once (pitfall 16);
+        // relayed packets sent when written (`rtc::relay_flush`).
+        let replay = self.role == Role::Answerer;
+        let flush = self.has_turn();
+        if replay || flush {
+            builder = builder.with_runtime(Arc::new(super::nomination::DeviceRuntime::new(
+                replay, flush,
+            )));
         }
         let pc = builder
             .with_configuration(config)
@@ -300,13 +323,18 @@ pub async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<String> {
     let Some(Entry::IceCandidatePair(pair)) = stats.get(pair_id) else {
         return None;
     };
-    let kind = |id: &str| match stats.get(id) {
+    // The pair names its candidates by their bare ids; the report keys them
+    // with a prefix. A peer-reflexive remote candidate has no entry ("?").
+    let kind = |prefix: &str, id: &str| match stats
+        .get(id)
+        .or_else(|| stats.get(&format!("{prefix}{id}")))
+    {
         Some(Entry::LocalCandidate(c) | Entry::RemoteCandidate(c)) => c.candidate_type.to_string(),
         _ => "?".to_owned(),
     };
     Some(format!(
         "{}/{}",
-        kind(&pair.local_candidate_id),
-        kind(&pair.remote_candidate_id)
+        kind("RTCLocalIceCandidate_", &pair.local_candidate_id),
+        kind("RTCRemoteIceCandidate_", &pair.remote_candidate_id)
     ))
 }

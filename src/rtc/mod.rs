@@ -8,5 +8,6 @@ pub mod nomination;
 pub mod offer;
 pub mod offer_trim;
 pub mod playout_delay;
+pub mod relay_flush;
 pub mod session;
 pub mod table;

@@ -23,6 +23,7 @@
 //! [`Replay`] decides (pure, with `now` passed in); [`ReplaySocket`] is the
 //! socket wrapper and [`DeviceRuntime`] the tokio runtime that installs it.
 
+use super::relay_flush::{in_driver, is_driver, FlushTimer};
 use rtc::stun::attributes::ATTR_USE_CANDIDATE;
 use rtc::stun::message::{
     is_stun_message, Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS,
@@ -287,13 +288,40 @@ impl AsyncUdpSocket for ReplaySocket {
     }
 }
 
-/// webrtc-rs's tokio runtime with [`ReplaySocket`] around each UDP socket.
+/// webrtc-rs's tokio runtime, one per peer connection, with up to two
+/// fixes: [`ReplaySocket`] around each UDP socket (the device, which
+/// browsers' first checks reach), and the driver's extra pass after each
+/// wake-up that sends TURN-relayed packets at once (`rtc::relay_flush`,
+/// for connections with a TURN server).
 #[derive(Debug, Default)]
-pub struct DeviceRuntime;
+pub struct DeviceRuntime {
+    replay_checks: bool,
+    flush: Option<Mutex<FlushTimer>>,
+}
+
+impl DeviceRuntime {
+    pub fn new(replay_checks: bool, flush_relayed: bool) -> DeviceRuntime {
+        DeviceRuntime {
+            replay_checks,
+            flush: flush_relayed.then(Mutex::default),
+        }
+    }
+
+    fn driver(
+        &self,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        if self.flush.is_some() {
+            in_driver(future)
+        } else {
+            future
+        }
+    }
+}
 
 impl Runtime for DeviceRuntime {
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        TokioRuntime.spawn(future)
+        TokioRuntime.spawn(self.driver(future))
     }
 
     fn spawn_reactor(
@@ -301,11 +329,14 @@ impl Runtime for DeviceRuntime {
         reactor_pool_size: usize,
         future: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Box<dyn JoinHandle> {
-        TokioRuntime.spawn_reactor(reactor_pool_size, future)
+        TokioRuntime.spawn_reactor(reactor_pool_size, self.driver(future))
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let inner = TokioRuntime.wrap_udp_socket(socket)?;
+        if !self.replay_checks {
+            return Ok(inner);
+        }
         Ok(Arc::new(ReplaySocket::new(inner)))
     }
 
@@ -335,6 +366,13 @@ impl Runtime for DeviceRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let duration = match &self.flush {
+            Some(timer) if is_driver() => timer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sleep_for(Instant::now(), duration),
+            _ => duration,
+        };
         TokioRuntime.sleep(duration)
     }
 
@@ -347,7 +385,7 @@ impl Runtime for DeviceRuntime {
     }
 
     fn name(&self) -> &'static str {
-        "tokio (campeer: nominating checks answered at once)"
+        "tokio (campeer: nominating checks answered at once, relayed packets sent at once)"
     }
 }
 

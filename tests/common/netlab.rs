@@ -267,14 +267,36 @@ impl Lab {
         // peer's private host candidate would kill the relay.
         // The default route leads into a veth pair whose far end drops
         // everything (frames for a MAC address nobody has).
-        ip(&["-n", &inet, "link", "add", "void0", "type", "veth", "peer", "name", "void1"]);
+        ip(&[
+            "-n", &inet, "link", "add", "void0", "type", "veth", "peer", "name", "void1",
+        ]);
         for dev in ["void0", "void1"] {
             ip(&["-n", &inet, "link", "set", dev, "up"]);
         }
-        ip(&["-n", &inet, "route", "add", "default", "via", "198.18.255.254", "dev", "void0", "onlink"]);
         ip(&[
-            "-n", &inet, "neigh", "add", "198.18.255.254", "lladdr", "02:00:00:00:00:01", "dev",
-            "void0", "nud", "permanent",
+            "-n",
+            &inet,
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.18.255.254",
+            "dev",
+            "void0",
+            "onlink",
+        ]);
+        ip(&[
+            "-n",
+            &inet,
+            "neigh",
+            "add",
+            "198.18.255.254",
+            "lladdr",
+            "02:00:00:00:00:01",
+            "dev",
+            "void0",
+            "nud",
+            "permanent",
         ]);
         for ns in [Ns::Inet, Ns::HomeRouter, Ns::ViewerRouter] {
             self.exec(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
