@@ -13,9 +13,9 @@
 //! next one.
 //!
 //! The fix sits in the runtime the driver sleeps on: after every wake-up of
-//! the driver the next sleep is cut to [`FOLLOW_UP`], so the loop makes one
-//! more pass and the packets the previous pass handed to the TURN client go
-//! out. The pass after a follow-up sleeps as long as the driver asked.
+//! the driver the next [`PASSES`] sleeps are cut to [`FOLLOW_UP`], so the
+//! loop makes the passes that carry a relayed datagram's answer from the
+//! core to the TURN client and out. Then it sleeps as long as it asked.
 //! Only connections with a TURN server configured pay the extra pass.
 //!
 //! [`FlushTimer`] decides (pure, `now` passed in); [`in_driver`] marks the
@@ -27,29 +27,38 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// How long after a wake-up the driver makes its extra pass.
+/// How long after a wake-up the driver makes its extra passes.
 pub const FOLLOW_UP: Duration = Duration::from_millis(1);
+/// Extra passes after a wake-up: a datagram read in one pass reaches the
+/// core at its end, the core's answer reaches the TURN client in the next
+/// pass and leaves the socket in the one after.
+pub const PASSES: u8 = 2;
 
 /// Whether the next driver sleep is a follow-up pass or what it asked for.
 #[derive(Debug, Default)]
 pub struct FlushTimer {
     /// When the follow-up sleep handed out last ends, while one is out.
     follow_up_until: Option<Instant>,
+    /// Follow-up passes still to come after the current one.
+    left: u8,
 }
 
 impl FlushTimer {
     /// The sleep to use when the driver asks for `requested` at `now`.
     pub fn sleep_for(&mut self, now: Instant, requested: Duration) -> Duration {
-        let after_follow_up = self.follow_up_until.is_some_and(|t| now >= t);
-        if after_follow_up || requested <= FOLLOW_UP {
-            // This pass was the follow-up (or the driver wakes soon anyway).
-            self.follow_up_until = None;
-            requested
-        } else {
-            // A real wake-up (a datagram, an event, a timer): one more pass.
-            self.follow_up_until = Some(now + FOLLOW_UP);
-            FOLLOW_UP
+        let in_follow_up = self.follow_up_until.is_some_and(|t| now >= t);
+        if !in_follow_up {
+            // A real wake-up (a datagram, an event, a timer).
+            self.left = PASSES;
         }
+        if self.left == 0 || requested <= FOLLOW_UP {
+            // The passes are done (or the driver wakes soon anyway).
+            self.follow_up_until = (self.left > 0).then(|| now + requested);
+            return requested;
+        }
+        self.left -= 1;
+        self.follow_up_until = Some(now + FOLLOW_UP);
+        FOLLOW_UP
     }
 }
 
@@ -88,27 +97,30 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn a_wake_up_gets_one_follow_up_pass_then_the_asked_sleep() {
+    fn a_wake_up_gets_two_follow_up_passes_then_the_asked_sleep() {
         let t0 = Instant::now();
         let mut f = FlushTimer::default();
-        // Woken (a datagram): the next sleep is the follow-up.
+        // Woken (a datagram): two follow-up passes.
         assert_eq!(f.sleep_for(t0, 800 * MS), FOLLOW_UP);
-        // The follow-up fired: now the driver sleeps as it asked.
-        assert_eq!(f.sleep_for(t0 + FOLLOW_UP, 799 * MS), 799 * MS);
-        // Woken early by a datagram at +100 ms: one follow-up again.
+        assert_eq!(f.sleep_for(t0 + MS, 799 * MS), FOLLOW_UP);
+        // Then the driver sleeps as it asked.
+        assert_eq!(f.sleep_for(t0 + 2 * MS, 798 * MS), 798 * MS);
+        // Woken early by a datagram at +100 ms: two follow-ups again.
         assert_eq!(f.sleep_for(t0 + 100 * MS, 700 * MS), FOLLOW_UP);
+        assert_eq!(f.sleep_for(t0 + 101 * MS, 699 * MS), FOLLOW_UP);
         assert_eq!(f.sleep_for(t0 + 102 * MS, 698 * MS), 698 * MS);
     }
 
     #[test]
-    fn a_wake_up_during_the_follow_up_gets_its_own() {
+    fn a_wake_up_during_a_follow_up_starts_over() {
         let t0 = Instant::now();
         let mut f = FlushTimer::default();
         assert_eq!(f.sleep_for(t0, 500 * MS), FOLLOW_UP);
-        // A datagram came before the follow-up fired: that pass needs one too.
+        // A datagram came before the follow-up fired: it gets its own two.
         let early = t0 + Duration::from_micros(300);
         assert_eq!(f.sleep_for(early, 500 * MS), FOLLOW_UP);
-        assert_eq!(f.sleep_for(early + FOLLOW_UP, 500 * MS), 500 * MS);
+        assert_eq!(f.sleep_for(early + MS, 500 * MS), FOLLOW_UP);
+        assert_eq!(f.sleep_for(early + 2 * MS, 500 * MS), 500 * MS);
     }
 
     #[test]
@@ -117,7 +129,7 @@ mod tests {
         let mut f = FlushTimer::default();
         assert_eq!(f.sleep_for(t0, Duration::ZERO), Duration::ZERO);
         assert_eq!(f.sleep_for(t0, FOLLOW_UP), FOLLOW_UP);
-        // ...and they leave no follow-up pending.
+        // A long sleep after them is a wake-up's first follow-up.
         assert_eq!(f.sleep_for(t0 + 5 * MS, 300 * MS), FOLLOW_UP);
     }
 
