@@ -284,16 +284,12 @@ impl RtcEngine {
             settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
         }
 
-        let mut builder = PeerConnectionBuilder::new();
         // Browsers' first (nominating) check answered at once (pitfall 16);
+        // a repeated DTLS flight answered with ours (`rtc::dtls_resend`);
         // relayed packets sent when written (`rtc::relay_flush`).
-        let replay = self.role == Role::Answerer;
-        let flush = self.has_turn();
-        if replay || flush {
-            builder = builder.with_runtime(Arc::new(super::nomination::DeviceRuntime::new(
-                replay, flush,
-            )));
-        }
+        let runtime =
+            super::nomination::DeviceRuntime::new(self.role == Role::Answerer, self.has_turn());
+        let builder = PeerConnectionBuilder::new().with_runtime(Arc::new(runtime));
         let pc = builder
             .with_configuration(config)
             .with_media_engine(me)

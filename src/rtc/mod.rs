@@ -1,6 +1,7 @@
 //! WebRTC sessions on webrtc-rs 0.21, kept behind this module so a move to
 //! another WebRTC stack stays local.
 
+pub mod dtls_resend;
 pub mod engine;
 pub mod keyframe;
 pub mod metrics;
