@@ -833,3 +833,55 @@ pub fn random_sid() -> String {
         .map(char::from)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args_with(file: Option<&std::path::Path>) -> ViewArgs {
+        let mut argv = vec!["campeer", "view", "--device", "cam1"];
+        let path;
+        if let Some(f) = file {
+            path = f.to_string_lossy().into_owned();
+            argv.extend(["--ice-servers", &path]);
+        }
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::View(a) => a,
+            other => panic!("expected view, got {other:?}"),
+        }
+    }
+
+    fn file(text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "campeer-view-ice-{}-{}.json",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn ice_servers_come_from_a_json_file_and_are_checked() {
+        assert!(ice_servers(&args_with(None)).unwrap().is_empty());
+        let ok = file(
+            r#"[{"urls": "stun:198.18.0.1:3478"},
+                {"urls": ["turn:198.18.0.1:3478?transport=udp"], "username": "1:v", "credential": "c"}]"#,
+        );
+        let s = ice_servers(&args_with(Some(&ok))).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].urls, ["stun:198.18.0.1:3478"]);
+        assert_eq!(s[1].username.as_deref(), Some("1:v"));
+        // A TURN server without credentials, or no JSON array: refused, in words.
+        let bad = file(r#"[{"urls": "turn:198.18.0.1:3478"}]"#);
+        let e = format!("{:#}", ice_servers(&args_with(Some(&bad))).unwrap_err());
+        assert!(e.contains("username"), "{e}");
+        let junk = file("turn:x");
+        let e = format!("{:#}", ice_servers(&args_with(Some(&junk))).unwrap_err());
+        assert!(e.contains("not a JSON array"), "{e}");
+        for p in [ok, bad, junk] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
