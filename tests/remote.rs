@@ -224,7 +224,7 @@ async fn lab_nat_is_symmetric_and_servers_are_reachable_only_from_inside() {
     if !netlab::available("netlab") {
         return;
     }
-    let lab = Lab::start();
+    let mut lab = Lab::start();
     // Both LANs reach the Internet side's servers through their NAT...
     for ns in [Ns::Home, Ns::Viewer] {
         assert!(lab.can_connect(ns, netlab::SERVER_ADDR, netlab::MQTT_PORT));
@@ -237,7 +237,9 @@ async fn lab_nat_is_symmetric_and_servers_are_reachable_only_from_inside() {
     // A TURN REST credential allocates; a wrong one is refused.
     let (user, pass) = lab.rest_credential("probe", Duration::from_secs(60));
     let probe = |u: &str, p: &str| {
-        lab.cmd(Ns::Viewer, "turnutils_uclient")
+        // A refused client retries for minutes: 10 s is plenty either way.
+        lab.cmd(Ns::Viewer, "timeout")
+            .args(["10", "turnutils_uclient"])
             .args(["-y", "-n", "2", "-m", "1", "-l", "100", "-u", u, "-w", p])
             .arg(netlab::SERVER_ADDR)
             .output()
@@ -251,25 +253,64 @@ async fn lab_nat_is_symmetric_and_servers_are_reachable_only_from_inside() {
     let bad_text =
         String::from_utf8_lossy(&bad.stdout).into_owned() + &String::from_utf8_lossy(&bad.stderr);
     assert!(!bad_text.contains("Total lost packets 0"), "{bad_text}");
-    // The NAT maps each flow to its own random port: two bindings from the
-    // same local port to the server's two ports come back with different
-    // mapped ports (endpoint-dependent mapping: symmetric NAT).
-    let mapped = |port: &str| {
-        let out = lab.exec(
-            Ns::Viewer,
-            "turnutils_stunclient",
-            &["-p", port, "-L", netlab::VIEWER_LAN, netlab::SERVER_ADDR],
-        );
-        out.lines()
-            .find(|l| l.contains("UDP reflexive addr"))
-            .unwrap_or_else(|| panic!("no reflexive address: {out}"))
-            .trim()
-            .to_owned()
-    };
-    let a = mapped("3478");
-    let b = mapped("3478");
-    assert!(a.contains(netlab::VIEWER_WAN), "{a}");
-    assert_ne!(a, b, "the viewer's NAT kept one mapping for two flows");
+    // The NAT's mapping depends on the destination (symmetric): one viewer
+    // socket sends to two ports of a reflector on the Internet side, which
+    // answers with the source address it saw; the ports differ.
+    let reflector = lab.in_ns(Ns::Inet, || {
+        [4000u16, 4001].map(|port| {
+            let s = std::net::UdpSocket::bind((netlab::SERVER_ADDR, port)).expect("bind reflector");
+            // Ends 3 s after the last datagram.
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok((_, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(from.to_string().as_bytes(), from);
+                }
+            })
+        })
+    });
+    let seen = lab.in_ns(Ns::Viewer, || {
+        let s = std::net::UdpSocket::bind((netlab::VIEWER_LAN, 0)).expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        [4000u16, 4001].map(|port| {
+            s.send_to(b"?", (netlab::SERVER_ADDR, port)).expect("send");
+            let mut buf = [0u8; 64];
+            let (n, _) = s.recv_from(&mut buf).expect("the reflector answers");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+    });
+    drop(reflector);
+    assert!(seen[0].starts_with(netlab::VIEWER_WAN), "{seen:?}");
+    assert_ne!(
+        seen[0], seen[1],
+        "one mapping for two destinations: not symmetric"
+    );
+    // The viewer moves to a new address; the old one is gone, the new one
+    // reaches the Internet side.
+    let old = lab.viewer_addr().to_owned();
+    let new = lab.viewer_change_address();
+    let addrs = lab.exec(Ns::Viewer, "ip", &["-o", "-4", "addr"]);
+    assert!(
+        addrs.contains(&format!("{new}/24")) && !addrs.contains(&format!("{old}/24")),
+        "{addrs}"
+    );
+    assert!(lab.can_connect(Ns::Viewer, netlab::SERVER_ADDR, netlab::MQTT_PORT));
+    // Shaping and loss are installed where asked.
+    lab.shape(Ns::Viewer, 2000, 16000, 50);
+    let q = lab.exec(Ns::Viewer, "tc", &["qdisc", "show"]);
+    assert!(q.contains("tbf") && q.contains("2Mbit"), "{q}");
+    lab.udp_loss(Ns::ViewerRouter, 100);
+    let lost = lab.in_ns(Ns::Viewer, || {
+        let s =
+            std::net::UdpSocket::bind((netlab::SERVER_ADDR.replace("198.18.0.1", "0.0.0.0"), 0))
+                .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s.send_to(b"?", (netlab::SERVER_ADDR, 4000)).unwrap();
+        s.recv_from(&mut [0u8; 64]).is_err()
+    });
+    assert!(lost, "100 % UDP loss let a datagram through");
+    lab.udp_loss(Ns::ViewerRouter, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

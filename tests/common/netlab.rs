@@ -205,6 +205,22 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `f` on a new thread inside `ns` (setns(2) moves only that
+    /// thread; sockets it opens stay in `ns`), and returns its result.
+    pub fn in_ns<T: Send + 'static>(&self, ns: Ns, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.ns(ns));
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns(2) on an open namespace file; affects this thread only.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in a lab namespace")
+    }
+
     /// Keeps `child` (started in one of the lab's namespaces) to be killed
     /// with the lab.
     pub fn adopt(&mut self, child: Child) {
@@ -495,6 +511,18 @@ impl Lab {
         let new = format!("10.0.2.{}", self.viewer_n);
         let ns = self.ns(Ns::Viewer);
         let dev = format!("{}{}", short_tag(&self.tag), Ns::ViewerRouter.short());
+        // Removing the primary address would take the new (secondary) one
+        // with it unless secondaries are promoted.
+        for conf in ["all", dev.as_str()] {
+            self.exec(
+                Ns::Viewer,
+                "sysctl",
+                &[
+                    "-qw",
+                    &format!("net.ipv4.conf.{conf}.promote_secondaries=1"),
+                ],
+            );
+        }
         ip(&["-n", &ns, "addr", "add", &format!("{new}/24"), "dev", &dev]);
         ip(&[
             "-n",
@@ -565,12 +593,17 @@ impl Lab {
         if percent == 0 {
             return;
         }
+        let verdict = if percent >= 100 {
+            "drop".to_owned()
+        } else {
+            format!("numgen random mod 100 < {percent} drop")
+        };
         self.nft(
             ns,
             &format!(
                 "table inet loss {{\n\
-                   chain out {{ type filter hook postrouting priority 300; oifname \"{dev}\" meta l4proto udp numgen random mod 100 < {percent} drop; }}\n\
-                   chain in {{ type filter hook prerouting priority -300; iifname \"{dev}\" meta l4proto udp numgen random mod 100 < {percent} drop; }}\n\
+                   chain out {{ type filter hook postrouting priority 300; oifname \"{dev}\" meta l4proto udp {verdict}; }}\n\
+                   chain in {{ type filter hook prerouting priority -300; iifname \"{dev}\" meta l4proto udp {verdict}; }}\n\
                  }}\n"
             ),
         );
@@ -588,11 +621,16 @@ impl Lab {
             && !String::from_utf8_lossy(&routes.stdout).contains("198.18.")
     }
 
-    /// Whether a TCP connection from `ns` to `addr:port` succeeds (for the
-    /// lab's own tests).
+    /// Whether a TCP connection from `ns` to `addr:port` succeeds within
+    /// 3 s (the Internet drops what it cannot route, silently).
     pub fn can_connect(&self, ns: Ns, addr: &str, port: u16) -> bool {
-        self.cmd(ns, "bash")
-            .args(["-c", &format!("exec 3<>/dev/tcp/{addr}/{port}")])
+        self.cmd(ns, "timeout")
+            .args([
+                "3",
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{addr}/{port}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
