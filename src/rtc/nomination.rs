@@ -347,14 +347,14 @@ impl AsyncUdpSocket for ReplaySocket {
 #[derive(Debug, Default)]
 pub struct DeviceRuntime {
     replay_checks: bool,
-    flush: Option<Mutex<FlushTimer>>,
+    flush: Option<Arc<Mutex<FlushTimer>>>,
 }
 
 impl DeviceRuntime {
     pub fn new(replay_checks: bool, flush_relayed: bool) -> DeviceRuntime {
         DeviceRuntime {
             replay_checks,
-            flush: flush_relayed.then(Mutex::default),
+            flush: flush_relayed.then(Arc::default),
         }
     }
 
@@ -414,14 +414,22 @@ impl Runtime for DeviceRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        let duration = match &self.flush {
-            Some(timer) if is_driver() => timer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .sleep_for(Instant::now(), duration),
-            _ => duration,
+        let Some(timer) = self.flush.as_ref().filter(|_| is_driver()) else {
+            return TokioRuntime.sleep(duration);
         };
-        TokioRuntime.sleep(duration)
+        let (duration, follow_up) = timer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sleep_for(duration);
+        let sleep = TokioRuntime.sleep(duration);
+        let Some(n) = follow_up else {
+            return sleep;
+        };
+        let timer = timer.clone();
+        Box::pin(async move {
+            sleep.await;
+            timer.lock().unwrap_or_else(|p| p.into_inner()).fired(n);
+        })
     }
 
     fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {

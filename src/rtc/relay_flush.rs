@@ -18,14 +18,15 @@
 //! core to the TURN client and out. Then it sleeps as long as it asked.
 //! Only connections with a TURN server configured pay the extra pass.
 //!
-//! [`FlushTimer`] decides (pure, `now` passed in); [`in_driver`] marks the
+//! [`FlushTimer`] decides (pure: no clock, it is told which sleep fired);
+//! [`in_driver`] marks the
 //! driver task so only its sleeps are cut (a `close()` timeout is not).
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long after a wake-up the driver makes its extra passes.
 pub const FOLLOW_UP: Duration = Duration::from_millis(1);
@@ -35,30 +36,49 @@ pub const FOLLOW_UP: Duration = Duration::from_millis(1);
 pub const PASSES: u8 = 2;
 
 /// Whether the next driver sleep is a follow-up pass or what it asked for.
+///
+/// A pass is a follow-up only when the follow-up sleep before it fired: a
+/// datagram that woke the driver instead (even after that sleep's time,
+/// when both were ready) is a real wake-up and gets its own passes.
 #[derive(Debug, Default)]
 pub struct FlushTimer {
-    /// When the follow-up sleep handed out last ends, while one is out.
-    follow_up_until: Option<Instant>,
     /// Follow-up passes still to come after the current one.
     left: u8,
+    /// The sleep handed out last, when it was a follow-up, by number.
+    pending: Option<u64>,
+    /// Whether that sleep fired.
+    fired: bool,
+    next: u64,
 }
 
 impl FlushTimer {
-    /// The sleep to use when the driver asks for `requested` at `now`.
-    pub fn sleep_for(&mut self, now: Instant, requested: Duration) -> Duration {
-        let in_follow_up = self.follow_up_until.is_some_and(|t| now >= t);
+    /// The sleep to use when the driver asks for `requested`, and the
+    /// follow-up's number to report to [`FlushTimer::fired`] when it ends.
+    pub fn sleep_for(&mut self, requested: Duration) -> (Duration, Option<u64>) {
+        let in_follow_up = std::mem::take(&mut self.fired);
         if !in_follow_up {
-            // A real wake-up (a datagram, an event, a timer).
+            // A real wake-up (a datagram, an event, a timer of the driver's).
             self.left = PASSES;
         }
-        if self.left == 0 || requested <= FOLLOW_UP {
-            // The passes are done (or the driver wakes soon anyway).
-            self.follow_up_until = (self.left > 0).then(|| now + requested);
-            return requested;
+        self.pending = None;
+        if self.left == 0 {
+            return (requested, None);
+        }
+        self.next += 1;
+        self.pending = Some(self.next);
+        if requested <= FOLLOW_UP {
+            // The driver wakes this soon anyway: the pass counts as none.
+            return (requested, self.pending);
         }
         self.left -= 1;
-        self.follow_up_until = Some(now + FOLLOW_UP);
-        FOLLOW_UP
+        (FOLLOW_UP, self.pending)
+    }
+
+    /// The sleep numbered `n` ended (it was not cut short by a wake-up).
+    pub fn fired(&mut self, n: u64) {
+        if self.pending == Some(n) {
+            self.fired = true;
+        }
     }
 }
 
@@ -96,41 +116,64 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Hands out a sleep and, when `fires`, reports it fired.
+    fn step(f: &mut FlushTimer, requested: Duration, fires: bool) -> Duration {
+        let (d, n) = f.sleep_for(requested);
+        if let (true, Some(n)) = (fires, n) {
+            f.fired(n);
+        }
+        d
+    }
+
     #[test]
     fn a_wake_up_gets_two_follow_up_passes_then_the_asked_sleep() {
-        let t0 = Instant::now();
         let mut f = FlushTimer::default();
         // Woken (a datagram): two follow-up passes.
-        assert_eq!(f.sleep_for(t0, 800 * MS), FOLLOW_UP);
-        assert_eq!(f.sleep_for(t0 + MS, 799 * MS), FOLLOW_UP);
+        assert_eq!(step(&mut f, 800 * MS, true), FOLLOW_UP);
+        assert_eq!(step(&mut f, 799 * MS, true), FOLLOW_UP);
         // Then the driver sleeps as it asked.
-        assert_eq!(f.sleep_for(t0 + 2 * MS, 798 * MS), 798 * MS);
-        // Woken early by a datagram at +100 ms: two follow-ups again.
-        assert_eq!(f.sleep_for(t0 + 100 * MS, 700 * MS), FOLLOW_UP);
-        assert_eq!(f.sleep_for(t0 + 101 * MS, 699 * MS), FOLLOW_UP);
-        assert_eq!(f.sleep_for(t0 + 102 * MS, 698 * MS), 698 * MS);
+        assert_eq!(step(&mut f, 798 * MS, false), 798 * MS);
+        // Woken early by a datagram: two follow-ups again.
+        assert_eq!(step(&mut f, 700 * MS, true), FOLLOW_UP);
+        assert_eq!(step(&mut f, 699 * MS, true), FOLLOW_UP);
+        assert_eq!(step(&mut f, 698 * MS, true), 698 * MS);
+        // The driver's own timer fired: a real wake-up, two passes.
+        assert_eq!(step(&mut f, 500 * MS, true), FOLLOW_UP);
     }
 
     #[test]
     fn a_wake_up_during_a_follow_up_starts_over() {
-        let t0 = Instant::now();
         let mut f = FlushTimer::default();
-        assert_eq!(f.sleep_for(t0, 500 * MS), FOLLOW_UP);
-        // A datagram came before the follow-up fired: it gets its own two.
-        let early = t0 + Duration::from_micros(300);
-        assert_eq!(f.sleep_for(early, 500 * MS), FOLLOW_UP);
-        assert_eq!(f.sleep_for(early + MS, 500 * MS), FOLLOW_UP);
-        assert_eq!(f.sleep_for(early + 2 * MS, 500 * MS), 500 * MS);
+        assert_eq!(step(&mut f, 500 * MS, true), FOLLOW_UP);
+        // A datagram woke the driver before the second follow-up fired (or
+        // when both were ready): that pass is a wake-up, with its own two.
+        assert_eq!(step(&mut f, 500 * MS, false), FOLLOW_UP);
+        assert_eq!(step(&mut f, 500 * MS, true), FOLLOW_UP);
+        assert_eq!(step(&mut f, 500 * MS, true), FOLLOW_UP);
+        assert_eq!(step(&mut f, 500 * MS, true), 500 * MS);
+    }
+
+    #[test]
+    fn a_stale_sleep_firing_counts_for_nothing() {
+        let mut f = FlushTimer::default();
+        let (_, first) = f.sleep_for(500 * MS);
+        let (_, second) = f.sleep_for(500 * MS);
+        f.fired(first.unwrap());
+        // Only the latest sleep's end makes a follow-up pass.
+        assert_eq!(f.sleep_for(500 * MS).0, FOLLOW_UP);
+        f.fired(second.unwrap());
+        assert_eq!(step(&mut f, 500 * MS, true), FOLLOW_UP);
     }
 
     #[test]
     fn short_sleeps_are_left_alone() {
-        let t0 = Instant::now();
         let mut f = FlushTimer::default();
-        assert_eq!(f.sleep_for(t0, Duration::ZERO), Duration::ZERO);
-        assert_eq!(f.sleep_for(t0, FOLLOW_UP), FOLLOW_UP);
-        // A long sleep after them is a wake-up's first follow-up.
-        assert_eq!(f.sleep_for(t0 + 5 * MS, 300 * MS), FOLLOW_UP);
+        assert_eq!(step(&mut f, Duration::ZERO, true), Duration::ZERO);
+        assert_eq!(step(&mut f, FOLLOW_UP, true), FOLLOW_UP);
+        // ...and do not use up the passes.
+        assert_eq!(step(&mut f, 300 * MS, true), FOLLOW_UP);
+        assert_eq!(step(&mut f, 300 * MS, true), FOLLOW_UP);
+        assert_eq!(step(&mut f, 300 * MS, true), 300 * MS);
     }
 
     #[test]
