@@ -236,23 +236,12 @@ async fn lab_nat_is_symmetric_and_servers_are_reachable_only_from_inside() {
     assert!(lab.host_untouched());
     // A TURN REST credential allocates; a wrong one is refused.
     let (user, pass) = lab.rest_credential("probe", Duration::from_secs(60));
-    let probe = |u: &str, p: &str| {
-        // A refused client retries for minutes: 10 s is plenty either way.
-        lab.cmd(Ns::Viewer, "timeout")
-            .args(["10", "turnutils_uclient"])
-            .args(["-y", "-n", "2", "-m", "1", "-l", "100", "-u", u, "-w", p])
-            .arg(netlab::SERVER_ADDR)
-            .output()
-            .expect("turnutils_uclient")
-    };
-    let ok = probe(&user, &pass);
-    let ok_text =
-        String::from_utf8_lossy(&ok.stdout).into_owned() + &String::from_utf8_lossy(&ok.stderr);
-    assert!(ok_text.contains("Total lost packets 0"), "{ok_text}");
-    let bad = probe(&user, "d3Jvbmc=");
-    let bad_text =
-        String::from_utf8_lossy(&bad.stdout).into_owned() + &String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad_text.contains("Total lost packets 0"), "{bad_text}");
+    assert!(
+        turn_allocates(&lab, &user, &pass),
+        "{}",
+        lab.log("coturn.log")
+    );
+    assert!(!turn_allocates(&lab, &user, "d3Jvbmc="));
     // The NAT's mapping depends on the destination (symmetric): one viewer
     // socket sends to two ports of a reflector on the Internet side, which
     // answers with the source address it saw; the ports differ.
@@ -311,6 +300,35 @@ async fn lab_nat_is_symmetric_and_servers_are_reachable_only_from_inside() {
     });
     assert!(lost, "100 % UDP loss let a datagram through");
     lab.udp_loss(Ns::ViewerRouter, 0);
+}
+
+/// A TURN allocation from the viewer's LAN with `user`/`pass`: whether it
+/// relayed every test packet (`turnutils_uclient`, at most 10 s: a refused
+/// client retries for minutes).
+fn turn_allocates(lab: &Lab, user: &str, pass: &str) -> bool {
+    let out = lab
+        .cmd(Ns::Viewer, "timeout")
+        .args(["10", "turnutils_uclient"])
+        .args([
+            "-y", "-n", "2", "-m", "1", "-l", "100", "-u", user, "-w", pass,
+        ])
+        .arg(netlab::SERVER_ADDR)
+        .output()
+        .expect("turnutils_uclient");
+    String::from_utf8_lossy(&out.stdout).contains("Total lost packets 0")
+        || String::from_utf8_lossy(&out.stderr).contains("Total lost packets 0")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lab_with_a_static_turn_user() {
+    if !netlab::available("netlab") {
+        return;
+    }
+    let lab = Lab::start_with(netlab::LabOptions {
+        static_user: Some(("phone".into(), "correct horse".into())),
+    });
+    assert!(turn_allocates(&lab, "phone", "correct horse"));
+    assert!(!turn_allocates(&lab, "phone", "wrong"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
