@@ -568,6 +568,12 @@ pub struct ViewArgs {
     /// With --janus: the mountpoint's PIN (none if left out).
     #[arg(long, value_name = "PIN", requires = "janus")]
     pub pin: Option<String>,
+    /// File with the STUN/TURN servers to use, as JSON: an array of
+    /// `{"urls": ..., "username": ..., "credential": ...}` (the browser's
+    /// `RTCIceServer`, the page's `ice_servers`). Kept in a file so TURN
+    /// credentials stay off the command line.
+    #[arg(long, value_name = "FILE")]
+    pub ice_servers: Option<PathBuf>,
 }
 
 #[cfg(test)]

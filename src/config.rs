@@ -1134,7 +1134,7 @@ impl WebRtcConfig {
 }
 
 impl IceServer {
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if self.urls.is_empty() {
             return Err(invalid(format!("{key}.urls"), "needs at least one URL"));
         }

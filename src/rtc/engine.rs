@@ -160,6 +160,11 @@ pub fn register_playout_delay(me: &mut MediaEngine) -> Result<(), EngineError> {
     .map_err(|e| EngineError::Build(e.to_string()))
 }
 
+/// How long a controlling agent waits before nominating a relay pair that
+/// works (webrtc-rs's default: 2 s, all of it added to time to first frame
+/// through TURN).
+pub const RELAY_ACCEPTANCE_WAIT: Duration = Duration::from_millis(100);
+
 /// Which side of the negotiation this engine builds connections for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -227,6 +232,15 @@ impl RtcEngine {
         self
     }
 
+    /// Whether a TURN server is configured (relay candidates possible).
+    fn has_turn(&self) -> bool {
+        self.cfg
+            .ice_servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
+    }
+
     /// Builds one peer connection that reports its events to `handler`.
     pub async fn build(
         &self,
@@ -286,17 +300,22 @@ impl RtcEngine {
             // A peer's check that arrives before its trickled candidate makes
             // the pair peer-reflexive, and the controlling side would wait 1 s
             // before nominating it: the first-frame tail (pitfall 13).
-            .with_prflx_acceptance_min_wait(Some(Duration::ZERO));
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // The controlling side (the viewer client) would wait 2 s before
+            // nominating a working relay pair, hoping for a better one; a
+            // direct pair to a reachable peer succeeds within this anyway.
+            .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE_WAIT));
         if self.role == Role::Answerer {
             // The device as DTLS server: browsers send their ClientHello at once (pitfall 2).
             settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
         }
 
-        let mut builder = PeerConnectionBuilder::new();
-        if self.role == Role::Answerer {
-            // Browsers' first (nominating) check answered at once (pitfall 16).
-            builder = builder.with_runtime(Arc::new(super::nomination::DeviceRuntime));
-        }
+        // Browsers' first (nominating) check answered at once (pitfall 16);
+        // a repeated DTLS flight answered with ours (`rtc::dtls_resend`);
+        // relayed packets sent when written (`rtc::relay_flush`).
+        let runtime =
+            super::nomination::DeviceRuntime::new(self.role == Role::Answerer, self.has_turn());
+        let builder = PeerConnectionBuilder::new().with_runtime(Arc::new(runtime));
         let pc = builder
             .with_configuration(config)
             .with_media_engine(me)
@@ -309,4 +328,35 @@ impl RtcEngine {
             .map_err(build_err)?;
         Ok(Arc::new(pc))
     }
+}
+
+/// The selected candidate pair's types, `local/remote` (`host`, `srflx`,
+/// `prflx`, `relay`), or `None` before ICE has selected one: what a log
+/// line or a report says about the path a session took.
+pub async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    use rtc::statistics::report::RTCStatsReportEntry as Entry;
+    let stats = pc
+        .get_stats(
+            std::time::Instant::now(),
+            rtc::statistics::StatsSelector::None,
+        )
+        .await;
+    let pair_id = &stats.transport()?.selected_candidate_pair_id;
+    let Some(Entry::IceCandidatePair(pair)) = stats.get(pair_id) else {
+        return None;
+    };
+    // The pair names its candidates by their bare ids; the report keys them
+    // with a prefix. A peer-reflexive remote candidate has no entry ("?").
+    let kind = |prefix: &str, id: &str| match stats
+        .get(id)
+        .or_else(|| stats.get(&format!("{prefix}{id}")))
+    {
+        Some(Entry::LocalCandidate(c) | Entry::RemoteCandidate(c)) => c.candidate_type.to_string(),
+        _ => "?".to_owned(),
+    };
+    Some(format!(
+        "{}/{}",
+        kind("RTCLocalIceCandidate_", &pair.local_candidate_id),
+        kind("RTCRemoteIceCandidate_", &pair.remote_candidate_id)
+    ))
 }

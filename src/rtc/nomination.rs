@@ -23,6 +23,8 @@
 //! [`Replay`] decides (pure, with `now` passed in); [`ReplaySocket`] is the
 //! socket wrapper and [`DeviceRuntime`] the tokio runtime that installs it.
 
+use super::dtls_resend::{may_be_handshake, FlightResend};
+use super::relay_flush::{in_driver, is_driver, FlushTimer};
 use rtc::stun::attributes::ATTR_USE_CANDIDATE;
 use rtc::stun::message::{
     is_stun_message, Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS,
@@ -154,12 +156,17 @@ struct Queued {
 struct State {
     replay: Replay,
     queued: VecDeque<Queued>,
+    /// The device's last DTLS handshake flight per peer (`rtc::dtls_resend`).
+    resend: FlightResend,
 }
 
 /// A UDP socket that hands the agent a kept nominating check again after
 /// the answer to the device's own check (see the module's text).
 pub struct ReplaySocket {
     inner: Arc<dyn AsyncUdpSocket>,
+    /// Keep and replay nominating checks (the device, the controlled
+    /// side); the viewer client only repeats DTLS flights.
+    replay_checks: bool,
     state: Mutex<State>,
     /// Whether `state.queued` has anything, read without the lock on
     /// every receive (written under it).
@@ -167,9 +174,10 @@ pub struct ReplaySocket {
 }
 
 impl ReplaySocket {
-    pub fn new(inner: Arc<dyn AsyncUdpSocket>) -> ReplaySocket {
+    pub fn new(inner: Arc<dyn AsyncUdpSocket>, replay_checks: bool) -> ReplaySocket {
         ReplaySocket {
             inner,
+            replay_checks,
             state: Mutex::new(State::default()),
             queued: AtomicBool::new(false),
         }
@@ -177,6 +185,36 @@ impl ReplaySocket {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends the device's last DTLS flight again when `seg` repeats the
+    /// peer's last handshake message (`rtc::dtls_resend`). Best effort: a
+    /// send that would block is dropped, as a lost datagram would be.
+    fn resend_flight(
+        &self,
+        cx: &mut Context<'_>,
+        st: &mut State,
+        now: Instant,
+        m: &RecvMeta,
+        seg: &[u8],
+    ) {
+        if !may_be_handshake(seg) {
+            return;
+        }
+        let again = st.resend.inbound(now, m.addr, seg);
+        if !again.is_empty() {
+            debug!(peer = %m.addr, datagrams = again.len(), "the peer repeated its DTLS flight: sending the device's again");
+        }
+        for d in &again {
+            let t = Transmit {
+                destination: m.addr,
+                ecn: None,
+                contents: d,
+                segment_size: None,
+                src_ip: m.dst_ip,
+            };
+            let _ = self.inner.poll_send(cx, &t);
+        }
     }
 
     /// Fills `bufs`/`meta` from the queue; returns how many were filled.
@@ -235,6 +273,16 @@ impl AsyncUdpSocket for ReplaySocket {
                 .replay
                 .outbound(transmit.destination, transmit.contents);
         }
+        if may_be_handshake(transmit.contents) {
+            let stride = transmit
+                .segment_size
+                .unwrap_or(transmit.contents.len())
+                .max(1);
+            let mut st = self.state();
+            for seg in transmit.contents.chunks(stride) {
+                st.resend.outbound(transmit.destination, seg);
+            }
+        }
         self.inner.poll_send(cx, transmit)
     }
 
@@ -254,13 +302,12 @@ impl AsyncUdpSocket for ReplaySocket {
             Poll::Ready(Ok(n)) => n,
             other => return other,
         };
-        // Media (the common case) is not STUN: no lock, no clock.
-        if !bufs
-            .iter()
-            .zip(meta.iter())
-            .take(n)
-            .any(|(b, m)| may_be_stun(&b[..m.len.min(b.len())]) || m.stride < m.len)
-        {
+        // Media (the common case) is neither STUN nor a DTLS handshake: no
+        // lock, no clock.
+        if !bufs.iter().zip(meta.iter()).take(n).any(|(b, m)| {
+            let d = &b[..m.len.min(b.len())];
+            may_be_stun(d) || may_be_handshake(d) || m.stride < m.len
+        }) {
             return Poll::Ready(Ok(n));
         }
         let now = Instant::now();
@@ -268,6 +315,10 @@ impl AsyncUdpSocket for ReplaySocket {
         for (buf, m) in bufs.iter().zip(meta.iter()).take(n) {
             let stride = m.stride.max(1);
             for seg in buf[..m.len.min(buf.len())].chunks(stride) {
+                self.resend_flight(cx, &mut st, now, m, seg);
+                if !self.replay_checks {
+                    continue;
+                }
                 if let Some(bytes) = st.replay.inbound(now, m.addr, seg) {
                     debug!(peer = %m.addr, "answering the peer's first nominating check now that the device's own check succeeded");
                     st.queued.push_back(Queued {
@@ -287,13 +338,41 @@ impl AsyncUdpSocket for ReplaySocket {
     }
 }
 
-/// webrtc-rs's tokio runtime with [`ReplaySocket`] around each UDP socket.
+/// webrtc-rs's tokio runtime, one per peer connection, with its fixes:
+/// [`ReplaySocket`] around each UDP socket (nominating checks replayed on
+/// the device, which browsers' first checks reach; the last DTLS flight
+/// repeated on both sides, `rtc::dtls_resend`), and the driver's extra
+/// passes after each wake-up that send TURN-relayed packets at once
+/// (`rtc::relay_flush`, for connections with a TURN server).
 #[derive(Debug, Default)]
-pub struct DeviceRuntime;
+pub struct DeviceRuntime {
+    replay_checks: bool,
+    flush: Option<Arc<Mutex<FlushTimer>>>,
+}
+
+impl DeviceRuntime {
+    pub fn new(replay_checks: bool, flush_relayed: bool) -> DeviceRuntime {
+        DeviceRuntime {
+            replay_checks,
+            flush: flush_relayed.then(Arc::default),
+        }
+    }
+
+    fn driver(
+        &self,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        if self.flush.is_some() {
+            in_driver(future)
+        } else {
+            future
+        }
+    }
+}
 
 impl Runtime for DeviceRuntime {
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        TokioRuntime.spawn(future)
+        TokioRuntime.spawn(self.driver(future))
     }
 
     fn spawn_reactor(
@@ -301,12 +380,12 @@ impl Runtime for DeviceRuntime {
         reactor_pool_size: usize,
         future: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Box<dyn JoinHandle> {
-        TokioRuntime.spawn_reactor(reactor_pool_size, future)
+        TokioRuntime.spawn_reactor(reactor_pool_size, self.driver(future))
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let inner = TokioRuntime.wrap_udp_socket(socket)?;
-        Ok(Arc::new(ReplaySocket::new(inner)))
+        Ok(Arc::new(ReplaySocket::new(inner, self.replay_checks)))
     }
 
     fn wrap_tcp_listener(
@@ -335,7 +414,22 @@ impl Runtime for DeviceRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        TokioRuntime.sleep(duration)
+        let Some(timer) = self.flush.as_ref().filter(|_| is_driver()) else {
+            return TokioRuntime.sleep(duration);
+        };
+        let (duration, follow_up) = timer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sleep_for(duration);
+        let sleep = TokioRuntime.sleep(duration);
+        let Some(n) = follow_up else {
+            return sleep;
+        };
+        let timer = timer.clone();
+        Box::pin(async move {
+            sleep.await;
+            timer.lock().unwrap_or_else(|p| p.into_inner()).fired(n);
+        })
     }
 
     fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
@@ -347,7 +441,7 @@ impl Runtime for DeviceRuntime {
     }
 
     fn name(&self) -> &'static str {
-        "tokio (campeer: nominating checks answered at once)"
+        "tokio (campeer: nominating checks answered at once, relayed packets sent at once)"
     }
 }
 

@@ -403,7 +403,8 @@ impl Session {
                         match life.on_state(pc_state(state), monotonic_us()) {
                             Step::Continue => {}
                             Step::FirstConnected => {
-                                info!(sid = %self.sid, ms = t0.elapsed().as_millis() as u64, "connected");
+                                let pair = crate::rtc::engine::selected_pair(&pc).await;
+                                info!(sid = %self.sid, ms = t0.elapsed().as_millis() as u64, pair = pair.as_deref().unwrap_or("-"), "connected");
                                 let _ = self.events.try_send(SessionEvent::Connected { id: self.id, sid: self.sid.clone() });
                                 self.start_writer();
                             }

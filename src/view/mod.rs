@@ -17,7 +17,7 @@ mod whep;
 
 use crate::cli::ViewArgs;
 use crate::clock::{monotonic_us, sleep_until_opt};
-use crate::config::{MqttTarget, WebRtcConfig};
+use crate::config::{IceServer, MqttTarget, WebRtcConfig};
 use crate::encode::decode::{DecodedPicture, H264Decoder};
 use crate::encode::pipeline::VideoCodec;
 use crate::encode::vp8::Vp8Decoder;
@@ -135,20 +135,26 @@ struct ViewerPc {
     audio: Arc<std::sync::Mutex<Option<AudioReceiver>>>,
 }
 
-/// Builds the viewer's peer connection (loopback candidates included),
-/// receiving `codec` only when it is VP8 (`--codec vp8`), else H.264.
+/// Builds the viewer's peer connection (loopback candidates included, the
+/// ICE servers of `--ice-servers` and `from_device`), receiving `codec`
+/// only when it is VP8 (`--codec vp8`), else H.264.
 async fn viewer_pc(
+    args: &ViewArgs,
     started: Instant,
     codec: VideoCodec,
-    ice: Vec<IceServerEntry>,
+    from_device: Vec<IceServerEntry>,
 ) -> anyhow::Result<ViewerPc> {
     let cfg = WebRtcConfig {
         include_loopback: true,
+        ice_servers: ice_servers(args)?,
         ..WebRtcConfig::default()
     };
+    // `--ice-servers` first, then what the device handed out.
+    let mut servers = crate::rtc::engine::static_servers(&cfg);
+    servers.extend(from_device);
     let engine = RtcEngine::new(&cfg, Role::Offerer)?
         .with_only_video_codec((codec == VideoCodec::Vp8).then_some(codec))
-        .with_ice_source(IceServerSource::new(ice, None));
+        .with_ice_source(IceServerSource::new(servers, None));
     let (tx, rx) = mpsc::channel(1024);
     let audio = Arc::new(std::sync::Mutex::new(None));
     let pc = engine
@@ -160,6 +166,26 @@ async fn viewer_pc(
         }))
         .await?;
     Ok(ViewerPc { pc, tx, rx, audio })
+}
+
+/// The STUN/TURN servers of `--ice-servers`, checked as the device checks
+/// its own (`webrtc.ice_servers`).
+fn ice_servers(args: &ViewArgs) -> anyhow::Result<Vec<IceServer>> {
+    let Some(path) = &args.ice_servers else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --ice-servers {}", path.display()))?;
+    let servers: Vec<IceServer> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--ice-servers {}: not a JSON array of ICE servers",
+            path.display()
+        )
+    })?;
+    for (i, s) in servers.iter().enumerate() {
+        s.validate(&format!("--ice-servers[{i}]"))?;
+    }
+    Ok(servers)
 }
 
 /// The local description with the candidates gathered within `wait`, for
@@ -285,7 +311,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
         tx,
         mut rx,
         audio: audio_state,
-    } = viewer_pc(started, codec, ice_servers).await?;
+    } = viewer_pc(args, started, codec, ice_servers).await?;
 
     let calls = parse_calls(&args.call)?;
     report.calls = calls.clone();
@@ -435,6 +461,7 @@ pub async fn view(args: &ViewArgs) -> anyhow::Result<ViewReport> {
                     match s {
                         RTCPeerConnectionState::Connected => {
                             report.connected_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
+                            report.pair = crate::rtc::engine::selected_pair(&pc).await;
                             if !args.hold && video_done(args, &report) && report.calls_done() {
                                 finish.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                             }
@@ -853,4 +880,56 @@ pub fn random_sid() -> String {
         .take(16)
         .map(char::from)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args_with(file: Option<&std::path::Path>) -> ViewArgs {
+        let mut argv = vec!["campeer", "view", "--device", "cam1"];
+        let path;
+        if let Some(f) = file {
+            path = f.to_string_lossy().into_owned();
+            argv.extend(["--ice-servers", &path]);
+        }
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::View(a) => a,
+            other => panic!("expected view, got {other:?}"),
+        }
+    }
+
+    fn file(text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "campeer-view-ice-{}-{}.json",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn ice_servers_come_from_a_json_file_and_are_checked() {
+        assert!(ice_servers(&args_with(None)).unwrap().is_empty());
+        let ok = file(
+            r#"[{"urls": "stun:198.18.0.1:3478"},
+                {"urls": ["turn:198.18.0.1:3478?transport=udp"], "username": "1:v", "credential": "c"}]"#,
+        );
+        let s = ice_servers(&args_with(Some(&ok))).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].urls, ["stun:198.18.0.1:3478"]);
+        assert_eq!(s[1].username.as_deref(), Some("1:v"));
+        // A TURN server without credentials, or no JSON array: refused, in words.
+        let bad = file(r#"[{"urls": "turn:198.18.0.1:3478"}]"#);
+        let e = format!("{:#}", ice_servers(&args_with(Some(&bad))).unwrap_err());
+        assert!(e.contains("username"), "{e}");
+        let junk = file("turn:x");
+        let e = format!("{:#}", ice_servers(&args_with(Some(&junk))).unwrap_err());
+        assert!(e.contains("not a JSON array"), "{e}");
+        for p in [ok, bad, junk] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }

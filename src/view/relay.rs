@@ -53,7 +53,7 @@ pub async fn watch(
         }
     };
     report.answer_ms = Some(offer_at.elapsed().as_secs_f64() * 1e3);
-    let mut v = match answer(&janus, h, offer, started).await {
+    let mut v = match answer(args, &janus, h, offer, started).await {
         Ok(v) => v,
         Err(e) => {
             report.error = Some(format!("the relay's offer could not be answered: {e:#}"));
@@ -77,12 +77,13 @@ pub async fn watch(
 /// A peer connection that answered Janus's `offer` (candidates gathered
 /// first) and told Janus to start.
 async fn answer(
+    args: &ViewArgs,
     janus: &Janus,
     h: Handle,
     offer: String,
     started: Instant,
 ) -> anyhow::Result<super::ViewerPc> {
-    let mut v = viewer_pc(started, VideoCodec::H264, Vec::new()).await?;
+    let mut v = viewer_pc(args, started, VideoCodec::H264, Vec::new()).await?;
     v.pc.set_remote_description(RTCSessionDescription::offer(offer)?)
         .await?;
     let answer = v.pc.create_answer(None).await?;

@@ -58,6 +58,10 @@ pub struct ViewReport {
     pub ice_expires: Option<u64>,
     pub answer_ms: Option<f64>,
     pub connected_ms: Option<f64>,
+    /// The selected candidate pair's types when connected, local/remote
+    /// (e.g. `relay/relay` through TURN on both sides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pair: Option<String>,
     pub first_frame_ms: Option<f64>,
     pub frames: u64,
     pub stamped_frames: u64,

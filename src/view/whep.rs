@@ -70,7 +70,7 @@ pub async fn view(args: &ViewArgs, url: &str) -> anyhow::Result<ViewReport> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     // WHEP offers H.264 (the device's preferred codec).
-    let mut v = viewer_pc(started, VideoCodec::H264, Vec::new()).await?;
+    let mut v = viewer_pc(args, started, VideoCodec::H264, Vec::new()).await?;
     let pc = v.pc.clone();
     let kinds: &[(RtpCodecKind, bool)] = &[
         (RtpCodecKind::Video, !args.no_video),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub mod janus;
+pub mod netlab;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_campeer");
 
