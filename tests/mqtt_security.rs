@@ -700,7 +700,7 @@ async fn a_clock_before_the_certificate_is_a_clear_error_retried_with_backoff() 
     let window = Duration::from_secs(5);
     let log = daemon.log_after(window);
     assert!(
-        log.contains("TLS: certificate not valid yet (valid from 2099-01-01 00:00:00 UTC): is the clock right?"),
+        log.contains("TLS: certificate not valid yet (valid from Thu, 01 Jan 2099 00:00:00 GMT): is the clock right?"),
         "no clear clock hint:\n{log}"
     );
     assert_backoff(&log, window);
