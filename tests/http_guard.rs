@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{free_port, wait_page_port, TempDir, BIN, PAGE_ANY_PORT};
+use common::{free_port, wait_page_port, ChildDaemon, TempDir, BIN, PAGE_ANY_PORT};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -19,31 +19,9 @@ const IDLE_SOCKETS: usize = 2000;
 /// http.max_connections_per_ip's default.
 const PER_IP: usize = 16;
 
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-impl Daemon {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- daemon log ----\n{}", self.log_text());
-        }
-    }
-}
-
 /// `campeer run` with its own broker (the bridge's TCP target), a signed
 /// device (so ice.json needs a key), a TURN server with credentials.
-async fn start_daemon() -> (Daemon, SocketAddr) {
+async fn start_daemon() -> (ChildDaemon, SocketAddr) {
     let dir = TempDir::new("http-guard");
     // The own broker does not report a port it bound: a picked one. The
     // page server binds any port and logs it.
@@ -69,10 +47,10 @@ async fn start_daemon() -> (Daemon, SocketAddr) {
         .stderr(logf)
         .spawn()
         .expect("start campeer");
-    let d = Daemon {
+    let d = ChildDaemon {
         child,
         log,
-        _dir: dir,
+        dir: Some(dir),
     };
     let http = wait_page_port(|| d.log_text(), Duration::from_secs(20)).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], http));

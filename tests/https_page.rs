@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::{free_port, wait_page_port, TempDir, BIN, PAGE_ANY_PORT};
+use common::{free_port, wait_page_port, ChildDaemon, TempDir, BIN, PAGE_ANY_PORT};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,27 +19,6 @@ use tokio_rustls::TlsConnector;
 
 const DEVICE: &str = "tlscam";
 const T: Duration = Duration::from_secs(10);
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- daemon log ----\n{}", self.log_text());
-        }
-    }
-}
 
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert.pem,
 /// key.pem, the certificate's DER).
@@ -56,7 +35,7 @@ fn make_cert(dir: &Path) -> (PathBuf, PathBuf, CertificateDer<'static>) {
 /// of its broker's WebSocket listener. The broker's two listeners read
 /// their ports from the configuration and do not report them: picked free
 /// ports.
-fn start_daemon(dir: &Path, cert: &Path, key: &Path, http: &str) -> (Daemon, SocketAddr) {
+fn start_daemon(dir: &Path, cert: &Path, key: &Path, http: &str) -> (ChildDaemon, SocketAddr) {
     let (mqtt, ws) = (free_port(), free_port());
     let config = format!(
         "device_id = \"{DEVICE}\"\n\
@@ -79,7 +58,11 @@ fn start_daemon(dir: &Path, cert: &Path, key: &Path, http: &str) -> (Daemon, Soc
         .stderr(logf)
         .spawn()
         .expect("start campeer");
-    let d = Daemon { child, log };
+    let d = ChildDaemon {
+        child,
+        log,
+        dir: None,
+    };
     (d, SocketAddr::from(([127, 0, 0, 1], ws)))
 }
 

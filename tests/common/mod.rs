@@ -805,3 +805,28 @@ pub fn pair_text(state: &std::path::Path) -> String {
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .collect()
 }
+
+/// A daemon the test started itself with its own command line: killed
+/// when dropped, its log printed when the test failed.
+pub struct ChildDaemon {
+    pub child: Child,
+    pub log: PathBuf,
+    /// Kept alive as long as the daemon (its state and log may be there).
+    pub dir: Option<TempDir>,
+}
+
+impl ChildDaemon {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ChildDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- daemon log ----\n{}", self.log_text());
+        }
+    }
+}
